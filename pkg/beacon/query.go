@@ -1,0 +1,177 @@
+package beacon
+
+import (
+	"cmp"
+	"slices"
+)
+
+// Tuple is the query's group key: who (device, account, process) talks to
+// what (remote IP and port).
+type Tuple struct {
+	DeviceId      string
+	DeviceName    string
+	AccountName   string // InitiatingProcessAccountName
+	AccountDomain string // InitiatingProcessAccountDomain
+	FileName      string // InitiatingProcessFileName
+	RemoteIP      string
+	RemotePort    int32
+}
+
+// Tuple returns the event's group key.
+func (e *Event) Tuple() Tuple {
+	return Tuple{e.DeviceId, e.DeviceName, e.AccountName, e.AccountDomain, e.FileName, e.RemoteIP, e.RemotePort}
+}
+
+// Compare orders tuples by their seven columns, ascending (ordinal string
+// comparison): the tie-break of the output order.
+func (t *Tuple) Compare(o *Tuple) int {
+	if c := cmp.Compare(t.DeviceId, o.DeviceId); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(t.DeviceName, o.DeviceName); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(t.AccountName, o.AccountName); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(t.AccountDomain, o.AccountDomain); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(t.FileName, o.FileName); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(t.RemoteIP, o.RemoteIP); c != 0 {
+		return c
+	}
+	return cmp.Compare(t.RemotePort, o.RemotePort)
+}
+
+// Destination is what the device cap counts devices of: the process name,
+// remote IP and port, across devices and accounts.
+type Destination struct {
+	FileName   string
+	RemoteIP   string
+	RemotePort int32
+}
+
+// Destination returns the tuple's destination.
+func (t *Tuple) Destination() Destination { return Destination{t.FileName, t.RemoteIP, t.RemotePort} }
+
+// Candidate is a tuple that passed the count and jitter tests
+// (BeaconCandidates in the query).
+type Candidate struct {
+	Tuple
+	Stats
+}
+
+// Candidate applies the per-tuple tests to a tuple with distinct timestamps
+// in the window summarized by s: distinct > TotalEventsThresholdMin,
+// distinct < TotalEventsThresholdMax, and Jitter < JitterThreshold.
+func (p *Params) Candidate(distinct int64, s *Summary) (Stats, bool) {
+	if distinct <= p.TotalEventsThresholdMin || distinct >= p.EventsMax() || s.N < 1 {
+		return Stats{}, false
+	}
+	st := p.Stats(s)
+	return st, p.jitterOK(st.Jitter)
+}
+
+// SelectDestination decides which candidates of one destination are
+// beacons: when more than CompromisedDeviceCountMax distinct devices beacon
+// to it, none is (dcount over all candidates, before outliers); otherwise
+// those with at most OutlierCountMax outliers and, when set, an average
+// sleep within [SleepMin, SleepMax]. It returns the indexes kept and the
+// destination's device count (dcount_DeviceId).
+func (p *Params) SelectDestination(cands []Candidate) (kept []int, devices int64) {
+	devices = countDevices(cands)
+	if devices > p.CompromisedDeviceCountMax {
+		return nil, devices
+	}
+	for i := range cands {
+		c := &cands[i]
+		if c.Outliers > p.OutlierCountMax {
+			continue
+		}
+		if (p.SleepMin != 0 && c.Avg < p.SleepMin) || (p.SleepMax != 0 && c.Avg > p.SleepMax) {
+			continue
+		}
+		kept = append(kept, i)
+	}
+	return kept, devices
+}
+
+func countDevices(cands []Candidate) int64 {
+	if len(cands) <= 1 {
+		return int64(len(cands))
+	}
+	ids := make([]string, len(cands))
+	for i := range cands {
+		ids[i] = cands[i].DeviceId
+	}
+	slices.Sort(ids)
+	return int64(len(slices.Compact(ids)))
+}
+
+// Row is one row of the query's output.
+type Row struct {
+	Tuple
+	Stats
+	MinTimestamp  Time    // min_Timestamp (and Timestamp)
+	MaxTimestamp  Time    // max_Timestamp: the second-to-last timestamp
+	Duration      int64   // datetime_diff('second', max, min)
+	TimeDeltaList []int64 // deltas in time order
+	MinIndex      int     // TimeDeltaInSeconds_min_index
+	MaxIndex      int     // TimeDeltaInSeconds_max_index
+	Domains       []string
+	DeviceCount   int64 // dcount_DeviceId
+}
+
+// SleepMin is BeaconSleepMin = avg − stdev.
+func (r *Row) SleepMin() float64 { return r.Avg - r.Stdev }
+
+// SleepMax is BeaconSleepMax = avg + stdev.
+func (r *Row) SleepMax() float64 { return r.Avg + r.Stdev }
+
+// Deltas returns the query's TimeDeltaList for sorted distinct timestamps:
+// datetime_diff('second', next, this) for every timestamp that has a next.
+func Deltas(ts []Time, dst []int64) []int64 {
+	dst = dst[:0]
+	for i := 0; i+1 < len(ts); i++ {
+		dst = append(dst, DatetimeDiffSeconds(ts[i+1], ts[i]))
+	}
+	return dst
+}
+
+// NewRow renders a kept candidate: ts are the tuple's sorted distinct
+// timestamps in the window (at least two), domains the Domains of its IP.
+func NewRow(c *Candidate, ts []Time, domains []string, devices int64) Row {
+	deltas := Deltas(ts, nil)
+	minI, maxI := MinMaxIndex(deltas)
+	r := Row{
+		Tuple:         c.Tuple,
+		Stats:         c.Stats,
+		MinTimestamp:  ts[0],
+		MaxTimestamp:  ts[len(ts)-2],
+		TimeDeltaList: deltas,
+		MinIndex:      minI,
+		MaxIndex:      maxI,
+		Domains:       domains,
+		DeviceCount:   devices,
+	}
+	r.Duration = DatetimeDiffSeconds(r.MaxTimestamp, r.MinTimestamp)
+	return r
+}
+
+// CompareRows is the output order: Jitter asc, TimeDeltaInSeconds_avg asc,
+// then the seven tuple columns asc (Kusto leaves those ties open).
+func CompareRows(a, b *Row) int {
+	if c := cmp.Compare(a.Jitter, b.Jitter); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.Avg, b.Avg); c != 0 {
+		return c
+	}
+	return a.Tuple.Compare(&b.Tuple)
+}
+
+// SortRows sorts rows in the output order.
+func SortRows(rows []Row) { slices.SortFunc(rows, func(a, b Row) int { return CompareRows(&a, &b) }) }
