@@ -1,6 +1,7 @@
 package beacon
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"strconv"
@@ -18,7 +19,7 @@ import (
 // The strings of an emitted Event may alias line: copy them (Event.Clone)
 // to keep them after line is reused.
 func DecodeJSON(line []byte, emit func(*Event)) (int, error) {
-	d := jsonDec{b: line}
+	d := jsonDec{b: bytes.TrimPrefix(line, utf8BOM)}
 	d.ws()
 	if d.i == len(d.b) {
 		return 0, nil
@@ -53,6 +54,8 @@ func DecodeJSON(line []byte, emit func(*Event)) (int, error) {
 	emit(&ev)
 	return 1, nil
 }
+
+var utf8BOM = []byte("\xef\xbb\xbf")
 
 // fieldSet records which required columns an object had.
 type fieldSet struct{ timestamp bool }

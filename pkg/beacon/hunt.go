@@ -1,6 +1,8 @@
 package beacon
 
 import (
+	"encoding/binary"
+	"hash/maphash"
 	"slices"
 )
 
@@ -11,28 +13,37 @@ import (
 //
 // Event strings may alias decoder buffers: Hunt copies what it keeps.
 type Hunt struct {
-	p       Params
-	index   map[Tuple]int32
-	tuples  []Tuple
-	times   [][]Time
-	domains map[ipDomain]Time
-	urls    map[string]string // RemoteUrl → domain, a cache
-	strs    map[string]string // interned strings
-	newest  Time
-	any     bool
-	events  int64
+	p    Params
+	seed maphash.Seed
+	// Tuples are found by a 64-bit hash of their columns; first[h] is the
+	// newest tuple with that hash and next chains the (rare) collisions.
+	first  map[uint64]int32
+	next   []int32
+	tuples []Tuple
+	// Each kept event is (tuple index, timestamp), in arrival order; Rows
+	// groups them with a counting sort, so no per-tuple slice is grown.
+	evTuple []int32
+	evTime  []Time
+	// For the Domains enrichment, the newest Timestamp of each distinct
+	// (RemoteIP, RemoteUrl), found like tuples; domains are derived only
+	// for the IPs of candidates, at the end.
+	urlFirst map[uint64]int32
+	urlNext  []int32
+	urlSeen  []ipURL
+	strs     map[string]string
+	newest   Time
+	any      bool
+	events   int64
 }
-
-type ipDomain struct{ ip, domain string }
 
 // NewHunt returns an empty batch.
 func NewHunt(p Params) *Hunt {
 	return &Hunt{
-		p:       p,
-		index:   make(map[Tuple]int32),
-		domains: make(map[ipDomain]Time),
-		urls:    make(map[string]string),
-		strs:    make(map[string]string),
+		p:        p,
+		seed:     maphash.MakeSeed(),
+		first:    make(map[uint64]int32),
+		urlFirst: make(map[uint64]int32),
+		strs:     make(map[string]string),
 	}
 }
 
@@ -45,25 +56,30 @@ func (h *Hunt) intern(s string) string {
 	return v
 }
 
+func (h *Hunt) hashTuple(e *Event) uint64 {
+	var m maphash.Hash
+	m.SetSeed(h.seed)
+	for _, s := range [...]string{e.DeviceId, e.DeviceName, e.AccountName, e.AccountDomain, e.FileName, e.RemoteIP} {
+		m.WriteString(s)
+		m.WriteByte(0)
+	}
+	var port [4]byte
+	binary.LittleEndian.PutUint32(port[:], uint32(e.RemotePort))
+	m.Write(port[:])
+	return m.Sum64()
+}
+
+func sameTuple(t *Tuple, e *Event) bool {
+	return t.RemotePort == e.RemotePort && t.RemoteIP == e.RemoteIP && t.DeviceId == e.DeviceId &&
+		t.FileName == e.FileName && t.AccountName == e.AccountName && t.DeviceName == e.DeviceName &&
+		t.AccountDomain == e.AccountDomain
+}
+
 // Add takes one event.
 func (h *Hunt) Add(e *Event) {
 	h.events++
 	if DomainIP(e.RemoteIP) {
-		d, ok := h.urls[e.RemoteUrl]
-		if !ok {
-			d = h.intern(DomainOf(e.RemoteUrl))
-			if len(h.urls) > 1<<20 { // bound the cache, not the answer
-				clear(h.urls)
-			}
-			h.urls[h.intern(e.RemoteUrl)] = d
-		}
-		k := ipDomain{e.RemoteIP, d}
-		if t, ok := h.domains[k]; !ok || e.Timestamp > t {
-			if !ok {
-				k.ip = h.intern(k.ip)
-			}
-			h.domains[k] = e.Timestamp
-		}
+		h.addDomain(e)
 	}
 	if !h.p.Connection(e) {
 		return
@@ -74,17 +90,55 @@ func (h *Hunt) Add(e *Event) {
 	if !e.HasPort {
 		return // null == null is null in Kusto: such rows never pair up
 	}
-	t := e.Tuple()
-	i, ok := h.index[t]
-	if !ok {
-		t = Tuple{h.intern(t.DeviceId), h.intern(t.DeviceName), h.intern(t.AccountName),
-			h.intern(t.AccountDomain), h.intern(t.FileName), h.intern(t.RemoteIP), t.RemotePort}
-		i = int32(len(h.tuples))
-		h.index[t] = i
-		h.tuples = append(h.tuples, t)
-		h.times = append(h.times, nil)
+	hash := h.hashTuple(e)
+	i, ok := h.first[hash]
+	for ok && i >= 0 && !sameTuple(&h.tuples[i], e) {
+		i = h.next[i]
 	}
-	h.times[i] = append(h.times[i], e.Timestamp)
+	if !ok || i < 0 {
+		prev := int32(-1)
+		if ok {
+			prev = h.first[hash]
+		}
+		i = int32(len(h.tuples))
+		h.tuples = append(h.tuples, Tuple{h.intern(e.DeviceId), h.intern(e.DeviceName), h.intern(e.AccountName),
+			h.intern(e.AccountDomain), h.intern(e.FileName), h.intern(e.RemoteIP), e.RemotePort})
+		h.next = append(h.next, prev)
+		h.first[hash] = i
+	}
+	h.evTuple = append(h.evTuple, i)
+	h.evTime = append(h.evTime, e.Timestamp)
+}
+
+type ipURL struct {
+	ip, url string
+	newest  Time
+}
+
+func (h *Hunt) addDomain(e *Event) {
+	var m maphash.Hash
+	m.SetSeed(h.seed)
+	m.WriteString(e.RemoteIP)
+	m.WriteByte(0)
+	m.WriteString(e.RemoteUrl)
+	hash := m.Sum64()
+	i, ok := h.urlFirst[hash]
+	for ok && i >= 0 && (h.urlSeen[i].ip != e.RemoteIP || h.urlSeen[i].url != e.RemoteUrl) {
+		i = h.urlNext[i]
+	}
+	if ok && i >= 0 {
+		if e.Timestamp > h.urlSeen[i].newest {
+			h.urlSeen[i].newest = e.Timestamp
+		}
+		return
+	}
+	prev := int32(-1)
+	if ok {
+		prev = h.urlFirst[hash]
+	}
+	h.urlFirst[hash] = int32(len(h.urlSeen))
+	h.urlNext = append(h.urlNext, prev)
+	h.urlSeen = append(h.urlSeen, ipURL{h.intern(e.RemoteIP), cloneString(e.RemoteUrl), e.Timestamp})
 }
 
 // Events is the number of events added.
@@ -100,14 +154,34 @@ func (h *Hunt) DefaultNow() (now Time, ok bool) {
 // Rows runs the query at now and returns its rows in output order.
 func (h *Hunt) Rows(now Time) []Row {
 	from, to := h.p.Window(now)
-	byDest := make(map[Destination][]Candidate)
-	var tsOf = make(map[Tuple][]Time)
-	var deltas []int64
-	for i, all := range h.times {
-		ts := windowSet(all, from, to)
-		if len(ts) < 2 {
-			continue
+	// Counting sort of the window's events by tuple.
+	start := make([]int32, len(h.tuples)+1)
+	for k, i := range h.evTuple {
+		if t := h.evTime[k]; t >= from && t <= to {
+			start[i+1]++
 		}
+	}
+	for i := range h.tuples {
+		start[i+1] += start[i]
+	}
+	times := make([]Time, start[len(h.tuples)])
+	fill := append([]int32(nil), start[:len(h.tuples)]...)
+	for k, i := range h.evTuple {
+		if t := h.evTime[k]; t >= from && t <= to {
+			times[fill[i]] = t
+			fill[i]++
+		}
+	}
+	byDest := make(map[Destination][]Candidate)
+	tsOf := make(map[Tuple][]Time)
+	var deltas []int64
+	for i := range h.tuples {
+		ts := times[start[i]:start[i+1]]
+		if len(ts) <= 1 || int64(len(ts)) <= h.p.TotalEventsThresholdMin {
+			continue // cannot pass the count test, duplicates or not
+		}
+		slices.Sort(ts)
+		ts = slices.Compact(ts)
 		deltas = Deltas(ts, deltas)
 		s := SummaryOf(deltas)
 		st, ok := h.p.Candidate(int64(len(ts)), &s)
@@ -131,37 +205,22 @@ func (h *Hunt) Rows(now Time) []Row {
 	return rows
 }
 
-// windowSet returns the sorted distinct timestamps of all within
-// [from, to] (make_set, then array_sort_asc).
-func windowSet(all []Time, from, to Time) []Time {
-	ts := make([]Time, 0, len(all))
-	for _, t := range all {
-		if t >= from && t <= to {
-			ts = append(ts, t)
-		}
-	}
-	slices.Sort(ts)
-	return slices.Compact(ts)
-}
-
 // domainsAfter returns, for the IPs of the candidates, the sorted set of
 // domains seen after from.
 func (h *Hunt) domainsAfter(from Time, byDest map[Destination][]Candidate) map[string][]string {
-	want := make(map[string][]string)
+	out := make(map[string][]string)
 	for d := range byDest {
-		want[d.RemoteIP] = nil
+		out[d.RemoteIP] = nil
 	}
-	for k, t := range h.domains {
-		if t <= from {
-			continue
-		}
-		if list, ok := want[k.ip]; ok {
-			want[k.ip] = append(list, k.domain)
+	for i := range h.urlSeen {
+		u := &h.urlSeen[i]
+		if list, ok := out[u.ip]; ok && u.newest > from {
+			out[u.ip] = append(list, DomainOf(u.url))
 		}
 	}
-	for ip, list := range want {
+	for ip, list := range out {
 		slices.Sort(list)
-		want[ip] = list
+		out[ip] = slices.Compact(list)
 	}
-	return want
+	return out
 }

@@ -75,27 +75,18 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// isCSV peeks at the first non-blank byte: JSON starts with '{'.
+// isCSV tells an Advanced Hunting CSV export from JSON lines by its first
+// line: a header naming Timestamp that is not a JSON object. Anything else
+// is read as JSON lines, so that a garbled first line is reported as a bad
+// line rather than failing the file.
 func isCSV(br *bufio.Reader) bool {
-	for n := 1; n <= 4096; n++ {
-		b, err := br.Peek(n)
-		if len(b) < n {
-			return false
-		}
-		c := b[n-1]
-		if n == 1 && len(b) >= 3 && bytes.HasPrefix(b, []byte("\xef\xbb\xbf")) {
-			continue
-		}
-		switch c {
-		case ' ', '\t', '\r', '\n', 0xef, 0xbb, 0xbf:
-			if err != nil {
-				return false
-			}
-			continue
-		}
-		return c != '{'
+	head, _ := br.Peek(64 << 10)
+	head = bytes.TrimPrefix(head, []byte("\xef\xbb\xbf"))
+	if i := bytes.IndexByte(head, '\n'); i >= 0 {
+		head = head[:i]
 	}
-	return false
+	head = bytes.TrimSpace(head)
+	return len(head) > 0 && head[0] != '{' && bytes.Contains(head, []byte("Timestamp"))
 }
 
 type chunk struct {
@@ -239,20 +230,19 @@ func readCSV(ctx context.Context, br *bufio.Reader, source string, opt ReadOptio
 		if err == io.EOF {
 			break
 		}
-		line, _ := cr.FieldPos(0)
 		st.Lines++
 		if err != nil {
 			var pe *csv.ParseError
-			if errors.As(err, &pe) {
-				line = pe.StartLine
-				err = pe.Err
+			if !errors.As(err, &pe) {
+				return st, fmt.Errorf("%s: %w", source, err)
 			}
 			st.Bad++
 			if opt.OnBad != nil {
-				opt.OnBad(BadLine{source, int64(line), err})
+				opt.OnBad(BadLine{source, int64(pe.StartLine), pe.Err})
 			}
 			continue
 		}
+		line, _ := cr.FieldPos(0)
 		if len(rec) != len(header) {
 			st.Bad++
 			if opt.OnBad != nil {

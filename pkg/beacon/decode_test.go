@@ -1,0 +1,251 @@
+package beacon
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+)
+
+func decodeAll(t *testing.T, line string) ([]Event, error) {
+	t.Helper()
+	var evs []Event
+	_, err := DecodeJSON([]byte(line), func(e *Event) { evs = append(evs, e.Clone()) })
+	return evs, err
+}
+
+func TestDecodeFlat(t *testing.T) {
+	evs, err := decodeAll(t, `{"Timestamp":"2024-05-01T10:00:00.1234567Z","DeviceId":"abc","DeviceName":"wks-1",`+
+		`"ActionType":"ConnectionSuccess","RemoteIP":"8.8.8.8","RemotePort":443,"RemoteUrl":"https:\/\/x.example.com\/",`+
+		`"RemoteIPType":"Public","InitiatingProcessFileName":"rundll32.exe","InitiatingProcessAccountName":"alice",`+
+		`"InitiatingProcessAccountDomain":"contoso","LocalIP":"10.0.0.5","Extra":{"nested":[1,{"a":null}]}}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Event{Timestamp: mustTime("2024-05-01T10:00:00.1234567Z"), DeviceId: "abc", DeviceName: "wks-1",
+		ActionType: "ConnectionSuccess", RemoteIP: "8.8.8.8", RemotePort: 443, HasPort: true,
+		RemoteUrl: "https://x.example.com/", RemoteIPType: "Public", FileName: "rundll32.exe",
+		AccountName: "alice", AccountDomain: "contoso"}
+	if len(evs) != 1 || evs[0] != want {
+		t.Fatalf("got %+v\nwant %+v", evs, want)
+	}
+}
+
+func TestDecodeNullsAndTypes(t *testing.T) {
+	evs, err := decodeAll(t, `{"Timestamp":"2024-05-01T10:00:00Z","DeviceName":null,"RemotePort":null,"RemoteUrl":null}`)
+	if err != nil || len(evs) != 1 || evs[0].HasPort || evs[0].DeviceName != "" {
+		t.Fatalf("nulls: %+v %v", evs, err)
+	}
+	evs, err = decodeAll(t, `{"Timestamp":"2024-05-01T10:00:00Z","RemotePort":"8443"}`)
+	if err != nil || !evs[0].HasPort || evs[0].RemotePort != 8443 {
+		t.Fatalf("port as a string: %+v %v", evs, err)
+	}
+	evs, err = decodeAll(t, `{"Timestamp":"2024-05-01T10:00:00Z","DeviceName":"caf\u00e9 \ud83d\ude00"}`)
+	if err != nil || evs[0].DeviceName != "café 😀" {
+		t.Fatalf("unicode escapes: %+v %v", evs, err)
+	}
+}
+
+func TestDecodeEnvelope(t *testing.T) {
+	line := `{"records":[` +
+		`{"time":"2024-05-01T10:00:05Z","tenantId":"t","operationName":"Publish","category":"AdvancedHunting-DeviceNetworkEvents",` +
+		`"properties":{"Timestamp":"2024-05-01T10:00:00Z","DeviceId":"a","RemoteIP":"1.2.3.4","RemotePort":80}},` +
+		`{"time":"2024-05-01T10:00:06Z","properties":{"Timestamp":"2024-05-01T10:00:01.5Z","DeviceId":"b","RemotePort":81}}]}`
+	evs, err := decodeAll(t, line)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 2 || evs[0].DeviceId != "a" || evs[1].DeviceId != "b" ||
+		evs[0].Timestamp != mustTime("2024-05-01T10:00:00Z") || evs[1].Timestamp != mustTime("2024-05-01T10:00:01.5Z") {
+		t.Fatalf("envelope: %+v (properties.Timestamp, not time, is the event time)", evs)
+	}
+}
+
+func TestDecodeErrors(t *testing.T) {
+	for _, line := range []string{
+		`{"Timestamp":"2024-05-01T10:00:00Z"`,                   // truncated
+		`{"DeviceId":"a"}`,                                      // no Timestamp
+		`{"Timestamp":null}`,                                    // null Timestamp
+		`{"Timestamp":"yesterday"}`,                             // bad Timestamp
+		`{"Timestamp":"2024-02-30T10:00:00Z"}`,                  // no such day
+		`{"Timestamp":"2024-05-01T10:00:00Z","RemotePort":"x"}`, // bad port
+		`{"Timestamp":"2024-05-01T10:00:00Z"} trailing`,
+		`[1,2,3]`,
+		`{"records":[{"time":"x"}]}`, // no properties
+		`{"records":[{"properties":{"DeviceId":"a"}}]}`,
+		`{"Timestamp":"2024-05-01T10:00:00Z","DeviceName":"a` + "\x01" + `"}`,
+		`{"x":` + strings.Repeat("[", 100) + strings.Repeat("]", 100) + `,"Timestamp":"2024-05-01T10:00:00Z"}`,
+	} {
+		if _, err := decodeAll(t, line); err == nil {
+			t.Errorf("no error for %q", line)
+		}
+	}
+	if evs, err := decodeAll(t, "   \r"); err != nil || len(evs) != 0 {
+		t.Errorf("blank line: %v %v", evs, err)
+	}
+}
+
+func TestParseTime(t *testing.T) {
+	for in, want := range map[string]string{
+		"2024-05-01T10:00:00Z":           "2024-05-01T10:00:00Z",
+		"2024-05-01T10:00:00.1Z":         "2024-05-01T10:00:00.1Z",
+		"2024-05-01T10:00:00.1234567Z":   "2024-05-01T10:00:00.1234567Z",
+		"2024-05-01T10:00:00.123456789Z": "2024-05-01T10:00:00.1234567Z", // beyond 100 ns: truncated
+		"2024-05-01T10:00:00.1000000Z":   "2024-05-01T10:00:00.1Z",
+		"2024-05-01 10:00:00":            "2024-05-01T10:00:00Z",
+		"2024-05-01T12:00:00+02:00":      "2024-05-01T10:00:00Z",
+		"2024-05-01T08:30:00.25-01:30":   "2024-05-01T10:00:00.25Z",
+		"1969-12-31T23:59:59.9Z":         "1969-12-31T23:59:59.9Z",
+		"2024-02-29T00:00:00Z":           "2024-02-29T00:00:00Z",
+	} {
+		got, err := ParseTime([]byte(in))
+		if err != nil || got.String() != want {
+			t.Errorf("ParseTime(%q) = %s, %v; want %s", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "2024-05-01", "2024-13-01T00:00:00Z", "2023-02-29T00:00:00Z", "2024-05-01T10:00:00.Z", "2024-05-01T10:00:00ZZ"} {
+		if _, err := ParseTime([]byte(in)); err == nil {
+			t.Errorf("ParseTime(%q) accepted", in)
+		}
+	}
+}
+
+func readAll(t *testing.T, data []byte) ([]Event, []BadLine, ReadStats) {
+	t.Helper()
+	var evs []Event
+	var bad []BadLine
+	st, err := ReadEvents(context.Background(), bytes.NewReader(data), "in.jsonl",
+		ReadOptions{Workers: 2, OnBad: func(b BadLine) { bad = append(bad, b) }},
+		func(b []Event) { evs = append(evs, b...) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return evs, bad, st
+}
+
+func TestReadEventsNamesBadLines(t *testing.T) {
+	var buf bytes.Buffer
+	const n = 30000 // spans several chunks
+	for i := 1; i <= n; i++ {
+		switch {
+		case i%1000 == 7:
+			buf.WriteString(`{"Timestamp":"broken"` + "\n")
+		default:
+			fmt.Fprintf(&buf, `{"Timestamp":"2024-05-01T10:00:00Z","DeviceId":"d%d","RemotePort":%d}`+"\n", i, i%65536)
+		}
+	}
+	evs, bad, st := readAll(t, buf.Bytes())
+	if len(evs) != n-30 || len(bad) != 30 || st.Bad != 30 || st.Lines != n {
+		t.Fatalf("events %d bad %d stats %+v", len(evs), len(bad), st)
+	}
+	for i, b := range bad {
+		if b.Line != int64(1000*i+7) || b.Source != "in.jsonl" {
+			t.Fatalf("bad line %d reported as %v", 1000*i+7, b)
+		}
+	}
+	if !strings.HasPrefix(bad[0].Error(), "in.jsonl:7: ") {
+		t.Fatalf("error text %q does not name file:line", bad[0].Error())
+	}
+	// Order is input order, even with parallel decoding.
+	for i, e := range evs[:100] {
+		if want := fmt.Sprintf("d%d", i+1); e.DeviceId != want && i < 6 {
+			t.Fatalf("event %d is %s, want %s", i, e.DeviceId, want)
+		}
+	}
+	// The same, gzipped, without a trailing newline.
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(bytes.TrimSuffix(buf.Bytes(), []byte("\n")))
+	zw.Close()
+	evs2, bad2, _ := readAll(t, gz.Bytes())
+	if len(evs2) != len(evs) || len(bad2) != len(bad) {
+		t.Fatalf("gzip: %d events %d bad", len(evs2), len(bad2))
+	}
+}
+
+func TestReadEventsCSV(t *testing.T) {
+	csvData := "\ufeffTimestamp,DeviceId,DeviceName,ActionType,RemoteIP,RemotePort,RemoteUrl,RemoteIPType,InitiatingProcessFileName,InitiatingProcessAccountName,InitiatingProcessAccountDomain\n" +
+		"2024-05-01T10:00:00.5Z,d1,wks,ConnectionSuccess,8.8.8.8,443,\"https://a.example.com/x,y\",Public,x.exe,alice,contoso\n" +
+		"2024-05-01T10:00:01Z,d1,wks,ConnectionSuccess,8.8.8.8,,,Public,x.exe,alice,contoso\n" +
+		"not a time,d1,wks,ConnectionSuccess,8.8.8.8,443,,Public,x.exe,alice,contoso\n" +
+		"2024-05-01T10:00:02Z,d1\n" +
+		"2024-05-01T10:00:03Z,d1,wks,ConnectionSuccess,8.8.8.8,443,,Public,x.exe,alice,contoso\n"
+	evs, bad, _ := readAll(t, []byte(csvData))
+	if len(evs) != 3 || len(bad) != 2 {
+		t.Fatalf("events %d bad %v", len(evs), bad)
+	}
+	if bad[0].Line != 4 || bad[1].Line != 5 {
+		t.Fatalf("bad lines %v, want lines 4 and 5", bad)
+	}
+	if evs[0].RemoteUrl != "https://a.example.com/x,y" || !evs[0].HasPort || evs[1].HasPort {
+		t.Fatalf("csv fields: %+v", evs[:2])
+	}
+}
+
+// FuzzDecodeJSON: arbitrary bytes never panic, and a line either decodes or
+// is named with an error; what decodes re-encodes to the same events.
+func FuzzDecodeJSON(f *testing.F) {
+	f.Add([]byte(`{"Timestamp":"2024-05-01T10:00:00.1234567Z","DeviceId":"a","RemotePort":443}`))
+	f.Add([]byte(`{"records":[{"properties":{"Timestamp":"2024-05-01T10:00:00Z","RemoteIP":"8.8.8.8"}}]}`))
+	f.Add([]byte(`{"Timestamp":"2024-05-01T10:00:00Z","DeviceName":"\u00e9\"","x":[{"y":null}]}`))
+	f.Add([]byte(`{"Timestamp":`))
+	f.Fuzz(func(t *testing.T, line []byte) {
+		var evs []Event
+		n, err := DecodeJSON(line, func(e *Event) { evs = append(evs, e.Clone()) })
+		if err != nil {
+			if err.Error() == "" {
+				t.Fatal("empty error")
+			}
+			return
+		}
+		if n != len(evs) {
+			t.Fatalf("returned %d, emitted %d", n, len(evs))
+		}
+		for _, e := range evs {
+			obj := map[string]any{"Timestamp": e.Timestamp.String(), "DeviceId": e.DeviceId, "DeviceName": e.DeviceName,
+				"ActionType": e.ActionType, "RemoteIP": e.RemoteIP, "RemoteIPType": e.RemoteIPType, "RemoteUrl": e.RemoteUrl,
+				"InitiatingProcessFileName": e.FileName, "InitiatingProcessAccountName": e.AccountName,
+				"InitiatingProcessAccountDomain": e.AccountDomain}
+			if e.HasPort {
+				obj["RemotePort"] = e.RemotePort
+			}
+			b, err := json.Marshal(obj)
+			if err != nil {
+				t.Fatal(err)
+			}
+			again, err := decodeAll(t, string(b))
+			if err != nil || len(again) != 1 {
+				t.Fatalf("re-decoding %s: %v", b, err)
+			}
+			// encoding/json replaces invalid UTF-8; compare only valid input.
+			if strings.ToValidUTF8(e.DeviceName, "\ufffd") == e.DeviceName && again[0] != e {
+				t.Fatalf("round trip: %+v != %+v", again[0], e)
+			}
+		}
+	})
+}
+
+// FuzzReadEvents: whole inputs of arbitrary bytes, JSON or CSV: no panic,
+// and every bad line is named once, with a line number inside the input.
+func FuzzReadEvents(f *testing.F) {
+	f.Add([]byte("{\"Timestamp\":\"2024-05-01T10:00:00Z\"}\nbroken\n\n{\"records\":[]}\n"))
+	f.Add([]byte("Timestamp,RemotePort\n2024-05-01T10:00:00Z,1\n\"unterminated\n"))
+	f.Add([]byte("\x1f\x8b"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		seen := map[int64]bool{}
+		lines := int64(bytes.Count(data, []byte{'\n'}) + 1)
+		st, err := ReadEvents(context.Background(), bytes.NewReader(data), "fuzz", ReadOptions{Workers: 2,
+			OnBad: func(b BadLine) {
+				if b.Line < 1 || b.Line > lines || seen[b.Line] || b.Source != "fuzz" || b.Err == nil {
+					t.Fatalf("bad line %v (input has %d lines, seen before: %v)", b, lines, seen[b.Line])
+				}
+				seen[b.Line] = true
+			}}, func([]Event) {})
+		if err == nil && st.Bad != int64(len(seen)) {
+			t.Fatalf("stats count %d bad, reported %d", st.Bad, len(seen))
+		}
+	})
+}

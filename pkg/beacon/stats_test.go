@@ -1,0 +1,52 @@
+package beacon
+
+import (
+	"math/rand/v2"
+	"reflect"
+	"testing"
+)
+
+// A summary kept by Add and Remove equals the summary of the list, and so
+// do the statistics computed from it, bit for bit.
+func TestSummaryIncrementalEqualsList(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	p := Seed()
+	var s Summary
+	var list []int64
+	for step := 0; step < 20000; step++ {
+		if len(list) > 0 && r.IntN(3) == 0 {
+			i := r.IntN(len(list))
+			if !s.Remove(list[i]) {
+				t.Fatalf("Remove(%d) of a present delta failed", list[i])
+			}
+			list = append(list[:i], list[i+1:]...)
+		} else {
+			d := int64(r.IntN(8)) * int64(1+r.IntN(40))
+			s.Add(d)
+			list = append(list, d)
+		}
+		want := SummaryOf(list)
+		if !s.Equal(&want) {
+			t.Fatalf("step %d: incremental %+v != list %+v", step, s, want)
+		}
+		if step%97 == 0 && len(list) > 0 {
+			if a, b := p.Stats(&s), p.Stats(&want); !reflect.DeepEqual(a, b) {
+				t.Fatalf("stats differ: %+v vs %+v", a, b)
+			}
+		}
+	}
+	if s.Remove(-5) {
+		t.Fatal("Remove of an absent delta reported true")
+	}
+}
+
+// Very large sums stay exact: the variance numerator is 128-bit.
+func TestSampleVarianceLarge(t *testing.T) {
+	// n = 3e9 deltas of 0 and 1 alternating would overflow nΣd² in 64 bits
+	// only with large deltas; use few huge ones instead.
+	n, sum, sumSq := int64(4), int64(4_000_000_000), int64(4_000_000_000_000_000_000)
+	// deltas 1e9 ×4: variance 0
+	if v := sampleVariance(n, sum, sumSq); v != 0 {
+		t.Fatalf("variance of equal deltas = %v", v)
+	}
+}
