@@ -123,9 +123,7 @@ func huntFile(ctx context.Context, name string, stdin io.Reader, opt beacon.Read
 		prog.begin("stdin", 0)
 	}
 	_, err := beacon.ReadEvents(ctx, r, name, opt, func(batch []beacon.Event) {
-		for i := range batch {
-			h.Add(&batch[i])
-		}
+		h.AddBatch(batch)
 		prog.events.Add(int64(len(batch)))
 	})
 	return err

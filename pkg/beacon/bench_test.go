@@ -56,9 +56,7 @@ func BenchmarkHunt(b *testing.B) {
 		h := NewHunt(Seed())
 		_, err := ReadEvents(context.Background(), bytes.NewReader(data), "bench", ReadOptions{},
 			func(batch []Event) {
-				for i := range batch {
-					h.Add(&batch[i])
-				}
+				h.AddBatch(batch)
 			})
 		if err != nil {
 			b.Fatal(err)

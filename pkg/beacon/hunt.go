@@ -3,17 +3,33 @@ package beacon
 import (
 	"encoding/binary"
 	"hash/maphash"
+	"runtime"
 	"slices"
+	"sync"
 )
 
 // Hunt is the query as a batch: add every event of an export, then ask for
 // the rows at some now. It keeps, per tuple, the timestamps of the events
-// that pass the query's filters and, per (RemoteIP, domain), the newest time
-// the pair was seen — what the query needs and nothing else.
+// that pass the query's filters and, per (RemoteIP, RemoteUrl), the newest
+// time the pair was seen — what the query needs and nothing else.
+//
+// Events are split by RemoteIP into shards, as the streaming detector
+// partitions them: every tuple of a destination and every domain of an IP
+// land in one shard, so the device cap and Domains are shard-local and
+// AddBatch can fill the shards in parallel.
 //
 // Event strings may alias decoder buffers: Hunt copies what it keeps.
 type Hunt struct {
-	p    Params
+	p      Params
+	seed   maphash.Seed
+	shards []*shard
+	route  [][]int32 // AddBatch's per-shard event indexes, reused
+	events int64
+}
+
+// shard holds the events of the RemoteIPs that hash to it.
+type shard struct {
+	p    *Params
 	seed maphash.Seed
 	// Tuples are found by a 64-bit hash of their columns; first[h] is the
 	// newest tuple with that hash and next chains the (rare) collisions.
@@ -33,21 +49,66 @@ type Hunt struct {
 	strs     map[string]string
 	newest   Time
 	any      bool
-	events   int64
 }
 
-// NewHunt returns an empty batch.
+// NewHunt returns an empty batch with a shard per CPU.
 func NewHunt(p Params) *Hunt {
-	return &Hunt{
-		p:        p,
-		seed:     maphash.MakeSeed(),
-		first:    make(map[uint64]int32),
-		urlFirst: make(map[uint64]int32),
-		strs:     make(map[string]string),
+	h := &Hunt{p: p, seed: maphash.MakeSeed()}
+	n := runtime.GOMAXPROCS(0)
+	for range n {
+		h.shards = append(h.shards, &shard{
+			p:        &h.p,
+			seed:     h.seed,
+			first:    make(map[uint64]int32),
+			urlFirst: make(map[uint64]int32),
+			strs:     make(map[string]string),
+		})
 	}
+	h.route = make([][]int32, n)
+	return h
 }
 
-func (h *Hunt) intern(s string) string {
+func (h *Hunt) shardOf(e *Event) int {
+	if len(h.shards) == 1 {
+		return 0
+	}
+	return int(maphash.String(h.seed, e.RemoteIP) % uint64(len(h.shards)))
+}
+
+// Add takes one event.
+func (h *Hunt) Add(e *Event) {
+	h.events++
+	h.shards[h.shardOf(e)].add(e)
+}
+
+// AddBatch takes a batch of events, filling the shards in parallel.
+func (h *Hunt) AddBatch(batch []Event) {
+	h.events += int64(len(batch))
+	if len(h.shards) == 1 || len(batch) < 256 {
+		for i := range batch {
+			h.shards[h.shardOf(&batch[i])].add(&batch[i])
+		}
+		return
+	}
+	for i := range h.route {
+		h.route[i] = h.route[i][:0]
+	}
+	for i := range batch {
+		k := h.shardOf(&batch[i])
+		h.route[k] = append(h.route[k], int32(i))
+	}
+	var wg sync.WaitGroup
+	for k, sh := range h.shards {
+		wg.Go(func() {
+			for _, i := range h.route[k] {
+				sh.add(&batch[i])
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func (h *shard) intern(s string) string {
 	if v, ok := h.strs[s]; ok {
 		return v
 	}
@@ -56,7 +117,7 @@ func (h *Hunt) intern(s string) string {
 	return v
 }
 
-func (h *Hunt) hashTuple(e *Event) uint64 {
+func (h *shard) hashTuple(e *Event) uint64 {
 	var m maphash.Hash
 	m.SetSeed(h.seed)
 	for _, s := range [...]string{e.DeviceId, e.DeviceName, e.AccountName, e.AccountDomain, e.FileName, e.RemoteIP} {
@@ -75,9 +136,7 @@ func sameTuple(t *Tuple, e *Event) bool {
 		t.AccountDomain == e.AccountDomain
 }
 
-// Add takes one event.
-func (h *Hunt) Add(e *Event) {
-	h.events++
+func (h *shard) add(e *Event) {
 	if DomainIP(e.RemoteIP) {
 		h.addDomain(e)
 	}
@@ -115,7 +174,7 @@ type ipURL struct {
 	newest  Time
 }
 
-func (h *Hunt) addDomain(e *Event) {
+func (h *shard) addDomain(e *Event) {
 	var m maphash.Hash
 	m.SetSeed(h.seed)
 	m.WriteString(e.RemoteIP)
@@ -148,11 +207,30 @@ func (h *Hunt) Events() int64 { return h.events }
 // among events that pass the filters, plus one second — the clock the
 // streaming detector has. ok is false when no event passed.
 func (h *Hunt) DefaultNow() (now Time, ok bool) {
-	return h.newest + Second, h.any
+	var newest Time
+	for _, sh := range h.shards {
+		if sh.any && (!ok || sh.newest > newest) {
+			newest, ok = sh.newest, true
+		}
+	}
+	return newest + Second, ok
 }
 
 // Rows runs the query at now and returns its rows in output order.
 func (h *Hunt) Rows(now Time) []Row {
+	parts := make([][]Row, len(h.shards))
+	var wg sync.WaitGroup
+	for k, sh := range h.shards {
+		wg.Go(func() { parts[k] = sh.rows(now) })
+	}
+	wg.Wait()
+	rows := slices.Concat(parts...)
+	SortRows(rows)
+	return rows
+}
+
+// rows returns the shard's rows, unsorted.
+func (h *shard) rows(now Time) []Row {
 	from, to := h.p.Window(now)
 	// Counting sort of the window's events by tuple.
 	start := make([]int32, len(h.tuples)+1)
@@ -201,13 +279,12 @@ func (h *Hunt) Rows(now Time) []Row {
 			rows = append(rows, NewRow(c, tsOf[c.Tuple], domains[c.RemoteIP], devices))
 		}
 	}
-	SortRows(rows)
 	return rows
 }
 
 // domainsAfter returns, for the IPs of the candidates, the sorted set of
 // domains seen after from.
-func (h *Hunt) domainsAfter(from Time, byDest map[Destination][]Candidate) map[string][]string {
+func (h *shard) domainsAfter(from Time, byDest map[Destination][]Candidate) map[string][]string {
 	out := make(map[string][]string)
 	for d := range byDest {
 		out[d.RemoteIP] = nil
