@@ -6,6 +6,7 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -134,5 +135,31 @@ func TestHuntUsageErrors(t *testing.T) {
 	_, errOut, err := runCmd(t, "hunt", "--help")
 	if err == nil || !strings.Contains(errOut, "Examples:") || !strings.Contains(errOut, "-jitter-threshold") {
 		t.Errorf("--help: %v\n%s", err, errOut)
+	}
+}
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+// The shipped sample (made by `beacon simulate --devices 20 --seed 7`)
+// gives the rows in testdata/sample.hunt.jsonl: a regression check on every
+// column, in the query's order. Regenerate with go test -run Golden -update.
+func TestHuntSampleGolden(t *testing.T) {
+	out, errOut, err := runCmd(t, "hunt", "--format", "jsonl", "../../testdata/sample.jsonl.gz")
+	if err != nil {
+		t.Fatal(err, errOut)
+	}
+	golden := "../../testdata/sample.hunt.jsonl"
+	if *update {
+		os.WriteFile(golden, []byte(out), 0o644)
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out != string(want) {
+		t.Fatalf("hunt on the sample differs from %s (go test -run Golden -update to accept):\n%s", golden, out)
+	}
+	if strings.Count(out, "\n") < 5 {
+		t.Fatal("the sample should hold several beacons")
 	}
 }
