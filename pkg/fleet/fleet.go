@@ -42,19 +42,11 @@ type Record struct {
 }
 
 // Tuple is what the seed query groups connections by.
-type Tuple struct {
-	DeviceId      string
-	DeviceName    string
-	AccountName   string // InitiatingProcessAccountName
-	AccountDomain string // InitiatingProcessAccountDomain
-	FileName      string // InitiatingProcessFileName
-	RemoteIP      string
-	RemotePort    int32
-}
+type Tuple = beacon.Tuple
 
 // TupleOf returns the tuple an event belongs to.
 func TupleOf(e *beacon.Event) Tuple {
-	return Tuple{e.DeviceId, e.DeviceName, e.AccountName, e.AccountDomain, e.FileName, e.RemoteIP, e.RemotePort}
+	return e.Tuple()
 }
 
 // Label classes.

@@ -58,7 +58,8 @@ func (l *Label) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	*l = Label{
-		Tuple:     Tuple{j.DeviceId, j.DeviceName, j.AccountName, j.AccountDomain, j.FileName, j.RemoteIP, j.RemotePort},
+		Tuple: Tuple{DeviceId: j.DeviceId, DeviceName: j.DeviceName, AccountName: j.AccountName,
+			AccountDomain: j.AccountDomain, FileName: j.FileName, RemoteIP: j.RemoteIP, RemotePort: j.RemotePort},
 		Class:     j.Class,
 		Name:      j.Name,
 		Framework: j.Framework,
