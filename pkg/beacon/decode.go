@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -281,12 +282,18 @@ func (d *jsonDec) field(key []byte, ev *Event, f *fieldSet) error {
 	return nil
 }
 
+// parsePort reads RemotePort: an integer, or a number with an integral
+// value (443.0), as a pipeline that went through floating point writes it.
 func parsePort(v []byte) (int32, error) {
 	p, err := strconv.ParseInt(string(v), 10, 32)
-	if err != nil {
+	if err == nil {
+		return int32(p), nil
+	}
+	f, ferr := strconv.ParseFloat(string(v), 64)
+	if ferr != nil || f != math.Trunc(f) || f < math.MinInt32 || f > math.MaxInt32 {
 		return 0, fmt.Errorf("RemotePort %q is not an integer", v)
 	}
-	return int32(p), nil
+	return int32(f), nil
 }
 
 // bytesString aliases b as a string without copying.

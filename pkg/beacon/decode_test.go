@@ -43,6 +43,13 @@ func TestDecodeNullsAndTypes(t *testing.T) {
 	if err != nil || !evs[0].HasPort || evs[0].RemotePort != 8443 {
 		t.Fatalf("port as a string: %+v %v", evs, err)
 	}
+	evs, err = decodeAll(t, `{"Timestamp":"2024-05-01T10:00:00Z","RemotePort":443.0}`)
+	if err != nil || !evs[0].HasPort || evs[0].RemotePort != 443 {
+		t.Fatalf("port as an integral float: %+v %v", evs, err)
+	}
+	if _, err = decodeAll(t, `{"Timestamp":"2024-05-01T10:00:00Z","RemotePort":443.5}`); err == nil {
+		t.Fatal("a fractional port must be an error")
+	}
 	evs, err = decodeAll(t, `{"Timestamp":"2024-05-01T10:00:00Z","DeviceName":"caf\u00e9 \ud83d\ude00"}`)
 	if err != nil || evs[0].DeviceName != "café 😀" {
 		t.Fatalf("unicode escapes: %+v %v", evs, err)
