@@ -1,0 +1,311 @@
+package state
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/beaconhunt/beacon/pkg/beacon"
+)
+
+// benchTuples returns n tuples over n/100 destinations (100 devices each),
+// with realistic column lengths.
+func benchTuples(n int) []beacon.Tuple {
+	out := make([]beacon.Tuple, n)
+	for i := range out {
+		out[i] = beacon.Tuple{
+			DeviceId:      fmt.Sprintf("%040x", i%100+1000*(i/100)),
+			DeviceName:    fmt.Sprintf("ws-%06d.corp.example.com", i%100),
+			AccountName:   "svc_account",
+			AccountDomain: "CORP",
+			FileName:      "svchost.exe",
+			RemoteIP:      fmt.Sprintf("20.%d.%d.%d", i/100/65536%256, i/100/256%256, i/100%256),
+			RemotePort:    443,
+		}
+	}
+	return out
+}
+
+func benchStore(b *testing.B, p beacon.Params) (*Store, *Partition) {
+	b.Helper()
+	s, err := Open(b.TempDir(), p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	part, err := s.Partition(0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return s, part
+}
+
+// feedInOrder applies count events round-robin over tuples, step apart in
+// event time starting at *clock, in batches of batch.
+func feedInOrder(b *testing.B, part *Partition, tuples []beacon.Tuple, count, batch int, step beacon.Time, clock *beacon.Time, k *int) {
+	conns := make([]Conn, 0, batch)
+	for done := 0; done < count; {
+		conns = conns[:0]
+		for ; len(conns) < batch && done < count; done++ {
+			*clock += step
+			conns = append(conns, Conn{Tuple: tuples[*k%len(tuples)], Time: *clock})
+			*k++
+		}
+		if _, err := part.Apply(conns, nil, int64(*k), nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkApplyInOrder: in-order traffic over 100k tuples in batches of
+// 1000 (each tuple gets an event every 100 s of event time; 24 h lookback,
+// so nothing is evicted). The tuples exist before the timer starts.
+func BenchmarkApplyInOrder(b *testing.B) {
+	tuples := benchTuples(100_000)
+	_, part := benchStore(b, beacon.Seed())
+	clock, k := testBase, 0
+	feedInOrder(b, part, tuples, len(tuples), 1000, beacon.Second/1000, &clock, &k)
+	b.ResetTimer()
+	start := time.Now()
+	feedInOrder(b, part, tuples, b.N, 1000, beacon.Second/1000, &clock, &k)
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
+}
+
+// BenchmarkApplySteady: in-order traffic over 100k tuples in batches of
+// 1000 once windows are full: with a 1000 s lookback and an event per tuple
+// every 100 s, every event also evicts one (10 timestamps per tuple).
+// This is the long-run cost of an event: its insert and, a lookback later,
+// its eviction.
+func BenchmarkApplySteady(b *testing.B) {
+	tuples := benchTuples(100_000)
+	_, part := benchStore(b, testParams(1000*time.Second, time.Second))
+	clock, k := testBase, 0
+	feedInOrder(b, part, tuples, 11*len(tuples), 1000, beacon.Second/1000, &clock, &k)
+	b.ResetTimer()
+	start := time.Now()
+	feedInOrder(b, part, tuples, b.N, 1000, beacon.Second/1000, &clock, &k)
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
+}
+
+// BenchmarkApplyOutOfOrder: one event that splits a delta (a neighbour
+// lookup in Pebble each) — in batches of 1000 over 1000 tuples, and alone
+// in its own Apply (the whole commit path).
+func BenchmarkApplyOutOfOrder(b *testing.B) {
+	for _, batch := range []int{1000, 1} {
+		b.Run("batch="+strconv.Itoa(batch), func(b *testing.B) {
+			tuples := benchTuples(1000)
+			_, part := benchStore(b, beacon.Seed())
+			clock, k := testBase, 0
+			// 100 timestamps per tuple, 10 s apart.
+			feedInOrder(b, part, tuples, 100*len(tuples), 1000, 10*beacon.Second/1000, &clock, &k)
+			rng := rand.New(rand.NewPCG(1, 1))
+			conns := make([]Conn, 0, batch)
+			b.ResetTimer()
+			for i := 0; i < b.N; {
+				conns = conns[:0]
+				for ; len(conns) < batch && i < b.N; i++ {
+					// Inside the window, strictly between two timestamps.
+					t := testBase + 10*beacon.Second + beacon.Time(rng.Int64N(int64(980*beacon.Second)))
+					conns = append(conns, Conn{Tuple: tuples[rng.IntN(len(tuples))], Time: t})
+				}
+				st, err := part.Apply(conns, nil, int64(i), nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if st.Applied+st.Duplicate != len(conns) {
+					b.Fatalf("%+v", st)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkEvict: the cost per timestamp evicted. 1000 tuples hold one
+// timestamp per second; each AdvanceTo by 1 s evicts one from each.
+func BenchmarkEvict(b *testing.B) {
+	const tuplesN = 1000
+	p := testParams(10*time.Minute, time.Second)
+	tuples := benchTuples(tuplesN)
+	_, part := benchStore(b, p)
+	clock, k := testBase, 0
+	seconds := b.N/tuplesN + 1
+	feedInOrder(b, part, tuples, (seconds+600)*tuplesN, 1000, beacon.Second/tuplesN, &clock, &k)
+	st, _ := part.StreamTime()
+	evicted := 0
+	b.ResetTimer()
+	for i := range seconds {
+		before := part.ntuples
+		if err := part.AdvanceTo(st + beacon.Time(i+1)*beacon.Second); err != nil {
+			b.Fatal(err)
+		}
+		_ = before
+		evicted += tuplesN
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(evicted), "ns/evicted")
+}
+
+// BenchmarkEvaluate: the cost of Evaluate on a destination whose tuples
+// hold n timestamps each (a 1 s beacon with up to 300 ms of jitter).
+//
+//	decide: one device; its candidate statistics are computed from the
+//	  summary and SelectDestination rejects it (sleep filter): no row, no
+//	  timestamp read — the cost must not grow with n.
+//	kept:   one device, kept: the row is rendered, which reads the n
+//	  timestamps (TimeDeltaList) — linear in n.
+//	capped: twelve devices, over the device cap: settled from the
+//	  destination's device count alone.
+//
+// Each iteration marks the tuples changed, so Params.Candidate is asked
+// again as after a batch.
+func BenchmarkEvaluate(b *testing.B) {
+	for _, n := range []int{8_640, 86_400} {
+		for _, mode := range []string{"decide", "kept", "capped"} {
+			b.Run(fmt.Sprintf("%s/timestamps=%d", mode, n), func(b *testing.B) {
+				p := beacon.Seed()
+				devices, wantRows := 1, 1
+				switch mode {
+				case "decide":
+					p.SleepMin, wantRows = 2, 0
+				case "capped":
+					devices, wantRows = 12, 0
+				}
+				_, part := benchStore(b, p)
+				tuples := make([]beacon.Tuple, devices)
+				for i := range tuples {
+					tuples[i] = beacon.Tuple{DeviceId: fmt.Sprintf("dev%02d", i), DeviceName: "h", AccountName: "a",
+						AccountDomain: "d", FileName: "implant.exe", RemoteIP: "203.0.113.7", RemotePort: 443}
+				}
+				rng := rand.New(rand.NewPCG(2, 2))
+				conns := make([]Conn, 0, 1000)
+				for j := range n {
+					for _, tu := range tuples {
+						t := testBase + beacon.Time(j)*beacon.Second + beacon.Time(rng.Int64N(int64(3*beacon.Second/10)))
+						conns = append(conns, Conn{Tuple: tu, Time: t})
+					}
+					if len(conns) >= 1000 || j == n-1 {
+						if _, err := part.Apply(conns, nil, int64(j), nil); err != nil {
+							b.Fatal(err)
+						}
+						conns = conns[:0]
+					}
+				}
+				d := tuples[0].Destination()
+				ds := part.dests[d]
+				rows, err := part.Evaluate(d)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if len(rows) != wantRows || len(ds.cands) != devices {
+					b.Fatalf("%d rows, %d candidates", len(rows), len(ds.cands))
+				}
+				b.ResetTimer()
+				for range b.N {
+					for _, tp := range ds.tuples {
+						part.touch(tp)
+					}
+					if _, err := part.Evaluate(d); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(len(ds.tuples[0].sum.Hist)), "bins")
+			})
+		}
+	}
+}
+
+// BenchmarkFootprint measures the state's size: heap per tuple, and Pebble
+// bytes per tuple and per timestamp, in sstables after a flush and a
+// compaction (what a long-running store holds on disk). Two fills of 100k
+// tuples, with 1 and with 11 timestamps each, separate the two costs.
+func BenchmarkFootprint(b *testing.B) {
+	const n = 100_000
+	tuples := benchTuples(n)
+	var disk [2]float64
+	var heap float64
+	for run, per := range []int{1, 11} {
+		s, part := benchStore(b, beacon.Seed())
+		runtime.GC()
+		var m0 runtime.MemStats
+		runtime.ReadMemStats(&m0)
+		clock, k := testBase, 0
+		// One timestamp per tuple per 10 s round (a 10 s beacon each).
+		feedInOrder(b, part, tuples, per*n, 1000, 10*beacon.Second/n, &clock, &k)
+		if run == 0 {
+			runtime.GC()
+			var m1 runtime.MemStats
+			runtime.ReadMemStats(&m1)
+			heap = float64(m1.HeapAlloc-m0.HeapAlloc) / n
+		}
+		if err := s.db.Flush(); err != nil {
+			b.Fatal(err)
+		}
+		lo, hi := partitionSpan(0)
+		if err := s.db.Compact(b.Context(), lo, hi, false); err != nil {
+			b.Fatal(err)
+		}
+		u, err := s.db.EstimateDiskUsage(lo, hi)
+		if err != nil {
+			b.Fatal(err)
+		}
+		disk[run] = float64(u)
+		runtime.KeepAlive(part)
+	}
+	perTS := (disk[1] - disk[0]) / (10 * n)
+	b.ReportMetric(perTS, "disk-B/timestamp")
+	b.ReportMetric(disk[0]/n-perTS, "disk-B/tuple")
+	b.ReportMetric(heap, "heap-B/tuple")
+	for range b.N {
+	}
+}
+
+// BenchmarkMillionTuples measures resident memory as tuples grow to 1M (two
+// timestamps each, a 10 s beacon): Go heap per tuple, process RSS, and how
+// fast tuples are created. Pebble's cache and memtables are fixed by
+// options; only the in-memory tuple index grows.
+func BenchmarkMillionTuples(b *testing.B) {
+	if testing.Short() {
+		b.Skip("long")
+	}
+	const n = 1_000_000
+	tuples := benchTuples(n)
+	for range b.N {
+		_, part := benchStore(b, beacon.Seed())
+		runtime.GC()
+		var m0 runtime.MemStats
+		runtime.ReadMemStats(&m0)
+		rss0 := rss()
+		clock, k := testBase, 0
+		start := time.Now()
+		feedInOrder(b, part, tuples, 2*n, 1000, 10*beacon.Second/n, &clock, &k)
+		took := time.Since(start)
+		runtime.GC()
+		var m1 runtime.MemStats
+		runtime.ReadMemStats(&m1)
+		b.ReportMetric(float64(m1.HeapAlloc-m0.HeapAlloc)/n, "heap-B/tuple")
+		b.ReportMetric(float64(rss()-rss0)/(1<<20), "rss-growth-MiB")
+		b.ReportMetric(float64(rss())/(1<<20), "rss-MiB")
+		b.ReportMetric(2*n/took.Seconds(), "events/s")
+		runtime.KeepAlive(part)
+	}
+}
+
+// rss is the process's resident set in bytes (Linux).
+func rss() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}

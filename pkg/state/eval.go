@@ -1,0 +1,141 @@
+package state
+
+import (
+	"slices"
+
+	"github.com/beaconhunt/beacon/pkg/beacon"
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// Evaluate returns the rows of destination d at the current stream time,
+// in output order: what `hunt --end <stream time + 1s>` returns for d.
+// Deciding reads summaries only: Params.Candidate is asked again about the
+// tuples changed since d was last evaluated (O(histogram) each), a
+// destination over the device cap is settled from its device count, and
+// the statistics of its candidates are computed from their summaries. The
+// timestamps of a tuple are read from Pebble only to render a row it keeps.
+// Rows of one call share their Domains slice.
+func (p *Partition) Evaluate(d beacon.Destination) ([]beacon.Row, error) {
+	if p.err != nil {
+		return nil, p.err
+	}
+	ds := p.dests[d]
+	if ds == nil || !p.h.hasStream {
+		return nil, nil
+	}
+	return p.evaluate(ds, nil)
+}
+
+// Beacons returns every row of the partition at the current stream time, in
+// output order.
+func (p *Partition) Beacons() ([]beacon.Row, error) {
+	if p.err != nil {
+		return nil, p.err
+	}
+	if !p.h.hasStream {
+		return nil, nil
+	}
+	var rows []beacon.Row
+	for _, ds := range p.dests {
+		var err error
+		if rows, err = p.evaluate(ds, rows); err != nil {
+			return nil, err
+		}
+	}
+	beacon.SortRows(rows)
+	return rows, nil
+}
+
+// evaluate appends the destination's rows to rows, sorted when rows was
+// empty.
+func (p *Partition) evaluate(ds *dest, rows []beacon.Row) ([]beacon.Row, error) {
+	p.refresh(ds)
+	// SelectDestination keeps nothing when more than
+	// CompromisedDeviceCountMax devices have a candidate. The devices are
+	// counted already, so a popular destination is settled here without
+	// computing its candidates' statistics.
+	if len(ds.cands) == 0 || int64(len(ds.devices)) > p.p.CompromisedDeviceCountMax {
+		return rows, nil
+	}
+	cands := make([]beacon.Candidate, 0, len(ds.cands))
+	for _, tp := range ds.cands {
+		st, ok := p.p.Candidate(tp.distinct, &tp.sum)
+		if !ok {
+			return nil, p.corrupt(tp, "candidate status")
+		}
+		cands = append(cands, beacon.Candidate{Tuple: tp.t, Stats: st})
+	}
+	kept, devices := p.p.SelectDestination(cands)
+	if len(kept) == 0 {
+		return rows, nil
+	}
+	domains := p.domainsOf(ds.ip)
+	n := len(rows)
+	for _, k := range kept {
+		tp := ds.cands[k]
+		ts, err := p.timestamps(tp)
+		if err != nil {
+			return nil, err
+		}
+		if int64(len(ts)) != tp.distinct {
+			return nil, p.corrupt(tp, "window count")
+		}
+		rows = append(rows, beacon.NewRow(&cands[k], ts, domains, devices))
+	}
+	if n == 0 {
+		beacon.SortRows(rows)
+	}
+	return rows, nil
+}
+
+// refresh asks Params.Candidate again about the tuples that changed since
+// the destination was last evaluated, and only about them.
+func (p *Partition) refresh(ds *dest) {
+	for _, tp := range ds.stale {
+		tp.stale = false
+		if tp.dest == nil {
+			continue // deleted
+		}
+		if _, ok := p.p.Candidate(tp.distinct, &tp.sum); ok != tp.cand {
+			ds.setCand(tp, ok)
+		}
+	}
+	clear(ds.stale)
+	ds.stale = ds.stale[:0]
+}
+
+// domainsOf is the IP's Domains: sorted, newer than the domain bound, nil
+// when none (as the batch query's leftouter join gives).
+func (p *Partition) domainsOf(ip *ipState) []string {
+	bound := p.p.DomainsFrom(p.now())
+	var out []string
+	for name, d := range ip.domains {
+		if d.time > bound {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// timestamps reads the tuple's sorted window [first, last] from Pebble.
+func (p *Partition) timestamps(tp *tuple) ([]beacon.Time, error) {
+	if tp.distinct == 0 {
+		return nil, nil
+	}
+	lo := tsKey(nil, p.id, tp.id, tp.first)
+	hi := tsKey(nil, p.id, tp.id, tp.last+1)
+	it, err := p.s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return nil, err
+	}
+	ts := make([]beacon.Time, 0, tp.distinct)
+	for valid := it.First(); valid; valid = it.Next() {
+		ts = append(ts, decodeTime(it.Key()[tupleLen:]))
+	}
+	if err := it.Error(); err != nil {
+		it.Close()
+		return nil, err
+	}
+	return ts, it.Close()
+}

@@ -1,0 +1,276 @@
+package state
+
+import (
+	"encoding/binary"
+	"errors"
+	"math"
+
+	"github.com/beaconhunt/beacon/pkg/beacon"
+)
+
+// Key layout (see the package doc and docs/state.md). Every key of a
+// partition starts with its id as 4 big-endian bytes, so one DeleteRange
+// [id, id+1) drops it; the next byte is the kind. Partition ids are
+// non-negative int32s, so 0xFF… is free for store-wide keys.
+const (
+	kindHeader    = 'h' // pid h → header (offset, stream time, next tuple id)
+	kindMeta      = 'm' // pid m → the caller's opaque blob
+	kindTuple     = 'k' // pid k id → the tuple's seven columns (written once)
+	kindSummary   = 's' // pid s id → window summary (rewritten when it changes)
+	kindTimestamp = 't' // pid t id ts → empty: one key per distinct timestamp
+	kindDomain    = 'd' // pid d ip 0x00 domain → newest time seen
+
+	pidLen   = 4
+	tupleLen = pidLen + 1 + 8      // pid kind id
+	tsKeyLen = tupleLen + 8        // pid t id ts
+	maxPID   = math.MaxInt32       // ids are int32 ≥ 0
+	version  = 1                   // value encoding version of header and config
+	cfgKey   = "\xff\xffstate-cfg" // store-wide: lookback and end offset the state was built with
+)
+
+var errCorrupt = errors.New("state: corrupt value")
+
+func appendPID(b []byte, pid int32) []byte { return binary.BigEndian.AppendUint32(b, uint32(pid)) }
+
+// appendTime encodes a Time so that byte order is time order (sign bit
+// flipped, big-endian).
+func appendTime(b []byte, t beacon.Time) []byte {
+	return binary.BigEndian.AppendUint64(b, uint64(t)^(1<<63))
+}
+
+func decodeTime(b []byte) beacon.Time { return beacon.Time(binary.BigEndian.Uint64(b) ^ (1 << 63)) }
+
+func partitionSpan(pid int32) (lo, hi []byte) {
+	return appendPID(nil, pid), appendPID(nil, pid+1)
+}
+
+func kindKey(b []byte, pid int32, kind byte) []byte {
+	return append(appendPID(b[:0], pid), kind)
+}
+
+func idKey(b []byte, pid int32, kind byte, id uint64) []byte {
+	return binary.BigEndian.AppendUint64(kindKey(b, pid, kind), id)
+}
+
+func tsKey(b []byte, pid int32, id uint64, t beacon.Time) []byte {
+	return appendTime(idKey(b, pid, kindTimestamp, id), t)
+}
+
+func domainKey(b []byte, pid int32, ip, domain string) []byte {
+	b = append(kindKey(b, pid, kindDomain), ip...)
+	b = append(b, 0)
+	return append(b, domain...)
+}
+
+// header is the per-partition record written with every batch.
+type header struct {
+	offset    int64 // next offset to consume; -1 when none was recorded
+	stream    beacon.Time
+	hasStream bool
+	nextID    uint64
+}
+
+func (h *header) append(b []byte) []byte {
+	b = append(b, version)
+	b = binary.AppendVarint(b, h.offset)
+	if h.hasStream {
+		b = append(b, 1)
+	} else {
+		b = append(b, 0)
+	}
+	b = appendTime(b, h.stream)
+	return binary.AppendUvarint(b, h.nextID)
+}
+
+func (h *header) decode(b []byte) error {
+	if len(b) < 1 || b[0] != version {
+		return errCorrupt
+	}
+	r := reader{b: b[1:]}
+	h.offset = r.varint()
+	h.hasStream = r.byte() == 1
+	h.stream = r.time()
+	h.nextID = r.uvarint()
+	return r.done()
+}
+
+func appendTuple(b []byte, t *beacon.Tuple) []byte {
+	for _, s := range [...]string{t.DeviceId, t.DeviceName, t.AccountName, t.AccountDomain, t.FileName, t.RemoteIP} {
+		b = binary.AppendUvarint(b, uint64(len(s)))
+		b = append(b, s...)
+	}
+	return binary.AppendVarint(b, int64(t.RemotePort))
+}
+
+// decodeTuple decodes a tuple; its strings share one allocation.
+func decodeTuple(b []byte) (beacon.Tuple, error) {
+	all := string(b) // one copy that the six strings slice
+	r := reader{b: b}
+	var f [6]string
+	for i := range f {
+		n := int(r.uvarint())
+		start := len(b) - len(r.b)
+		if r.err || n > len(r.b) {
+			return beacon.Tuple{}, errCorrupt
+		}
+		f[i] = all[start : start+n]
+		r.b = r.b[n:]
+	}
+	port := r.varint()
+	if err := r.done(); err != nil {
+		return beacon.Tuple{}, err
+	}
+	return beacon.Tuple{DeviceId: f[0], DeviceName: f[1], AccountName: f[2], AccountDomain: f[3],
+		FileName: f[4], RemoteIP: f[5], RemotePort: int32(port)}, nil
+}
+
+// cloneTuple copies a tuple's strings into one allocation, so the state
+// never aliases a caller's (decoder's) buffers and a tuple costs one
+// allocation, freed with it.
+func cloneTuple(t *beacon.Tuple) beacon.Tuple {
+	n := len(t.DeviceId) + len(t.DeviceName) + len(t.AccountName) + len(t.AccountDomain) + len(t.FileName) + len(t.RemoteIP)
+	buf := make([]byte, 0, n)
+	buf = append(buf, t.DeviceId...)
+	buf = append(buf, t.DeviceName...)
+	buf = append(buf, t.AccountName...)
+	buf = append(buf, t.AccountDomain...)
+	buf = append(buf, t.FileName...)
+	buf = append(buf, t.RemoteIP...)
+	all := string(buf)
+	c := beacon.Tuple{RemotePort: t.RemotePort}
+	off := 0
+	take := func(l int) string { s := all[off : off+l]; off += l; return s }
+	c.DeviceId = take(len(t.DeviceId))
+	c.DeviceName = take(len(t.DeviceName))
+	c.AccountName = take(len(t.AccountName))
+	c.AccountDomain = take(len(t.AccountDomain))
+	c.FileName = take(len(t.FileName))
+	c.RemoteIP = take(len(t.RemoteIP))
+	return c
+}
+
+// maxStoredBins bounds the histogram written with a summary. The summary
+// of every touched tuple is rewritten with each batch, so an irregular,
+// chatty tuple (hundreds of distinct gaps) would write kilobytes per event;
+// beyond this many bins only the window bounds are written and the
+// histogram is recomputed from the tuple's timestamps when the partition is
+// loaded.
+const maxStoredBins = 64 // Store.maxBins, but for tests
+
+// appendSummary encodes a tuple's window: distinct count, first and last
+// timestamps in the window, the pending timestamps beyond it (only with
+// EndOffset > 1s), and the delta histogram (bins+1, 0 when omitted). N, Σd
+// and Σd² are derived from the histogram on load, so they cannot disagree
+// with it.
+func appendSummary(b []byte, tp *tuple, maxBins int) []byte {
+	b = binary.AppendUvarint(b, uint64(tp.distinct))
+	b = appendTime(b, tp.first)
+	b = appendTime(b, tp.last)
+	b = binary.AppendUvarint(b, uint64(tp.pending))
+	if tp.pending > 0 {
+		b = appendTime(b, tp.pendMin)
+	}
+	if len(tp.sum.Hist) > maxBins {
+		return append(b, 0)
+	}
+	b = binary.AppendUvarint(b, uint64(len(tp.sum.Hist))+1)
+	prev := int64(0)
+	for _, bin := range tp.sum.Hist {
+		b = binary.AppendVarint(b, bin.Delta-prev) // ascending: small gaps
+		b = binary.AppendUvarint(b, uint64(bin.Count))
+		prev = bin.Delta
+	}
+	return b
+}
+
+// decodeSummary decodes a summary; omitted reports a histogram to
+// recompute from the timestamps.
+func decodeSummary(b []byte, tp *tuple) (omitted bool, _ error) {
+	r := reader{b: b}
+	tp.distinct = int64(r.uvarint())
+	tp.first = r.time()
+	tp.last = r.time()
+	tp.pending = int32(r.uvarint())
+	if tp.pending > 0 {
+		tp.pendMin = r.time()
+	}
+	nb := r.uvarint()
+	if r.err || nb > uint64(len(r.b))+1 {
+		return false, errCorrupt
+	}
+	if nb == 0 {
+		return true, r.done()
+	}
+	nb--
+	tp.sum = beacon.Summary{Hist: make([]beacon.Bin, 0, nb)}
+	prev := int64(0)
+	for range nb {
+		d := prev + r.varint()
+		c := int64(r.uvarint())
+		tp.sum.Hist = append(tp.sum.Hist, beacon.Bin{Delta: d, Count: c})
+		tp.sum.N += c
+		tp.sum.Sum += c * d
+		tp.sum.SumSq += c * d * d
+		prev = d
+	}
+	if err := r.done(); err != nil {
+		return false, err
+	}
+	if tp.distinct < 0 || (tp.distinct > 0 && tp.sum.N != tp.distinct-1) || (tp.distinct == 0 && tp.sum.N != 0) {
+		return false, errCorrupt
+	}
+	return false, nil
+}
+
+// reader decodes varints and times, remembering the first error.
+type reader struct {
+	b   []byte
+	err bool
+}
+
+func (r *reader) uvarint() uint64 {
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.err = true
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) varint() int64 {
+	v, n := binary.Varint(r.b)
+	if n <= 0 {
+		r.err = true
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) byte() byte {
+	if len(r.b) < 1 {
+		r.err = true
+		return 0
+	}
+	c := r.b[0]
+	r.b = r.b[1:]
+	return c
+}
+
+func (r *reader) time() beacon.Time {
+	if len(r.b) < 8 {
+		r.err = true
+		return 0
+	}
+	t := decodeTime(r.b)
+	r.b = r.b[8:]
+	return t
+}
+
+func (r *reader) done() error {
+	if r.err || len(r.b) != 0 {
+		return errCorrupt
+	}
+	return nil
+}

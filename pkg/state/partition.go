@@ -1,0 +1,993 @@
+package state
+
+import (
+	"bytes"
+	"cmp"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"slices"
+
+	"github.com/beaconhunt/beacon/pkg/beacon"
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// Conn is one connection event: its tuple and Timestamp. The caller
+// forwards only events that pass Params.Connection and have a RemotePort
+// (HasPort) — the rows that form tuples in beacon.Hunt; the state does not
+// filter them again. Strings may alias the caller's buffers; the state
+// copies what it keeps.
+type Conn struct {
+	Tuple beacon.Tuple
+	Time  beacon.Time
+}
+
+// DomainSeen is one domain observation: Domain (beacon.DomainOf of a
+// RemoteUrl, possibly "") was seen for IP at Time, on any input row,
+// whatever its ActionType.
+type DomainSeen struct {
+	IP, Domain string
+	Time       beacon.Time
+}
+
+// ApplyStats counts what a batch did.
+type ApplyStats struct {
+	Applied   int // timestamps added to a tuple's set
+	Duplicate int // timestamps the tuple already had (also within the batch)
+	Late      int // connections older than the window start, dropped
+	Evicted   int // timestamps that left the window as stream time moved
+	Domains   int // (IP, domain) pairs added or seen at a newer time
+}
+
+// Partition is the state of one input partition: per tuple the distinct
+// timestamps inside the window and their delta summary, per destination its
+// tuples, per RemoteIP its domains, the stream time, the next offset to
+// consume, and the caller's blob. Memory holds everything needed to decide
+// (summaries, never timestamp lists); Pebble holds the truth, written in one
+// atomic batch per Apply.
+//
+// A Partition is not safe for concurrent use. After an error from Apply or
+// AdvanceTo its memory may be ahead of Pebble: every later call returns the
+// error, and Store.Partition reloads it.
+type Partition struct {
+	s   *Store
+	id  int32
+	p   *beacon.Params
+	h   header
+	err error
+
+	meta    []byte
+	seed    maphash.Seed
+	tuples  map[uint64]*tuple // by hash of the seven columns; collisions chain
+	ntuples int
+	dests   map[beacon.Destination]*dest
+	ips     map[string]*ipState
+	evictQ  timeHeap[*tuple]  // tuples with a window, by first timestamp (stale: key ≠ first)
+	pendQ   timeHeap[*tuple]  // tuples with timestamps beyond the window end, by the oldest (stale: key ≠ pendMin)
+	domainQ timeHeap[*domain] // domains, each once, by a time ≤ their newest
+	dirty   []beacon.Destination
+	touched []*tuple
+	due     []*tuple
+	work    []item
+	batch   *pebble.Batch
+	it      *pebble.Iterator // committed state, during one Apply
+	// Where refill left it: after reading curAfter of tuple cur, on the
+	// tuple's next key curT (curOK false: none).
+	cur      *tuple
+	curAfter beacon.Time
+	curT     beacon.Time
+	curOK    bool
+	key, val []byte
+}
+
+// tuple is the in-memory state of one tuple. Its admitted timestamps (in
+// the window) are [first, last] with distinct members; pending ones (only
+// when EndOffset > 1s) are newer than the window end and wait for it. A
+// deleted tuple has no dest.
+//
+// The fields are laid out to fit Go's 288-byte size class.
+type tuple struct {
+	t        beacon.Tuple
+	id       uint64
+	next     *tuple // hash chain
+	dest     *dest
+	first    beacon.Time
+	last     beacon.Time
+	pendMin  beacon.Time
+	distinct int64
+	sum      beacon.Summary
+	pending  int32
+	destPos  int32 // in dest.tuples
+	candPos  int32 // in dest.cands, when cand
+	nhead    uint8
+	touched  bool // summary must be written with the batch
+	cand     bool // a candidate (Params.Candidate), as of the last evaluation
+	stale    bool // changed since: in dest.stale
+	// head holds the tuple's nhead oldest timestamps of the window, a
+	// prefix of it kept coherent with Pebble: eviction pops from it and reads
+	// Pebble once per headCap timestamps, a tuple with at most headCap
+	// timestamps never reads, and an out-of-order timestamp that lands in it
+	// finds its neighbours there. Empty after a load.
+	head [headCap]beacon.Time
+}
+
+const headCap = 8
+
+// headWhole reports whether the head is the whole window.
+func (tp *tuple) headWhole() bool { return int64(tp.nhead) == tp.distinct }
+
+// headInsert inserts t at position i of the head, dropping the newest
+// entry when full (the head stays a prefix).
+func (tp *tuple) headInsert(i int, t beacon.Time) {
+	n := int(tp.nhead)
+	if n < headCap {
+		tp.nhead++
+		n++
+	}
+	copy(tp.head[i+1:n], tp.head[i:n-1])
+	tp.head[i] = t
+}
+
+func (tp *tuple) headPop() {
+	copy(tp.head[:tp.nhead-1], tp.head[1:tp.nhead])
+	tp.nhead--
+}
+
+// dest is a destination (process, IP, port): the unit of the device cap.
+// It knows which of its tuples are candidates and how many candidate tuples
+// each device has, so that deciding it costs the tuples changed since the
+// last evaluation, not all of them: a destination thousands of devices talk
+// to is dirty after almost every batch.
+type dest struct {
+	key     beacon.Destination
+	ip      *ipState
+	tuples  []*tuple
+	stale   []*tuple         // changed since the last evaluation
+	cands   []*tuple         // candidates as of the last evaluation
+	devices map[string]int32 // DeviceId → candidates among cands
+	dirty   bool
+}
+
+// ipState groups the destinations and domains of a RemoteIP, so a change of
+// its domain set reaches every destination that shows it.
+type ipState struct {
+	ip      string
+	dests   []*dest
+	domains map[string]*domain
+}
+
+type domain struct {
+	ip   *ipState
+	name string
+	time beacon.Time // newest time seen
+}
+
+type item struct {
+	tp *tuple
+	t  beacon.Time
+}
+
+func newPartition(s *Store, id int32) *Partition {
+	p := &Partition{
+		s: s, id: id, p: &s.p,
+		h:      header{offset: -1},
+		seed:   maphash.MakeSeed(),
+		tuples: make(map[uint64]*tuple),
+		dests:  make(map[beacon.Destination]*dest),
+		ips:    make(map[string]*ipState),
+		batch:  s.db.NewBatch(),
+	}
+	return p
+}
+
+// ID is the partition's id.
+func (p *Partition) ID() int32 { return p.id }
+
+// Offset is the recorded next offset to consume; ok is false before the
+// first Apply that recorded one.
+func (p *Partition) Offset() (offset int64, ok bool) { return p.h.offset, p.h.offset >= 0 }
+
+// StreamTime is the newest Timestamp of a connection applied (or the time
+// given to AdvanceTo, if later); ok is false while there is none. The window
+// is that of `hunt --end <stream time + 1s>`.
+func (p *Partition) StreamTime() (beacon.Time, bool) { return p.h.stream, p.h.hasStream }
+
+// Meta is the blob last recorded by Apply (nil if none). It must not be
+// modified.
+func (p *Partition) Meta() []byte { return p.meta }
+
+// now is the query's now for the current stream time.
+func (p *Partition) now() beacon.Time { return p.h.stream + beacon.Second }
+
+// window is the inclusive window [from, to] at the current stream time.
+func (p *Partition) window() (from, to beacon.Time) { return p.p.Window(p.now()) }
+
+func (p *Partition) hash(t *beacon.Tuple) uint64 {
+	var h maphash.Hash
+	h.SetSeed(p.seed)
+	for _, s := range [...]string{t.DeviceId, t.DeviceName, t.AccountName, t.AccountDomain, t.FileName, t.RemoteIP} {
+		h.WriteString(s)
+		h.WriteByte(0)
+	}
+	var port [4]byte
+	binary.LittleEndian.PutUint32(port[:], uint32(t.RemotePort))
+	h.Write(port[:])
+	return h.Sum64() & p.s.hashMask
+}
+
+func (p *Partition) lookup(t *beacon.Tuple, hash uint64) *tuple {
+	for tp := p.tuples[hash]; tp != nil; tp = tp.next {
+		if tp.t == *t {
+			return tp
+		}
+	}
+	return nil
+}
+
+// addTuple links a tuple into the maps (not the queues).
+func (p *Partition) addTuple(tp *tuple, hash uint64) {
+	tp.next = p.tuples[hash]
+	p.tuples[hash] = tp
+	p.ntuples++
+	dk := tp.t.Destination()
+	d := p.dests[dk]
+	if d == nil {
+		ip := p.ips[dk.RemoteIP]
+		if ip == nil {
+			ip = &ipState{ip: dk.RemoteIP}
+			p.ips[ip.ip] = ip
+		}
+		d = &dest{key: dk, ip: ip}
+		p.dests[dk] = d
+		ip.dests = append(ip.dests, d)
+	}
+	tp.dest = d
+	tp.destPos = int32(len(d.tuples))
+	d.tuples = append(d.tuples, tp)
+	tp.stale = true // candidate or not: known at the next evaluation
+	d.stale = append(d.stale, tp)
+}
+
+// newTuple creates a tuple and writes its columns.
+func (p *Partition) newTuple(t *beacon.Tuple, hash uint64) *tuple {
+	tp := &tuple{t: cloneTuple(t), id: p.h.nextID}
+	p.h.nextID++
+	p.addTuple(tp, hash)
+	p.val = appendTuple(p.val[:0], &tp.t)
+	p.batch.Set(idKey(p.key, p.id, kindTuple, tp.id), p.val, nil)
+	return tp
+}
+
+// deleteTuple removes a tuple whose window and pending set are empty.
+func (p *Partition) deleteTuple(tp *tuple) {
+	p.batch.Delete(idKey(p.key, p.id, kindTuple, tp.id), nil)
+	p.batch.Delete(idKey(p.key, p.id, kindSummary, tp.id), nil)
+	hash := p.hash(&tp.t)
+	if head := p.tuples[hash]; head == tp {
+		if tp.next == nil {
+			delete(p.tuples, hash)
+		} else {
+			p.tuples[hash] = tp.next
+		}
+	} else {
+		for x := head; x != nil; x = x.next {
+			if x.next == tp {
+				x.next = tp.next
+				break
+			}
+		}
+	}
+	p.ntuples--
+	d := tp.dest
+	p.markDirty(d)
+	if tp.cand {
+		d.setCand(tp, false)
+	}
+	tp.dest = nil // dead; dest.stale may still hold it
+	last := d.tuples[len(d.tuples)-1]
+	d.tuples[tp.destPos] = last
+	last.destPos = tp.destPos
+	d.tuples = d.tuples[:len(d.tuples)-1]
+	if len(d.tuples) > 0 {
+		return
+	}
+	delete(p.dests, d.key)
+	ip := d.ip
+	i := slices.Index(ip.dests, d)
+	ip.dests = slices.Delete(ip.dests, i, i+1)
+	p.dropIPIfEmpty(ip)
+}
+
+func (p *Partition) dropIPIfEmpty(ip *ipState) {
+	if len(ip.dests) == 0 && len(ip.domains) == 0 {
+		delete(p.ips, ip.ip)
+	}
+}
+
+func (p *Partition) markDirty(d *dest) {
+	if !d.dirty {
+		d.dirty = true
+		p.dirty = append(p.dirty, d.key)
+	}
+}
+
+func (p *Partition) touch(tp *tuple) {
+	if !tp.touched {
+		tp.touched = true
+		p.touched = append(p.touched, tp)
+		p.markDirty(tp.dest)
+	}
+	if !tp.stale {
+		tp.stale = true
+		tp.dest.stale = append(tp.dest.stale, tp)
+	}
+}
+
+// setCand records that tp became (or stopped being) a candidate.
+func (d *dest) setCand(tp *tuple, cand bool) {
+	tp.cand = cand
+	if cand {
+		tp.candPos = int32(len(d.cands))
+		d.cands = append(d.cands, tp)
+		if d.devices == nil {
+			d.devices = make(map[string]int32)
+		}
+		d.devices[tp.t.DeviceId]++
+		return
+	}
+	last := d.cands[len(d.cands)-1]
+	d.cands[tp.candPos] = last
+	last.candPos = tp.candPos
+	d.cands[len(d.cands)-1] = nil
+	d.cands = d.cands[:len(d.cands)-1]
+	if d.devices[tp.t.DeviceId]--; d.devices[tp.t.DeviceId] == 0 {
+		delete(d.devices, tp.t.DeviceId)
+	}
+}
+
+// Dirty returns, sorted, every destination whose rows may have changed since
+// the previous call: one of its tuples' windows changed, or its IP's domain
+// set did. Evaluating only these keeps the caller's view exact. After a load
+// every destination is dirty.
+func (p *Partition) Dirty() []beacon.Destination {
+	out := p.dirty
+	p.dirty = nil
+	for _, k := range out {
+		if d := p.dests[k]; d != nil {
+			d.dirty = false
+		}
+	}
+	slices.SortFunc(out, compareDest)
+	return slices.Compact(out)
+}
+
+func compareDest(a, b beacon.Destination) int {
+	if c := cmp.Compare(a.RemoteIP, b.RemoteIP); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.RemotePort, b.RemotePort); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.FileName, b.FileName)
+}
+
+// Apply applies a batch of inputs and records nextOffset (when ≥ 0) as the
+// next offset to consume, in one atomic Pebble batch: after a crash the store
+// holds either all of it or none. Stream time first moves to the newest
+// connection of the batch (evicting), then every connection older than the
+// window start is dropped as late, the others join their tuple's set.
+// Domain observations are kept while newer than p.DomainsFrom(now). meta,
+// when not nil, replaces the partition's blob in the same batch (use it for
+// what the caller derived from the state, e.g. which tuples it alerted on).
+//
+// The result depends only on the set of inputs applied so far, not on
+// their order or batching.
+func (p *Partition) Apply(conns []Conn, domains []DomainSeen, nextOffset int64, meta []byte) (ApplyStats, error) {
+	var st ApplyStats
+	if p.err != nil {
+		return st, p.err
+	}
+	if err := p.apply(conns, domains, &st); err != nil {
+		return st, p.fail(err)
+	}
+	if nextOffset >= 0 {
+		p.h.offset = nextOffset
+	}
+	if meta != nil {
+		p.meta = bytes.Clone(meta)
+		p.batch.Set(kindKey(p.key, p.id, kindMeta), meta, nil)
+	}
+	return st, p.commit()
+}
+
+// AdvanceTo moves stream time to t when t is later, without an event, and
+// evicts what left the window, in one batch (replay uses it to look at
+// every partition at the same time). It keeps the recorded offset.
+func (p *Partition) AdvanceTo(t beacon.Time) error {
+	if p.err != nil {
+		return p.err
+	}
+	if p.h.hasStream && t <= p.h.stream {
+		return nil
+	}
+	var st ApplyStats
+	if err := p.withIter(func() error { return p.advance(t, &st) }); err != nil {
+		return p.fail(err)
+	}
+	return p.commit()
+}
+
+// fail poisons the partition: its memory may be ahead of Pebble, and the
+// half-built batch is dropped.
+func (p *Partition) fail(err error) error {
+	p.err = err
+	if p.batch != nil {
+		p.batch.Close()
+		p.batch = nil
+	}
+	return err
+}
+
+func (p *Partition) withIter(f func() error) error {
+	lo := kindKey(nil, p.id, kindTimestamp)
+	it, err := p.s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: kindKey(nil, p.id, kindTimestamp+1)})
+	if err != nil {
+		return err
+	}
+	p.it = it
+	err = f()
+	p.it, p.cur = nil, nil
+	if cerr := it.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func (p *Partition) apply(conns []Conn, domains []DomainSeen, st *ApplyStats) error {
+	newest, has := p.h.stream, p.h.hasStream
+	for i := range conns {
+		if !has || conns[i].Time > newest {
+			newest, has = conns[i].Time, true
+		}
+	}
+	return p.withIter(func() error {
+		if has {
+			if err := p.advance(newest, st); err != nil {
+				return err
+			}
+		}
+		if err := p.insert(conns, st); err != nil {
+			return err
+		}
+		p.domains(domains, st)
+		return nil
+	})
+}
+
+// advance moves stream time to t (> current) and brings every tuple and
+// domain to the new window: pending timestamps now inside it are admitted,
+// timestamps before its start are evicted, domains at or before the domain
+// bound are forgotten. Reads see the committed state: the batch is empty of
+// timestamp writes here.
+func (p *Partition) advance(t beacon.Time, st *ApplyStats) error {
+	if p.h.hasStream && t <= p.h.stream {
+		return nil
+	}
+	p.h.stream, p.h.hasStream = t, true
+	from, to := p.window()
+	// Tuples are visited in key order (by id), not in queue order: the
+	// iterator's seeks then move forward and neighbouring tuples share the
+	// blocks it has loaded.
+	due := p.due[:0]
+	for p.pendQ.len() > 0 && p.pendQ.top().key <= to {
+		key := p.pendQ.top().key
+		tp := p.pendQ.pop()
+		if tp.dest != nil && tp.pending > 0 && key == tp.pendMin {
+			due = append(due, tp)
+		}
+	}
+	slices.SortFunc(due, byID)
+	for i, tp := range due {
+		if i > 0 && due[i-1] == tp {
+			continue // queued twice
+		}
+		if err := p.admit(tp, to); err != nil {
+			return err
+		}
+	}
+	due = due[:0]
+	for p.evictQ.len() > 0 && p.evictQ.top().key < from {
+		key := p.evictQ.top().key
+		tp := p.evictQ.pop()
+		if tp.dest != nil && tp.distinct > 0 && key == tp.first {
+			due = append(due, tp)
+		}
+	}
+	slices.SortFunc(due, byID)
+	for i, tp := range due {
+		if i > 0 && due[i-1] == tp {
+			continue // queued twice
+		}
+		if err := p.evict(tp, from, st); err != nil {
+			return err
+		}
+	}
+	clear(due)
+	p.due = due[:0]
+	bound := p.p.DomainsFrom(p.now())
+	for p.domainQ.len() > 0 && p.domainQ.top().key <= bound {
+		d := p.domainQ.pop()
+		if d.time > bound { // seen again since it was queued
+			p.domainQ.push(d.time, d)
+			continue
+		}
+		delete(d.ip.domains, d.name)
+		p.batch.Delete(domainKey(p.key, p.id, d.ip.ip, d.name), nil)
+		for _, x := range d.ip.dests {
+			p.markDirty(x)
+		}
+		p.dropIPIfEmpty(d.ip)
+	}
+	return nil
+}
+
+func byID(a, b *tuple) int { return cmp.Compare(a.id, b.id) }
+
+func (p *Partition) corrupt(tp *tuple, what string) error {
+	return fmt.Errorf("state: partition %d tuple %d: %s: %w", p.id, tp.id, what, errCorrupt)
+}
+
+// seek positions the iterator at the tuple's first timestamp ≥ t and returns
+// it; ok is false when the tuple has none.
+func (p *Partition) seek(tp *tuple, t beacon.Time) (beacon.Time, bool) {
+	p.cur = nil
+	p.key = tsKey(p.key, p.id, tp.id, t)
+	if !p.it.SeekGE(p.key) {
+		return 0, false
+	}
+	return p.itTime(tp)
+}
+
+// itTime decodes the iterator's timestamp if it belongs to tp.
+func (p *Partition) itTime(tp *tuple) (beacon.Time, bool) {
+	k := p.it.Key()
+	if len(k) != tsKeyLen || binary.BigEndian.Uint64(k[pidLen+1:]) != tp.id {
+		return 0, false
+	}
+	return decodeTime(k[tupleLen:]), true
+}
+
+// admit moves the tuple's pending timestamps up to to into its window; they
+// are all newer than its last, so each adds one delta. It goes back to
+// pendQ if some remain pending.
+func (p *Partition) admit(tp *tuple, to beacon.Time) error {
+	t, ok := p.seek(tp, tp.pendMin)
+	if !ok || t != tp.pendMin {
+		return p.corrupt(tp, "pending timestamp missing")
+	}
+	for ok && t <= to {
+		p.addLast(tp, t)
+		tp.pending--
+		if p.it.Next() {
+			t, ok = p.itTime(tp)
+		} else {
+			ok = false
+		}
+	}
+	p.touch(tp)
+	if tp.pending == 0 {
+		return nil
+	}
+	if !ok {
+		return p.corrupt(tp, "pending count")
+	}
+	tp.pendMin = t
+	p.pendQ.push(t, tp)
+	return nil
+}
+
+// addLast appends a timestamp newer than every one in the window.
+func (p *Partition) addLast(tp *tuple, t beacon.Time) {
+	if tp.headWhole() && tp.nhead < headCap {
+		tp.head[tp.nhead] = t
+		tp.nhead++
+	}
+	if tp.distinct == 0 {
+		tp.first, tp.last, tp.distinct = t, t, 1
+		p.evictQ.push(t, tp)
+		return
+	}
+	tp.sum.Add(beacon.DatetimeDiffSeconds(t, tp.last))
+	tp.last = t
+	tp.distinct++
+}
+
+// evict deletes the tuple's timestamps before from, each removing the first
+// delta. They and the new first one come from the head, refilled from
+// Pebble as it runs out. The tuple goes back to evictQ if its window is not
+// empty.
+func (p *Partition) evict(tp *tuple, from beacon.Time, st *ApplyStats) error {
+	if tp.nhead == 0 {
+		if err := p.refill(tp, tp.first-1); err != nil {
+			return err
+		}
+	}
+	if tp.head[0] != tp.first {
+		return p.corrupt(tp, "first timestamp missing")
+	}
+	for {
+		t0 := tp.head[0]
+		p.batch.Delete(tsKey(p.key, p.id, tp.id, t0), nil)
+		tp.headPop()
+		tp.distinct--
+		st.Evicted++
+		if tp.distinct == 0 {
+			break
+		}
+		if tp.nhead == 0 {
+			if err := p.refill(tp, t0); err != nil {
+				return err
+			}
+		}
+		t1 := tp.head[0]
+		if !tp.sum.Remove(beacon.DatetimeDiffSeconds(t1, t0)) {
+			return p.corrupt(tp, "delta missing from summary")
+		}
+		if t1 >= from {
+			tp.first = t1
+			break
+		}
+	}
+	p.touch(tp)
+	if tp.distinct > 0 {
+		p.evictQ.push(tp.first, tp)
+	} else if tp.pending == 0 {
+		p.deleteTuple(tp)
+	}
+	return nil
+}
+
+// refill reads into the empty head the tuple's window timestamps after
+// after, continuing where the previous refill of the tuple stopped when the
+// iterator is still there.
+func (p *Partition) refill(tp *tuple, after beacon.Time) error {
+	var t beacon.Time
+	var ok bool
+	if p.cur == tp && p.curAfter == after {
+		t, ok = p.curT, p.curOK
+	} else {
+		t, ok = p.seek(tp, after+1)
+	}
+	for ok && t <= tp.last && tp.nhead < headCap {
+		tp.head[tp.nhead] = t
+		tp.nhead++
+		after = t
+		if p.it.Next() {
+			t, ok = p.itTime(tp)
+		} else {
+			ok = false
+		}
+	}
+	if tp.nhead == 0 {
+		return p.corrupt(tp, "window shorter than its count")
+	}
+	p.cur, p.curAfter, p.curT, p.curOK = tp, after, t, ok
+	return nil
+}
+
+// insert adds the batch's connections. They are sorted by tuple and time so
+// that, for each tuple, every timestamp older than its last one (the only
+// kind that needs a neighbour read from Pebble) is inserted before any newer
+// one is appended: the committed state plus what this batch inserted before
+// is then exactly the set the new timestamp joins.
+func (p *Partition) insert(conns []Conn, st *ApplyStats) error {
+	if len(conns) == 0 {
+		return nil
+	}
+	from, to := p.window()
+	p.work = p.work[:0]
+	for i := range conns {
+		c := &conns[i]
+		if c.Time < from {
+			st.Late++
+			continue
+		}
+		h := p.hash(&c.Tuple)
+		tp := p.lookup(&c.Tuple, h)
+		if tp == nil {
+			tp = p.newTuple(&c.Tuple, h)
+		}
+		p.work = append(p.work, item{tp, c.Time})
+	}
+	slices.SortFunc(p.work, func(a, b item) int {
+		if c := cmp.Compare(a.tp.id, b.tp.id); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.t, b.t)
+	})
+	for i := 0; i < len(p.work); {
+		tp := p.work[i].tp
+		var prevNew beacon.Time
+		hasPrev := false // prevNew is set: something was added to tp
+		for ; i < len(p.work) && p.work[i].tp == tp; i++ {
+			t := p.work[i].t
+			if hasPrev && t == prevNew {
+				st.Duplicate++
+				continue
+			}
+			added, err := p.insertOne(tp, t, prevNew, hasPrev, to)
+			if err != nil {
+				return err
+			}
+			if !added {
+				st.Duplicate++
+				continue
+			}
+			st.Applied++
+			prevNew, hasPrev = t, true
+		}
+		if hasPrev {
+			p.touch(tp)
+		}
+	}
+	return nil
+}
+
+// insertOne adds t (≥ window start) to the tuple. prevNew is the newest
+// timestamp this batch already inserted into the tuple (all < t).
+func (p *Partition) insertOne(tp *tuple, t, prevNew beacon.Time, hasPrev bool, to beacon.Time) (bool, error) {
+	if t > to { // only when EndOffset > 1s: wait until the window reaches it
+		if tp.pending > 0 {
+			if _, closer, err := p.s.db.Get(tsKey(p.key, p.id, tp.id, t)); err == nil {
+				closer.Close()
+				return false, nil
+			} else if !errors.Is(err, pebble.ErrNotFound) {
+				return false, err
+			}
+		}
+		p.batch.Set(tsKey(p.key, p.id, tp.id, t), nil, nil)
+		tp.pending++
+		if tp.pending == 1 || t < tp.pendMin {
+			tp.pendMin = t
+			p.pendQ.push(t, tp) // an older entry, if any, is now stale
+		}
+		return true, nil
+	}
+	switch {
+	case tp.distinct == 0 || t > tp.last: // in order: one more delta
+		p.addLast(tp, t)
+	case t == tp.last || t == tp.first:
+		return false, nil
+	case t < tp.first: // new first: one more delta, at the front
+		tp.sum.Add(beacon.DatetimeDiffSeconds(tp.first, t))
+		tp.headInsert(0, t)
+		tp.first = t
+		tp.distinct++
+		p.evictQ.push(t, tp) // the older entry is now stale
+	case tp.nhead > 0 && (t < tp.head[tp.nhead-1] || tp.headWhole()):
+		// Inside the head: the neighbours are there.
+		i, found := slices.BinarySearch(tp.head[:tp.nhead], t)
+		if found {
+			return false, nil
+		}
+		prev, next := tp.head[i-1], tp.head[i]
+		if err := p.splitSummary(tp, prev, t, next); err != nil {
+			return false, err
+		}
+		tp.headInsert(i, t)
+	default: // inside, beyond the head: split the delta between its neighbours
+		next, ok := p.seek(tp, t)
+		if !ok || next > tp.last {
+			return false, p.corrupt(tp, "successor missing")
+		}
+		if next == t {
+			return false, nil
+		}
+		// The committed predecessor may have been evicted by this batch
+		// (then it is < first) or be older than one this batch inserted.
+		prev := tp.first
+		if hasPrev && prevNew > prev {
+			prev = prevNew
+		}
+		if tp.nhead > 0 && tp.head[tp.nhead-1] > prev {
+			prev = tp.head[tp.nhead-1]
+		}
+		if p.it.Prev() {
+			if c, ok := p.itTime(tp); ok && c > prev {
+				prev = c
+			}
+		}
+		if err := p.splitSummary(tp, prev, t, next); err != nil {
+			return false, err
+		}
+	}
+	p.batch.Set(tsKey(p.key, p.id, tp.id, t), nil, nil)
+	return true, nil
+}
+
+// splitSummary replaces the delta prev→next with prev→t→next.
+func (p *Partition) splitSummary(tp *tuple, prev, t, next beacon.Time) error {
+	if !tp.sum.Remove(beacon.DatetimeDiffSeconds(next, prev)) {
+		return p.corrupt(tp, "split delta missing from summary")
+	}
+	tp.sum.Add(beacon.DatetimeDiffSeconds(t, prev))
+	tp.sum.Add(beacon.DatetimeDiffSeconds(next, t))
+	tp.distinct++
+	return nil
+}
+
+// domains records domain observations, deduplicated per (IP, domain) to the
+// newest time. Only IPs that can be a beacon's (public IPv4) are kept: the
+// Domains join is on RemoteIP.
+func (p *Partition) domains(obs []DomainSeen, st *ApplyStats) {
+	var bound beacon.Time
+	if p.h.hasStream {
+		bound = p.p.DomainsFrom(p.now())
+	}
+	for i := range obs {
+		o := &obs[i]
+		if p.h.hasStream && o.Time <= bound {
+			continue
+		}
+		if !beacon.DomainIP(o.IP) {
+			continue
+		}
+		ip := p.ips[o.IP]
+		if ip == nil {
+			ip = &ipState{ip: string([]byte(o.IP))}
+			p.ips[ip.ip] = ip
+		}
+		d := ip.domains[o.Domain]
+		switch {
+		case d == nil:
+			if ip.domains == nil {
+				ip.domains = make(map[string]*domain)
+			}
+			d = &domain{ip: ip, name: string([]byte(o.Domain)), time: o.Time}
+			ip.domains[d.name] = d
+			p.domainQ.push(d.time, d)
+			for _, x := range ip.dests {
+				p.markDirty(x)
+			}
+		case o.Time > d.time:
+			d.time = o.Time // domainQ catches up lazily
+		default:
+			continue
+		}
+		st.Domains++
+		p.val = appendTime(p.val[:0], d.time)
+		p.batch.Set(domainKey(p.key, p.id, ip.ip, d.name), p.val, nil)
+	}
+}
+
+// commit writes the touched summaries and the header, then the batch.
+func (p *Partition) commit() error {
+	for _, tp := range p.touched {
+		tp.touched = false
+		if tp.dest == nil {
+			continue
+		}
+		p.val = appendSummary(p.val[:0], tp, p.s.maxBins)
+		p.batch.Set(idKey(p.key, p.id, kindSummary, tp.id), p.val, nil)
+	}
+	clear(p.touched)
+	p.touched = p.touched[:0]
+	p.val = p.h.append(p.val[:0])
+	p.batch.Set(kindKey(p.key, p.id, kindHeader), p.val, nil)
+	if err := p.batch.Commit(p.s.wo); err != nil {
+		return p.fail(err)
+	}
+	p.batch.Reset()
+	return nil
+}
+
+// loadPartition reads a partition's state: header, meta, tuples with their
+// summaries, domains. Timestamps stay on disk.
+func loadPartition(s *Store, id int32) (*Partition, error) {
+	p := newPartition(s, id)
+	lo, hi := partitionSpan(id)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	bad := func(k []byte, err error) error {
+		return fmt.Errorf("state: partition %d key %x: %w", id, k, err)
+	}
+	// Kinds sort d < h < k < m < s < t: domains create the IPs that tuples
+	// then join, and every tuple's columns come before its summary.
+	byID := make(map[uint64]*tuple)
+	var recompute []*tuple
+scan:
+	for valid := it.First(); valid; valid = it.Next() {
+		k, v := it.Key(), it.Value()
+		if len(k) <= pidLen {
+			return nil, bad(k, errCorrupt)
+		}
+		switch k[pidLen] {
+		case kindHeader:
+			if err := p.h.decode(v); err != nil {
+				return nil, bad(k, err)
+			}
+		case kindMeta:
+			p.meta = bytes.Clone(v)
+		case kindTuple:
+			if len(k) != tupleLen {
+				return nil, bad(k, errCorrupt)
+			}
+			t, err := decodeTuple(v)
+			if err != nil {
+				return nil, bad(k, err)
+			}
+			tp := &tuple{t: t, id: binary.BigEndian.Uint64(k[pidLen+1:])}
+			byID[tp.id] = tp
+		case kindSummary:
+			if len(k) != tupleLen {
+				return nil, bad(k, errCorrupt)
+			}
+			tp := byID[binary.BigEndian.Uint64(k[pidLen+1:])]
+			if tp == nil {
+				return nil, bad(k, errors.New("summary without tuple"))
+			}
+			omitted, err := decodeSummary(v, tp)
+			if err != nil {
+				return nil, bad(k, err)
+			}
+			if omitted {
+				recompute = append(recompute, tp)
+			}
+			delete(byID, tp.id)
+			p.addTuple(tp, p.hash(&tp.t))
+			if tp.distinct > 0 {
+				p.evictQ.push(tp.first, tp)
+			}
+			if tp.pending > 0 {
+				p.pendQ.push(tp.pendMin, tp)
+			}
+		case kindTimestamp:
+			// The last kind: timestamps are read on demand, nothing follows.
+			break scan
+		case kindDomain:
+			rest := k[pidLen+1:]
+			i := bytes.IndexByte(rest, 0)
+			if i < 0 || len(v) != 8 {
+				return nil, bad(k, errCorrupt)
+			}
+			ipStr := string(rest[:i])
+			ip := p.ips[ipStr]
+			if ip == nil {
+				ip = &ipState{ip: ipStr, domains: make(map[string]*domain)}
+				p.ips[ipStr] = ip
+			} else if ip.domains == nil {
+				ip.domains = make(map[string]*domain)
+			}
+			t := decodeTime(v)
+			d := &domain{ip: ip, name: string(rest[i+1:]), time: t}
+			ip.domains[d.name] = d
+			p.domainQ.push(t, d)
+		default:
+			return nil, bad(k, errCorrupt)
+		}
+	}
+	if err := it.Error(); err != nil {
+		return nil, err
+	}
+	if len(byID) != 0 {
+		return nil, fmt.Errorf("state: partition %d: %d tuples without summary: %w", id, len(byID), errCorrupt)
+	}
+	for _, tp := range recompute { // ascending ids: the reads move forward
+		ts, err := p.timestamps(tp)
+		if err != nil {
+			return nil, err
+		}
+		if int64(len(ts)) != tp.distinct {
+			return nil, p.corrupt(tp, "window count")
+		}
+		tp.sum = beacon.SummaryOf(beacon.Deltas(ts, nil))
+	}
+	for _, d := range p.dests {
+		p.markDirty(d)
+	}
+	return p, nil
+}

@@ -1,0 +1,193 @@
+package state
+
+import (
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/beaconhunt/beacon/pkg/beacon"
+	"github.com/cockroachdb/pebble/v2"
+)
+
+var testBase = beacon.TimeOf(time.Date(2024, 5, 1, 10, 0, 0, 0, time.UTC))
+
+func testParams(lookback, endOffset time.Duration) beacon.Params {
+	p := beacon.Seed()
+	p.Lookback, p.EndOffset = lookback, endOffset
+	return p
+}
+
+func openT(t testing.TB, dir string, p beacon.Params, opts ...Option) *Store {
+	t.Helper()
+	s, err := Open(dir, p, append([]Option{WithCacheSize(8 << 20), WithMemTableSize(4 << 20)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestMatchesBatchQuery is the metamorphic test of the streaming contract:
+// after every batch, every destination's rows (and all rows, and every
+// tuple's summary, and the domains) equal the batch query run at
+// now = stream time + 1 s over everything given so far. Two partitions
+// share the store; the store is closed and reopened now and then.
+func TestMatchesBatchQuery(t *testing.T) {
+	variants := []struct {
+		name      string
+		lookback  time.Duration
+		endOffset time.Duration
+		seeds     int
+	}{
+		{"seed", 10 * time.Minute, time.Second, 4},
+		{"lookback7m30.5s", 7*time.Minute + 30*time.Second + 500*time.Millisecond, time.Second, 2},
+		{"endoffset0", 10 * time.Minute, 0, 1},
+		{"endoffset20s", 10 * time.Minute, 20 * time.Second, 2},
+		{"knobs", 10 * time.Minute, time.Second, 2}, // hash collisions, histograms recomputed on load
+	}
+	if testing.Short() {
+		variants = variants[:1]
+		variants[0].seeds = 1
+	}
+	for _, v := range variants {
+		for seed := range v.seeds {
+			t.Run(v.name, func(t *testing.T) {
+				t.Parallel()
+				runScenario(t, testParams(v.lookback, v.endOffset), uint64(seed), v.name == "knobs")
+			})
+		}
+	}
+}
+
+func runScenario(t *testing.T, p beacon.Params, seed uint64, knobs bool) {
+	rng := rand.New(rand.NewPCG(seed, 0x5eed))
+	dir := t.TempDir()
+	open := func() *Store {
+		s := openT(t, dir, p)
+		if knobs {
+			s.hashMask = 7 // every tuple in one of 8 chains
+			s.maxBins = 2  // most histograms recomputed on load
+		}
+		return s
+	}
+	s := open()
+	defer func() { s.Close() }()
+	const dur = 40 * time.Minute
+	type part struct {
+		m    *model
+		ins  []in
+		next int
+		p    *Partition
+	}
+	parts := []*part{{}, {}}
+	for i, pt := range parts {
+		pid := int32(i * 3) // not adjacent: a bug in range bounds would show
+		pt.m = newModel(t, pid, p)
+		pt.ins = scenario(rng, pid, testBase, dur)
+		var err error
+		if pt.p, err = s.Partition(pid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var stats ApplyStats
+	reopens, advances := 0, 0
+	for step := 0; ; step++ {
+		pt := parts[rng.IntN(len(parts))]
+		if pt.next == len(pt.ins) {
+			if pt = parts[0]; pt.next == len(pt.ins) {
+				if pt = parts[1]; pt.next == len(pt.ins) {
+					break
+				}
+			}
+		}
+		switch r := rng.Float64(); {
+		case r < 0.06 && pt.m.has: // replay clock: move without an event
+			to := pt.m.stream + beacon.Time(rng.Int64N(int64(90*beacon.Second)))
+			switch rng.IntN(8) {
+			case 0, 1, 2, 3: // whole seconds: lands exactly on probes
+				to = pt.m.stream + beacon.Time(1+rng.IntN(3))*beacon.Second
+			case 4: // a jump: whole windows, candidates included, empty at once
+				to = pt.m.stream.Add(p.Lookback * time.Duration(5+rng.IntN(5)) / 10)
+			}
+			if err := pt.p.AdvanceTo(to); err != nil {
+				t.Fatal(err)
+			}
+			pt.m.advance(to)
+			advances++
+		case r < 0.08: // restart: the state must come back exactly
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			s = open()
+			for _, x := range parts {
+				var err error
+				if x.p, err = s.Partition(x.m.pid); err != nil {
+					t.Fatal(err)
+				}
+				x.m.prev = map[beacon.Destination][]beacon.Row{} // all dirty after a load
+			}
+			reopens++
+		case r < 0.14 && pt.m.has: // domains only, for IPs with rows
+			ins := pt.m.domainProbes(rng, pt.m.stream)
+			conns, doms := pt.m.feed(ins)
+			pt.m.offset++
+			if _, err := pt.p.Apply(conns, doms, pt.m.offset, nil); err != nil {
+				t.Fatal(err)
+			}
+		default:
+			n := min(1+rng.IntN(40), len(pt.ins)-pt.next)
+			batch := slices.Clone(pt.ins[pt.next : pt.next+n])
+			if rng.IntN(4) == 0 {
+				batch = append(batch, pt.m.probes(rng, batch)...)
+			}
+			conns, doms := pt.m.feed(batch)
+			pt.next += n
+			pt.m.offset += int64(n)
+			st, err := pt.p.Apply(conns, doms, pt.m.offset, []byte{byte(step)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			stats.Applied += st.Applied
+			stats.Duplicate += st.Duplicate
+			stats.Late += st.Late
+			stats.Evicted += st.Evicted
+		}
+		pt.m.check(pt.p, step%10 == 0)
+	}
+	// Let every window, then every domain, run out: nothing may be left.
+	for _, pt := range parts {
+		for _, d := range []time.Duration{p.Lookback, 25 * time.Hour} {
+			to := pt.m.stream.Add(d)
+			if err := pt.p.AdvanceTo(to); err != nil {
+				t.Fatal(err)
+			}
+			pt.m.advance(to)
+			pt.m.check(pt.p, true)
+		}
+		if pt.p.ntuples != 0 || len(pt.p.ips) != 0 || len(pt.p.dests) != 0 || pt.p.evictQ.len() != 0 || pt.p.pendQ.len() != 0 || pt.p.domainQ.len() != 0 {
+			t.Fatalf("p%d: state left after everything expired", pt.m.pid)
+		}
+		if n := countKeys(t, s, pt.m.pid); n != 2 { // header and meta
+			t.Fatalf("p%d: %d keys left after everything expired, want 2", pt.m.pid, n)
+		}
+	}
+	if stats.Late == 0 || stats.Duplicate == 0 || stats.Evicted == 0 || reopens == 0 || advances == 0 {
+		t.Fatalf("scenario too tame: %+v, %d reopens, %d advances", stats, reopens, advances)
+	}
+	t.Logf("seed %d: %+v, %d reopens, %d advances, %d+%d checks, devices at cap-1/cap/cap+1: %v %v", seed, stats, reopens, advances,
+		parts[0].m.checks, parts[1].m.checks, parts[0].m.capSeen, parts[1].m.capSeen)
+}
+
+func countKeys(t testing.TB, s *Store, pid int32) int {
+	lo, hi := partitionSpan(pid)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Close()
+	n := 0
+	for v := it.First(); v; v = it.Next() {
+		n++
+	}
+	return n
+}
