@@ -2,6 +2,7 @@ package beacon
 
 import (
 	"cmp"
+	"math"
 	"slices"
 )
 
@@ -71,9 +72,20 @@ func (p *Params) Candidate(distinct int64, s *Summary) (Stats, bool) {
 	if distinct <= p.TotalEventsThresholdMin || distinct >= p.EventsMax() || s.N < 1 {
 		return Stats{}, false
 	}
-	st := p.Stats(s)
-	return st, p.jitterOK(st.Jitter)
+	// Most tuples fail on jitter, which needs only the sums: decide that
+	// before walking the histogram for percentiles and outliers. The
+	// arithmetic is Stats' own, so the answer cannot differ.
+	avg := float64(s.Sum) / float64(s.N)
+	if !p.jitterOK((math.Sqrt(sampleVariance(s.N, s.Sum, s.SumSq)) / avg) * 100) {
+		return Stats{}, false
+	}
+	return p.Stats(s), true
 }
+
+// OverDeviceCap reports whether a destination with candidates on this many
+// distinct devices is benign by prevalence (dcount_DeviceId >
+// CompromisedDeviceCountMax).
+func (p *Params) OverDeviceCap(devices int64) bool { return devices > p.CompromisedDeviceCountMax }
 
 // SelectDestination decides which candidates of one destination are
 // beacons: when more than CompromisedDeviceCountMax distinct devices beacon
@@ -83,7 +95,7 @@ func (p *Params) Candidate(distinct int64, s *Summary) (Stats, bool) {
 // destination's device count (dcount_DeviceId).
 func (p *Params) SelectDestination(cands []Candidate) (kept []int, devices int64) {
 	devices = countDevices(cands)
-	if devices > p.CompromisedDeviceCountMax {
+	if p.OverDeviceCap(devices) {
 		return nil, devices
 	}
 	for i := range cands {

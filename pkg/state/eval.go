@@ -54,7 +54,7 @@ func (p *Partition) evaluate(ds *dest, rows []beacon.Row) ([]beacon.Row, error) 
 	// CompromisedDeviceCountMax devices have a candidate. The devices are
 	// counted already, so a popular destination is settled here without
 	// computing its candidates' statistics.
-	if len(ds.cands) == 0 || int64(len(ds.devices)) > p.p.CompromisedDeviceCountMax {
+	if len(ds.cands) == 0 || p.p.OverDeviceCap(int64(len(ds.devices))) {
 		return rows, nil
 	}
 	cands := make([]beacon.Candidate, 0, len(ds.cands))
