@@ -1,0 +1,49 @@
+package main
+
+import (
+	"context"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestDemo runs the demo briefly: it starts its broker, tells how to attach
+// kcat, prints alerts as they fire — planted implants among them — and a
+// summary that accounts for every planted implant, with no fleet service
+// alerted.
+func TestDemo(t *testing.T) {
+	var out, errOut syncBuffer
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	err := run(ctx, []string{"demo", "--duration", "8s", "--speed", "2500", "--devices", "30", "--partitions", "2"},
+		stdio{strings.NewReader(""), &out, &errOut})
+	if err != nil {
+		t.Fatalf("demo: %v\n%s\n%s", err, out.String(), errOut.String())
+	}
+	o := out.String()
+	if !regexp.MustCompile(`kcat -b 127\.0\.0\.1:\d+ -t beacon\.alerts -C`).MatchString(o) {
+		t.Errorf("no kcat hint:\n%s", o)
+	}
+	if !strings.Contains(o, "ALERT") || !strings.Contains(o, "planted") {
+		t.Errorf("no alert on a planted implant:\n%s", o)
+	}
+	m := regexp.MustCompile(`Planted implants alerted: (\d+) of (\d+)`).FindStringSubmatch(o)
+	if m == nil || m[1] == "0" {
+		t.Errorf("summary: %v\n%s", m, o)
+	}
+	if !strings.Contains(o, "Fleet services alerted: 0") {
+		t.Errorf("fleet services alerted:\n%s", o)
+	}
+	t.Log(o[strings.Index(o, "Summary"):])
+}
+
+// TestDemoHelp: --help teaches.
+func TestDemoHelp(t *testing.T) {
+	_, errOut, _ := runCmd(t, "demo", "--help")
+	for _, want := range []string{"Usage: beacon demo", "Examples:", "kcat", "-duration", "-speed", "-data-dir", "-lookback"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("demo --help does not mention %q", want)
+		}
+	}
+}

@@ -1,0 +1,359 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.uber.org/zap"
+
+	"github.com/beaconhunt/beacon/pkg/beacon"
+)
+
+// ingest consumes the input topics, decodes and filters early, and writes
+// what detection needs to the repartition topic, keyed by RemoteIP:
+// connection events that pass the query's filters and deduplicated domain
+// observations. A poll's records are written and acknowledged before their
+// input offsets are marked for commit, so a crash replays them (duplicates
+// are harmless: timestamps are a set, domains keep the newest time).
+type ingest struct {
+	s     *Service
+	cl    *kgo.Client
+	dec   *inputDecoder
+	dedup *domainDedup
+	urls  map[string]string // RemoteUrl → domain, a bounded cache
+
+	merge merger
+	ready chan struct{}                        // closed once cl is set: callbacks may run before NewClient returns
+	marks map[string]map[int32]kgo.EpochOffset // offsets to mark after the flush
+
+	arena []byte       // values and keys of the records in flight; reused after each flush
+	recs  []kgo.Record // records in flight
+	errMu sync.Mutex
+	err   error
+
+	// counts of the current poll, added to the metrics once per poll
+	nIn, nFiltered, nConn, nNoPort, nDomain int
+}
+
+func newIngest(s *Service) (*ingest, error) {
+	dec, err := newInputDecoder(s.cfg.inputFormat, s.cfg.inputSchemaID)
+	if err != nil {
+		return nil, err
+	}
+	in := &ingest{
+		s: s, dec: dec,
+		dedup: newDomainDedup(s.cfg.domainMargin),
+		urls:  make(map[string]string),
+		marks: make(map[string]map[int32]kgo.EpochOffset),
+		ready: make(chan struct{}),
+	}
+	start := kgo.NewOffset().AtStart()
+	if s.cfg.fromLatest {
+		start = kgo.NewOffset().AtEnd()
+	}
+	opts := s.clientOpts("beacon-ingest",
+		kgo.ConsumerGroup(s.cfg.group+".ingest"),
+		kgo.ConsumeTopics(s.cfg.inputTopics...),
+		kgo.ConsumeResetOffset(start),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.AutoCommitMarks(),
+		kgo.AutoCommitInterval(max(s.cfg.commitInterval, 100*time.Millisecond)), // franz-go's floor
+		kgo.AdjustFetchOffsetsFn(in.assigned),
+		kgo.OnPartitionsRevoked(in.revoked),
+		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+			for t, ps := range lost {
+				for _, p := range ps {
+					in.merge.revoke(t, p)
+				}
+			}
+			s.log.Warn("input partitions lost", zap.Any("partitions", lost))
+		}),
+		// Small fetches per partition keep the input partitions in step
+		// when ingest catches up on a backlog: records of one poll are
+		// written in order, so the repartition topic interleaves the
+		// input partitions in chunks of this size, and stream time runs
+		// ahead of a slower partition's events by at most one chunk.
+		kgo.FetchMaxPartitionBytes(256<<10),
+		kgo.ProducerBatchMaxBytes(1<<20),
+		kgo.MaxBufferedRecords(1<<20),
+	)
+	if in.cl, err = kgo.NewClient(append(opts, s.groupOpts()...)...); err != nil {
+		return nil, err
+	}
+	close(in.ready)
+	return in, nil
+}
+
+// revoked commits what was written before the partitions move: the next
+// owner starts where this one stopped. It runs only between polls
+// (BlockRebalanceOnPoll), when nothing is in flight.
+func (in *ingest) revoked(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
+	for t, ps := range revoked {
+		for _, p := range ps {
+			in.merge.revoke(t, p)
+		}
+	}
+	if in.s.crashed.Load() {
+		return
+	}
+	if err := cl.CommitMarkedOffsets(ctx); err != nil {
+		in.s.log.Warn("committing input offsets on revoke failed", zap.Error(err))
+	}
+}
+
+func (in *ingest) run(ctx context.Context) error {
+	defer func() {
+		if in.s.crashed.Load() {
+			in.cl.LeaveGroupContext(nil)
+		}
+		in.cl.CloseAllowingRebalance()
+	}()
+	lastSweep := time.Now()
+	for {
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		fetches := in.cl.PollFetches(pctx)
+		cancel()
+		if in.s.crashed.Load() {
+			return nil
+		}
+		if fetches.IsClientClosed() {
+			return nil
+		}
+		if ctx.Err() != nil && fetches.NumRecords() == 0 {
+			return in.shutdown()
+		}
+		fetches.EachError(func(t string, p int32, err error) {
+			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+				in.s.log.Warn("input fetch error", zap.String("topic", t), zap.Int32("partition", p), zap.Error(err))
+			}
+		})
+		in.poll(fetches)
+		if d := in.s.cfg.batchDelay; d > 0 {
+			time.Sleep(d)
+		}
+		// An idle poll, or one every minute, sends the domain observations
+		// that waited for their margin, so that the detector learns every
+		// pair's newest time even when the input stops.
+		if fetches.NumRecords() == 0 || time.Since(lastSweep) > time.Minute {
+			in.dedup.sweep(true, in.produceDomain)
+			lastSweep = time.Now()
+		} else {
+			in.dedup.sweep(false, in.produceDomain)
+		}
+		if err := in.flush(ctx); err != nil {
+			return err
+		}
+		if len(in.marks) > 0 {
+			in.cl.MarkCommitOffsets(in.marks)
+			in.marks = make(map[string]map[int32]kgo.EpochOffset)
+		}
+		in.cl.AllowRebalance()
+		if ctx.Err() != nil {
+			return in.shutdown()
+		}
+	}
+}
+
+// shutdown sends what the domain deduplication holds back, waits for it,
+// and commits.
+func (in *ingest) shutdown() error {
+	in.dedup.sweep(true, in.produceDomain)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := in.flush(ctx); err != nil {
+		return err
+	}
+	if err := in.cl.CommitMarkedOffsets(ctx); err != nil {
+		in.s.log.Warn("committing input offsets at shutdown failed", zap.Error(err))
+	}
+	in.s.log.Info("ingest stopped")
+	return nil
+}
+
+// flush waits until every record of the poll is acknowledged.
+func (in *ingest) flush(ctx context.Context) error {
+	if len(in.recs) > 0 {
+		fctx := ctx
+		if ctx.Err() != nil { // shutting down: still finish what was started
+			var cancel context.CancelFunc
+			fctx, cancel = context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+		}
+		if err := in.cl.Flush(fctx); err != nil {
+			return err
+		}
+	}
+	in.errMu.Lock()
+	err := in.err
+	in.errMu.Unlock()
+	if err != nil {
+		return err
+	}
+	m := in.s.m
+	m.eventsIn.WithLabelValues("ingest").Add(float64(in.nIn))
+	m.dropped.WithLabelValues("filtered").Add(float64(in.nFiltered))
+	m.forwarded.WithLabelValues("connection").Add(float64(in.nConn))
+	m.forwarded.WithLabelValues("noport").Add(float64(in.nNoPort))
+	m.forwarded.WithLabelValues("domain").Add(float64(in.nDomain))
+	in.nIn, in.nFiltered, in.nConn, in.nNoPort, in.nDomain = 0, 0, 0, 0, 0
+	clear(in.recs)
+	in.recs = in.recs[:0]
+	in.arena = in.arena[:0]
+	return nil
+}
+
+func (in *ingest) promise(_ *kgo.Record, err error) {
+	if err != nil {
+		in.errMu.Lock()
+		if in.err == nil {
+			in.err = err
+		}
+		in.errMu.Unlock()
+	}
+}
+
+// poll queues the events of one poll in the merger and writes those that
+// are due, in event-time order across the input partitions (see merger).
+func (in *ingest) poll(fetches kgo.Fetches) {
+	fetches.EachPartition(func(p kgo.FetchTopicPartition) {
+		in.merge.add(&p, in.record)
+	})
+	pause, resume := in.merge.emit(in.event, in.markOffset)
+	if len(pause) > 0 {
+		in.cl.PauseFetchPartitions(pause)
+	}
+	if len(resume) > 0 {
+		in.cl.ResumeFetchPartitions(resume)
+	}
+}
+
+func (in *ingest) markOffset(topic string, p int32, epoch int32, next int64) {
+	if in.marks[topic] == nil {
+		in.marks[topic] = make(map[int32]kgo.EpochOffset)
+	}
+	in.marks[topic][p] = kgo.EpochOffset{Epoch: epoch, Offset: next}
+}
+
+// assigned learns where each new partition starts and ends, so that the
+// merger knows which ones have nothing to deliver and must not hold the
+// others back.
+func (in *ingest) assigned(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+	<-in.ready
+	adm := kadm.NewClient(in.cl)
+	var topics []string
+	for t := range offsets {
+		topics = append(topics, t)
+	}
+	ends, err := adm.ListEndOffsets(ctx, topics...)
+	if err != nil {
+		return nil, err
+	}
+	starts, err := adm.ListStartOffsets(ctx, topics...)
+	if err != nil {
+		return nil, err
+	}
+	for t, ps := range offsets {
+		for p, o := range ps {
+			end, start := int64(0), int64(0)
+			if lo, ok := ends.Lookup(t, p); ok && lo.Err == nil {
+				end = lo.Offset
+			}
+			if lo, ok := starts.Lookup(t, p); ok && lo.Err == nil {
+				start = lo.Offset
+			}
+			pos := o.EpochOffset().Offset
+			switch {
+			case pos >= 0:
+			case in.s.cfg.fromLatest:
+				pos = end
+			default:
+				pos = start
+			}
+			in.merge.assign(t, p, pos, end)
+		}
+	}
+	return offsets, nil
+}
+
+// record decodes one input record, pushing its events; a record that does
+// not decode goes to the dead-letter topic (the events before the error in
+// an envelope are kept).
+func (in *ingest) record(r *kgo.Record, push func(*beacon.Event)) {
+	if len(r.Value) > in.s.cfg.maxRecord {
+		in.s.deadLetter(in.cl, r, reasonOversized, errors.New("record of "+strconv.Itoa(len(r.Value))+" bytes is over the limit of "+strconv.Itoa(in.s.cfg.maxRecord)))
+		return
+	}
+	_, err := in.dec.decode(r.Value, push)
+	if err != nil {
+		var de *decodeError
+		reason := reasonFormat
+		if errors.As(err, &de) {
+			reason = de.reason
+		}
+		in.s.deadLetter(in.cl, r, reason, err)
+	}
+}
+
+// event handles one decoded event. Its strings alias the record.
+func (in *ingest) event(e *beacon.Event) {
+	in.nIn++
+	in.dedup.advance(e.Timestamp)
+	if beacon.DomainIP(e.RemoteIP) {
+		d, ok := in.urls[e.RemoteUrl]
+		if !ok {
+			d = beacon.DomainOf(e.RemoteUrl)
+			if len(in.urls) >= 1<<16 {
+				clear(in.urls)
+			}
+			d = string([]byte(d))
+			in.urls[string([]byte(e.RemoteUrl))] = d
+		}
+		if in.dedup.observe(e.RemoteIP, d, e.Timestamp) {
+			in.produceDomain(e.RemoteIP, d, e.Timestamp)
+		}
+	}
+	if !in.s.cfg.params.Connection(e) {
+		in.nFiltered++
+		return
+	}
+	if e.HasPort {
+		in.nConn++
+	} else {
+		in.nNoPort++
+	}
+	start := len(in.arena)
+	in.arena = appendConn(in.arena, e)
+	in.produce(e.RemoteIP, start, e.Timestamp)
+}
+
+func (in *ingest) produceDomain(ip, domain string, t beacon.Time) {
+	in.nDomain++
+	start := len(in.arena)
+	in.arena = appendDomain(in.arena, t, domain)
+	in.produce(ip, start, t)
+}
+
+// produce sends the value at arena[start:] keyed by ip. Records are taken
+// from a slice and values from an arena that are both reused once the
+// poll's records are acknowledged, so steady state allocates little.
+func (in *ingest) produce(ip string, start int, t beacon.Time) {
+	end := len(in.arena)
+	in.arena = append(in.arena, ip...)
+	if cap(in.recs) == len(in.recs) {
+		// Growing would move records that the client holds: start a new
+		// backing array and leave the old one to the in-flight records.
+		in.recs = make([]kgo.Record, 0, max(1024, 2*cap(in.recs)))
+	}
+	in.recs = append(in.recs, kgo.Record{
+		Topic:     in.s.cfg.repartition,
+		Key:       in.arena[end:len(in.arena):len(in.arena)],
+		Value:     in.arena[start:end:end],
+		Timestamp: time.UnixMilli(millis(t)),
+	})
+	in.cl.Produce(context.Background(), &in.recs[len(in.recs)-1], in.promise)
+}

@@ -1,0 +1,273 @@
+package stream
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
+	"go.uber.org/zap"
+
+	"github.com/beaconhunt/beacon/pkg/beacon"
+)
+
+// Opt configures a Service.
+type Opt interface{ apply(*cfg) }
+
+type optFn func(*cfg)
+
+func (f optFn) apply(c *cfg) { f(c) }
+
+// Role says which halves of the pipeline a process runs.
+type Role string
+
+// Roles. A process that runs both (the default) is a complete detector;
+// splitting them lets ingest scale with the input's partitions and
+// detection with the repartition topic's.
+const (
+	RoleAll    Role = "all"
+	RoleIngest Role = "ingest"
+	RoleDetect Role = "detect"
+)
+
+// ParseRole accepts all, ingest and detect.
+func ParseRole(s string) (Role, error) {
+	switch r := Role(strings.ToLower(s)); r {
+	case RoleAll, RoleIngest, RoleDetect:
+		return r, nil
+	}
+	return "", fmt.Errorf("unknown role %q (want all, ingest or detect)", s)
+}
+
+// AlertFormat is the encoding of alert records.
+type AlertFormat string
+
+// Alert formats.
+const (
+	AlertJSON AlertFormat = "json" // one JSON object (Alert.AppendJSON)
+	AlertAvro AlertFormat = "avro" // schemas/BeaconAlert.avsc, raw or Confluent framed
+)
+
+// ParseAlertFormat accepts json and avro.
+func ParseAlertFormat(s string) (AlertFormat, error) {
+	switch f := AlertFormat(strings.ToLower(s)); f {
+	case AlertJSON, AlertAvro:
+		return f, nil
+	}
+	return "", fmt.Errorf("unknown alert format %q (want json or avro)", s)
+}
+
+type cfg struct {
+	brokers     []string
+	kopts       []kgo.Opt
+	inputTopics []string
+	repartition string
+	alertTopic  string
+	deadLetter  string
+	group       string
+	role        Role
+	stateDir    string
+	params      beacon.Params
+	profile     string
+
+	reAlert      time.Duration
+	warmup       time.Duration
+	evalInterval time.Duration
+	domainMargin time.Duration
+
+	alertFormat   AlertFormat
+	alertSchemaID int32
+	inputFormat   InputFormat
+	inputSchemaID int32
+	maxRecord     int
+	fromLatest    bool
+
+	commitInterval time.Duration
+	sessionTimeout time.Duration
+	createTopics   bool
+	partitions     int32
+	replication    int16
+
+	log      *zap.Logger
+	registry *prometheus.Registry
+	listener net.Listener
+
+	batchDelay time.Duration // tests: slow ingest and detection down to stop them mid-stream
+}
+
+func defaults() cfg {
+	return cfg{
+		inputTopics:    []string{"beacon.events"},
+		repartition:    "beacon.repartition",
+		alertTopic:     "beacon.alerts",
+		deadLetter:     "beacon.deadletter",
+		group:          "beacon",
+		role:           RoleAll,
+		params:         beacon.Seed(),
+		profile:        "seed",
+		evalInterval:   10 * time.Second,
+		domainMargin:   time.Hour,
+		alertFormat:    AlertJSON,
+		alertSchemaID:  -1,
+		inputFormat:    InputAuto,
+		inputSchemaID:  -1,
+		maxRecord:      1 << 20,
+		commitInterval: 5 * time.Second,
+		createTopics:   true,
+		partitions:     -1,
+		replication:    -1,
+	}
+}
+
+// Brokers sets the seed brokers, host:port (default 127.0.0.1:9092).
+func Brokers(addrs ...string) Opt { return optFn(func(c *cfg) { c.brokers = addrs }) }
+
+// ClientOpts adds franz-go options to every Kafka client the service
+// creates: SASL (see SASL), TLS (kgo.DialTLSConfig), compression,
+// timeouts. They are applied last and override the service's own choices
+// (fetch sizes, linger), which is for tuning; options that change how
+// offsets are committed break the service's guarantees.
+func ClientOpts(opts ...kgo.Opt) Opt {
+	return optFn(func(c *cfg) { c.kopts = append(c.kopts, opts...) })
+}
+
+// InputTopics sets the topics of DeviceNetworkEvents to ingest (default
+// beacon.events). Ingest reads them all in one consumer group.
+func InputTopics(topics ...string) Opt { return optFn(func(c *cfg) { c.inputTopics = topics }) }
+
+// RepartitionTopic sets the topic between ingest and detection (default
+// beacon.repartition). Its partition count is the detector's parallelism;
+// its retention must cover lookback + 1 day (the Domains enrichment) so
+// that a new owner can rebuild a partition from it.
+func RepartitionTopic(t string) Opt { return optFn(func(c *cfg) { c.repartition = t }) }
+
+// AlertTopic sets the output topic (default beacon.alerts).
+func AlertTopic(t string) Opt { return optFn(func(c *cfg) { c.alertTopic = t }) }
+
+// DeadLetterTopic sets where records that do not decode go (default
+// beacon.deadletter), with the reason and origin in headers.
+func DeadLetterTopic(t string) Opt { return optFn(func(c *cfg) { c.deadLetter = t }) }
+
+// Group sets the consumer group prefix (default beacon): ingest consumes as
+// GROUP.ingest, detection as GROUP.detect. Processes with the same group
+// split the work.
+func Group(g string) Opt { return optFn(func(c *cfg) { c.group = g }) }
+
+// WithRole selects the halves of the pipeline to run (default RoleAll).
+func WithRole(r Role) Opt { return optFn(func(c *cfg) { c.role = r }) }
+
+// StateDir sets the Pebble directory of the detector (required for
+// detection). Keep it across restarts: a partition whose state is on disk
+// resumes from its recorded offset instead of being rebuilt.
+func StateDir(dir string) Opt { return optFn(func(c *cfg) { c.stateDir = dir }) }
+
+// Params sets the detection parameters (default beacon.Seed()).
+func Params(p beacon.Params) Opt { return optFn(func(c *cfg) { c.params = p }) }
+
+// ReAlertInterval bounds repeats: a tuple is alerted at most once per
+// period of this length of event time, periods aligned to the Unix epoch
+// (default: the lookback). It is part of the alert ID.
+func ReAlertInterval(d time.Duration) Opt { return optFn(func(c *cfg) { c.reAlert = d }) }
+
+// Warmup delays alerts until a partition's stream time is this far past
+// the first connection it saw (default: the lookback, -1 for none). Before
+// that the window is not full: a destination that many devices poll looks
+// like a beacon while only a few of them have enough events for the device
+// cap to see them, and the batch query, run over a day of history, never
+// sees such a window. The beacon set and /beacons are exact all along; only
+// alerts wait, and at the end of the warm-up every member is alerted.
+func Warmup(d time.Duration) Opt { return optFn(func(c *cfg) { c.warmup = d }) }
+
+// EvalInterval sets how often, in stream time, a partition that is catching
+// up evaluates its beacon set (default 10s). Evaluation points are then a
+// function of the records alone, so a replay finds the same alerts as the
+// live run. A partition that has caught up with its topic also evaluates
+// after every batch, which bounds the delay from an event to its alert.
+func EvalInterval(d time.Duration) Opt { return optFn(func(c *cfg) { c.evalInterval = d }) }
+
+// DomainMargin sets how much newer a domain observation of an (IP, domain)
+// pair must be than the last one ingest forwarded to be forwarded at once
+// (default 1h); the newest one in between follows within the margin, so
+// the detector always learns the pair's newest time.
+func DomainMargin(d time.Duration) Opt { return optFn(func(c *cfg) { c.domainMargin = d }) }
+
+// WithAlertFormat sets the encoding of alerts (default AlertJSON).
+func WithAlertFormat(f AlertFormat) Opt { return optFn(func(c *cfg) { c.alertFormat = f }) }
+
+// AlertSchemaID frames Avro alerts in the Confluent wire format with this
+// schema-registry id (default: raw Avro binary).
+func AlertSchemaID(id int32) Opt { return optFn(func(c *cfg) { c.alertSchemaID = id }) }
+
+// WithInputFormat sets how input records are decoded (default InputAuto).
+func WithInputFormat(f InputFormat) Opt { return optFn(func(c *cfg) { c.inputFormat = f }) }
+
+// InputSchemaID makes ingest accept Confluent-framed Avro only with this
+// schema id; others go to the dead-letter topic (default: any id).
+func InputSchemaID(id int32) Opt { return optFn(func(c *cfg) { c.inputSchemaID = id }) }
+
+// MaxRecordBytes sets the size above which an input record is dead-lettered
+// unread (default 1 MiB, Event Hubs' largest message).
+func MaxRecordBytes(n int) Opt { return optFn(func(c *cfg) { c.maxRecord = n }) }
+
+// FromLatest makes a new ingest group start at the end of the input topics
+// instead of their beginning (the default, which backfills the window).
+func FromLatest() Opt { return optFn(func(c *cfg) { c.fromLatest = true }) }
+
+// CommitInterval sets how often consumed offsets are committed to Kafka
+// (default 5s). The detector's own offsets live in its state; Kafka's are
+// for other owners and for lag monitoring.
+func CommitInterval(d time.Duration) Opt { return optFn(func(c *cfg) { c.commitInterval = d }) }
+
+// SessionTimeout sets the consumer groups' session timeout (franz-go's
+// default 45s): how long a process that died without leaving keeps its
+// partitions.
+func SessionTimeout(d time.Duration) Opt { return optFn(func(c *cfg) { c.sessionTimeout = d }) }
+
+// CreateTopics sets whether missing topics are created at start (default
+// true) and with how many partitions and replicas (-1: broker defaults).
+// The input topics are never created.
+func CreateTopics(create bool, partitions int32, replication int16) Opt {
+	return optFn(func(c *cfg) { c.createTopics, c.partitions, c.replication = create, partitions, replication })
+}
+
+// Logger sets the logger (default: none).
+func Logger(l *zap.Logger) Opt { return optFn(func(c *cfg) { c.log = l }) }
+
+// Registry sets the Prometheus registry that the service's metrics and
+// franz-go's (kprom) are registered in (default: a new one, served on
+// /metrics).
+func Registry(r *prometheus.Registry) Opt { return optFn(func(c *cfg) { c.registry = r }) }
+
+// HTTPListener makes Run serve /metrics, /healthz and /beacons on l, and
+// close it at shutdown.
+func HTTPListener(l net.Listener) Opt { return optFn(func(c *cfg) { c.listener = l }) }
+
+// SASL returns the franz-go option for a SASL mechanism: PLAIN,
+// SCRAM-SHA-256 or SCRAM-SHA-512. For Azure Event Hubs use PLAIN with user
+// $ConnectionString and the namespace's connection string as password,
+// over TLS.
+func SASL(mechanism, user, password string) (kgo.Opt, error) {
+	switch strings.ToUpper(mechanism) {
+	case "PLAIN":
+		return kgo.SASL(plain.Auth{User: user, Pass: password}.AsMechanism()), nil
+	case "SCRAM-SHA-256":
+		return kgo.SASL(scram.Auth{User: user, Pass: password}.AsSha256Mechanism()), nil
+	case "SCRAM-SHA-512":
+		return kgo.SASL(scram.Auth{User: user, Pass: password}.AsSha512Mechanism()), nil
+	}
+	return nil, fmt.Errorf("unknown SASL mechanism %q (want PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)", mechanism)
+}
+
+// TLS returns the franz-go option that dials brokers over TLS; nil config
+// means the system roots and no client certificate.
+func TLS(c *tls.Config) kgo.Opt {
+	if c == nil {
+		c = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	return kgo.DialTLSConfig(c)
+}

@@ -1,0 +1,405 @@
+package stream
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/beaconhunt/beacon/pkg/beacon"
+	"github.com/beaconhunt/beacon/pkg/fleet"
+)
+
+// TestEndToEnd: fleet events in (flat JSON and envelopes), alerts out for
+// every planted implant and none for fleet services; once the input has
+// drained, /beacons is exactly the batch query per partition at its stream
+// time, and every alerted tuple is one the batch query finds.
+func TestEndToEnd(t *testing.T) {
+	const parts = 4
+	_, addr := newCluster(t, parts)
+	rs, labels := records(t, testFleet(1))
+	produceJSON(t, addr, rs)
+
+	p := testParams()
+	s := service(t, addr, t.TempDir(), testLogger(t), Params(p))
+	stop := start(t, s)
+	waitDrained(t, addr, 90*time.Second)
+
+	want := jsonl(huntByPartition(p, rs, parts))
+	if got := getBeacons(t, s, ""); got != want {
+		t.Errorf("/beacons differs from hunt per partition:\n%s", diffLines(got, want))
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	alerts := alertsOf(t, addr)
+	alerted := make(map[beacon.Tuple]bool)
+	for _, a := range alerts {
+		alerted[a.Row.Tuple] = true
+	}
+	found := everInSet(p, rs, labels)
+	implants := 0
+	for tu, l := range found {
+		if l.Class == fleet.ClassImplant {
+			implants++
+			if !alerted[tu] {
+				t.Errorf("implant %s (%s, sleep %s) not alerted", l.Name, l.RemoteIP, l.Sleep)
+			}
+		}
+	}
+	if implants < 3 {
+		t.Errorf("the batch query finds only %d implants: the test fleet is too hard", implants)
+	}
+	byTuple := make(map[beacon.Tuple]fleet.Label)
+	for _, l := range labels {
+		byTuple[tupleOfLabel(l)] = l
+	}
+	for tu := range alerted {
+		switch l, ok := byTuple[tu]; {
+		case !ok:
+			t.Errorf("alert for %v, which is no timer of the fleet", tu)
+		case l.Class == fleet.ClassFleetService:
+			t.Errorf("fleet service %s (%s) alerted", l.Name, tu.DeviceName)
+		}
+	}
+	if len(alertIDs(alerts)) != len(alerts) {
+		t.Errorf("%d alerts but %d distinct IDs", len(alerts), len(alertIDs(alerts)))
+	}
+	t.Logf("%d events, %d alerts", len(rs), len(alerts))
+}
+
+// ingestAll runs ingest alone until the input is in the repartition topic.
+func ingestAll(t *testing.T, addr string, opts ...Opt) {
+	t.Helper()
+	s := service(t, addr, "", testLogger(t), append([]Opt{WithRole(RoleIngest)}, opts...)...)
+	stop := start(t, s)
+	adm := kadm.NewClient(newClient(t, addr))
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		ends := endOffsets(t, adm, tInput)
+		got, err := adm.FetchOffsets(context.Background(), "test.ingest")
+		done := err == nil
+		for p, end := range ends {
+			if o, ok := got.Lookup(tInput, p); end > 0 && (!ok || o.At < end) {
+				done = false
+			}
+		}
+		if done {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("ingest did not finish")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// detectedAll waits until group has committed the whole repartition topic.
+func detectedAll(t *testing.T, adm *kadm.Client, group string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ends := endOffsets(t, adm, tRepart)
+		got, err := adm.FetchOffsets(context.Background(), group)
+		done := err == nil
+		for p, end := range ends {
+			if o, ok := got.Lookup(tRepart, p); end > 0 && (!ok || o.At < end) {
+				done = false
+			}
+		}
+		if done {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not finish", group)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// progress is the fraction of the repartition topic group has committed.
+func progress(t *testing.T, adm *kadm.Client, group string) float64 {
+	ends := endOffsets(t, adm, tRepart)
+	got, err := adm.FetchOffsets(context.Background(), group)
+	if err != nil {
+		return 0
+	}
+	var done, total int64
+	for p, end := range ends {
+		total += end
+		if o, ok := got.Lookup(tRepart, p); ok && o.At > 0 {
+			done += o.At
+		}
+	}
+	if total == 0 {
+		return 0
+	}
+	return float64(done) / float64(total)
+}
+
+// TestTwoInstancesCrash: one detector alone, then two detectors in one
+// group of which one is killed mid-stream (nothing flushed or committed)
+// and restarted on its state directory. The union of the pair's alerts,
+// deduplicated by ID, is exactly the single detector's: no alert lost, no
+// alert that a single run would not give, and every duplicate carries an
+// ID the single run also produced.
+func TestTwoInstancesCrash(t *testing.T) {
+	const parts = 6
+	_, addr := newCluster(t, parts, "alerts-single", "alerts-pair", "alerts-solo")
+	fc := testFleet(2)
+	fc.Duration = 12 * time.Hour
+	rs, _ := records(t, fc)
+	produceJSON(t, addr, rs)
+	ingestAll(t, addr, ClientOpts(kgo.ProducerBatchMaxBytes(16<<10)))
+	adm := kadm.NewClient(newClient(t, addr))
+	p := testParams()
+	slow := ClientOpts(kgo.FetchMaxPartitionBytes(8<<10), kgo.FetchMaxBytes(32<<10))
+	delay := optFn(func(c *cfg) { c.batchDelay = 40 * time.Millisecond })
+
+	// The reference: one detector.
+	single := service(t, addr, t.TempDir(), testLogger(t), WithRole(RoleDetect), Params(p), Group("single"), AlertTopic("alerts-single"))
+	stop := start(t, single)
+	detectedAll(t, adm, "single.detect", 90*time.Second)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	want := alertIDs(alertsOn(t, addr, "alerts-single"))
+
+	// The pair, one of which dies.
+	dir1, dir2 := t.TempDir(), t.TempDir()
+	pair := func(dir string) *Service {
+		return service(t, addr, dir, testLogger(t), WithRole(RoleDetect), Params(p), Group("pair"), AlertTopic("alerts-pair"),
+			slow, delay, CommitInterval(50*time.Millisecond))
+	}
+	a := pair(dir1)
+	stopA := start(t, a)
+	b := pair(dir2)
+	stopB := start(t, b)
+	for progress(t, adm, "pair.detect") < 0.3 {
+		time.Sleep(20 * time.Millisecond)
+	}
+	a.crash()
+	if err := stopA(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("killed one detector at %.0f%%", 100*progress(t, adm, "pair.detect"))
+	time.Sleep(300 * time.Millisecond)
+	a2 := pair(dir1)
+	stopA2 := start(t, a2)
+	detectedAll(t, adm, "pair.detect", 90*time.Second)
+	for _, stop := range []func() error{stopA2, stopB} {
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all := alertsOn(t, addr, "alerts-pair")
+	got := alertIDs(all)
+	t.Logf("single: %d alerts; pair: %d alerts, %d distinct", len(want), len(all), len(got))
+	if len(want) == 0 {
+		t.Fatal("no alerts at all")
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		missing, extra := setDiff(want, got), setDiff(got, want)
+		t.Errorf("pair's alert IDs differ from the single run's: %d missing %v, %d extra %v", len(missing), missing, len(extra), extra)
+	}
+
+	// One detector killed and restarted on its own state: it resumes from
+	// the offsets in its state instead of rebuilding, and republishes
+	// what it may have found but not published.
+	dir := t.TempDir()
+	solo := func() *Service {
+		return service(t, addr, dir, testLogger(t), WithRole(RoleDetect), Params(p), Group("solo"), AlertTopic("alerts-solo"),
+			slow, delay, CommitInterval(50*time.Millisecond))
+	}
+	c := solo()
+	stopC := start(t, c)
+	for progress(t, adm, "solo.detect") < 0.4 {
+		time.Sleep(20 * time.Millisecond)
+	}
+	c.crash()
+	if err := stopC(); err != nil {
+		t.Fatal(err)
+	}
+	c2 := solo()
+	stopC2 := start(t, c2)
+	detectedAll(t, adm, "solo.detect", 90*time.Second)
+	if err := stopC2(); err != nil {
+		t.Fatal(err)
+	}
+	var rebuilt dto.Metric
+	c2.m.rebuilds.Write(&rebuilt)
+	if n := rebuilt.GetCounter().GetValue(); n != 0 {
+		t.Errorf("restart on its own state rebuilt %v partitions", n)
+	}
+	all = alertsOn(t, addr, "alerts-solo")
+	got = alertIDs(all)
+	t.Logf("solo, killed and restarted: %d alerts, %d distinct", len(all), len(got))
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		missing, extra := setDiff(want, got), setDiff(got, want)
+		t.Errorf("restarted detector's alert IDs differ from the single run's: %d missing %v, %d extra %v", len(missing), missing, len(extra), extra)
+	}
+}
+
+func setDiff(a, b []string) []string {
+	in := make(map[string]bool)
+	for _, x := range b {
+		in[x] = true
+	}
+	var out []string
+	for _, x := range a {
+		if !in[x] {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// TestIngestCrash: ingest killed mid-stream (nothing flushed, sent or
+// committed after that point) and restarted loses nothing: the detector
+// downstream still ends with exactly the batch query's rows.
+func TestIngestCrash(t *testing.T) {
+	const parts = 4
+	_, addr := newCluster(t, parts)
+	rs, _ := records(t, testFleet(5))
+	produceJSON(t, addr, rs)
+	adm := kadm.NewClient(newClient(t, addr))
+	ingestProgress := func() float64 {
+		ends := endOffsets(t, adm, tInput)
+		got, err := adm.FetchOffsets(context.Background(), "test.ingest")
+		if err != nil {
+			return 0
+		}
+		var done, total int64
+		for p, end := range ends {
+			total += end
+			if o, ok := got.Lookup(tInput, p); ok && o.At > 0 {
+				done += o.At
+			}
+		}
+		return float64(done) / float64(max(total, 1))
+	}
+	slow := []Opt{WithRole(RoleIngest), ClientOpts(kgo.FetchMaxPartitionBytes(16 << 10)), CommitInterval(100 * time.Millisecond),
+		optFn(func(c *cfg) { c.batchDelay = 150 * time.Millisecond })}
+	in := service(t, addr, "", testLogger(t), slow...)
+	stop := start(t, in)
+	for ingestProgress() < 0.3 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	in.crash()
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("killed ingest at %.0f%%", 100*ingestProgress())
+	ingestAll(t, addr)
+
+	p := testParams()
+	s := service(t, addr, t.TempDir(), testLogger(t), WithRole(RoleDetect), Params(p))
+	stopD := start(t, s)
+	detectedAll(t, adm, "test.detect", 60*time.Second)
+	want := jsonl(huntByPartition(p, rs, parts))
+	if got := getBeacons(t, s, ""); got != want {
+		t.Errorf("/beacons after an ingest crash differs from hunt:\n%s", diffLines(got, want))
+	}
+	if err := stopD(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestNullPortMovesStreamTime: a connection whose RemotePort is null never
+// forms a tuple but moves stream time, through the repartition topic too:
+// a beacon alerted on leaves the set when a later null-port connection to
+// its IP moves the window past it, as in the batch query.
+func TestNullPortMovesStreamTime(t *testing.T) {
+	_, addr := newCluster(t, 2)
+	t0 := mustTime(t, "2024-05-01T10:00:00Z")
+	mk := func(ts beacon.Time, port bool) fleet.Record {
+		return fleet.Record{Event: beacon.Event{Timestamp: ts, DeviceId: "dev1", DeviceName: "wks-1", ActionType: "ConnectionSuccess",
+			RemoteIP: "45.77.1.10", RemoteIPType: "Public", RemotePort: 443, HasPort: port, RemoteUrl: "c2.evil.example.com",
+			FileName: "rundll32.exe", AccountName: "alice", AccountDomain: "contoso"}}
+	}
+	var rs []fleet.Record
+	for i := 0; i < 40; i++ {
+		rs = append(rs, mk(t0.Add(time.Duration(i)*time.Minute), true))
+	}
+	p := testParams()
+	// Up to here the tuple is a beacon: the batch query finds it.
+	if rows := huntByPartition(p, rs, 2); len(rows) != 1 {
+		t.Fatalf("the test beacon is not one: %d rows", len(rows))
+	}
+	rs = append(rs, mk(t0.Add(3*time.Hour), false))
+	produceJSON(t, addr, rs)
+
+	s := service(t, addr, t.TempDir(), testLogger(t), Params(p), Warmup(-1))
+	stop := start(t, s)
+	waitDrained(t, addr, 60*time.Second)
+	got, want := getBeacons(t, s, ""), jsonl(huntByPartition(p, rs, 2))
+	if got != want || want != "" {
+		t.Errorf("/beacons after a null-port connection three hours later:\n got %q\nwant %q (none: the window moved)", got, want)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if as := alertsOf(t, addr); len(as) != 1 || as[0].Row.RemotePort != 443 {
+		t.Errorf("alerts: %+v, want the one beacon", as)
+	}
+}
+
+// TestAvroAlerts: with --alert-format avro the alert topic carries
+// schemas/BeaconAlert.avsc records in the Confluent wire format, keyed by
+// tuple, with the same deterministic ID.
+func TestAvroAlerts(t *testing.T) {
+	_, addr := newCluster(t, 2)
+	t0 := mustTime(t, "2024-05-01T10:00:00Z")
+	var rs []fleet.Record
+	for i := 0; i < 40; i++ {
+		rs = append(rs, fleet.Record{Event: beacon.Event{Timestamp: t0.Add(time.Duration(i) * time.Minute), DeviceId: "dev1",
+			DeviceName: "wks-1", ActionType: "ConnectionSuccess", RemoteIP: "45.77.1.10", RemoteIPType: "Public",
+			RemotePort: 8443, HasPort: true, FileName: "rundll32.exe", AccountName: "alice"}})
+	}
+	produceJSON(t, addr, rs)
+	p := testParams()
+	s := service(t, addr, t.TempDir(), testLogger(t), Params(p), Warmup(-1), WithAlertFormat(AlertAvro), AlertSchemaID(3))
+	stop := start(t, s)
+	waitDrained(t, addr, 60*time.Second)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	cl := newClient(t, addr, kgo.ConsumeTopics(tAlerts), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	codec, _ := newAlertCodec(-1)
+	var got []map[string]any
+	var keys []string
+	for len(got) == 0 && ctx.Err() == nil {
+		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
+			if len(r.Value) < 5 || r.Value[0] != 0 || r.Value[4] != 3 {
+				t.Fatalf("not Confluent-framed with schema id 3: % x", r.Value[:min(8, len(r.Value))])
+			}
+			m, err := codec.decode(r.Value[5:])
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, m)
+			keys = append(keys, string(r.Key))
+		})
+	}
+	if len(got) != 1 {
+		t.Fatalf("%d alerts, want 1", len(got))
+	}
+	tu := rs[0].Tuple()
+	if got[0]["RemotePort"] != int32(8443) || got[0]["Jitter"] != 0.0 || keys[0] != string(appendTupleKey(nil, &tu)) {
+		t.Errorf("alert %v key %s", got[0], keys[0])
+	}
+	e := got[0]["AlertEpoch"].(int64)
+	if got[0]["AlertId"] != AlertID("seed", &p, p.Lookback, &tu, e) {
+		t.Errorf("AlertId %v is not AlertID(tuple, epoch %d)", got[0]["AlertId"], e)
+	}
+}
