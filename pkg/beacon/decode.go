@@ -165,10 +165,11 @@ func (d *jsonDec) object(fn func(key []byte) error) error {
 	}
 }
 
-// records parses the envelope's records array.
-func (d *jsonDec) records(emit func(*Event)) error {
+// array parses [v, …], calling fn with each element's index, positioned
+// at the element; fn must consume it.
+func (d *jsonDec) array(fn func(idx int) error) error {
 	if d.i >= len(d.b) || d.b[d.i] != '[' {
-		return d.errf("records: want an array")
+		return d.errf("want an array")
 	}
 	d.i++
 	d.ws()
@@ -178,6 +179,31 @@ func (d *jsonDec) records(emit func(*Event)) error {
 	}
 	for idx := 0; ; idx++ {
 		d.ws()
+		if err := fn(idx); err != nil {
+			return err
+		}
+		d.ws()
+		if d.i >= len(d.b) {
+			return d.errf("unterminated array")
+		}
+		switch d.b[d.i] {
+		case ',':
+			d.i++
+		case ']':
+			d.i++
+			return nil
+		default:
+			return d.errf("want ',' or ']'")
+		}
+	}
+}
+
+// records parses the envelope's records array.
+func (d *jsonDec) records(emit func(*Event)) error {
+	if d.i >= len(d.b) || d.b[d.i] != '[' {
+		return d.errf("records: want an array")
+	}
+	return d.array(func(idx int) error {
 		var ev Event
 		var f fieldSet
 		props := false
@@ -198,20 +224,8 @@ func (d *jsonDec) records(emit func(*Event)) error {
 			return fmt.Errorf("records[%d]: %w", idx, err)
 		}
 		emit(&ev)
-		d.ws()
-		if d.i >= len(d.b) {
-			return d.errf("unterminated records array")
-		}
-		switch d.b[d.i] {
-		case ',':
-			d.i++
-		case ']':
-			d.i++
-			return nil
-		default:
-			return d.errf("want ',' or ']'")
-		}
-	}
+		return nil
+	})
 }
 
 // field stores the value of a DeviceNetworkEvents column; other keys are
@@ -501,31 +515,7 @@ func (d *jsonDec) skip() error {
 	case '{':
 		return d.object(func([]byte) error { return d.skip() })
 	case '[':
-		d.i++
-		d.ws()
-		if d.i < len(d.b) && d.b[d.i] == ']' {
-			d.i++
-			return nil
-		}
-		for {
-			d.ws()
-			if err := d.skip(); err != nil {
-				return err
-			}
-			d.ws()
-			if d.i >= len(d.b) {
-				return d.errf("unterminated array")
-			}
-			switch d.b[d.i] {
-			case ',':
-				d.i++
-			case ']':
-				d.i++
-				return nil
-			default:
-				return d.errf("want ',' or ']'")
-			}
-		}
+		return d.array(func(int) error { return d.skip() })
 	}
 	_, _, err := d.scalar()
 	return err
