@@ -62,22 +62,31 @@ func crashBatch(pid int32, offset int64) int64 {
 	return 1 + int64(rand.New(rand.NewPCG(uint64(pid), uint64(offset))).IntN(64))
 }
 
-// TestCrashChild is the process the crash test kills: it resumes both
-// partitions at their recorded offsets and applies batches until killed.
-func TestCrashChild(t *testing.T) {
-	dir := os.Getenv(crashEnv)
-	if dir == "" {
-		t.Skip("run by TestCrashRecovery")
+// TestMain runs the crash test's child when the parent asks for it (the
+// environment names the store), and the tests otherwise.
+func TestMain(m *testing.M) {
+	if dir := os.Getenv(crashEnv); dir != "" {
+		if err := crashChild(dir); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		return
 	}
+	os.Exit(m.Run())
+}
+
+// crashChild is the process the crash test kills: it resumes both
+// partitions at their recorded offsets and applies batches until killed.
+func crashChild(dir string) error {
 	s, err := Open(dir, crashParams)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	var parts [2]*Partition
 	var offs [2]int64
 	for i := range parts {
 		if parts[i], err = s.Partition(int32(i)); err != nil {
-			t.Fatal(err)
+			return err
 		}
 		offs[i], _ = parts[i].Offset()
 		offs[i] = max(offs[i], 0)
@@ -90,7 +99,7 @@ func TestCrashChild(t *testing.T) {
 			conns, doms := stateInputs(crashInputs(pid, offs[i], offs[i]+n))
 			offs[i] += n
 			if _, err := p.Apply(conns, doms, offs[i], strconv.AppendInt(nil, offs[i], 10)); err != nil {
-				t.Fatal(err)
+				return err
 			}
 		}
 	}
@@ -102,9 +111,6 @@ func TestCrashChild(t *testing.T) {
 // the inputs before it, the same summaries and stored timestamps, and the
 // blob written in the same batch.
 func TestCrashRecovery(t *testing.T) {
-	if os.Getenv(crashEnv) != "" {
-		t.Skip("child")
-	}
 	dir := t.TempDir()
 	rng := rand.New(rand.NewPCG(1, 2))
 	var last [2]int64
@@ -114,7 +120,7 @@ func TestCrashRecovery(t *testing.T) {
 		kills = 2
 	}
 	for k := range kills {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$")
+		cmd := exec.Command(os.Args[0])
 		cmd.Env = append(os.Environ(), crashEnv+"="+dir)
 		var errOut bytes.Buffer
 		cmd.Stderr = &errOut
