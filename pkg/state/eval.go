@@ -46,41 +46,102 @@ func (p *Partition) Beacons() ([]beacon.Row, error) {
 	return rows, nil
 }
 
-// evaluate appends the destination's rows to rows, sorted when rows was
-// empty.
-func (p *Partition) evaluate(ds *dest, rows []beacon.Row) ([]beacon.Row, error) {
+// Members returns the tuples of destination d that are beacons at the
+// current stream time, deciding from summaries alone: unlike Evaluate it
+// reads no timestamps, so a caller that tracks membership (alerting) pays
+// for rendering only the rows it publishes (Row).
+func (p *Partition) Members(d beacon.Destination) ([]beacon.Tuple, error) {
+	if p.err != nil {
+		return nil, p.err
+	}
+	ds := p.dests[d]
+	if ds == nil || !p.h.hasStream {
+		return nil, nil
+	}
+	cands, kept, _, err := p.decide(ds)
+	if err != nil || len(kept) == 0 {
+		return nil, err
+	}
+	out := make([]beacon.Tuple, len(kept))
+	for i, k := range kept {
+		out[i] = cands[k].Tuple
+	}
+	return out, nil
+}
+
+// Row renders tuple t's row at the current stream time; ok is false when
+// t is not a beacon now.
+func (p *Partition) Row(t beacon.Tuple) (row beacon.Row, ok bool, err error) {
+	if p.err != nil {
+		return row, false, p.err
+	}
+	ds := p.dests[t.Destination()]
+	if ds == nil || !p.h.hasStream {
+		return row, false, nil
+	}
+	cands, kept, devices, err := p.decide(ds)
+	if err != nil {
+		return row, false, err
+	}
+	for _, k := range kept {
+		if cands[k].Tuple == t {
+			row, err = p.render(ds.cands[k], &cands[k], p.domainsOf(ds.ip), devices)
+			return row, err == nil, err
+		}
+	}
+	return row, false, nil
+}
+
+// decide returns the destination's candidates (in ds.cands order), the
+// indexes SelectDestination keeps and the device count.
+func (p *Partition) decide(ds *dest) (cands []beacon.Candidate, kept []int, devices int64, err error) {
 	p.refresh(ds)
 	// SelectDestination keeps nothing when more than
 	// CompromisedDeviceCountMax devices have a candidate. The devices are
 	// counted already, so a popular destination is settled here without
 	// computing its candidates' statistics.
 	if len(ds.cands) == 0 || p.p.OverDeviceCap(int64(len(ds.devices))) {
-		return rows, nil
+		return nil, nil, 0, nil
 	}
-	cands := make([]beacon.Candidate, 0, len(ds.cands))
+	cands = make([]beacon.Candidate, 0, len(ds.cands))
 	for _, tp := range ds.cands {
 		st, ok := p.p.Candidate(tp.distinct, &tp.sum)
 		if !ok {
-			return nil, p.corrupt(tp, "candidate status")
+			return nil, nil, 0, p.corrupt(tp, "candidate status")
 		}
 		cands = append(cands, beacon.Candidate{Tuple: tp.t, Stats: st})
 	}
-	kept, devices := p.p.SelectDestination(cands)
-	if len(kept) == 0 {
-		return rows, nil
+	kept, devices = p.p.SelectDestination(cands)
+	return cands, kept, devices, nil
+}
+
+// render reads a kept tuple's timestamps and builds its row.
+func (p *Partition) render(tp *tuple, c *beacon.Candidate, domains []string, devices int64) (beacon.Row, error) {
+	ts, err := p.timestamps(tp)
+	if err != nil {
+		return beacon.Row{}, err
+	}
+	if int64(len(ts)) != tp.distinct {
+		return beacon.Row{}, p.corrupt(tp, "window count")
+	}
+	return beacon.NewRow(c, ts, domains, devices), nil
+}
+
+// evaluate appends the destination's rows to rows, sorted when rows was
+// empty.
+func (p *Partition) evaluate(ds *dest, rows []beacon.Row) ([]beacon.Row, error) {
+	cands, kept, devices, err := p.decide(ds)
+	if err != nil || len(kept) == 0 {
+		return rows, err
 	}
 	domains := p.domainsOf(ds.ip)
 	n := len(rows)
 	for _, k := range kept {
-		tp := ds.cands[k]
-		ts, err := p.timestamps(tp)
+		row, err := p.render(ds.cands[k], &cands[k], domains, devices)
 		if err != nil {
 			return nil, err
 		}
-		if int64(len(ts)) != tp.distinct {
-			return nil, p.corrupt(tp, "window count")
-		}
-		rows = append(rows, beacon.NewRow(&cands[k], ts, domains, devices))
+		rows = append(rows, row)
 	}
 	if n == 0 {
 		beacon.SortRows(rows)

@@ -174,6 +174,25 @@ func (m *model) check(part *Partition, full bool) {
 			t.Fatal(err)
 		}
 		sameRows(t, fmt.Sprintf("p%d check %d Evaluate(%v)", m.pid, m.checks, d), got, byDest[d])
+		// Members decides without rendering, Row renders one: both agree
+		// with the batch answer too.
+		members, err := part.Members(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(members) != len(byDest[d]) {
+			t.Fatalf("p%d check %d Members(%v): %d tuples, batch %d", m.pid, m.checks, d, len(members), len(byDest[d]))
+		}
+		for _, r := range byDest[d] {
+			row, ok, err := part.Row(r.Tuple)
+			if err != nil || !ok {
+				t.Fatalf("p%d check %d Row(%v) = %v, %v", m.pid, m.checks, r.Tuple, ok, err)
+			}
+			sameRows(t, fmt.Sprintf("p%d check %d Row(%v)", m.pid, m.checks, r.Tuple), []beacon.Row{row}, []beacon.Row{r})
+			if !slices.Contains(members, r.Tuple) {
+				t.Fatalf("p%d check %d: %v is a beacon but not in Members", m.pid, m.checks, r.Tuple)
+			}
+		}
 		if !dirty[d] && !rowsEqual(byDest[d], m.prev[d]) {
 			t.Fatalf("p%d check %d: %v changed (%d → %d rows) but was not reported dirty", m.pid, m.checks, d, len(m.prev[d]), len(byDest[d]))
 		}
