@@ -20,7 +20,8 @@ query (Jitter, then average sleep).
 
 FILE is JSON lines (flat objects or Streaming API envelopes), or a CSV
 export with a header row; gzip is read transparently; - reads stdin.
-Malformed lines are reported as FILE:LINE and skipped.
+Malformed lines are reported as FILE:LINE and skipped (in an envelope,
+only its bad records are).
 
 Examples:
   beacon hunt testdata/sample.jsonl

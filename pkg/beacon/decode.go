@@ -198,34 +198,61 @@ func (d *jsonDec) array(fn func(idx int) error) error {
 	}
 }
 
-// records parses the envelope's records array.
+// records parses the envelope's records array. A record whose values are
+// wrong (no properties, a bad Timestamp or RemotePort) is left out and the
+// others are kept: the first such error is returned after the array, so the
+// line is still reported. Broken JSON ends the line at once.
 func (d *jsonDec) records(emit func(*Event)) error {
 	if d.i >= len(d.b) || d.b[d.i] != '[' {
 		return d.errf("records: want an array")
 	}
-	return d.array(func(idx int) error {
+	var bad error
+	err := d.array(func(idx int) error {
 		var ev Event
 		var f fieldSet
 		props := false
+		var recErr error
 		err := d.object(func(key []byte) error {
 			if string(key) != "properties" {
 				return d.skip()
 			}
 			props = true
-			return d.object(func(k []byte) error { return d.field(k, &ev, &f) })
+			return d.object(func(k []byte) error {
+				err := d.field(k, &ev, &f)
+				var je *JSONError
+				if err != nil && !errors.As(err, &je) {
+					// A value error (the value is consumed): note the
+					// first, read on.
+					if recErr == nil {
+						recErr = err
+					}
+					return nil
+				}
+				return err
+			})
 		})
-		if err != nil {
-			return err
-		}
-		if !props {
-			return fmt.Errorf("records[%d]: no properties", idx)
-		}
-		if err := f.check(); err != nil {
+		switch {
+		case err != nil:
 			return fmt.Errorf("records[%d]: %w", idx, err)
+		case recErr != nil:
+		case !props:
+			recErr = errors.New("no properties")
+		default:
+			recErr = f.check()
+		}
+		if recErr != nil {
+			if bad == nil {
+				bad = fmt.Errorf("records[%d]: %w", idx, recErr)
+			}
+			return nil
 		}
 		emit(&ev)
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	return bad
 }
 
 // field stores the value of a DeviceNetworkEvents column; other keys are

@@ -71,6 +71,29 @@ func TestDecodeEnvelope(t *testing.T) {
 	}
 }
 
+// An envelope with a wrong record keeps the others and still reports the
+// line, naming the record.
+func TestDecodeEnvelopeKeepsGoodRecords(t *testing.T) {
+	line := `{"records":[` +
+		`{"properties":{"Timestamp":"2024-05-01T10:00:00Z","DeviceId":"a"}},` +
+		`{"properties":{"Timestamp":"yesterday","DeviceId":"b"}},` +
+		`{"properties":{"Timestamp":"2024-05-01T10:00:02Z","RemotePort":"x","DeviceId":"c"}},` +
+		`{"time":"2024-05-01T10:00:03Z"},` +
+		`{"properties":{"Timestamp":"2024-05-01T10:00:04Z","DeviceId":"e"}}]}`
+	evs, err := decodeAll(t, line)
+	if err == nil || !strings.HasPrefix(err.Error(), "records[1]: Timestamp") {
+		t.Fatalf("err = %v, want the first bad record named", err)
+	}
+	if len(evs) != 2 || evs[0].DeviceId != "a" || evs[1].DeviceId != "e" {
+		t.Fatalf("kept %+v, want records a and e", evs)
+	}
+	// Broken JSON ends the line: nothing after it can be trusted.
+	evs, err = decodeAll(t, `{"records":[{"properties":{"Timestamp":"2024-05-01T10:00:00Z"}},{"properties":{"Timestamp":]}`)
+	if err == nil || len(evs) != 1 {
+		t.Fatalf("broken JSON: %d events, %v", len(evs), err)
+	}
+}
+
 func TestDecodeErrors(t *testing.T) {
 	for _, line := range []string{
 		`{"Timestamp":"2024-05-01T10:00:00Z"`,                   // truncated

@@ -99,23 +99,31 @@ func WriteCSV(w io.Writer, rows []Row) error {
 	if err := cw.Write(OutputColumns); err != nil {
 		return err
 	}
-	rec := make([]string, len(OutputColumns))
+	rec := make([]string, 0, len(OutputColumns))
 	for i := range rows {
-		for j, c := range rows[i].cells() {
-			if len(c) > 0 && c[0] == '"' {
-				var s string
-				_ = json.Unmarshal(c, &s)
-				rec[j] = s
-			} else {
-				rec[j] = string(c)
-			}
-		}
+		rec = rows[i].AppendCSV(rec[:0])
 		if err := cw.Write(rec); err != nil {
 			return err
 		}
 	}
 	cw.Flush()
 	return cw.Error()
+}
+
+// AppendCSV appends the row's fields in OutputColumns order as WriteCSV
+// writes them: strings as they are, arrays as JSON, timestamps as Kusto
+// renders them.
+func (r *Row) AppendCSV(rec []string) []string {
+	for _, c := range r.cells() {
+		if len(c) > 0 && c[0] == '"' {
+			var s string
+			_ = json.Unmarshal(c, &s)
+			rec = append(rec, s)
+		} else {
+			rec = append(rec, string(c))
+		}
+	}
+	return rec
 }
 
 // WriteTable writes a summary for people: one line per beacon, in output
