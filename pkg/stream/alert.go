@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -106,8 +107,9 @@ func AlertID(profile string, p *beacon.Params, reAlert time.Duration, t *beacon.
 }
 
 // ParamsFingerprint is a canonical text of every parameter that changes the
-// beacon set.
+// beacon set. ActionTypes are a set: their order and repeats do not count.
 func ParamsFingerprint(p *beacon.Params) string {
+	actions := slices.Compact(slices.Sorted(slices.Values(p.ActionTypes)))
 	low := -float64(p.OutlierCountMax)
 	if p.OutlierThresholdLow != nil {
 		low = *p.OutlierThresholdLow
@@ -115,7 +117,7 @@ func ParamsFingerprint(p *beacon.Params) string {
 	return fmt.Sprintf("lookback=%d;end=%d;tdmin=%d;min=%d;max=%d;jitter=%g;omax=%g;ocount=%d;olow=%g;devices=%d;actions=%s;sleep=%g,%g",
 		p.Lookback, p.EndOffset, p.TimeDeltaThresholdMin, p.TotalEventsThresholdMin, p.EventsMax(),
 		p.JitterThreshold, p.OutlierThresholdMax, p.OutlierCountMax, low, p.CompromisedDeviceCountMax,
-		strings.Join(p.ActionTypes, ","), p.SleepMin, p.SleepMax)
+		strings.Join(actions, ","), p.SleepMin, p.SleepMax)
 }
 
 // Key returns the record key of the alert: the tuple's seven columns as a

@@ -130,6 +130,12 @@ func TestAlertID(t *testing.T) {
 			t.Errorf("a different %s gives the same ID", name)
 		}
 	}
+	// ActionTypes are a set: order and repeats do not change the ID.
+	r := p
+	r.ActionTypes = append([]string{p.ActionTypes[2], p.ActionTypes[0]}, p.ActionTypes...)
+	if AlertID("seed", &r, 24*time.Hour, &tu, 19844) != id {
+		t.Error("reordered ActionTypes changed the ID")
+	}
 	// Fields are length-prefixed: moving a character between columns changes the ID.
 	a := beacon.Tuple{DeviceId: "ab", DeviceName: "c"}
 	b := beacon.Tuple{DeviceId: "a", DeviceName: "bc"}
