@@ -54,39 +54,53 @@ Flags:`
 
 // runConfig is what the run flags fill.
 type runConfig struct {
-	brokers, inputTopics                  string
-	repartition, alerts, deadLetter       string
-	group, role, stateDir, profile        string
-	createTopics                          bool
-	partitions                            int
-	replication                           int
-	fromLatest                            bool
+	kafkaConfig
+	detectConfig
+	inputTopics                     string
+	repartition, alerts, deadLetter string
+	group, role, stateDir           string
+	createTopics                    bool
+	partitions                      int
+	replication                     int
+	fromLatest                      bool
+	sessionTimeout, commitInterval  time.Duration
+	listen                          string
+	logLevel, logFormat             string
+	config                          string
+}
+
+// kafkaConfig is how to reach the brokers; run and replay share its flags.
+type kafkaConfig struct {
+	brokers                               string
 	saslMechanism, saslUser, saslPassword string
 	tls                                   bool
 	tlsCA, tlsCert, tlsKey, tlsServerName string
 	tlsInsecure                           bool
 	compression                           string
 	noIdempotence                         bool
-	sessionTimeout, commitInterval        time.Duration
-	inputFormat                           string
-	inputSchemaID                         int
-	maxRecordBytes                        int
-	alertFormat                           string
-	alertSchemaID                         int
-	reAlert, warmup, evalInterval         time.Duration
-	domainMargin                          time.Duration
-	listen                                string
-	logLevel, logFormat                   string
-	config                                string
-	params                                beacon.Params
+}
+
+// detectConfig is what decides the alerts: how input is decoded, the
+// detection parameters and the alerting rules. Run and replay share its
+// flags, so that a replay with the same settings finds what run found.
+type detectConfig struct {
+	profile                       string
+	inputFormat                   string
+	inputSchemaID                 int
+	maxRecordBytes                int
+	alertFormat                   string
+	alertSchemaID                 int
+	reAlert, warmup, evalInterval time.Duration
+	domainMargin                  time.Duration
+	params                        beacon.Params
 }
 
 // registerRunFlags defines the flags of run; demo reuses the parameter
 // flags only.
 func registerRunFlags(fs *flag.FlagSet, c *runConfig) {
-	c.params = beacon.Seed()
 	fs.StringVar(&c.config, "config", "", "YAML file of settings keyed by flag name (env BEACON_CONFIG)")
-	fs.StringVar(&c.brokers, "brokers", "127.0.0.1:9092", "Kafka seed brokers, comma-separated host:port")
+	registerKafkaFlags(fs, &c.kafkaConfig)
+	registerDetectFlags(fs, &c.detectConfig)
 	fs.StringVar(&c.inputTopics, "input-topics", "beacon.events", "comma-separated topics of DeviceNetworkEvents to ingest")
 	fs.StringVar(&c.repartition, "repartition-topic", "beacon.repartition", "topic between ingest and detection, keyed by RemoteIP; its partitions are the detector's parallelism, its retention must cover lookback + 1 day")
 	fs.StringVar(&c.alerts, "alert-topic", "beacon.alerts", "topic alerts are published to, keyed by tuple")
@@ -94,11 +108,20 @@ func registerRunFlags(fs *flag.FlagSet, c *runConfig) {
 	fs.StringVar(&c.group, "group", "beacon", "consumer group prefix: ingest uses GROUP.ingest, detection GROUP.detect")
 	fs.StringVar(&c.role, "role", "all", "what this process runs: all, ingest or detect")
 	fs.StringVar(&c.stateDir, "state-dir", "beacon-state", "directory of the detector's Pebble state; keep it across restarts")
-	fs.StringVar(&c.profile, "profile", "seed", "detection profile: seed (the query, quirks included)")
 	fs.BoolVar(&c.createTopics, "create-topics", true, "create the repartition, alert and dead-letter topics when missing")
 	fs.IntVar(&c.partitions, "partitions", -1, "partitions of created topics (-1: broker default)")
 	fs.IntVar(&c.replication, "replication", -1, "replication factor of created topics (-1: broker default)")
 	fs.BoolVar(&c.fromLatest, "from-latest", false, "a new ingest group starts at the end of the input topics instead of backfilling from their beginning")
+	fs.DurationVar(&c.sessionTimeout, "session-timeout", 45*time.Second, "consumer group session timeout: how long a dead process keeps its partitions")
+	fs.DurationVar(&c.commitInterval, "commit-interval", 5*time.Second, "how often consumed offsets are committed to Kafka")
+	fs.StringVar(&c.listen, "listen", "127.0.0.1:9464", "HTTP address of /metrics, /healthz and /beacons (empty: none)")
+	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&c.logFormat, "log-format", "json", "log format: json or console")
+}
+
+// registerKafkaFlags defines the connection flags of run and replay.
+func registerKafkaFlags(fs *flag.FlagSet, c *kafkaConfig) {
+	fs.StringVar(&c.brokers, "brokers", "127.0.0.1:9092", "Kafka seed brokers, comma-separated host:port")
 	fs.StringVar(&c.saslMechanism, "sasl-mechanism", "", "SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (empty: no SASL)")
 	fs.StringVar(&c.saslUser, "sasl-user", "", "SASL user ($ConnectionString for Azure Event Hubs)")
 	fs.StringVar(&c.saslPassword, "sasl-password", "", "SASL password (Event Hubs: the connection string); prefer BEACON_SASL_PASSWORD")
@@ -110,20 +133,22 @@ func registerRunFlags(fs *flag.FlagSet, c *runConfig) {
 	fs.BoolVar(&c.tlsInsecure, "tls-insecure-skip-verify", false, "do not verify the brokers' certificates (testing only)")
 	fs.StringVar(&c.compression, "compression", "snappy", "compression of produced batches: none, gzip, snappy, lz4 or zstd")
 	fs.BoolVar(&c.noIdempotence, "disable-idempotent-write", false, "produce without idempotence, for brokers that do not support it")
-	fs.DurationVar(&c.sessionTimeout, "session-timeout", 45*time.Second, "consumer group session timeout: how long a dead process keeps its partitions")
-	fs.DurationVar(&c.commitInterval, "commit-interval", 5*time.Second, "how often consumed offsets are committed to Kafka")
+}
+
+// registerDetectFlags defines the decoding, detection and alerting flags of
+// run and replay.
+func registerDetectFlags(fs *flag.FlagSet, c *detectConfig) {
+	c.params = beacon.Seed()
+	fs.StringVar(&c.profile, "profile", "seed", "detection profile: seed (the query, quirks included)")
 	fs.StringVar(&c.inputFormat, "input-format", "auto", "input encoding: auto (per record), json, avro (raw binary) or confluent (schema-registry framed Avro)")
 	fs.IntVar(&c.inputSchemaID, "input-schema-id", -1, "accept Confluent-framed records with this schema id only (-1: any)")
-	fs.IntVar(&c.maxRecordBytes, "max-record-bytes", 1<<20, "input records larger than this go to the dead-letter topic")
+	fs.IntVar(&c.maxRecordBytes, "max-record-bytes", 1<<20, "input records larger than this are not decoded: run dead-letters them, replay reports them")
 	fs.StringVar(&c.alertFormat, "alert-format", "json", "alert encoding: json (every output column of the query plus alert fields) or avro (schemas/BeaconAlert.avsc)")
 	fs.IntVar(&c.alertSchemaID, "alert-schema-id", -1, "frame Avro alerts in the Confluent wire format with this schema id (-1: raw Avro)")
 	fs.DurationVar(&c.reAlert, "realert-interval", 0, "alert a tuple at most once per period of this length of event time, aligned to the Unix epoch (default: the lookback)")
 	fs.DurationVar(&c.warmup, "warmup", 0, "no alerts until a partition has seen this much event time, so that its window is full (default: the lookback; -1s: none)")
-	fs.DurationVar(&c.evalInterval, "eval-interval", 10*time.Second, "how often, in stream time, a partition catching up evaluates its beacon set; a caught-up one evaluates after every fetch")
+	fs.DurationVar(&c.evalInterval, "eval-interval", 10*time.Second, "how often, in stream time, a partition catching up evaluates its beacon set (a replay always catches up); a caught-up one evaluates after every fetch")
 	fs.DurationVar(&c.domainMargin, "domain-margin", time.Hour, "ingest forwards a domain observation at once only when newer than the last forwarded by this much; the newest in between follows within the margin")
-	fs.StringVar(&c.listen, "listen", "127.0.0.1:9464", "HTTP address of /metrics, /healthz and /beacons (empty: none)")
-	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	fs.StringVar(&c.logFormat, "log-format", "json", "log format: json or console")
 	addParamFlags(fs, &c.params)
 }
 
@@ -166,21 +191,11 @@ func runRun(ctx context.Context, args []string, s stdio) error {
 
 // options turns the configuration into service options.
 func (c *runConfig) options(log *zap.Logger) ([]stream.Opt, error) {
-	if c.profile != "seed" {
-		return nil, fmt.Errorf("unknown profile %q (have: seed)", c.profile)
-	}
-	if err := c.params.Validate(); err != nil {
+	detect, err := c.detectConfig.options()
+	if err != nil {
 		return nil, err
 	}
 	role, err := stream.ParseRole(c.role)
-	if err != nil {
-		return nil, err
-	}
-	inFmt, err := stream.ParseInputFormat(c.inputFormat)
-	if err != nil {
-		return nil, err
-	}
-	alertFmt, err := stream.ParseAlertFormat(c.alertFormat)
 	if err != nil {
 		return nil, err
 	}
@@ -198,10 +213,36 @@ func (c *runConfig) options(log *zap.Logger) ([]stream.Opt, error) {
 		stream.Group(c.group),
 		stream.WithRole(role),
 		stream.StateDir(c.stateDir),
-		stream.Params(c.params),
 		stream.CreateTopics(c.createTopics, int32(c.partitions), int16(c.replication)),
 		stream.SessionTimeout(c.sessionTimeout),
 		stream.CommitInterval(c.commitInterval),
+		stream.Logger(log),
+	}
+	opts = append(opts, detect...)
+	if c.fromLatest {
+		opts = append(opts, stream.FromLatest())
+	}
+	return opts, nil
+}
+
+// options turns the detection settings into service options.
+func (c *detectConfig) options() ([]stream.Opt, error) {
+	if c.profile != "seed" {
+		return nil, fmt.Errorf("unknown profile %q (have: seed)", c.profile)
+	}
+	if err := c.params.Validate(); err != nil {
+		return nil, err
+	}
+	inFmt, err := stream.ParseInputFormat(c.inputFormat)
+	if err != nil {
+		return nil, err
+	}
+	alertFmt, err := stream.ParseAlertFormat(c.alertFormat)
+	if err != nil {
+		return nil, err
+	}
+	opts := []stream.Opt{
+		stream.Params(c.params),
 		stream.WithInputFormat(inFmt),
 		stream.InputSchemaID(int32(c.inputSchemaID)),
 		stream.MaxRecordBytes(c.maxRecordBytes),
@@ -209,7 +250,6 @@ func (c *runConfig) options(log *zap.Logger) ([]stream.Opt, error) {
 		stream.AlertSchemaID(int32(c.alertSchemaID)),
 		stream.EvalInterval(c.evalInterval),
 		stream.DomainMargin(c.domainMargin),
-		stream.Logger(log),
 	}
 	if c.reAlert != 0 {
 		opts = append(opts, stream.ReAlertInterval(c.reAlert))
@@ -217,14 +257,11 @@ func (c *runConfig) options(log *zap.Logger) ([]stream.Opt, error) {
 	if c.warmup != 0 {
 		opts = append(opts, stream.Warmup(c.warmup))
 	}
-	if c.fromLatest {
-		opts = append(opts, stream.FromLatest())
-	}
 	return opts, nil
 }
 
 // kafkaOpts builds the security and producer options of every client.
-func (c *runConfig) kafkaOpts() ([]kgo.Opt, error) {
+func (c *kafkaConfig) kafkaOpts() ([]kgo.Opt, error) {
 	var opts []kgo.Opt
 	if c.saslMechanism != "" {
 		o, err := stream.SASL(c.saslMechanism, c.saslUser, c.saslPassword)
@@ -303,6 +340,14 @@ func envName(flag string) string {
 // names; a list is joined with commas; an unknown key is an error, so that
 // a typo does not silently leave a default in place.
 func layerConfig(fs *flag.FlagSet, path string, lookup func(string) (string, bool)) error {
+	all := func(string) bool { return true }
+	return layerConfigOf(fs, path, lookup, all, func(name string) bool { return fs.Lookup(name) != nil })
+}
+
+// layerConfigOf is layerConfig for the flags that layered accepts; the
+// others are taken from the command line only. A file key that is no flag
+// of fs but known (another command's setting) is ignored.
+func layerConfigOf(fs *flag.FlagSet, path string, lookup func(string) (string, bool), layered, known func(string) bool) error {
 	set := make(map[string]bool)
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if path == "" {
@@ -313,13 +358,13 @@ func layerConfig(fs *flag.FlagSet, path string, lookup func(string) (string, boo
 	file := map[string]string{}
 	if path != "" {
 		var err error
-		if file, err = readConfigFile(path, fs); err != nil {
+		if file, err = readConfigFile(path, known); err != nil {
 			return err
 		}
 	}
 	var errs []error
 	fs.VisitAll(func(f *flag.Flag) {
-		if set[f.Name] || f.Name == "config" {
+		if set[f.Name] || f.Name == "config" || !layered(f.Name) {
 			return
 		}
 		if v, ok := lookup(envName(f.Name)); ok {
@@ -337,8 +382,9 @@ func layerConfig(fs *flag.FlagSet, path string, lookup func(string) (string, boo
 	return errors.Join(errs...)
 }
 
-// readConfigFile reads a YAML mapping of flag names to values.
-func readConfigFile(path string, fs *flag.FlagSet) (map[string]string, error) {
+// readConfigFile reads a YAML mapping of flag names to values; a key known
+// does not accept is an error.
+func readConfigFile(path string, known func(string) bool) (map[string]string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
@@ -350,7 +396,7 @@ func readConfigFile(path string, fs *flag.FlagSet) (map[string]string, error) {
 	out := make(map[string]string, len(raw))
 	var unknown []string
 	for k, v := range raw {
-		if fs.Lookup(k) == nil || k == "config" {
+		if !known(k) || k == "config" {
 			unknown = append(unknown, k)
 			continue
 		}

@@ -45,6 +45,8 @@ type detector struct {
 	err        error
 	cancelPoll context.CancelFunc
 	shutting   atomic.Bool
+
+	late atomic.Int64 // connections dropped as older than their window
 }
 
 func newDetector(s *Service) (*detector, error) {
@@ -495,6 +497,18 @@ func (d *detector) status() []partitionStatus {
 type batch struct {
 	recs []*kgo.Record
 	hwm  int64
+	// end makes the end of the batch an evaluation point, as reaching the
+	// high watermark does: replay marks its last batch so.
+	end bool
+	// done, when not nil, is closed once the batch is processed.
+	done chan struct{}
+}
+
+// alertSink takes the alerts of an evaluation point and returns once they
+// are durable: the detector produces them to the alert topic and waits for
+// the acknowledgements; a replay collects them.
+type alertSink interface {
+	publish(w *worker, alerts []Alert) error
 }
 
 var errStopped = errors.New("stream: partition worker stopped")
@@ -513,6 +527,7 @@ type worker struct {
 	id   int32
 	part *state.Partition
 	log  *zap.Logger
+	sink alertSink
 	ch   chan batch
 	quit chan struct{}
 	done chan struct{}
@@ -548,7 +563,7 @@ type worker struct {
 
 func newWorker(d *detector, id int32, part *state.Partition, committed int64) *worker {
 	w := &worker{
-		d: d, id: id, part: part,
+		d: d, id: id, part: part, sink: d,
 		log:       d.s.log.With(zap.Int32("partition", id)),
 		ch:        make(chan batch, 4),
 		quit:      make(chan struct{}),
@@ -633,6 +648,9 @@ func (w *worker) run() {
 				fail(err)
 				return
 			}
+			if b.done != nil {
+				close(b.done)
+			}
 		}
 	}
 }
@@ -709,7 +727,7 @@ func (w *worker) process(b batch) error {
 			}
 		}
 	}
-	if len(b.recs) > 0 && b.recs[len(b.recs)-1].Offset+1 >= b.hwm {
+	if b.end || len(b.recs) > 0 && b.recs[len(b.recs)-1].Offset+1 >= b.hwm {
 		return w.flush(true)
 	}
 	return nil
@@ -740,6 +758,7 @@ func (w *worker) flush(evaluate bool) error {
 		m := w.d.s.m
 		m.eventsIn.WithLabelValues("detect").Add(float64(w.n))
 		if st.Late > 0 {
+			w.d.late.Add(int64(st.Late))
 			m.late.Add(float64(st.Late))
 			m.dropped.WithLabelValues("late").Add(float64(st.Late))
 		}
@@ -828,7 +847,7 @@ func (w *worker) evaluate() error {
 	if len(alerts) > 0 {
 		if w.applied <= w.committed {
 			m.muted.Add(float64(len(alerts)))
-		} else if err := w.publish(alerts); err != nil {
+		} else if err := w.sink.publish(w, alerts); err != nil {
 			return err
 		}
 	}
@@ -840,37 +859,47 @@ func (w *worker) evaluate() error {
 	return nil
 }
 
-// publish writes the alerts and waits until Kafka acknowledges them all.
-func (w *worker) publish(alerts []Alert) error {
+// publish writes the alerts of a worker's evaluation point to the alert
+// topic and waits until Kafka acknowledges them all.
+func (d *detector) publish(w *worker, alerts []Alert) error {
+	if err := produceAlerts(d.work, d.cl, d.s.cfg.alertTopic, d.codec, alerts); err != nil {
+		if d.s.crashed.Load() {
+			return errStopped
+		}
+		return err
+	}
+	d.s.m.alerts.Add(float64(len(alerts)))
+	for i := range alerts {
+		w.log.Info("beacon alert", zap.String("alert_id", alerts[i].ID),
+			zap.String("device", alerts[i].Row.DeviceName), zap.String("process", alerts[i].Row.FileName),
+			zap.String("remote_ip", alerts[i].Row.RemoteIP), zap.Int32("remote_port", alerts[i].Row.RemotePort),
+			zap.Float64("sleep_s", alerts[i].Row.Avg), zap.Float64("jitter", alerts[i].Row.Jitter))
+	}
+	return nil
+}
+
+// produceAlerts writes alerts to topic, keyed by tuple, JSON or (with a
+// codec) Avro, and waits until Kafka acknowledges them all.
+func produceAlerts(ctx context.Context, cl *kgo.Client, topic string, codec *alertCodec, alerts []Alert) error {
 	recs := make([]*kgo.Record, len(alerts))
 	for i := range alerts {
 		a := &alerts[i]
 		var v []byte
-		if c := w.d.codec; c != nil {
+		if codec != nil {
 			var err error
-			if v, err = c.append(nil, a); err != nil {
+			if v, err = codec.append(nil, a); err != nil {
 				return fmt.Errorf("encoding alert: %w", err)
 			}
 		} else {
 			v = a.AppendJSON(nil)
 		}
 		recs[i] = &kgo.Record{
-			Topic: w.d.s.cfg.alertTopic, Key: a.Key(), Value: v,
+			Topic: topic, Key: a.Key(), Value: v,
 			Headers: []kgo.RecordHeader{{Key: "beacon.alert-id", Value: []byte(a.ID)}},
 		}
 	}
-	if err := w.d.cl.ProduceSync(w.d.work, recs...).FirstErr(); err != nil {
-		if w.d.s.crashed.Load() {
-			return errStopped
-		}
+	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
 		return fmt.Errorf("publishing alerts: %w", err)
-	}
-	w.d.s.m.alerts.Add(float64(len(alerts)))
-	for i := range alerts {
-		w.log.Info("beacon alert", zap.String("alert_id", alerts[i].ID),
-			zap.String("device", alerts[i].Row.DeviceName), zap.String("process", alerts[i].Row.FileName),
-			zap.String("remote_ip", alerts[i].Row.RemoteIP), zap.Int32("remote_port", alerts[i].Row.RemotePort),
-			zap.Float64("sleep_s", alerts[i].Row.Avg), zap.Float64("jitter", alerts[i].Row.Jitter))
 	}
 	return nil
 }

@@ -36,11 +36,24 @@ type ingest struct {
 	errMu sync.Mutex
 	err   error
 
+	// route, when set, takes the repartition records instead of the
+	// repartition topic (replay): the value is only valid during the call.
+	route func(ip string, value []byte, t beacon.Time)
+	// reject handles a record that does not decode (default: the
+	// dead-letter topic).
+	reject func(r *kgo.Record, reason string, err error)
+	// connUntil, when hasConnUntil, drops connections newer than it (replay
+	// --end); their domain observations still count.
+	connUntil    beacon.Time
+	hasConnUntil bool
+
 	// counts of the current poll, added to the metrics once per poll
 	nIn, nFiltered, nConn, nNoPort, nDomain int
 }
 
-func newIngest(s *Service) (*ingest, error) {
+// newIngestCore returns the decoding, filtering and deduplication half of
+// ingest, without a Kafka client: replay feeds it and sets route.
+func newIngestCore(s *Service) (*ingest, error) {
 	dec, err := newInputDecoder(s.cfg.inputFormat, s.cfg.inputSchemaID)
 	if err != nil {
 		return nil, err
@@ -51,6 +64,15 @@ func newIngest(s *Service) (*ingest, error) {
 		urls:  make(map[string]string),
 		marks: make(map[string]map[int32]kgo.EpochOffset),
 		ready: make(chan struct{}),
+	}
+	in.reject = func(r *kgo.Record, reason string, err error) { s.deadLetter(in.cl, r, reason, err) }
+	return in, nil
+}
+
+func newIngest(s *Service) (*ingest, error) {
+	in, err := newIngestCore(s)
+	if err != nil {
+		return nil, err
 	}
 	start := kgo.NewOffset().AtStart()
 	if s.cfg.fromLatest {
@@ -285,7 +307,7 @@ func (in *ingest) assigned(ctx context.Context, offsets map[string]map[int32]kgo
 // an envelope are kept).
 func (in *ingest) record(r *kgo.Record, push func(*beacon.Event)) {
 	if len(r.Value) > in.s.cfg.maxRecord {
-		in.s.deadLetter(in.cl, r, reasonOversized, errors.New("record of "+strconv.Itoa(len(r.Value))+" bytes is over the limit of "+strconv.Itoa(in.s.cfg.maxRecord)))
+		in.reject(r, reasonOversized, errors.New("record of "+strconv.Itoa(len(r.Value))+" bytes is over the limit of "+strconv.Itoa(in.s.cfg.maxRecord)))
 		return
 	}
 	_, err := in.dec.decode(r.Value, push)
@@ -295,7 +317,7 @@ func (in *ingest) record(r *kgo.Record, push func(*beacon.Event)) {
 		if errors.As(err, &de) {
 			reason = de.reason
 		}
-		in.s.deadLetter(in.cl, r, reason, err)
+		in.reject(r, reason, err)
 	}
 }
 
@@ -317,7 +339,7 @@ func (in *ingest) event(e *beacon.Event) {
 			in.produceDomain(e.RemoteIP, d, e.Timestamp)
 		}
 	}
-	if !in.s.cfg.params.Connection(e) {
+	if !in.s.cfg.params.Connection(e) || in.hasConnUntil && e.Timestamp > in.connUntil {
 		in.nFiltered++
 		return
 	}
@@ -342,6 +364,11 @@ func (in *ingest) produceDomain(ip, domain string, t beacon.Time) {
 // from a slice and values from an arena that are both reused once the
 // poll's records are acknowledged, so steady state allocates little.
 func (in *ingest) produce(ip string, start int, t beacon.Time) {
+	if in.route != nil {
+		in.route(ip, in.arena[start:], t)
+		in.arena = in.arena[:start]
+		return
+	}
 	end := len(in.arena)
 	in.arena = append(in.arena, ip...)
 	if cap(in.recs) == len(in.recs) {

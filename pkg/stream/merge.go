@@ -31,6 +31,10 @@ type merger struct {
 	mu      sync.Mutex
 	parts   []*mpart // sorted by topic, partition: the tie-break
 	blocked time.Time
+	// exact never skips a partition that is behind (replay: the end
+	// offsets are fixed and known, so waiting always ends), which makes
+	// the output a function of the input alone.
+	exact bool
 }
 
 type mpart struct {
@@ -155,7 +159,7 @@ func (m *merger) emit(event func(*beacon.Event), mark func(topic string, p int32
 			if m.blocked.IsZero() {
 				m.blocked = time.Now()
 			}
-			if time.Since(m.blocked) < maxWait {
+			if m.exact || time.Since(m.blocked) < maxWait {
 				waiting = true
 				break
 			}
@@ -191,6 +195,17 @@ func (m *merger) emit(event func(*beacon.Event), mark func(topic string, p int32
 		}
 	}
 	return pause, resume
+}
+
+// skipTo records that the partition has nothing to deliver before next
+// (records it consumed without queueing: control records, or records past
+// the end of a replay).
+func (m *merger) skipTo(topic string, p int32, next int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if i, ok := m.find(topic, p); ok && next > m.parts[i].next {
+		m.parts[i].next = next
+	}
 }
 
 // pending reports whether events wait in a queue.

@@ -10,6 +10,9 @@
 // holds as beaconing is what `beacon hunt --end <stream time + 1s>` returns
 // over the events of that partition, and a tuple entering it is published
 // once per re-alert period under a deterministic ID.
+//
+// Replay runs a topic's history through the same ingest and detection code
+// in one process, on scratch state, for backtests.
 package stream
 
 import (
@@ -232,6 +235,9 @@ func (s *Service) deadLetter(cl *kgo.Client, r *kgo.Record, reason string, err e
 	s.m.dropped.WithLabelValues(reason).Inc()
 	s.log.Warn("record dead-lettered", zap.String("topic", r.Topic), zap.Int32("partition", r.Partition),
 		zap.Int64("offset", r.Offset), zap.String("reason", reason), zap.Error(err))
+	if cl == nil { // a replay: nothing is produced
+		return
+	}
 	value := r.Value
 	headers := append([]kgo.RecordHeader(nil), r.Headers...)
 	const maxDead = 64 << 10

@@ -1,0 +1,681 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.uber.org/zap"
+
+	"github.com/beaconhunt/beacon/pkg/beacon"
+	"github.com/beaconhunt/beacon/pkg/state"
+)
+
+// ReplayOptions says what part of the input topics Replay reads and how.
+// The topics, the parameters, the re-alert interval, the warm-up, the
+// evaluation interval, the domain margin, the input format and the Kafka
+// connection are the service options (InputTopics, Params, …), exactly as
+// for a Service.
+type ReplayOptions struct {
+	// Partitions is the number of detection partitions, in process (default
+	// 1). Events are routed to them by RemoteIP with the partitioner of the
+	// live repartition topic (Kafka's murmur2 of the key), so with the live
+	// repartition topic's partition count each partition sees the events,
+	// the stream time and the evaluation points a live partition saw.
+	Partitions int
+
+	// From and To keep the events with From ≤ Timestamp < To (nil: no
+	// bound), connections and domain observations alike: the replay is
+	// the streaming path over the events of that range.
+	From, To *beacon.Time
+	// End, when set, is the query's now of the final beacon set (Result.Rows
+	// is `hunt --end End`): connections newer than End − 1 s are not
+	// applied (their domain observations are, as the query's Domains have
+	// no upper bound), and every partition is evaluated at End − 1 s.
+	// Without it every partition is evaluated at the newest stream time of
+	// any partition: `hunt` with its default now.
+	End *beacon.Time
+	// FromSlack: with From set, each input partition is read from the first
+	// offset whose record timestamp is at or after From − FromSlack
+	// (ListOffsets by timestamp), which assumes that no record carries a
+	// timestamp more than FromSlack before its event's Timestamp (true when
+	// records are produced after the events happen). Negative: read from
+	// the start and filter.
+	FromSlack time.Duration
+	// StartOffsets and EndOffsets bound the offsets read per input
+	// partition: from StartOffsets[p] (inclusive; default the log start, or
+	// the From seek) to EndOffsets[p] (exclusive; default the high
+	// watermark when Replay starts). Key -1 applies to every partition not
+	// listed; with several topics the partition numbers apply to each.
+	StartOffsets, EndOffsets map[int32]int64
+
+	// AlertTopic, when not empty, receives the alerts at the end, in the
+	// order of Result.Alerts, encoded as the service's alerts are
+	// (WithAlertFormat, AlertSchemaID). It must exist: Replay creates no
+	// topic and no consumer group.
+	AlertTopic string
+
+	// OnBad is called for every input record that does not decode (its
+	// events before the error are kept, as ingest keeps them). Replay has
+	// no dead-letter topic.
+	OnBad func(BadRecord)
+	// OnProgress is called after every fetch and every few thousand
+	// events, from the goroutine that called Replay.
+	OnProgress func(ReplayProgress)
+}
+
+// BadRecord is an input record that does not decode.
+type BadRecord struct {
+	Topic     string
+	Partition int32
+	Offset    int64
+	Reason    string // as the dead-letter topic's beacon.reason header
+	Err       error
+}
+
+func (b BadRecord) String() string {
+	return fmt.Sprintf("%s/%d@%d: %v", b.Topic, b.Partition, b.Offset, b.Err)
+}
+
+// ReplayProgress counts what a replay has read.
+type ReplayProgress struct {
+	Records int64 // input offsets whose events went on to detection
+	Total   int64 // input offsets to read
+	Events  int64 // events decoded
+}
+
+// ReplayResult is what a replay found.
+type ReplayResult struct {
+	// Rows is the beacon set at the end, every partition evaluated at the
+	// same stream time (Now − 1 s), in the query's output order.
+	Rows []beacon.Row
+	// Now is the query's now of Rows; HasNow is false when no connection
+	// passed the filters (and no End was given).
+	Now    beacon.Time
+	HasNow bool
+	// Alerts are the alerts the streaming detector would have published,
+	// ordered by StreamTime, then tuple, then epoch.
+	Alerts []Alert
+	// WarmPartitions counts the partitions whose warm-up ended: the others
+	// published nothing.
+	WarmPartitions int
+	Partitions     int
+
+	Records     int64 // input records read
+	Events      int64 // events decoded
+	Bad         int64 // records that did not decode
+	OutOfRange  int64 // events outside From/To
+	Connections int64 // connection records routed to the detection partitions
+	Domains     int64 // domain observations routed (after deduplication)
+	Late        int64 // connections older than their partition's window when they arrived
+	Elapsed     time.Duration
+}
+
+// Replay runs the history of the input topics through the path of a
+// Service — ingest's decoding, filters, event-time merge and domain
+// deduplication, then per partition the detection worker of `beacon run`
+// with its evaluation points, warm-up, re-alert periods and alert IDs —
+// in process, with scratch state, and returns the alerts that would have
+// fired and the beacon set at the end. It consumes the input partitions
+// directly (no consumer group) from their start offsets to the end offsets
+// seen when it starts, and creates nothing on the cluster.
+//
+// The state lives in the StateDir option's directory, which must be empty
+// or missing and is kept; without it, in a temporary directory removed at
+// the end.
+//
+// The result is a function of the input records alone: the merge waits
+// for every partition (it never skips a slow one), the evaluation points
+// are the interval points plus one at the end, and the alerts are sorted.
+func Replay(ctx context.Context, ro ReplayOptions, opts ...Opt) (*ReplayResult, error) {
+	began := time.Now()
+	c := defaults()
+	for _, o := range opts {
+		o.apply(&c)
+	}
+	if c.stateDir == "" {
+		dir, err := os.MkdirTemp("", "beacon-replay-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+		opts = append(slices.Clip(opts), StateDir(dir))
+	} else if ents, err := os.ReadDir(c.stateDir); err == nil && len(ents) > 0 {
+		return nil, fmt.Errorf("stream: replay needs a new state directory, and %s is not empty", c.stateDir)
+	}
+	s, err := New(append(slices.Clip(opts), CreateTopics(false, -1, -1))...)
+	if err != nil {
+		return nil, err
+	}
+	if ro.Partitions == 0 {
+		ro.Partitions = 1
+	}
+	if ro.Partitions < 0 || ro.Partitions > 1<<16 {
+		return nil, fmt.Errorf("stream: replay partitions must be in [1, 65536], got %d", ro.Partitions)
+	}
+	r := &replay{s: s, ro: ro, res: &ReplayResult{Partitions: ro.Partitions}}
+	err = r.run(ctx)
+	r.res.Elapsed = time.Since(began)
+	if err != nil {
+		return nil, err
+	}
+	return r.res, nil
+}
+
+type replay struct {
+	s   *Service
+	ro  ReplayOptions
+	res *ReplayResult
+
+	store *state.Store
+	det   *detector
+	ws    []*worker
+	in    *ingest
+	merge merger
+
+	parts map[tp]*replayPart
+	total int64
+
+	// Batches being filled, one per detection partition.
+	pend    []pendBatch
+	offsets []int64
+	keyRec  kgo.Record
+	keyPart kgo.TopicPartitioner
+
+	mu     sync.Mutex
+	alerts []Alert
+}
+
+type tp struct {
+	topic string
+	p     int32
+}
+
+// replayPart is one input partition: it is read from start to end; next
+// is after the last record fetched, emitted after the last one whose
+// events the merger handed on.
+type replayPart struct {
+	start, next, emitted, end int64
+	done                      bool
+}
+
+// pendBatch is a batch of repartition records being built: their keys and
+// values in one buffer, which the worker's strings alias once sent.
+type pendBatch struct {
+	buf  []byte
+	ents []pendEnt
+}
+
+type pendEnt struct{ keyStart, keyEnd, valEnd int32 }
+
+const replayBatch = 4096
+
+// publish collects the alerts of an evaluation point.
+func (r *replay) publish(_ *worker, alerts []Alert) error {
+	r.mu.Lock()
+	r.alerts = append(r.alerts, alerts...)
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *replay) run(ctx context.Context) error {
+	s := r.s
+	st, err := state.Open(s.cfg.stateDir, s.cfg.params, state.WithLogger(s.log.Named("state")))
+	if err != nil {
+		return err
+	}
+	r.store = st
+	d := &detector{s: s, store: st, topic: "replay", workers: make(map[int32]*worker), ready: make(chan struct{})}
+	close(d.ready)
+	d.work, d.cancelWork = context.WithCancel(context.Background())
+	r.det = d
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			for _, w := range r.ws {
+				w.stop(true)
+			}
+		}
+	}
+	defer func() {
+		stop()
+		d.cancelWork()
+		if err := st.Close(); err != nil {
+			s.log.Warn("closing replay state failed", zap.Error(err))
+		}
+	}()
+	for p := range r.ro.Partitions {
+		part, err := st.Partition(int32(p))
+		if err != nil {
+			return err
+		}
+		w := newWorker(d, int32(p), part, -1)
+		w.sink = r
+		d.workers[int32(p)] = w
+		r.ws = append(r.ws, w)
+		go w.run()
+	}
+
+	if r.in, err = newIngestCore(s); err != nil {
+		return err
+	}
+	r.in.route = r.route
+	r.in.reject = r.reject
+	if r.ro.End != nil {
+		r.in.connUntil, r.in.hasConnUntil = *r.ro.End-beacon.Second, true
+	}
+	r.merge.exact = true
+	r.pend = make([]pendBatch, r.ro.Partitions)
+	r.offsets = make([]int64, r.ro.Partitions)
+	r.keyPart = kgo.StickyKeyPartitioner(nil).ForTopic("replay")
+
+	adm, err := kgo.NewClient(s.clientOpts("beacon-replay-admin")...)
+	if err != nil {
+		return err
+	}
+	defer adm.Close()
+	consume, err := r.plan(ctx, kadm.NewClient(adm))
+	if err != nil {
+		return err
+	}
+	if len(consume) > 0 {
+		if err := r.consume(ctx, consume); err != nil {
+			return err
+		}
+	}
+	// Whatever the deduplication still holds back, then a last evaluation
+	// point in every partition, as a live worker has when it catches up.
+	r.in.dedup.sweep(true, r.in.produceDomain)
+	dones := make([]chan struct{}, len(r.ws))
+	for p := range r.ws {
+		dones[p] = make(chan struct{})
+		r.send(p, true, dones[p])
+	}
+	for p, w := range r.ws {
+		select {
+		case <-dones[p]:
+		case <-w.done:
+		}
+	}
+	if err := r.failed(); err != nil {
+		return err
+	}
+	stop()
+	r.res.Late = d.late.Load()
+	for _, w := range r.ws {
+		if w.warm {
+			r.res.WarmPartitions++
+		}
+	}
+	if err := r.finalSet(); err != nil {
+		return err
+	}
+	slices.SortStableFunc(r.alerts, func(a, b Alert) int {
+		if a.StreamTime != b.StreamTime {
+			if a.StreamTime < b.StreamTime {
+				return -1
+			}
+			return 1
+		}
+		if c := a.Row.Tuple.Compare(&b.Row.Tuple); c != 0 {
+			return c
+		}
+		switch {
+		case a.Epoch < b.Epoch:
+			return -1
+		case a.Epoch > b.Epoch:
+			return 1
+		}
+		return 0
+	})
+	r.res.Alerts = r.alerts
+	if r.ro.AlertTopic != "" && len(r.alerts) > 0 {
+		var codec *alertCodec
+		if s.cfg.alertFormat == AlertAvro {
+			if codec, err = newAlertCodec(s.cfg.alertSchemaID); err != nil {
+				return err
+			}
+		}
+		for i := 0; i < len(r.alerts); i += 1000 {
+			if err := produceAlerts(ctx, adm, r.ro.AlertTopic, codec, r.alerts[i:min(i+1000, len(r.alerts))]); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// plan finds every input partition's offsets to read and tells the merger.
+func (r *replay) plan(ctx context.Context, adm *kadm.Client) (map[string]map[int32]kgo.Offset, error) {
+	var topics []string
+	for _, t := range r.s.cfg.inputTopics {
+		if !slices.Contains(topics, t) {
+			topics = append(topics, t)
+		}
+	}
+	ends, err := adm.ListEndOffsets(ctx, topics...)
+	if err != nil {
+		return nil, fmt.Errorf("listing end offsets: %w", err)
+	}
+	starts, err := adm.ListStartOffsets(ctx, topics...)
+	if err != nil {
+		return nil, fmt.Errorf("listing start offsets: %w", err)
+	}
+	var after kadm.ListedOffsets
+	if r.ro.From != nil && r.ro.FromSlack >= 0 {
+		ms := millis(*r.ro.From) - r.ro.FromSlack.Milliseconds()
+		if after, err = adm.ListOffsetsAfterMilli(ctx, ms, topics...); err != nil {
+			r.s.log.Warn("listing offsets by time failed: reading from the start and filtering", zap.Error(err))
+			after = nil
+		}
+	}
+	pick := func(m map[int32]int64, p int32) (int64, bool) {
+		if v, ok := m[p]; ok {
+			return v, true
+		}
+		v, ok := m[-1]
+		return v, ok
+	}
+	r.parts = make(map[tp]*replayPart)
+	consume := make(map[string]map[int32]kgo.Offset)
+	for _, t := range topics {
+		ps, ok := ends[t]
+		if !ok {
+			return nil, fmt.Errorf("topic %s does not exist", t)
+		}
+		for p, lo := range ps {
+			if lo.Err != nil && p < 0 {
+				return nil, fmt.Errorf("topic %s: %w", t, lo.Err)
+			}
+			if lo.Err != nil {
+				return nil, fmt.Errorf("topic %s partition %d: %w", t, p, lo.Err)
+			}
+			end, logStart := lo.Offset, int64(0)
+			if so, ok := starts.Lookup(t, p); ok && so.Err == nil {
+				logStart = so.Offset
+			}
+			start := logStart
+			if ao, ok := after.Lookup(t, p); ok && ao.Err == nil && ao.Offset > start {
+				start = ao.Offset
+			}
+			if v, ok := pick(r.ro.StartOffsets, p); ok {
+				start = max(v, logStart)
+			}
+			if v, ok := pick(r.ro.EndOffsets, p); ok && v < end {
+				end = v
+			}
+			start = min(start, end)
+			rp := &replayPart{start: start, next: start, emitted: start, end: end, done: start >= end}
+			r.parts[tp{t, p}] = rp
+			r.merge.assign(t, p, start, end)
+			r.total += end - start
+			if !rp.done {
+				if consume[t] == nil {
+					consume[t] = make(map[int32]kgo.Offset)
+				}
+				consume[t][p] = kgo.NewOffset().At(start)
+			}
+		}
+	}
+	return consume, nil
+}
+
+// stallTimeout ends a replay that gets nothing more while partitions are
+// short of their end offsets (a compacted tail that never comes).
+const stallTimeout = 30 * time.Second
+
+// consume reads the partitions to their end offsets through the merger.
+func (r *replay) consume(ctx context.Context, consume map[string]map[int32]kgo.Offset) error {
+	cl, err := kgo.NewClient(r.s.clientOpts("beacon-replay",
+		kgo.ConsumePartitions(consume),
+		kgo.KeepControlRecords(), // they count toward the end offsets
+		kgo.FetchMaxWait(200*time.Millisecond),
+		kgo.FetchMaxPartitionBytes(4<<20),
+	)...)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	var idle time.Duration // polling without progress; time spent processing does not count
+	for {
+		if err := r.failed(); err != nil {
+			return err
+		}
+		left := 0
+		for _, rp := range r.parts {
+			if !rp.done {
+				left++
+			}
+		}
+		if left == 0 {
+			break
+		}
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		polled := time.Now()
+		fetches := cl.PollFetches(pctx)
+		cancel()
+		idle += time.Since(polled)
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if fetches.IsClientClosed() {
+			return errors.New("stream: replay consumer closed")
+		}
+		fetches.EachError(func(t string, p int32, err error) {
+			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+				r.s.log.Warn("input fetch error", zap.String("topic", t), zap.Int32("partition", p), zap.Error(err))
+			}
+		})
+		var finished map[string][]int32
+		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
+			rp := r.parts[tp{fp.Topic, fp.Partition}]
+			if rp == nil || rp.done || len(fp.Records) == 0 {
+				return
+			}
+			keep := fp.Records[:0]
+			next := rp.next
+			for _, rec := range fp.Records {
+				if rec.Offset >= rp.end {
+					next = rp.end // nothing else comes before the end
+					break
+				}
+				next = rec.Offset + 1
+				if rec.Attrs.IsControl() {
+					continue
+				}
+				keep = append(keep, rec)
+			}
+			r.res.Records += int64(len(keep))
+			fp.Records, fp.HighWatermark = keep, rp.end
+			r.merge.add(&fp, r.in.record)
+			r.merge.skipTo(fp.Topic, fp.Partition, next)
+			if next > rp.next {
+				rp.next = next
+				idle = 0
+			}
+			if rp.next >= rp.end {
+				rp.done = true
+				if finished == nil {
+					finished = make(map[string][]int32)
+				}
+				finished[fp.Topic] = append(finished[fp.Topic], fp.Partition)
+			}
+		})
+		if len(finished) > 0 {
+			cl.RemoveConsumePartitions(finished)
+		}
+		if idle > stallTimeout {
+			for k, rp := range r.parts {
+				if !rp.done {
+					r.s.log.Warn("input partition delivers nothing before its end offset; replaying without the rest",
+						zap.String("topic", k.topic), zap.Int32("partition", k.p), zap.Int64("next", rp.next), zap.Int64("end", rp.end))
+					rp.done = true
+					r.merge.skipTo(k.topic, k.p, rp.end)
+				}
+			}
+		}
+		pause, resume := r.merge.emit(r.event, r.emitted)
+		if len(pause) > 0 {
+			cl.PauseFetchPartitions(pause)
+		}
+		if len(resume) > 0 {
+			cl.ResumeFetchPartitions(resume)
+		}
+		if r.ro.OnProgress != nil {
+			r.ro.OnProgress(r.progress())
+		}
+	}
+	// Every partition is at its end: nothing holds the queues back.
+	r.merge.emit(r.event, r.emitted)
+	for _, rp := range r.parts {
+		rp.emitted = rp.end
+	}
+	if r.ro.OnProgress != nil {
+		r.ro.OnProgress(r.progress())
+	}
+	return nil
+}
+
+// failed returns the error of a worker that stopped.
+func (r *replay) failed() error {
+	for _, w := range r.ws {
+		select {
+		case <-w.done: // it set the error before it closed done
+			if r.det.err != nil {
+				return r.det.err
+			}
+			return fmt.Errorf("stream: replay partition %d stopped", w.id)
+		default:
+		}
+	}
+	return nil
+}
+
+// emitted records that the merger handed on a record's events.
+func (r *replay) emitted(topic string, p int32, _ int32, next int64) {
+	if rp := r.parts[tp{topic, p}]; rp != nil {
+		rp.emitted = next
+	}
+}
+
+func (r *replay) progress() ReplayProgress {
+	var done int64
+	for _, rp := range r.parts {
+		done += rp.emitted - rp.start
+	}
+	return ReplayProgress{Records: done, Total: r.total, Events: r.res.Events}
+}
+
+// event takes the merger's events in order.
+func (r *replay) event(e *beacon.Event) {
+	r.res.Events++
+	if r.res.Events%8192 == 0 && r.ro.OnProgress != nil {
+		r.ro.OnProgress(r.progress())
+	}
+	if r.ro.From != nil && e.Timestamp < *r.ro.From || r.ro.To != nil && e.Timestamp >= *r.ro.To {
+		r.res.OutOfRange++
+		return
+	}
+	r.in.event(e)
+	// Ingest sweeps once per poll; a replay sweeps at the first event past
+	// the margin, so that where the held-back observations land does not
+	// depend on fetch sizes.
+	r.in.dedup.sweep(false, r.in.produceDomain)
+}
+
+func (r *replay) reject(rec *kgo.Record, reason string, err error) {
+	r.res.Bad++
+	r.s.m.dropped.WithLabelValues(reason).Inc()
+	if r.ro.OnBad != nil {
+		r.ro.OnBad(BadRecord{Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset, Reason: reason, Err: err})
+	}
+}
+
+// route takes a repartition record from ingest and queues it for the
+// detection partition the live repartition topic would put it in.
+func (r *replay) route(ip string, value []byte, _ beacon.Time) {
+	if value[0] == kindDomain {
+		r.res.Domains++
+	} else {
+		r.res.Connections++
+	}
+	p := 0
+	if len(r.pend) > 1 {
+		r.keyRec.Key = append(r.keyRec.Key[:0], ip...)
+		p = r.keyPart.Partition(&r.keyRec, len(r.pend))
+	}
+	b := &r.pend[p]
+	ks := len(b.buf)
+	b.buf = append(b.buf, ip...)
+	ke := len(b.buf)
+	b.buf = append(b.buf, value...)
+	b.ents = append(b.ents, pendEnt{int32(ks), int32(ke), int32(len(b.buf))})
+	if len(b.ents) >= replayBatch {
+		r.send(p, false, nil)
+	}
+}
+
+// send hands partition p's pending records to its worker; end makes the
+// end of the batch an evaluation point.
+func (r *replay) send(p int, end bool, done chan struct{}) {
+	b := &r.pend[p]
+	if len(b.ents) == 0 && !end {
+		return
+	}
+	recs := make([]kgo.Record, len(b.ents))
+	ptrs := make([]*kgo.Record, len(b.ents))
+	for i, e := range b.ents {
+		recs[i] = kgo.Record{
+			Topic: "replay", Partition: int32(p), Offset: r.offsets[p],
+			Key: b.buf[e.keyStart:e.keyEnd:e.keyEnd], Value: b.buf[e.keyEnd:e.valEnd:e.valEnd],
+		}
+		r.offsets[p]++
+		ptrs[i] = &recs[i]
+	}
+	// The worker's segment aliases the buffer until it is applied: the next
+	// batch gets a new one.
+	size := cap(b.buf)
+	b.buf = make([]byte, 0, size)
+	b.ents = b.ents[:0]
+	r.ws[p].send(batch{recs: ptrs, hwm: math.MaxInt64, end: end, done: done})
+}
+
+// finalSet evaluates every partition at the same stream time.
+func (r *replay) finalSet() error {
+	var newest beacon.Time
+	has := false
+	for _, w := range r.ws {
+		if t, ok := w.part.StreamTime(); ok && (!has || t > newest) {
+			newest, has = t, true
+		}
+	}
+	if r.ro.End != nil {
+		newest, has = *r.ro.End-beacon.Second, true
+	}
+	if !has {
+		return nil
+	}
+	r.res.Now, r.res.HasNow = newest+beacon.Second, true
+	var rows []beacon.Row
+	for _, w := range r.ws {
+		if err := w.part.AdvanceTo(newest); err != nil {
+			return err
+		}
+		rs, err := w.part.Beacons()
+		if err != nil {
+			return err
+		}
+		rows = append(rows, rs...)
+	}
+	beacon.SortRows(rows)
+	r.res.Rows = rows
+	return nil
+}
