@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -813,33 +814,44 @@ func (w *worker) evaluate() error {
 	}
 	var alerts []Alert
 	for _, k := range dirty {
-		rows, err := w.part.Evaluate(k)
+		// Membership is decided from summaries; only the rows of tuples
+		// about to be alerted are rendered (their timestamps read).
+		ts, err := w.part.Members(k)
 		if err != nil {
 			return err
 		}
 		w.nMembers -= len(w.members[k])
-		if len(rows) == 0 {
+		if len(ts) == 0 {
 			delete(w.members, k)
 			continue
 		}
-		ts := make([]beacon.Tuple, len(rows))
-		for i := range rows {
-			r := &rows[i]
-			ts[i] = r.Tuple
+		slices.SortFunc(ts, func(a, b beacon.Tuple) int { return a.Compare(&b) })
+		first := len(alerts)
+		for i := range ts {
+			t := &ts[i]
 			if !w.warm {
 				continue
 			}
-			if _, done := w.alerted[r.Tuple]; done {
+			if _, done := w.alerted[*t]; done {
 				continue
 			}
-			w.alerted[r.Tuple] = struct{}{}
+			row, ok, err := w.part.Row(*t)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return fmt.Errorf("partition %d: member %v has no row", w.id, *t)
+			}
+			w.alerted[*t] = struct{}{}
 			w.metaDirty = true
 			alerts = append(alerts, Alert{
-				ID:      AlertID(cfg.profile, &cfg.params, cfg.reAlert, &r.Tuple, e),
+				ID:      AlertID(cfg.profile, &cfg.params, cfg.reAlert, t, e),
 				Profile: cfg.profile, Params: cfg.params, ReAlert: cfg.reAlert, Epoch: e,
-				StreamTime: now, Row: *r,
+				StreamTime: now, Row: row,
 			})
 		}
+		// A destination's alerts go out in the query's output order.
+		slices.SortFunc(alerts[first:], func(a, b Alert) int { return beacon.CompareRows(&a.Row, &b.Row) })
 		w.members[k] = ts
 		w.nMembers += len(ts)
 	}
