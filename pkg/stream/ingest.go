@@ -380,7 +380,25 @@ func (in *ingest) produce(ip string, start int, t beacon.Time) {
 		Topic:     in.s.cfg.repartition,
 		Key:       in.arena[end:len(in.arena):len(in.arena)],
 		Value:     in.arena[start:end:end],
-		Timestamp: time.UnixMilli(millis(t)),
+		Timestamp: recordTime(t, time.Now()),
 	})
 	in.cl.Produce(context.Background(), &in.recs[len(in.recs)-1], in.promise)
+}
+
+// maxFutureSkew bounds how far ahead of the wall clock a repartition
+// record's Kafka timestamp may be. Brokers reject records stamped too far
+// in the future (Kafka 4: log.message.timestamp.after.max.ms, 1 h), which
+// would fail the produce and stop ingest on one sensor with a bad clock.
+const maxFutureSkew = 30 * time.Minute
+
+// recordTime is the Kafka timestamp of a repartition record: its event
+// time, which rebuilds look offsets up by, kept within what a broker
+// accepts (not before the epoch, not more than maxFutureSkew ahead of now).
+// Detection reads event time from the value, never from this.
+func recordTime(t beacon.Time, now time.Time) time.Time {
+	ms := max(millis(t), 0)
+	if lim := now.Add(maxFutureSkew).UnixMilli(); ms > lim {
+		ms = lim
+	}
+	return time.UnixMilli(ms)
 }

@@ -285,3 +285,20 @@ func TestMerger(t *testing.T) {
 		t.Errorf("marks %v, want 0→4 (the empty record included), 1→3", marks)
 	}
 }
+
+// A repartition record's Kafka timestamp is its event time, clamped to what
+// a broker accepts: a sensor with a clock years ahead must not fail ingest.
+func TestRecordTime(t *testing.T) {
+	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	ev := mustTime(t, "2026-11-26T11:00:00.1234567Z")
+	if got := recordTime(ev, now); !got.Equal(time.UnixMilli(ev.Go().UnixMilli())) {
+		t.Fatalf("past event: %v", got)
+	}
+	future := mustTime(t, "2031-01-01T00:00:00Z")
+	if got := recordTime(future, now); !got.Equal(now.Add(maxFutureSkew)) {
+		t.Fatalf("future event stamped %v, want now+%v", got, maxFutureSkew)
+	}
+	if got := recordTime(mustTime(t, "1969-12-31T23:00:00Z"), now); got.UnixMilli() != 0 {
+		t.Fatalf("pre-epoch event stamped %v", got)
+	}
+}
