@@ -82,6 +82,7 @@ func newIngest(s *Service) (*ingest, error) {
 		kgo.ConsumerGroup(s.cfg.group+".ingest"),
 		kgo.ConsumeTopics(s.cfg.inputTopics...),
 		kgo.ConsumeResetOffset(start),
+		kgo.KeepControlRecords(), // see poll
 		kgo.BlockRebalanceOnPoll(),
 		kgo.AutoCommitMarks(),
 		kgo.AutoCommitInterval(max(s.cfg.commitInterval, 100*time.Millisecond)), // franz-go's floor
@@ -243,7 +244,25 @@ func (in *ingest) promise(_ *kgo.Record, err error) {
 // are due, in event-time order across the input partitions (see merger).
 func (in *ingest) poll(fetches kgo.Fetches) {
 	fetches.EachPartition(func(p kgo.FetchTopicPartition) {
+		// Transaction markers are kept (KeepControlRecords) only so the
+		// merger learns that nothing comes before them; otherwise a topic
+		// written by transactional producers would look unfinished after
+		// every commit and hold the other partitions back.
+		var next int64 = -1
+		if n := len(p.Records); n > 0 {
+			next = p.Records[n-1].Offset + 1
+		}
+		keep := p.Records[:0]
+		for _, r := range p.Records {
+			if !r.Attrs.IsControl() {
+				keep = append(keep, r)
+			}
+		}
+		p.Records = keep
 		in.merge.add(&p, in.record)
+		if next >= 0 {
+			in.merge.skipTo(p.Topic, p.Partition, next)
+		}
 	})
 	pause, resume := in.merge.emit(in.event, in.markOffset)
 	if len(pause) > 0 {

@@ -115,7 +115,10 @@ type ReplayResult struct {
 	Connections int64 // connection records routed to the detection partitions
 	Domains     int64 // domain observations routed (after deduplication)
 	Late        int64 // connections older than their partition's window when they arrived
-	Elapsed     time.Duration
+	// Stalled counts input partitions given up on: they delivered nothing
+	// for stallTimeout before their end offset (a warning names each).
+	Stalled int
+	Elapsed time.Duration
 }
 
 // Replay runs the history of the input topics through the path of a
@@ -518,6 +521,7 @@ func (r *replay) consume(ctx context.Context, consume map[string]map[int32]kgo.O
 					r.s.log.Warn("input partition delivers nothing before its end offset; replaying without the rest",
 						zap.String("topic", k.topic), zap.Int32("partition", k.p), zap.Int64("next", rp.next), zap.Int64("end", rp.end))
 					rp.done = true
+					r.res.Stalled++
 					r.merge.skipTo(k.topic, k.p, rp.end)
 				}
 			}

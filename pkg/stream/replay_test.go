@@ -177,12 +177,13 @@ func TestReplayTransactional(t *testing.T) {
 		}
 	}
 	p := testParams()
-	began := time.Now()
 	res := replayOf(t, addr, ReplayOptions{}, Params(p))
 	if got, want := jsonl(res.Rows), jsonl(huntAll(p, rs)); got != want {
 		t.Errorf("replay differs from hunt:\n%s", diffLines(got, want))
 	}
-	if res.Events != int64(len(rs)) || time.Since(began) > 20*time.Second {
-		t.Errorf("%d events of %d in %s", res.Events, len(rs), time.Since(began))
+	// Without reading the transaction markers, the partition never seems
+	// to reach its end and is given up on after stallTimeout.
+	if res.Events != int64(len(rs)) || res.Stalled != 0 {
+		t.Errorf("%d events of %d, %d partition(s) stalled", res.Events, len(rs), res.Stalled)
 	}
 }
