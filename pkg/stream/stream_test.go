@@ -125,6 +125,21 @@ func detectedAll(t *testing.T, adm *kadm.Client, group string, timeout time.Dura
 	}
 }
 
+// waitProgress waits until group has committed at least frac of the
+// repartition topic, failing after timeout (a service that died makes no
+// progress; the test must say so, not hang).
+func waitProgress(t *testing.T, adm *kadm.Client, group string, frac float64, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for progress(t, adm, group) < frac {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s committed %.0f%% of the repartition topic after %s, want %.0f%%", group,
+				100*progress(t, adm, group), timeout, 100*frac)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // progress is the fraction of the repartition topic group has committed.
 func progress(t *testing.T, adm *kadm.Client, group string) float64 {
 	ends := endOffsets(t, adm, tRepart)
@@ -183,9 +198,7 @@ func TestTwoInstancesCrash(t *testing.T) {
 	stopA := start(t, a)
 	b := pair(dir2)
 	stopB := start(t, b)
-	for progress(t, adm, "pair.detect") < 0.3 {
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitProgress(t, adm, "pair.detect", 0.3, 90*time.Second)
 	a.crash()
 	if err := stopA(); err != nil {
 		t.Fatal(err)
@@ -221,9 +234,7 @@ func TestTwoInstancesCrash(t *testing.T) {
 	}
 	c := solo()
 	stopC := start(t, c)
-	for progress(t, adm, "solo.detect") < 0.4 {
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitProgress(t, adm, "solo.detect", 0.4, 90*time.Second)
 	c.crash()
 	if err := stopC(); err != nil {
 		t.Fatal(err)
@@ -290,7 +301,10 @@ func TestIngestCrash(t *testing.T) {
 		optFn(func(c *cfg) { c.batchDelay = 150 * time.Millisecond })}
 	in := service(t, addr, "", testLogger(t), slow...)
 	stop := start(t, in)
-	for ingestProgress() < 0.3 {
+	for deadline := time.Now().Add(90 * time.Second); ingestProgress() < 0.3; {
+		if time.Now().After(deadline) {
+			t.Fatalf("ingest committed %.0f%% of the input after 90s", 100*ingestProgress())
+		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	in.crash()
