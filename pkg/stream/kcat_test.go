@@ -55,8 +55,11 @@ func TestKcatInterop(t *testing.T) {
 		t.Fatal("no alerts")
 	}
 
-	// kcat reads the alert topic to its end: key TAB value per line.
-	cons := exec.CommandContext(ctx, kcat, "-C", "-b", addr, "-t", tAlerts, "-o", "beginning", "-e", "-q",
+	// kcat reads the alert topic to its end: key TAB value per line. Its
+	// own deadline: the drain above may have used much of the first.
+	cctx, ccancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer ccancel()
+	cons := exec.CommandContext(cctx, kcat, "-C", "-b", addr, "-t", tAlerts, "-o", "beginning", "-e", "-q",
 		"-f", "%k\t%s\n", "-X", "broker.address.family=v4")
 	var stderr bytes.Buffer
 	cons.Stderr = &stderr
