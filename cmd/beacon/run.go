@@ -439,10 +439,28 @@ func newLogger(level, format string, s stdio) (*zap.Logger, error) {
 	default:
 		return nil, fmt.Errorf("--log-format %q: want json or console", format)
 	}
-	core := zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(s.errOut)), lvl)
+	raw := zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(s.errOut)), lvl)
 	// Sampling keeps a flood of identical lines (bad records) from
 	// drowning the log: the first 10 per second of each message, then
-	// every 100th.
-	core = zapcore.NewSamplerWithOptions(core, time.Second, 10, 100)
-	return zap.New(core), nil
+	// every 100th. Alerts are never sampled: every member is alerted at
+	// once when a warm-up or a re-alert period ends, and each line matters.
+	sampled := zapcore.NewSamplerWithOptions(raw, time.Second, 10, 100)
+	return zap.New(unsampledAlerts{Core: sampled, raw: raw}), nil
+}
+
+// unsampledAlerts sends alert lines around the sampler.
+type unsampledAlerts struct {
+	zapcore.Core // sampled
+	raw          zapcore.Core
+}
+
+func (c unsampledAlerts) With(f []zapcore.Field) zapcore.Core {
+	return unsampledAlerts{Core: c.Core.With(f), raw: c.raw.With(f)}
+}
+
+func (c unsampledAlerts) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	if e.Message == stream.AlertLogMessage {
+		return c.raw.Check(e, ce)
+	}
+	return c.Core.Check(e, ce)
 }

@@ -25,9 +25,11 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.uber.org/zap"
 	"gopkg.in/yaml.v3"
 
 	"github.com/beaconhunt/beacon/pkg/fleet"
+	"github.com/beaconhunt/beacon/pkg/stream"
 )
 
 // TestRunConfigPrecedence: flags beat the environment, which beats the
@@ -430,5 +432,23 @@ func TestRunEventHubsStyle(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// Alert lines bypass the log sampler; other repeated lines are sampled.
+func TestLoggerNeverSamplesAlerts(t *testing.T) {
+	var out bytes.Buffer
+	log, err := newLogger("info", "json", stdio{errOut: &out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 300; i++ {
+		log.Info(stream.AlertLogMessage, zap.Int("i", i))
+		log.Warn("bad record", zap.Int("i", i))
+	}
+	alerts := strings.Count(out.String(), `"msg":"`+stream.AlertLogMessage+`"`)
+	bad := strings.Count(out.String(), `"msg":"bad record"`)
+	if alerts != 300 || bad >= 300 {
+		t.Fatalf("%d alert lines (want 300), %d bad-record lines (want sampled, < 300)", alerts, bad)
 	}
 }

@@ -106,6 +106,11 @@ func AlertID(profile string, p *beacon.Params, reAlert time.Duration, t *beacon.
 	return hex.EncodeToString(h.Sum(nil)[:16])
 }
 
+// AlertLogMessage is the constant message every published alert is logged
+// with, so log pipelines (and the log sampler of beacon run) can single
+// alerts out.
+const AlertLogMessage = "beacon alert"
+
 // ParamsFingerprint is a canonical text of every parameter that changes the
 // beacon set. ActionTypes are a set: their order and repeats do not count.
 func ParamsFingerprint(p *beacon.Params) string {

@@ -882,7 +882,7 @@ func (d *detector) publish(w *worker, alerts []Alert) error {
 	}
 	d.s.m.alerts.Add(float64(len(alerts)))
 	for i := range alerts {
-		w.log.Info("beacon alert", zap.String("alert_id", alerts[i].ID),
+		w.log.Info(AlertLogMessage, zap.String("alert_id", alerts[i].ID),
 			zap.String("device", alerts[i].Row.DeviceName), zap.String("process", alerts[i].Row.FileName),
 			zap.String("remote_ip", alerts[i].Row.RemoteIP), zap.Int32("remote_port", alerts[i].Row.RemotePort),
 			zap.Float64("sleep_s", alerts[i].Row.Avg), zap.Float64("jitter", alerts[i].Row.Jitter))
