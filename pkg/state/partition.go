@@ -21,6 +21,11 @@ import (
 type Conn struct {
 	Tuple beacon.Tuple
 	Time  beacon.Time
+	// NoPort marks a connection whose RemotePort was null: it passes the
+	// query's filters, so it moves stream time (evicting what leaves the
+	// window), but it never forms a tuple (null == null is null in Kusto).
+	// Sending it with the batch keeps stream time and offset in one write.
+	NoPort bool
 }
 
 // DomainSeen is one domain observation: Domain (beacon.DomainOf of a
@@ -689,6 +694,9 @@ func (p *Partition) insert(conns []Conn, st *ApplyStats) error {
 	p.work = p.work[:0]
 	for i := range conns {
 		c := &conns[i]
+		if c.NoPort {
+			continue // it moved stream time in apply; nothing to keep
+		}
 		if c.Time < from {
 			st.Late++
 			continue

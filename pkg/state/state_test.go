@@ -191,3 +191,52 @@ func countKeys(t testing.TB, s *Store, pid int32) int {
 	}
 	return n
 }
+
+// A null-port connection applied with a batch moves stream time (and so
+// evicts) in the same write as the offset, and forms no tuple: the state
+// equals hunt over the same events, where such a row moves the default now.
+func TestNoPortConnMovesStreamTime(t *testing.T) {
+	p := beacon.Seed()
+	p.Lookback = 10 * time.Minute
+	s := openT(t, t.TempDir(), p)
+	part, err := s.Partition(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0, _ := beacon.ParseTime([]byte("2024-05-01T00:00:00Z"))
+	tu := beacon.Tuple{DeviceId: "d", FileName: "x.exe", RemoteIP: "8.8.8.8", RemotePort: 443}
+	h := beacon.NewHunt(p)
+	var conns []Conn
+	for i := 0; i < 20; i++ {
+		at := t0 + beacon.Time(i)*20*beacon.Second
+		conns = append(conns, Conn{Tuple: tu, Time: at})
+		e := beacon.Event{Timestamp: at, DeviceId: tu.DeviceId, FileName: tu.FileName, RemoteIP: tu.RemoteIP,
+			RemotePort: tu.RemotePort, HasPort: true, ActionType: "ConnectionSuccess", RemoteIPType: "Public"}
+		h.Add(&e)
+	}
+	if _, err := part.Apply(conns, nil, 20, nil); err != nil {
+		t.Fatal(err)
+	}
+	if rows, _ := part.Beacons(); len(rows) != 1 {
+		t.Fatalf("before: %d rows, want the beacon", len(rows))
+	}
+	// Five minutes later, a null-port row: half the window is evicted.
+	late := t0 + 19*20*beacon.Second + 5*60*beacon.Second
+	if _, err := part.Apply([]Conn{{Tuple: beacon.Tuple{RemoteIP: "8.8.8.8"}, Time: late, NoPort: true}}, nil, 21, nil); err != nil {
+		t.Fatal(err)
+	}
+	e := beacon.Event{Timestamp: late, RemoteIP: "8.8.8.8", ActionType: "ConnectionSuccess", RemoteIPType: "Public"}
+	h.Add(&e)
+	now, _ := h.DefaultNow()
+	if st, _ := part.StreamTime(); st+beacon.Second != now {
+		t.Fatalf("stream time %s, hunt's now %s", st, now)
+	}
+	got, err := part.Beacons()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameRows(t, "after a null-port row", got, h.Rows(now))
+	if off, _ := part.Offset(); off != 21 {
+		t.Fatalf("offset %d, want 21", off)
+	}
+}

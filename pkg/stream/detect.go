@@ -740,11 +740,9 @@ func (w *worker) flush(evaluate bool) error {
 	if w.n > 0 || w.next > w.applied {
 		if w.hasNoPort {
 			// A connection with a null port moves stream time and nothing
-			// else; the state learns it before the segment's connections,
-			// which gives the same state as learning them together.
-			if err := w.part.AdvanceTo(w.noPort); err != nil {
-				return err
-			}
+			// else: it goes with the segment, in the same atomic batch as
+			// the offset.
+			w.conns = append(w.conns, state.Conn{Time: w.noPort, NoPort: true})
 		}
 		var meta []byte
 		if w.metaDirty {
