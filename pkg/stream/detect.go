@@ -689,6 +689,15 @@ func (w *worker) process(b batch) error {
 		if r.Offset < w.next {
 			continue // already applied (a fetch overlapping a resumed offset)
 		}
+		if w.next >= 0 && r.Offset > w.next {
+			// Records this partition's state never saw are gone: the
+			// repartition topic's retention removed them before they were
+			// read (a detector down longer than retention). The window
+			// lacks their events until those age out; say so loudly.
+			w.log.Warn("repartition records lost before they were applied",
+				zap.Int64("expected_offset", w.next), zap.Int64("offset", r.Offset))
+			w.d.s.m.dropped.WithLabelValues("lost").Add(float64(r.Offset - w.next))
+		}
 		var it item
 		if err := decodeItem(r.Key, r.Value, &it); err != nil {
 			w.d.s.deadLetter(w.d.cl, r, reasonRecord, err)

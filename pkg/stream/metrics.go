@@ -33,7 +33,7 @@ func newMetrics(reg *prometheus.Registry, stateDir string) *metrics {
 		}, []string{"stage"}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "events_dropped_total",
-			Help: "Events or records not used for detection, by reason: filtered (fails the query's row filters; its domain still counts), late (before the window), or a dead-letter reason (oversized, json, avro, schema, format, empty, repartition).",
+			Help: "Events or records not used for detection, by reason: filtered (fails the query's row filters; its domain still counts), late (before the window), lost (repartition records removed by retention before the detector read them), or a dead-letter reason (oversized, json, avro, schema, format, empty, repartition).",
 		}, []string{"reason"}),
 		late: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Name: "events_late_total",
