@@ -1,7 +1,6 @@
 package beacon
 
 import (
-	"encoding/binary"
 	"hash/maphash"
 	"runtime"
 	"slices"
@@ -117,25 +116,6 @@ func (h *shard) intern(s string) string {
 	return v
 }
 
-func (h *shard) hashTuple(e *Event) uint64 {
-	var m maphash.Hash
-	m.SetSeed(h.seed)
-	for _, s := range [...]string{e.DeviceId, e.DeviceName, e.AccountName, e.AccountDomain, e.FileName, e.RemoteIP} {
-		m.WriteString(s)
-		m.WriteByte(0)
-	}
-	var port [4]byte
-	binary.LittleEndian.PutUint32(port[:], uint32(e.RemotePort))
-	m.Write(port[:])
-	return m.Sum64()
-}
-
-func sameTuple(t *Tuple, e *Event) bool {
-	return t.RemotePort == e.RemotePort && t.RemoteIP == e.RemoteIP && t.DeviceId == e.DeviceId &&
-		t.FileName == e.FileName && t.AccountName == e.AccountName && t.DeviceName == e.DeviceName &&
-		t.AccountDomain == e.AccountDomain
-}
-
 func (h *shard) add(e *Event) {
 	if DomainIP(e.RemoteIP) {
 		h.addDomain(e)
@@ -149,9 +129,10 @@ func (h *shard) add(e *Event) {
 	if !e.HasPort {
 		return // null == null is null in Kusto: such rows never pair up
 	}
-	hash := h.hashTuple(e)
+	t := e.Tuple()
+	hash := t.Hash(h.seed)
 	i, ok := h.first[hash]
-	for ok && i >= 0 && !sameTuple(&h.tuples[i], e) {
+	for ok && i >= 0 && h.tuples[i] != t {
 		i = h.next[i]
 	}
 	if !ok || i < 0 {

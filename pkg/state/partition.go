@@ -208,18 +208,7 @@ func (p *Partition) now() beacon.Time { return p.h.stream + beacon.Second }
 // window is the inclusive window [from, to] at the current stream time.
 func (p *Partition) window() (from, to beacon.Time) { return p.p.Window(p.now()) }
 
-func (p *Partition) hash(t *beacon.Tuple) uint64 {
-	var h maphash.Hash
-	h.SetSeed(p.seed)
-	for _, s := range [...]string{t.DeviceId, t.DeviceName, t.AccountName, t.AccountDomain, t.FileName, t.RemoteIP} {
-		h.WriteString(s)
-		h.WriteByte(0)
-	}
-	var port [4]byte
-	binary.LittleEndian.PutUint32(port[:], uint32(t.RemotePort))
-	h.Write(port[:])
-	return h.Sum64() & p.s.hashMask
-}
+func (p *Partition) hash(t *beacon.Tuple) uint64 { return t.Hash(p.seed) & p.s.hashMask }
 
 func (p *Partition) lookup(t *beacon.Tuple, hash uint64) *tuple {
 	for tp := p.tuples[hash]; tp != nil; tp = tp.next {
