@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -416,4 +417,73 @@ func TestAvroAlerts(t *testing.T) {
 	if got[0]["AlertId"] != AlertID("seed", &p, p.Lookback, &tu, e) {
 		t.Errorf("AlertId %v is not AlertID(tuple, epoch %d)", got[0]["AlertId"], e)
 	}
+}
+
+// A detector down longer than the repartition topic's retention comes back
+// to find records it never applied gone: its state is older than the log
+// start, so the partition is rebuilt from what the topic still holds (and
+// counted), never resumed across the hole. (A worker overtaken by
+// retention while running counts the records in
+// events_dropped_total{reason="lost"} instead.)
+func TestStateOlderThanRetentionIsRebuilt(t *testing.T) {
+	_, addr := newCluster(t, 1)
+	rs, _ := records(t, testFleet(5))
+	half := len(rs) / 2
+	p := testParams()
+	dir := t.TempDir()
+	produceJSON(t, addr, rs[:half])
+	ingestAll(t, addr, Params(p))
+	first := service(t, addr, dir, testLogger(t), Params(p), WithRole(RoleDetect))
+	stop := start(t, first)
+	adm := kadm.NewClient(newClient(t, addr))
+	detectedAll(t, adm, "test.detect", 60*time.Second)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	applied := endOffsets(t, adm, tRepart)[0]
+
+	// While it is down, the rest arrives and retention removes the oldest
+	// hundred records it has not applied.
+	produceJSON(t, addr, rs[half:])
+	ingestAll(t, addr, Params(p))
+	if _, err := adm.DeleteRecords(context.Background(), kadm.Offsets{tRepart: {0: {At: applied + 100}}}); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	again := service(t, addr, dir, testLogger(t), Params(p), WithRole(RoleDetect), Registry(reg))
+	stop = start(t, again)
+	detectedAll(t, adm, "test.detect", 60*time.Second)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if n := counterValue(t, reg, "beacon_partition_rebuilds_total", "", ""); n != 1 {
+		t.Fatalf("partition_rebuilds_total = %v, want 1", n)
+	}
+	if n := counterValue(t, reg, "beacon_events_dropped_total", "reason", "lost"); n != 0 {
+		t.Fatalf("events_dropped_total{reason=lost} = %v after a rebuild, want 0", n)
+	}
+}
+
+func counterValue(t *testing.T, reg *prometheus.Registry, name, label, value string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if label == "" {
+				return m.GetCounter().GetValue()
+			}
+			for _, l := range m.GetLabel() {
+				if l.GetName() == label && l.GetValue() == value {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }
