@@ -16,7 +16,7 @@ func TestDemo(t *testing.T) {
 	var out, errOut syncBuffer
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	err := run(ctx, []string{"demo", "--duration", "8s", "--speed", "2500", "--devices", "30", "--partitions", "2"},
+	err := run(ctx, []string{"demo", "--duration", "12s", "--speed", "2500", "--devices", "30", "--partitions", "2"},
 		stdio{strings.NewReader(""), &out, &errOut})
 	if err != nil {
 		t.Fatalf("demo: %v\n%s\n%s", err, out.String(), errOut.String())
