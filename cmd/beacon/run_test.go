@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -231,6 +232,11 @@ func TestRunCommand(t *testing.T) {
 	}
 	if code, body := get("/beacons"); code != 200 || !strings.Contains(body, `"TimeDeltaInSeconds_avg"`) {
 		t.Errorf("/beacons: %d %.200s", code, body)
+	}
+	// /healthz shows each partition's stream time and beacon count as of
+	// its last evaluation.
+	if code, body := get("/healthz"); code != 200 || !strings.Contains(body, `"stream_time":"`) || !regexp.MustCompile(`"beacons":[1-9]`).MatchString(body) {
+		t.Errorf("/healthz: %d %.400s", code, body)
 	}
 	code, body := get("/metrics")
 	for _, m := range []string{"beacon_events_in_total", "beacon_events_dropped_total", "beacon_alerts_total",

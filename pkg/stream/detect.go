@@ -540,6 +540,11 @@ type worker struct {
 
 	mu sync.Mutex // guards part against /beacons
 
+	// What /healthz shows, as of the last evaluation: read without the
+	// lock, so a busy worker still reports.
+	shownStream  atomic.Pointer[beacon.Time]
+	shownBeacons atomic.Int64
+
 	// The current segment.
 	conns     []state.Conn
 	domains   []state.DomainSeen
@@ -874,6 +879,8 @@ func (w *worker) evaluate() error {
 	label := strconv.Itoa(int(w.id))
 	m.streamTime.WithLabelValues(label).Set(float64(now) / float64(beacon.Second))
 	m.beacons.WithLabelValues(label).Set(float64(w.nMembers))
+	w.shownStream.Store(&now)
+	w.shownBeacons.Store(int64(w.nMembers))
 	m.evalSeconds.Observe(time.Since(start).Seconds())
 	return nil
 }
@@ -935,13 +942,10 @@ func (w *worker) beacons() ([]beacon.Row, error) {
 }
 
 func (w *worker) status() partitionStatus {
-	st := partitionStatus{Partition: w.id, Offset: w.acked.Load(), Replaying: w.acked.Load() < w.committed}
-	if w.mu.TryLock() {
-		if t, ok := w.part.StreamTime(); ok {
-			st.StreamTime = t.String()
-		}
-		st.Beacons = w.nMembers
-		w.mu.Unlock()
+	st := partitionStatus{Partition: w.id, Offset: w.acked.Load(), Replaying: w.acked.Load() < w.committed,
+		Beacons: int(w.shownBeacons.Load())}
+	if t := w.shownStream.Load(); t != nil {
+		st.StreamTime = t.String()
 	}
 	return st
 }
