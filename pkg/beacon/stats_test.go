@@ -2,6 +2,7 @@ package beacon
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"testing"
 )
@@ -41,13 +42,18 @@ func TestSummaryIncrementalEqualsList(t *testing.T) {
 	}
 }
 
-// Very large sums stay exact: the variance numerator is 128-bit.
+// Very large sums stay exact: nΣd² needs more than 64 bits here, so the
+// 128-bit numerator is what keeps the answer right.
 func TestSampleVarianceLarge(t *testing.T) {
-	// n = 3e9 deltas of 0 and 1 alternating would overflow nΣd² in 64 bits
-	// only with large deltas; use few huge ones instead.
-	n, sum, sumSq := int64(4), int64(4_000_000_000), int64(4_000_000_000_000_000_000)
-	// deltas 1e9 ×4: variance 0
-	if v := sampleVariance(n, sum, sumSq); v != 0 {
+	// 1e10 deltas, half 0 s and half 2 s: Σd = 1e10, Σd² = 2e10, and
+	// nΣd² = 2e20 > 2⁶⁴. Variance = (2e20 − 1e20)/(1e10·(1e10 − 1)).
+	n, sum, sumSq := int64(10_000_000_000), int64(10_000_000_000), int64(20_000_000_000)
+	want := 1e20 / (1e10 * (1e10 - 1))
+	if v := sampleVariance(n, sum, sumSq); math.Abs(v-want) > 1e-15 {
+		t.Fatalf("variance = %v, want %v", v, want)
+	}
+	// All deltas equal: exactly 0, however large.
+	if v := sampleVariance(n, 2*sum, 4*sum); v != 0 {
 		t.Fatalf("variance of equal deltas = %v", v)
 	}
 }
