@@ -48,17 +48,7 @@ func benchEndToEnd(b *testing.B, benchOpts ...Opt) {
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		cluster, addr := newCluster(b, 8)
-		cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.RecordPartitioner(kgo.RoundRobinPartitioner()), kgo.ProducerBatchMaxBytes(1<<20))
-		if err != nil {
-			b.Fatal(err)
-		}
-		recs := make([]*kgo.Record, len(vals))
-		for j, v := range vals {
-			recs[j] = &kgo.Record{Topic: tInput, Value: v}
-		}
-		if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
-			b.Fatal(err)
-		}
+		cl := produceVals(b, addr, vals)
 		adm := kadm.NewClient(cl)
 		s := service(b, addr, b.TempDir(), zap.NewNop(), append([]Opt{Warmup(time.Hour)}, benchOpts...)...)
 		b.StartTimer()
@@ -235,18 +225,7 @@ func BenchmarkAlertLatency(b *testing.B) {
 func BenchmarkReplay(b *testing.B) {
 	_, vals := benchData(b)
 	_, addr := newCluster(b, 1)
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.RecordPartitioner(kgo.RoundRobinPartitioner()), kgo.ProducerBatchMaxBytes(1<<20))
-	if err != nil {
-		b.Fatal(err)
-	}
-	recs := make([]*kgo.Record, len(vals))
-	for j, v := range vals {
-		recs[j] = &kgo.Record{Topic: tInput, Value: v}
-	}
-	if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
-		b.Fatal(err)
-	}
-	cl.Close()
+	produceVals(b, addr, vals).Close()
 	for _, parts := range []int{1, 2, 8} {
 		b.Run(fmt.Sprintf("partitions=%d", parts), func(b *testing.B) {
 			var total time.Duration
@@ -266,4 +245,22 @@ func BenchmarkReplay(b *testing.B) {
 			b.ReportMetric(float64(len(vals))*float64(b.N)/total.Seconds(), "events/s")
 		})
 	}
+}
+
+// produceVals writes the benchmark's input records round robin to the
+// input topic and returns the client, still open.
+func produceVals(b *testing.B, addr string, vals [][]byte) *kgo.Client {
+	b.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.RecordPartitioner(kgo.RoundRobinPartitioner()), kgo.ProducerBatchMaxBytes(1<<20))
+	if err != nil {
+		b.Fatal(err)
+	}
+	recs := make([]*kgo.Record, len(vals))
+	for j, v := range vals {
+		recs[j] = &kgo.Record{Topic: tInput, Value: v}
+	}
+	if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		b.Fatal(err)
+	}
+	return cl
 }
