@@ -208,18 +208,6 @@ func (m *merger) skipTo(topic string, p int32, next int64) {
 	}
 }
 
-// pending reports whether events wait in a queue.
-func (m *merger) pending() bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for _, mp := range m.parts {
-		if mp.head < len(mp.q) {
-			return true
-		}
-	}
-	return false
-}
-
 func addTP(m map[string][]int32, t string, p int32) map[string][]int32 {
 	if m == nil {
 		m = make(map[string][]int32)
