@@ -153,6 +153,13 @@ type Row struct {
 	MaxIndex      int     // TimeDeltaInSeconds_max_index
 	Domains       []string
 	DeviceCount   int64 // dcount_DeviceId
+	// Explanation, for every profile (seed: a fixed mapping, see
+	// docs/semantics.md; robust: its own score).
+	Score         float64  // in [0, 1]
+	Severity      string   // low, medium, high or critical
+	PeriodSeconds float64  // the period estimate, seconds
+	Callbacks     int64    // callbacks (seed: distinct timestamps)
+	Reasons       []string // short phrases that explain Score
 }
 
 // SleepMin is BeaconSleepMin = avg − stdev.
@@ -188,6 +195,7 @@ func NewRow(c *Candidate, ts []Time, domains []string, devices int64) Row {
 		DeviceCount:   devices,
 	}
 	r.Duration = DatetimeDiffSeconds(r.MaxTimestamp, r.MinTimestamp)
+	r.explainSeed()
 	return r
 }
 
