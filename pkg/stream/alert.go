@@ -8,9 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/url"
+	"regexp"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"text/template"
 	"time"
 
 	"github.com/beaconhunt/beacon/pkg/beacon"
@@ -38,9 +43,110 @@ type Alert struct {
 	// the set: the newest Timestamp of a filtered connection the partition
 	// had seen. The window is [StreamTime+1s-Lookback, StreamTime+1s-EndOffset].
 	StreamTime beacon.Time
-	// Row holds the query's output columns for the tuple.
+	// Row holds the query's output columns for the tuple, and its
+	// explanation (Score, Severity, PeriodSeconds, Callbacks, Reasons).
 	Row beacon.Row
+	// DetectedAt is when the alert was found: the wall clock of beacon run
+	// at the evaluation point. A replay runs in event time only, so there
+	// it is the stream time: when a caught-up live detector would have
+	// found it (and two replays give the same bytes).
+	DetectedAt time.Time
+	// Pivots are the newest event's fields of the tuple to pivot on.
+	Pivots Pivots
+	// Link is the rendered --alert-link template, "" when none is set.
+	Link string
 }
+
+// Pivots are what an analyst pivots on from an alert, taken from the
+// newest event of the tuple: the envelope's tenant and the initiating
+// process's identity. Zero values mean unknown.
+type Pivots struct {
+	TenantId    string // envelope tenantId (Streaming API)
+	SHA256      string // InitiatingProcessSHA256
+	SHA1        string // InitiatingProcessSHA1
+	FolderPath  string // InitiatingProcessFolderPath
+	CommandLine string // InitiatingProcessCommandLine
+	ProcessId   int64  // InitiatingProcessId
+	ReportId    int64  // ReportId
+}
+
+// The rule every alert of a profile comes from, and the alert schema.
+const (
+	// RuleVersion changes when the rule's logic does; AlertSchemaVersion
+	// when alert records gain or change fields.
+	RuleVersion        = "1"
+	AlertSchemaVersion = "2"
+	// Product is the name alerts give as their source.
+	Product       = "beacon"
+	ProductVendor = "beaconhunt"
+	ruleNameSeed  = "Suspicious Network Beacons"
+	tacticID      = "TA0011"
+	tacticName    = "Command and Control"
+	attackVersion = "15"
+)
+
+// Rule identifies the detection rule of an alert.
+type Rule struct {
+	Id      string `json:"Id"`
+	Name    string `json:"Name"`
+	Version string `json:"Version"`
+}
+
+// Rule is the rule of the alert's profile: the seed query as published,
+// or another profile under its own id.
+func (a *Alert) Rule() Rule {
+	name := ruleNameSeed
+	if a.Profile != "seed" {
+		name += " (" + a.Profile + ")"
+	}
+	return Rule{Id: "beacon." + a.Profile, Name: name, Version: RuleVersion}
+}
+
+// Tactic is the ATT&CK tactic of every beacon: Command and Control.
+func (a *Alert) Tactic() Technique { return Technique{tacticID, tacticName} }
+
+// productVersion is the module version of the binary (runtime/debug build
+// info), with the VCS revision when the build recorded one.
+var productVersion = func() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	v := bi.Main.Version
+	if v == "" {
+		v = "(devel)"
+	}
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+			v += "+" + s.Value[:12]
+		}
+	}
+	return v
+}()
+
+// ProductVersion is the version alerts give for the product.
+func ProductVersion() string { return productVersion }
+
+// FirstSeen is the tuple's first callback in the window (min_Timestamp).
+func (a *Alert) FirstSeen() beacon.Time { return a.Row.MinTimestamp }
+
+// LastSeen is the tuple's last callback, to the second: the row keeps the
+// second-to-last timestamp exactly (max_Timestamp) and the last delta in
+// whole seconds. It is never after StreamTime.
+func (a *Alert) LastSeen() beacon.Time {
+	r := &a.Row
+	t := r.MaxTimestamp
+	if n := len(r.TimeDeltaList); n > 0 {
+		t += beacon.Time(r.TimeDeltaList[n-1]) * beacon.Second
+	}
+	if a.StreamTime != 0 && t > a.StreamTime {
+		t = a.StreamTime
+	}
+	return t
+}
+
+// Title is the alert in one line for a person (beacon.Row.Title).
+func (a *Alert) Title() string { return a.Row.Title() }
 
 // Technique is a MITRE ATT&CK technique an alert maps to.
 type Technique struct {
@@ -148,31 +254,94 @@ func appendJSONString(b []byte, s string) []byte {
 func seconds(d time.Duration) float64 { return d.Seconds() }
 
 // AppendJSON appends the alert as one JSON object: the alert's own fields
-// first, then every output column of the query under its own name, in its
-// order (what `beacon hunt --format jsonl` prints for the row).
+// first (alertHead), then every output column of the query under its own
+// name, in its order (what `beacon hunt --format jsonl` prints for the row).
 func (a *Alert) AppendJSON(b []byte) []byte {
-	from, to := a.Window()
-	b = append(b, `{"AlertId":`...)
-	b = appendJSONString(b, a.ID)
-	b = append(b, `,"Profile":`...)
-	b = appendJSONString(b, a.Profile)
-	b = append(b, `,"StreamTime":"`...)
-	b = a.StreamTime.AppendKusto(b)
-	b = append(b, `","WindowStart":"`...)
-	b = from.AppendKusto(b)
-	b = append(b, `","WindowEnd":"`...)
-	b = to.AppendKusto(b)
-	b = append(b, `","AlertEpoch":`...)
-	b = strconv.AppendInt(b, a.Epoch, 10)
-	b = append(b, `,"Techniques":`...)
-	tj, _ := json.Marshal(a.Techniques())
-	b = append(b, tj...)
-	b = append(b, `,"Parameters":`...)
-	pj, _ := json.Marshal(paramsOf(&a.Params, a.ReAlert))
-	b = append(b, pj...)
+	hj, _ := json.Marshal(a.head())
+	b = append(b, hj[:len(hj)-1]...)
 	row := a.Row.AppendJSON(nil)
 	b = append(b, ',')
 	return append(b, row[1:]...) // the row's members, and its closing brace
+}
+
+// alertHead is the alert's own part of its JSON, in this order.
+type alertHead struct {
+	AlertId       string
+	Title         string
+	Severity      string
+	Score         float64
+	Profile       string
+	DetectedAt    string `json:",omitempty"`
+	StreamTime    string
+	FirstSeen     string
+	LastSeen      string
+	WindowStart   string
+	WindowEnd     string
+	AlertEpoch    int64
+	Tactic        Technique
+	Techniques    []Technique
+	Rule          Rule
+	Product       productInfo
+	SchemaVersion string
+	TenantId      string
+	Reasons       []string
+	PeriodSeconds float64
+	Callbacks     int64
+
+	InitiatingProcessSHA256      string
+	InitiatingProcessSHA1        string
+	InitiatingProcessFolderPath  string
+	InitiatingProcessCommandLine string
+	InitiatingProcessId          int64
+	ReportId                     int64
+
+	Link       string `json:",omitempty"`
+	Parameters alertParams
+}
+
+type productInfo struct {
+	Name    string
+	Vendor  string
+	Version string
+}
+
+func finite(v float64) float64 {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return 0
+	}
+	return v
+}
+
+// DetectedAtText is DetectedAt as alerts write it: RFC 3339, UTC, up to
+// nanoseconds; "" when unknown.
+func (a *Alert) DetectedAtText() string {
+	if a.DetectedAt.IsZero() {
+		return ""
+	}
+	return a.DetectedAt.UTC().Format(time.RFC3339Nano)
+}
+
+func (a *Alert) head() *alertHead {
+	from, to := a.Window()
+	r := &a.Row
+	reasons := r.Reasons
+	if reasons == nil {
+		reasons = []string{}
+	}
+	return &alertHead{
+		AlertId: a.ID, Title: a.Title(), Severity: r.Severity, Score: finite(r.Score), Profile: a.Profile,
+		DetectedAt: a.DetectedAtText(), StreamTime: a.StreamTime.String(),
+		FirstSeen: a.FirstSeen().String(), LastSeen: a.LastSeen().String(),
+		WindowStart: from.String(), WindowEnd: to.String(), AlertEpoch: a.Epoch,
+		Tactic: a.Tactic(), Techniques: a.Techniques(), Rule: a.Rule(),
+		Product:       productInfo{Name: Product, Vendor: ProductVendor, Version: ProductVersion()},
+		SchemaVersion: AlertSchemaVersion, TenantId: a.Pivots.TenantId,
+		Reasons: reasons, PeriodSeconds: finite(r.PeriodSeconds), Callbacks: r.Callbacks,
+		InitiatingProcessSHA256: a.Pivots.SHA256, InitiatingProcessSHA1: a.Pivots.SHA1,
+		InitiatingProcessFolderPath: a.Pivots.FolderPath, InitiatingProcessCommandLine: a.Pivots.CommandLine,
+		InitiatingProcessId: a.Pivots.ProcessId, ReportId: a.Pivots.ReportId,
+		Link: a.Link, Parameters: paramsOf(&a.Params, a.ReAlert),
+	}
 }
 
 // alertParams are the parameters as alerts carry them: the query's variable
@@ -238,8 +407,24 @@ type alertJSON struct {
 	AlertId    string
 	Profile    string
 	StreamTime beacon.Time
+	DetectedAt time.Time
 	AlertEpoch int64
 	Parameters alertParams
+
+	Severity      string
+	Score         float64
+	PeriodSeconds float64
+	Callbacks     int64
+	Reasons       []string
+	TenantId      string
+	Link          string
+
+	SHA256      string `json:"InitiatingProcessSHA256"`
+	SHA1        string `json:"InitiatingProcessSHA1"`
+	FolderPath  string `json:"InitiatingProcessFolderPath"`
+	CommandLine string `json:"InitiatingProcessCommandLine"`
+	ProcessId   int64  `json:"InitiatingProcessId"`
+	ReportId    int64
 
 	DeviceId, DeviceName string
 	AccountName          string      `json:"InitiatingProcessAccountName"`
@@ -291,7 +476,11 @@ func ParseAlert(b []byte) (Alert, error) {
 			MinTimestamp: j.MinTimestamp, MaxTimestamp: j.MaxTimestamp, Duration: j.Duration,
 			TimeDeltaList: j.TimeDeltaList, MinIndex: j.MinIndex, MaxIndex: j.MaxIndex,
 			Domains: j.Domains, DeviceCount: j.DeviceCount,
+			Score: j.Score, Severity: j.Severity, PeriodSeconds: j.PeriodSeconds, Callbacks: j.Callbacks, Reasons: j.Reasons,
 		},
+		DetectedAt: j.DetectedAt, Link: j.Link,
+		Pivots: Pivots{TenantId: j.TenantId, SHA256: j.SHA256, SHA1: j.SHA1, FolderPath: j.FolderPath,
+			CommandLine: j.CommandLine, ProcessId: j.ProcessId, ReportId: j.ReportId},
 	}
 	return a, nil
 }
@@ -310,4 +499,109 @@ func (a *Alert) String() string {
 	return fmt.Sprintf("%s %s %s %s -> %s:%d%s every %.0fs ±%.1f%% over %d callbacks [%s]",
 		a.StreamTime, r.DeviceName, acct, r.FileName, r.RemoteIP, r.RemotePort, dom,
 		r.Avg, r.Jitter, r.Count+1, a.ID[:min(12, len(a.ID))])
+}
+
+// detectionClock is implemented by alert sinks that say when an alert is
+// detected; without one it is the wall clock.
+type detectionClock interface {
+	detectedAt(stream beacon.Time) time.Time
+}
+
+// detectedAt: a replay runs in event time, so its alerts are detected at
+// their stream time, as a caught-up live detector would have.
+func (r *replay) detectedAt(stream beacon.Time) time.Time { return stream.Go().UTC() }
+
+// newAlert is the alert of a member of the set at an evaluation point.
+func (w *worker) newAlert(t *beacon.Tuple, epoch int64, now beacon.Time, row beacon.Row) Alert {
+	cfg := &w.d.s.cfg
+	a := Alert{
+		ID:      AlertID(cfg.profile, &cfg.params, cfg.reAlert, t, epoch),
+		Profile: cfg.profile, Params: cfg.params, ReAlert: cfg.reAlert, Epoch: epoch,
+		StreamTime: now, Row: row, Pivots: w.pivots(t),
+	}
+	if c, ok := w.sink.(detectionClock); ok {
+		a.DetectedAt = c.detectedAt(now)
+	} else {
+		a.DetectedAt = time.Now().UTC()
+	}
+	if cfg.alertLink != "" {
+		// The template was checked by New; a value that fails to render
+		// leaves the link out rather than the alert.
+		if tm, err := linkTemplate(cfg.alertLink); err == nil {
+			a.Link, _ = renderLink(tm, &a)
+		}
+	}
+	return a
+}
+
+// pivots returns the newest event's pivots of a tuple. The repartition
+// records and the state do not carry them yet (they hold the seven tuple
+// columns and the time only), so they are zero until that plumbing lands.
+func (w *worker) pivots(*beacon.Tuple) Pivots { return Pivots{} }
+
+// Link templates (--alert-link) are Go text/template text over LinkData,
+// e.g. https://security.microsoft.com/machines/v2/{{.DeviceId}}/overview;
+// {Name} is short for {{.Name | query}} (the value query-escaped), so
+//
+//	https://security.microsoft.com/machines/v2/{DeviceId}/overview?tid={TenantId}
+//
+// works too. The functions query and path escape a value for a URL's
+// query or path.
+var linkTemplates sync.Map // string → *template.Template
+
+var placeholder = regexp.MustCompile(`\{([A-Za-z][A-Za-z0-9]*)\}`)
+
+// LinkData are the values a link template can use.
+type LinkData struct {
+	AlertId, DeviceId, DeviceName, AccountName, AccountDomain, FileName, RemoteIP string
+	RemotePort                                                                    int32
+	TenantId, SHA256, SHA1                                                        string
+	ProcessId, ReportId                                                           int64
+	StreamTime, DetectedAt, FirstSeen, LastSeen                                   string
+}
+
+func linkTemplate(text string) (*template.Template, error) {
+	if t, ok := linkTemplates.Load(text); ok {
+		return t.(*template.Template), nil
+	}
+	expanded := placeholder.ReplaceAllStringFunc(text, func(m string) string {
+		return "{{." + m[1:len(m)-1] + " | query}}"
+	})
+	t, err := template.New("alert-link").Option("missingkey=error").Funcs(template.FuncMap{
+		"query": func(v any) string { return url.QueryEscape(fmt.Sprint(v)) },
+		"path":  func(v any) string { return url.PathEscape(fmt.Sprint(v)) },
+	}).Parse(expanded)
+	if err != nil {
+		return nil, fmt.Errorf("alert link template: %w", err)
+	}
+	// Render once on a sample, so that a field that does not exist is an
+	// error at start, not a missing link on every alert.
+	if _, err := renderLink(t, &Alert{}); err != nil {
+		return nil, fmt.Errorf("alert link template: %w", err)
+	}
+	linkTemplates.Store(text, t)
+	return t, nil
+}
+
+// CheckAlertLink reports whether text is a valid --alert-link template.
+func CheckAlertLink(text string) error {
+	if text == "" {
+		return nil
+	}
+	_, err := linkTemplate(text)
+	return err
+}
+
+func renderLink(t *template.Template, a *Alert) (string, error) {
+	r := &a.Row
+	d := LinkData{AlertId: a.ID, DeviceId: r.DeviceId, DeviceName: r.DeviceName, AccountName: r.AccountName,
+		AccountDomain: r.AccountDomain, FileName: r.FileName, RemoteIP: r.RemoteIP, RemotePort: r.RemotePort,
+		TenantId: a.Pivots.TenantId, SHA256: a.Pivots.SHA256, SHA1: a.Pivots.SHA1, ProcessId: a.Pivots.ProcessId,
+		ReportId: a.Pivots.ReportId, StreamTime: a.StreamTime.String(), DetectedAt: a.DetectedAtText(),
+		FirstSeen: a.FirstSeen().String(), LastSeen: a.LastSeen().String()}
+	var b strings.Builder
+	if err := t.Execute(&b, &d); err != nil {
+		return "", err
+	}
+	return b.String(), nil
 }

@@ -12,14 +12,35 @@ import (
 
 const alertSchemaFile = "BeaconAlert.avsc"
 
-// alertCodec encodes alerts as schemas/BeaconAlert.avsc: raw Avro binary,
-// or the Confluent wire format when a schema id is set.
+// alertCodec encodes alerts in a format other than the default JSON: ECS,
+// OCSF, or Avro per schemas/BeaconAlert.avsc (raw binary, or the
+// Confluent wire format when a schema id is set).
 type alertCodec struct {
-	codec    *goavro.Codec
-	schemaID int32 // -1: raw binary
+	format   AlertFormat
+	codec    *goavro.Codec // Avro only
+	schemaID int32         // -1: raw binary
 }
 
-func newAlertCodec(schemaID int32) (*alertCodec, error) {
+// newAlertCodec returns the codec of a format; nil (and no error) for
+// JSON, which Alert.AppendJSON writes.
+func newAlertCodec(format AlertFormat, schemaID int32) (*alertCodec, error) {
+	switch format {
+	case AlertJSON, "":
+		return nil, nil
+	case AlertECS, AlertOCSF:
+		return &alertCodec{format: format}, nil
+	case AlertAvro:
+	default:
+		return nil, fmt.Errorf("stream: unknown alert format %q", format)
+	}
+	c, err := avroAlertCodec()
+	if err != nil {
+		return nil, err
+	}
+	return &alertCodec{format: AlertAvro, codec: c, schemaID: schemaID}, nil
+}
+
+func avroAlertCodec() (*goavro.Codec, error) {
 	text, err := schemas.FS.ReadFile(alertSchemaFile)
 	if err != nil {
 		return nil, fmt.Errorf("alert schema: %w", err)
@@ -28,10 +49,16 @@ func newAlertCodec(schemaID int32) (*alertCodec, error) {
 	if err != nil {
 		return nil, fmt.Errorf("alert schema %s: %w", alertSchemaFile, err)
 	}
-	return &alertCodec{codec: c, schemaID: schemaID}, nil
+	return c, nil
 }
 
 func (c *alertCodec) append(b []byte, a *Alert) ([]byte, error) {
+	switch c.format {
+	case AlertECS:
+		return a.AppendECS(b), nil
+	case AlertOCSF:
+		return a.AppendOCSF(b), nil
+	}
 	if c.schemaID >= 0 {
 		b = append(b, 0)
 		b = binary.BigEndian.AppendUint32(b, uint32(c.schemaID))
@@ -70,6 +97,11 @@ func alertNative(a *Alert) map[string]any {
 	for i, d := range r.TimeDeltaList {
 		deltas[i] = d
 	}
+	reasons := make([]any, len(r.Reasons))
+	for i, s := range r.Reasons {
+		reasons[i] = s
+	}
+	tac, rule := a.Tactic(), a.Rule()
 	domains := make([]any, len(r.Domains))
 	for i, d := range r.Domains {
 		domains[i] = d
@@ -101,5 +133,16 @@ func alertNative(a *Alert) map[string]any {
 		"TimeDeltaInSeconds_variance": r.Variance, "Jitter": r.Jitter,
 		"BeaconSleepMin": r.SleepMin(), "BeaconSleepMax": r.SleepMax(),
 		"Domains": domains, "dcount_DeviceId": r.DeviceCount, "Timestamp": ts(r.MinTimestamp),
+
+		"SchemaVersion": AlertSchemaVersion, "DetectedAt": a.DetectedAtText(),
+		"FirstSeen": ts(a.FirstSeen()), "LastSeen": ts(a.LastSeen()), "Title": a.Title(),
+		"Severity": r.Severity, "Score": finite(r.Score), "PeriodSeconds": finite(r.PeriodSeconds),
+		"Callbacks": r.Callbacks, "Reasons": reasons,
+		"Tactic":   map[string]any{"Id": tac.ID, "Name": tac.Name},
+		"Rule":     map[string]any{"Id": rule.Id, "Name": rule.Name, "Version": rule.Version},
+		"Product":  map[string]any{"Name": Product, "Vendor": ProductVendor, "Version": ProductVersion()},
+		"TenantId": a.Pivots.TenantId, "InitiatingProcessSHA256": a.Pivots.SHA256, "InitiatingProcessSHA1": a.Pivots.SHA1,
+		"InitiatingProcessFolderPath": a.Pivots.FolderPath, "InitiatingProcessCommandLine": a.Pivots.CommandLine,
+		"InitiatingProcessId": a.Pivots.ProcessId, "ReportId": a.Pivots.ReportId, "Link": a.Link,
 	}
 }

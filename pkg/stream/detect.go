@@ -32,7 +32,7 @@ type detector struct {
 	cl    *kgo.Client
 	adm   *kadm.Client
 	store *state.Store
-	codec *alertCodec // nil for JSON alerts
+	codec *alertCodec // nil for JSON alerts (newAlertCodec)
 	topic string
 
 	work       context.Context // canceled only by a crash or a fatal error
@@ -52,13 +52,11 @@ type detector struct {
 
 func newDetector(s *Service) (*detector, error) {
 	d := &detector{s: s, topic: s.cfg.repartition, workers: make(map[int32]*worker), ready: make(chan struct{})}
-	if s.cfg.alertFormat == AlertAvro {
-		c, err := newAlertCodec(s.cfg.alertSchemaID)
-		if err != nil {
-			return nil, err
-		}
-		d.codec = c
+	c, err := newAlertCodec(s.cfg.alertFormat, s.cfg.alertSchemaID)
+	if err != nil {
+		return nil, err
 	}
+	d.codec = c
 	st, err := state.Open(s.cfg.stateDir, s.cfg.params, state.WithLogger(s.log.Named("state")))
 	if err != nil {
 		return nil, err
@@ -856,11 +854,7 @@ func (w *worker) evaluate() error {
 			}
 			w.alerted[*t] = struct{}{}
 			w.metaDirty = true
-			alerts = append(alerts, Alert{
-				ID:      AlertID(cfg.profile, &cfg.params, cfg.reAlert, t, e),
-				Profile: cfg.profile, Params: cfg.params, ReAlert: cfg.reAlert, Epoch: e,
-				StreamTime: now, Row: row,
-			})
+			alerts = append(alerts, w.newAlert(t, e, now, row))
 		}
 		// A destination's alerts go out in the query's output order.
 		slices.SortFunc(alerts[first:], func(a, b Alert) int { return beacon.CompareRows(&a.Row, &b.Row) })

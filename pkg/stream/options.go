@@ -51,15 +51,17 @@ type AlertFormat string
 const (
 	AlertJSON AlertFormat = "json" // one JSON object (Alert.AppendJSON)
 	AlertAvro AlertFormat = "avro" // schemas/BeaconAlert.avsc, raw or Confluent framed
+	AlertECS  AlertFormat = "ecs"  // an Elastic Common Schema alert document (Alert.AppendECS)
+	AlertOCSF AlertFormat = "ocsf" // an OCSF Detection Finding, class 2004 (Alert.AppendOCSF)
 )
 
-// ParseAlertFormat accepts json and avro.
+// ParseAlertFormat accepts json, avro, ecs and ocsf.
 func ParseAlertFormat(s string) (AlertFormat, error) {
 	switch f := AlertFormat(strings.ToLower(s)); f {
-	case AlertJSON, AlertAvro:
+	case AlertJSON, AlertAvro, AlertECS, AlertOCSF:
 		return f, nil
 	}
-	return "", fmt.Errorf("unknown alert format %q (want json or avro)", s)
+	return "", fmt.Errorf("unknown alert format %q (want json, avro, ecs or ocsf)", s)
 }
 
 type cfg struct {
@@ -82,6 +84,7 @@ type cfg struct {
 
 	alertFormat   AlertFormat
 	alertSchemaID int32
+	alertLink     string
 	inputFormat   InputFormat
 	inputSchemaID int32
 	maxRecord     int
@@ -198,6 +201,13 @@ func DomainMargin(d time.Duration) Opt { return optFn(func(c *cfg) { c.domainMar
 
 // WithAlertFormat sets the encoding of alerts (default AlertJSON).
 func WithAlertFormat(f AlertFormat) Opt { return optFn(func(c *cfg) { c.alertFormat = f }) }
+
+// AlertLink sets a link template rendered into every alert (Alert.Link),
+// e.g. the Defender device page
+// https://security.microsoft.com/machines/v2/{DeviceId}/overview: Go
+// text/template over LinkData, {Name} short for a query-escaped value.
+// Use it to give analysts one click from the alert to their console.
+func AlertLink(template string) Opt { return optFn(func(c *cfg) { c.alertLink = template }) }
 
 // AlertSchemaID frames Avro alerts in the Confluent wire format with this
 // schema-registry id (default: raw Avro binary).

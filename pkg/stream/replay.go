@@ -341,11 +341,9 @@ func (r *replay) run(ctx context.Context) error {
 	})
 	r.res.Alerts = r.alerts
 	if r.ro.AlertTopic != "" && len(r.alerts) > 0 {
-		var codec *alertCodec
-		if s.cfg.alertFormat == AlertAvro {
-			if codec, err = newAlertCodec(s.cfg.alertSchemaID); err != nil {
-				return err
-			}
+		codec, err := newAlertCodec(s.cfg.alertFormat, s.cfg.alertSchemaID)
+		if err != nil {
+			return err
 		}
 		for i := 0; i < len(r.alerts); i += 1000 {
 			if err := produceAlerts(ctx, adm, r.ro.AlertTopic, codec, r.alerts[i:min(i+1000, len(r.alerts))]); err != nil {

@@ -91,10 +91,11 @@ func New(opts ...Opt) (*Service, error) {
 	if err := c.params.Validate(); err != nil {
 		return nil, fmt.Errorf("stream: %w", err)
 	}
-	if c.alertFormat == AlertAvro {
-		if _, err := newAlertCodec(c.alertSchemaID); err != nil {
-			return nil, err
-		}
+	if _, err := newAlertCodec(c.alertFormat, c.alertSchemaID); err != nil {
+		return nil, err
+	}
+	if err := CheckAlertLink(c.alertLink); err != nil {
+		return nil, fmt.Errorf("stream: %w", err)
 	}
 	if _, err := newInputDecoder(c.inputFormat, c.inputSchemaID); err != nil {
 		return nil, err

@@ -390,7 +390,7 @@ func TestAvroAlerts(t *testing.T) {
 	cl := newClient(t, addr, kgo.ConsumeTopics(tAlerts), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	codec, _ := newAlertCodec(-1)
+	codec, _ := newAlertCodec(AlertAvro, -1)
 	var got []map[string]any
 	var keys []string
 	for len(got) == 0 && ctx.Err() == nil {

@@ -210,7 +210,7 @@ func TestAlertJSON(t *testing.T) {
 // Confluent-framed, and decode back with the same codec.
 func TestAlertAvro(t *testing.T) {
 	a := sampleAlert(t)
-	c, err := newAlertCodec(-1)
+	c, err := newAlertCodec(AlertAvro, -1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +226,7 @@ func TestAlertAvro(t *testing.T) {
 		m["Timestamp"] != a.Row.MinTimestamp.String() || len(m["TimeDeltaList"].([]any)) != len(a.Row.TimeDeltaList) {
 		t.Errorf("decoded %v", m)
 	}
-	framed, _ := newAlertCodec(42)
+	framed, _ := newAlertCodec(AlertAvro, 42)
 	fb, err := framed.append(nil, &a)
 	if err != nil || fb[0] != 0 || fb[4] != 42 || string(fb[5:]) != string(b) {
 		t.Errorf("Confluent framing: % x…", fb[:8])
