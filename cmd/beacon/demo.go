@@ -56,6 +56,8 @@ type demoConfig struct {
 	format         string
 	partitions     int
 	quiet          bool
+	alertFormat    string
+	alertLink      string
 	params         beacon.Params
 	producedEvents atomic.Int64
 }
@@ -75,6 +77,8 @@ func runDemo(ctx context.Context, args []string, s stdio) error {
 	fs.StringVar(&c.format, "format", "envelope", "how the fleet writes events: envelope (Defender Streaming API), jsonl (flat) or avro")
 	fs.IntVar(&c.partitions, "partitions", 4, "partitions of the demo's topics")
 	fs.BoolVar(&c.quiet, "quiet", false, "print the summary only")
+	fs.StringVar(&c.alertFormat, "alert-format", "json", "alert encoding on the alert topic: json, avro, ecs or ocsf (as run's)")
+	fs.StringVar(&c.alertLink, "alert-link", "", "link rendered into every alert (as run's --alert-link)")
 	addParamFlags(fs, &c.params)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -91,6 +95,14 @@ func runDemo(ctx context.Context, args []string, s stdio) error {
 	format, err := fleet.ParseFormat(c.format)
 	if err != nil || format == fleet.CSV {
 		return usagef("demo: --format must be envelope, jsonl or avro")
+	}
+	af, err := stream.ParseAlertFormat(c.alertFormat)
+	if err != nil {
+		return usagef("demo: --alert-format: %v", err)
+	}
+	c.alertFormat = string(af)
+	if err := stream.CheckAlertLink(c.alertLink); err != nil {
+		return usagef("demo: --alert-link: %v", err)
 	}
 	return c.run(ctx, format, s)
 }
@@ -147,7 +159,7 @@ func (c *demoConfig) run(ctx context.Context, format fleet.Format, s stdio) erro
 	// One alert per tuple and fleet day: the demo shows tuples entering the
 	// set, not the hourly reminders a one-hour re-alert interval would give.
 	opts := []stream.Opt{stream.Brokers(addr), stream.StateDir(stateDir), stream.Params(c.params), stream.Logger(log),
-		stream.ReAlertInterval(24 * time.Hour),
+		stream.ReAlertInterval(24 * time.Hour), stream.WithAlertFormat(stream.AlertFormat(c.alertFormat)), stream.AlertLink(c.alertLink),
 		stream.CommitInterval(time.Second), stream.SessionTimeout(6 * time.Second), stream.CreateTopics(true, int32(c.partitions), 1)}
 	httpAddr := ""
 	if c.listen != "" {
@@ -183,7 +195,7 @@ func (c *demoConfig) run(ctx context.Context, format fleet.Format, s stdio) erro
 	svcErr := make(chan error, 1)
 	g.Go(func() error { err := svc.Run(runCtx); svcErr <- err; return err })
 	labels := newLabelIndex()
-	printer := &alertPrinter{out: out, labels: labels, began: began}
+	printer := &alertPrinter{out: out, labels: labels, began: began, format: stream.AlertFormat(c.alertFormat)}
 	readerCtx, stopReader := context.WithCancel(context.Background())
 	defer stopReader()
 	g.Go(func() error { return printer.read(readerCtx, addr, began) })
@@ -343,6 +355,7 @@ func tupleOf(l fleet.Label) beacon.Tuple {
 // not alerted again.
 type alertPrinter struct {
 	out     io.Writer
+	format  stream.AlertFormat
 	labels  *labelIndex
 	began   time.Time
 	mu      sync.Mutex
@@ -363,7 +376,7 @@ func (p *alertPrinter) read(ctx context.Context, addr string, since time.Time) e
 			return nil
 		}
 		fs.EachRecord(func(r *kgo.Record) {
-			a, err := stream.ParseAlert(r.Value)
+			a, err := stream.DecodeAlert(p.format, r.Value)
 			if err != nil {
 				fmt.Fprintf(p.out, "unreadable alert at %d/%d: %v\n", r.Partition, r.Offset, err)
 				return

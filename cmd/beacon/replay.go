@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/csv"
 	"encoding/json"
@@ -121,7 +120,7 @@ func registerReplayFlags(fs *flag.FlagSet, c *replayConfig) {
 	fs.IntVar(&c.partitions, "partitions", 1, "detection partitions, in process; events are routed by RemoteIP with Kafka's partitioner, as to the repartition topic: its partition count reproduces live stream times")
 	fs.StringVar(&c.format, "format", "table", "beacon set at the end: table (for people), jsonl or csv (the query's columns, as hunt prints them)")
 	fs.StringVar(&c.out, "out", "-", "write the beacon set to `PATH` (- is stdout)")
-	fs.StringVar(&c.alerts, "alerts", "", "write the alerts that would have fired to `PATH`: JSON lines as on the alert topic, or CSV (the query's columns after AlertId, StreamTime, AlertEpoch) when it ends in .csv; - is stdout when --out is not")
+	fs.StringVar(&c.alerts, "alerts", "", "write the alerts that would have fired to `PATH` in --alert-format: JSON lines (json, ecs, ocsf) as on the alert topic, an Avro container file (avro), or CSV (the query's columns after AlertId, StreamTime, AlertEpoch) when it ends in .csv; - is stdout when --out is not")
 	fs.StringVar(&c.alertsTopic, "alerts-topic", "", "also produce the alerts to this existing topic, as run does (--alert-format), at the end")
 	fs.StringVar(&c.labels, "labels", "", "score the alerts against this labels file ('beacon simulate --labels'); the scorecard goes to stderr")
 	fs.StringVar(&c.score, "score", "", "write the scorecard of --labels as JSON to `PATH`")
@@ -226,7 +225,8 @@ func runReplay(ctx context.Context, args []string, s stdio) error {
 		return fmt.Errorf("replay: %w", err)
 	}
 	if c.alerts != "" {
-		writeAlerts := writeAlertsJSONL
+		alertFmt, _ := stream.ParseAlertFormat(c.alertFormat) // checked by options
+		writeAlerts := func(w io.Writer, as []stream.Alert) error { return stream.WriteAlerts(w, alertFmt, as) }
 		if strings.HasSuffix(strings.ToLower(c.alerts), ".csv") {
 			writeAlerts = writeAlertsCSV
 		}
@@ -344,20 +344,6 @@ func writeTo(path string, stdout io.Writer, write func(io.Writer) error) error {
 		return err
 	}
 	return f.Close()
-}
-
-// writeAlertsJSONL writes each alert as the alert topic carries it.
-func writeAlertsJSONL(w io.Writer, alerts []stream.Alert) error {
-	bw := bufio.NewWriter(w)
-	var b []byte
-	for i := range alerts {
-		b = alerts[i].AppendJSON(b[:0])
-		b = append(b, '\n')
-		if _, err := bw.Write(b); err != nil {
-			return err
-		}
-	}
-	return bw.Flush()
 }
 
 // alertCSVColumns lead the query's columns in the alerts CSV.

@@ -90,6 +90,7 @@ type detectConfig struct {
 	maxRecordBytes                int
 	alertFormat                   string
 	alertSchemaID                 int
+	alertLink                     string
 	reAlert, warmup, evalInterval time.Duration
 	domainMargin                  time.Duration
 	params                        beacon.Params
@@ -143,7 +144,8 @@ func registerDetectFlags(fs *flag.FlagSet, c *detectConfig) {
 	fs.StringVar(&c.inputFormat, "input-format", "auto", "input encoding: auto (per record), json, avro (raw binary) or confluent (schema-registry framed Avro)")
 	fs.IntVar(&c.inputSchemaID, "input-schema-id", -1, "accept Confluent-framed records with this schema id only (-1: any)")
 	fs.IntVar(&c.maxRecordBytes, "max-record-bytes", 1<<20, "input records larger than this are not decoded: run dead-letters them, replay reports them")
-	fs.StringVar(&c.alertFormat, "alert-format", "json", "alert encoding: json (every output column of the query plus alert fields) or avro (schemas/BeaconAlert.avsc)")
+	fs.StringVar(&c.alertFormat, "alert-format", "json", "alert encoding: json (every output column of the query plus alert fields), avro (schemas/BeaconAlert.avsc), ecs (an Elastic Common Schema alert document) or ocsf (an OCSF Detection Finding, class 2004)")
+	fs.StringVar(&c.alertLink, "alert-link", "", "link rendered into every alert, Go text/template or {Field} placeholders, e.g. https://security.microsoft.com/machines/v2/{DeviceId}/overview (fields: stream.LinkData)")
 	fs.IntVar(&c.alertSchemaID, "alert-schema-id", -1, "frame Avro alerts in the Confluent wire format with this schema id (-1: raw Avro)")
 	fs.DurationVar(&c.reAlert, "realert-interval", 0, "alert a tuple at most once per period of this length of event time, aligned to the Unix epoch (default: the lookback)")
 	fs.DurationVar(&c.warmup, "warmup", 0, "no alerts until a partition has seen this much event time, so that its window is full (default: the lookback; -1s: none)")
@@ -248,6 +250,7 @@ func (c *detectConfig) options() ([]stream.Opt, error) {
 		stream.MaxRecordBytes(c.maxRecordBytes),
 		stream.WithAlertFormat(alertFmt),
 		stream.AlertSchemaID(int32(c.alertSchemaID)),
+		stream.AlertLink(c.alertLink),
 		stream.EvalInterval(c.evalInterval),
 		stream.DomainMargin(c.domainMargin),
 	}
