@@ -541,7 +541,8 @@ func (w *worker) pivots(*beacon.Tuple) Pivots { return Pivots{} }
 
 // Link templates (--alert-link) are Go text/template text over LinkData,
 // e.g. https://security.microsoft.com/machines/v2/{{.DeviceId}}/overview;
-// {Name} is short for {{.Name | query}} (the value query-escaped), so
+// in a template without "{{", {Name} is short for {{.Name | query}} (the
+// value query-escaped), so
 //
 //	https://security.microsoft.com/machines/v2/{DeviceId}/overview?tid={TenantId}
 //
@@ -564,9 +565,12 @@ func linkTemplate(text string) (*template.Template, error) {
 	if t, ok := linkTemplates.Load(text); ok {
 		return t.(*template.Template), nil
 	}
-	expanded := placeholder.ReplaceAllStringFunc(text, func(m string) string {
-		return "{{." + m[1:len(m)-1] + " | query}}"
-	})
+	expanded := text
+	if !strings.Contains(text, "{{") {
+		expanded = placeholder.ReplaceAllStringFunc(text, func(m string) string {
+			return "{{." + m[1:len(m)-1] + " | query}}"
+		})
+	}
 	t, err := template.New("alert-link").Option("missingkey=error").Funcs(template.FuncMap{
 		"query": func(v any) string { return url.QueryEscape(fmt.Sprint(v)) },
 		"path":  func(v any) string { return url.PathEscape(fmt.Sprint(v)) },
