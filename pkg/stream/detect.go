@@ -889,6 +889,7 @@ func (d *detector) publish(w *worker, alerts []Alert) error {
 		return err
 	}
 	d.s.m.alerts.Add(float64(len(alerts)))
+	d.s.recent.add(alerts)
 	for i := range alerts {
 		w.log.Info(AlertLogMessage, zap.String("alert_id", alerts[i].ID),
 			zap.String("device", alerts[i].Row.DeviceName), zap.String("process", alerts[i].Row.FileName),

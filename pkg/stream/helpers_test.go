@@ -321,7 +321,7 @@ func huntByPartition(p beacon.Params, rs []fleet.Record, partitions int) []beaco
 
 func jsonl(rows []beacon.Row) string {
 	var b bytes.Buffer
-	beacon.WriteJSONL(&b, rows)
+	writeExplainedJSONL(&b, rows) // as /beacons writes them
 	return b.String()
 }
 

@@ -15,12 +15,15 @@ import (
 //	/metrics   Prometheus: the service's metrics and franz-go's (kprom)
 //	/healthz   200 while the service runs, with the owned partitions as JSON; 503 otherwise
 //	/beacons   the current beacon set, the columns of `beacon hunt`:
-//	           JSON lines by default, ?format=csv or ?format=table
+//	           JSON lines by default (with the explanation alerts carry), ?format=csv or ?format=table
+//	/          the page: the current beacons for people (page.go); /beacon/ID one of them
 func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
 	mux.HandleFunc("/healthz", s.healthz)
 	mux.HandleFunc("/beacons", s.serveBeacons)
+	mux.HandleFunc("/", s.servePage)
+	mux.HandleFunc("/beacon/", s.serveTuple)
 	return mux
 }
 
@@ -45,7 +48,7 @@ func (s *Service) healthz(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Service) serveBeacons(w http.ResponseWriter, r *http.Request) {
-	write := beacon.WriteJSONL
+	write := writeExplainedJSONL
 	ctype := "application/x-ndjson"
 	switch r.URL.Query().Get("format") {
 	case "", "jsonl", "json":

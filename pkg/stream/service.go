@@ -44,6 +44,8 @@ type Service struct {
 	m   *metrics
 	det atomic.Pointer[detector]
 
+	recent recentAlerts // the page's recent alerts (page.go)
+
 	running atomic.Bool
 	crashed atomic.Bool // test hook: stop as a killed process would
 }
