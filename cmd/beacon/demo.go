@@ -35,7 +35,9 @@ planted. Ctrl-C ends it early, gracefully.
 
 While it runs, any Kafka client can attach to the broker, e.g.
   kcat -b 127.0.0.1:PORT -t beacon.alerts -C
-and the detector answers on HTTP (/beacons, /metrics, /healthz).
+and the detector answers on HTTP: its address is the first line printed;
+/ is a page of the current beacons (gap histograms, callback timelines),
+and /beacons, /metrics, /healthz.
 
 Examples:
   beacon demo
@@ -73,7 +75,7 @@ func runDemo(ctx context.Context, args []string, s stdio) error {
 	fs.Int64Var(&c.seed, "seed", 1, "fleet seed: the same seed plants the same implants")
 	fs.IntVar(&c.port, "port", 0, "port of the embedded broker on 127.0.0.1 (0: any free one)")
 	fs.StringVar(&c.dataDir, "data-dir", "", "keep the broker's topics and the detector's state in this directory, across runs")
-	fs.StringVar(&c.listen, "listen", "127.0.0.1:0", "HTTP address of /beacons, /metrics and /healthz (empty: none)")
+	fs.StringVar(&c.listen, "listen", "127.0.0.1:0", "HTTP address of the page (/), /beacons, /metrics and /healthz (empty: none)")
 	fs.StringVar(&c.format, "format", "envelope", "how the fleet writes events: envelope (Defender Streaming API), jsonl (flat) or avro")
 	fs.IntVar(&c.partitions, "partitions", 4, "partitions of the demo's topics")
 	fs.BoolVar(&c.quiet, "quiet", false, "print the summary only")
@@ -175,6 +177,10 @@ func (c *demoConfig) run(ctx context.Context, format fleet.Format, s stdio) erro
 		return err
 	}
 
+	if httpAddr != "" {
+		// First, so that it can be opened while the rest scrolls by.
+		fmt.Fprintf(out, "beacon demo: open http://%s/ to see the beacons\n", httpAddr)
+	}
 	fmt.Fprintf(out, "beacon demo: embedded Kafka on %s, a fleet of %d devices with %d hidden implants, fleet time ×%g\n",
 		addr, c.devices, c.implants, c.speed)
 	fmt.Fprintf(out, "  fleet time %s → %s, window %s (alerts start once a window is full)\n",

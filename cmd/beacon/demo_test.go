@@ -22,6 +22,9 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("demo: %v\n%s\n%s", err, out.String(), errOut.String())
 	}
 	o := out.String()
+	if !regexp.MustCompile(`^beacon demo: open http://127\.0\.0\.1:\d+/ `).MatchString(o) {
+		t.Errorf("the page's address is not the first line:\n%s", o)
+	}
 	if !regexp.MustCompile(`kcat -b 127\.0\.0\.1:\d+ -t beacon\.alerts -C`).MatchString(o) {
 		t.Errorf("no kcat hint:\n%s", o)
 	}

@@ -115,7 +115,7 @@ func registerRunFlags(fs *flag.FlagSet, c *runConfig) {
 	fs.BoolVar(&c.fromLatest, "from-latest", false, "a new ingest group starts at the end of the input topics instead of backfilling from their beginning")
 	fs.DurationVar(&c.sessionTimeout, "session-timeout", 45*time.Second, "consumer group session timeout: how long a dead process keeps its partitions")
 	fs.DurationVar(&c.commitInterval, "commit-interval", 5*time.Second, "how often consumed offsets are committed to Kafka")
-	fs.StringVar(&c.listen, "listen", "127.0.0.1:9464", "HTTP address of /metrics, /healthz and /beacons (empty: none)")
+	fs.StringVar(&c.listen, "listen", "127.0.0.1:9464", "HTTP address of the page (/), /beacons, /metrics and /healthz (empty: none)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "json", "log format: json or console")
 }
