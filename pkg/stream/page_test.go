@@ -246,6 +246,17 @@ func TestPageInBrowser(t *testing.T) {
 	if title != w.Title || reasons != len(w.Reasons) || reasons == 0 || charts < 3 {
 		t.Errorf("tuple page: title %q (want %q), %d reasons (want %d), %d chart elements", title, w.Title, reasons, len(w.Reasons), charts)
 	}
+	// A member of the set was alerted (no warm-up): the page lists it.
+	var alerted []string
+	for _, a := range alertsOf(t, addr) {
+		if TupleID(&a.Row.Tuple) == w.TupleId {
+			alerted = append(alerted, a.ID)
+		}
+	}
+	shown := int(eval("alerts", `document.querySelectorAll('#alerts tbody tr').length`))
+	if len(alerted) == 0 || shown != len(alerted) {
+		t.Errorf("tuple page lists %d alerts, the alert topic has %d for the tuple", shown, len(alerted))
+	}
 
 	if *updateScreenshot {
 		do("screenshot page", chromedp.Navigate(srv.URL+"/"), chromedp.WaitVisible(chromedp.ID("beacons")))
