@@ -428,8 +428,8 @@ func (p *alertPrinter) print(a *stream.Alert) {
 	for _, t := range a.Techniques() {
 		techs = append(techs, t.ID)
 	}
-	fmt.Fprintf(p.out, "+%-5s ALERT %s  %s %s %s → %s:%d%s  every %.0fs ±%.0f%% (%d calls)  %s  %s  [%s]\n",
-		time.Since(p.began).Round(time.Second).String(), a.StreamTime.Go().Format("Jan 02 15:04:05"),
+	fmt.Fprintf(p.out, "+%-5s ALERT %-8s %s  %s %s %s → %s:%d%s  every %.0fs ±%.0f%% (%d calls)  %s  %s  [%s]\n",
+		time.Since(p.began).Round(time.Second).String(), r.Severity, a.StreamTime.Go().Format("Jan 02 15:04:05"),
 		shortHost(r.DeviceName), acct, r.FileName, r.RemoteIP, r.RemotePort, dom,
 		r.Avg, r.Jitter, r.Count+1, strings.Join(techs, ","), a.ID[:12], truth)
 }
