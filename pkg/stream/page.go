@@ -151,8 +151,10 @@ func newPageRow(r *beacon.Row, w, h int) pageRow {
 }
 
 // gapHistogram draws the distribution of a tuple's gaps between callbacks:
-// up to 24 bins from the smallest gap to the largest, bar height by count
-// (square root, so a few outliers still show).
+// 24 bins from the smallest gap to the largest (widened to at least 24 s
+// around them, so a steady timer is one narrow spike), bar height by count
+// (square root, so a few outliers still show). Charts taller than 60 px
+// label the axis.
 func gapHistogram(deltas []int64, w, h int) template.HTML {
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg class="hist" width="%d" height="%d" viewBox="0 0 %d %d" role="img"><title>gaps between callbacks</title>`, w, h, w, h)
@@ -160,10 +162,15 @@ func gapHistogram(deltas []int64, w, h int) template.HTML {
 		b.WriteString(`</svg>`)
 		return template.HTML(b.String())
 	}
+	const n = 24
 	lo, hi := slices.Min(deltas), slices.Max(deltas)
-	n := 24
-	if span := hi - lo + 1; span < int64(n) {
-		n = int(span)
+	if span := hi - lo + 1; span < n {
+		lo = max(0, lo-(n-span)/2)
+		hi = lo + n - 1
+	}
+	labels := h > 60
+	if labels {
+		h -= 14 // room for the axis labels
 	}
 	counts := make([]int, n)
 	for _, d := range deltas {
@@ -184,6 +191,10 @@ func gapHistogram(deltas []int64, w, h int) template.HTML {
 		to := lo + int64(float64(i+1)*float64(hi-lo+1)/float64(n)) - 1
 		fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f"><title>%s: %d gap(s)</title></rect>`,
 			float64(i)*bw, float64(h)-bh, math.Max(1, bw-1), bh, html.EscapeString(gapRange(from, max(from, to))), c)
+	}
+	if labels {
+		fmt.Fprintf(&b, `<text x="0" y="%d" class="axis">%d s</text><text x="%d" y="%d" text-anchor="end" class="axis">%d s</text>`,
+			h+12, lo, w, h+12, hi)
 	}
 	b.WriteString(`</svg>`)
 	return template.HTML(b.String())
@@ -347,7 +358,7 @@ td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 td.title{white-space:normal;min-width:22em}
 .sev{display:inline-block;padding:0 .5em;border-radius:.8em;color:#fff;font-size:.85em}
 .sev.low{background:var(--low)}.sev.medium{background:var(--medium)}.sev.high{background:var(--high)}.sev.critical{background:var(--critical)}
-svg.hist rect{fill:var(--bar)} svg.timeline line{stroke:var(--line)} svg.timeline rect.cb{fill:var(--fg)}
+svg.hist rect{fill:var(--bar)} svg text.axis{font-size:11px;fill:var(--mute)} svg.timeline line{stroke:var(--line)} svg.timeline rect.cb{fill:var(--fg)}
 .err{color:var(--critical)} dl{display:grid;grid-template-columns:max-content 1fr;gap:.2em 1em} dt{color:var(--mute)}
 .cols td{white-space:normal;word-break:break-all;font-family:ui-monospace,monospace;font-size:.9em}
 </style></head><body>
