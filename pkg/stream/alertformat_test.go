@@ -3,6 +3,7 @@ package stream
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -17,6 +18,8 @@ import (
 	"time"
 
 	"github.com/linkedin/goavro/v2"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/beaconhunt/beacon/schemas"
 )
@@ -542,5 +545,63 @@ func TestAlertLink(t *testing.T) {
 	}
 	if _, err := New(Brokers("127.0.0.1:1"), StateDir(t.TempDir()), AlertLink("{Nope}")); err == nil {
 		t.Error("New accepted a bad link template")
+	}
+}
+
+// TestLiveAlertsECS: beacon run with --alert-format ecs publishes ECS
+// alert documents, keyed by tuple, with @timestamp the wall clock at
+// detection (live, not event time), the same alert IDs as JSON alerts,
+// and the link rendered.
+func TestLiveAlertsECS(t *testing.T) {
+	_, addr := newCluster(t, 2)
+	rs, _ := records(t, testFleet(3))
+	produceJSON(t, addr, rs)
+	began := time.Now()
+	s := service(t, addr, t.TempDir(), testLogger(t), Params(testParams()), Warmup(-1), WithAlertFormat(AlertECS),
+		AlertLink("https://security.microsoft.com/machines/v2/{DeviceId}/overview"))
+	stop := start(t, s)
+	waitDrained(t, addr, 90*time.Second)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	ended := time.Now()
+	total := 0
+	for _, e := range endOffsets(t, kadm.NewClient(newClient(t, addr)), tAlerts) {
+		total += int(e)
+	}
+	cl := newClient(t, addr, kgo.ConsumeTopics(tAlerts), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var got []Alert
+	for len(got) < total {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("read %d of %d alerts", len(got), total)
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			a, err := DecodeAlert(AlertECS, r.Value)
+			if err != nil {
+				t.Fatalf("alert %d/%d: %v: %s", r.Partition, r.Offset, err, r.Value)
+			}
+			if string(r.Key) != string(a.Key()) {
+				t.Errorf("alert %s keyed %s", a.ID, r.Key)
+			}
+			got = append(got, a)
+		})
+	}
+	if len(got) < 3 {
+		t.Fatalf("%d ECS alerts", len(got))
+	}
+	p := testParams()
+	for _, a := range got {
+		if a.DetectedAt.Before(began) || a.DetectedAt.After(ended) {
+			t.Errorf("%s: detected at %s, not between %s and %s", a.ID, a.DetectedAt, began, ended)
+		}
+		if a.ID != AlertID("seed", &p, p.Lookback, &a.Row.Tuple, a.Epoch) {
+			t.Errorf("%s is not the alert ID of its tuple and epoch", a.ID)
+		}
+		if a.Link != "https://security.microsoft.com/machines/v2/"+a.Row.DeviceId+"/overview" || a.Row.Severity == "" {
+			t.Errorf("%s: link %q, severity %q", a.ID, a.Link, a.Row.Severity)
+		}
 	}
 }
