@@ -900,7 +900,7 @@ func (d *detector) publish(w *worker, alerts []Alert) error {
 }
 
 // produceAlerts writes alerts to topic, keyed by tuple, JSON or (with a
-// codec) Avro, and waits until Kafka acknowledges them all.
+// codec) Avro, ECS or OCSF, and waits until Kafka acknowledges them all.
 func produceAlerts(ctx context.Context, cl *kgo.Client, topic string, codec *alertCodec, alerts []Alert) error {
 	recs := make([]*kgo.Record, len(alerts))
 	for i := range alerts {
