@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/beaconhunt/beacon/pkg/beacon"
+	"github.com/beaconhunt/beacon/pkg/mde"
 )
 
 const huntUsage = `hunt [flags] FILE...
@@ -67,9 +68,9 @@ func runHunt(ctx context.Context, args []string, s stdio) error {
 	prog := newProgress(s.errOut, *quiet)
 	defer prog.stop()
 	var bad int64
-	opt := beacon.ReadOptions{
+	opt := mde.Options{
 		Workers: *workers,
-		OnBad: func(b beacon.BadLine) {
+		OnBad: func(b mde.BadLine) {
 			bad++
 			if !*quiet && bad <= 20 {
 				fmt.Fprintf(s.errOut, "beacon hunt: skipped %v\n", b)
@@ -108,7 +109,7 @@ func rowWriter(format string) (func(io.Writer, []beacon.Row) error, error) {
 	return nil, usagef("unknown format %q (want table, jsonl or csv)", format)
 }
 
-func huntFile(ctx context.Context, name string, stdin io.Reader, opt beacon.ReadOptions, h *beacon.Hunt, prog *progress) error {
+func huntFile(ctx context.Context, name string, stdin io.Reader, opt mde.Options, h *beacon.Hunt, prog *progress) error {
 	r := stdin
 	if name != "-" {
 		f, err := os.Open(name)
@@ -123,7 +124,7 @@ func huntFile(ctx context.Context, name string, stdin io.Reader, opt beacon.Read
 	} else {
 		prog.begin("stdin", 0)
 	}
-	_, err := beacon.ReadEvents(ctx, r, name, opt, func(batch []beacon.Event) {
+	_, err := mde.Read(ctx, r, name, opt, func(batch []beacon.Event) {
 		h.AddBatch(batch)
 		prog.events.Add(int64(len(batch)))
 	})

@@ -87,18 +87,44 @@ func (t *Time) UnmarshalText(b []byte) error {
 // Event is one DeviceNetworkEvents row, reduced to the columns the query
 // reads. Strings are never null in Kusto: a missing value is "".
 type Event struct {
-	Timestamp     Time
-	DeviceId      string
-	DeviceName    string
-	ActionType    string
-	RemoteIP      string
-	RemoteIPType  string
-	RemotePort    int32
-	HasPort       bool // false when RemotePort was null: such rows never form a tuple
-	RemoteUrl     string
-	AccountName   string // InitiatingProcessAccountName
-	AccountDomain string // InitiatingProcessAccountDomain
-	FileName      string // InitiatingProcessFileName
+	Timestamp       Time
+	DeviceId        string
+	DeviceName      string
+	ActionType      string
+	RemoteIP        string
+	RemoteIPType    string
+	RemotePort      int32
+	HasPort         bool // false when RemotePort was null: such rows never form a tuple
+	RemoteUrl       string
+	AccountName     string // InitiatingProcessAccountName
+	AccountDomain   string // InitiatingProcessAccountDomain
+	FileName        string // InitiatingProcessFileName
+	TenantId        string // envelope tenantId (Streaming API), "" otherwise
+	AggregatedCount int64  // AdditionalFields.uniqueEventsAggregated of *AggregatedReport rows, 0 otherwise
+	SHA256          string // InitiatingProcessSHA256
+	SHA1            string // InitiatingProcessSHA1
+	FolderPath      string // InitiatingProcessFolderPath
+	CommandLine     string // InitiatingProcessCommandLine
+	ProcessId       int64  // InitiatingProcessId
+	ReportId        int64  // ReportId
+}
+
+// Clone returns an event whose strings share nothing with decoder input.
+func (e *Event) Clone() Event {
+	c := *e
+	for _, s := range []*string{&c.DeviceId, &c.DeviceName, &c.ActionType, &c.RemoteIP, &c.RemoteIPType,
+		&c.RemoteUrl, &c.AccountName, &c.AccountDomain, &c.FileName, &c.TenantId, &c.SHA256, &c.SHA1,
+		&c.FolderPath, &c.CommandLine} {
+		*s = cloneString(*s)
+	}
+	return c
+}
+
+func cloneString(s string) string {
+	if s == "" {
+		return ""
+	}
+	return string(append([]byte(nil), s...))
 }
 
 // Column names of DeviceNetworkEvents that the decoders read, in the

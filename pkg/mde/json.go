@@ -1,4 +1,4 @@
-package beacon
+package mde
 
 import (
 	"bytes"
@@ -9,126 +9,371 @@ import (
 	"unicode/utf16"
 	"unicode/utf8"
 	"unsafe"
+
+	"github.com/beaconhunt/beacon/pkg/beacon"
 )
 
-// DecodeJSON decodes one line of JSON: a flat DeviceNetworkEvents object
-// (Advanced Hunting export, or a pipeline that unwrapped the envelope), or a
-// Defender Streaming API envelope {"records":[{"properties":{…}}, …]}, whose
-// properties.Timestamp is the event time. It calls emit once per event, in
-// order, and returns the number of events. A blank line yields none.
+// Decode decodes one message — a Kafka record value, an Event Hubs Capture
+// Body, a line of a file — in any JSON shape of the package doc, and calls
+// emit once per DeviceNetworkEvents row, in order. It returns the number of
+// events. Blank input, null and [] yield none and no error.
 //
-// The strings of an emitted Event may alias line: copy them (Event.Clone)
-// to keep them after line is reused.
-func DecodeJSON(line []byte, emit func(*Event)) (int, error) {
-	d := jsonDec{b: bytes.TrimPrefix(line, utf8BOM)}
-	d.ws()
-	if d.i == len(d.b) {
-		return 0, nil
+// A row whose values are wrong (a bad Timestamp, no Timestamp) is left out;
+// in a container (envelope, array, API response) the others are kept and
+// the first such error is returned after them, naming the row. Broken JSON
+// ends the message at once.
+//
+// The strings of an emitted Event may alias value: copy them (Event.Clone)
+// to keep them after value is reused.
+func Decode(value []byte, emit func(*beacon.Event)) (int, error) {
+	var d decoder
+	evs, err := d.message(value, nil)
+	for i := range evs {
+		emit(&evs[i])
 	}
-	if d.b[d.i] != '{' {
-		return 0, d.errf("want a JSON object")
-	}
-	var ev Event
-	var f fieldSet
-	n := 0
-	envelope := false
-	err := d.object(func(key []byte) error {
-		if string(key) == "records" {
-			envelope = true
-			return d.records(func(e *Event) { n++; emit(e) })
-		}
-		return d.field(key, &ev, &f)
-	})
-	if err != nil {
-		return n, err
-	}
-	d.ws()
-	if d.i != len(d.b) {
-		return n, d.errf("unexpected data after the object")
-	}
-	if envelope {
-		return n, nil
-	}
-	if err := f.check(); err != nil {
-		return 0, err
-	}
-	emit(&ev)
-	return 1, nil
+	return len(evs), err
 }
 
-var utf8BOM = []byte("\xef\xbb\xbf")
-
-// fieldSet records which required columns an object had.
-type fieldSet struct{ timestamp bool }
-
-func (f fieldSet) check() error {
-	if !f.timestamp {
-		return errors.New("no Timestamp")
-	}
-	return nil
+// AppendEvents is Decode appending to dst instead of calling back: what a
+// hot loop uses, since nothing escapes to the heap per event. queryOnly
+// leaves out the optional columns the query does not read (SHA256, SHA1,
+// FolderPath, CommandLine, ProcessId, ReportId), which saves unescaping
+// paths and command lines.
+func AppendEvents(dst []beacon.Event, value []byte, queryOnly bool) ([]beacon.Event, error) {
+	d := decoder{queryOnly: queryOnly}
+	return d.message(value, dst)
 }
 
-// Clone returns an event whose strings share nothing with decoder input.
-func (e *Event) Clone() Event {
-	c := *e
-	c.DeviceId = cloneString(e.DeviceId)
-	c.DeviceName = cloneString(e.DeviceName)
-	c.ActionType = cloneString(e.ActionType)
-	c.RemoteIP = cloneString(e.RemoteIP)
-	c.RemoteIPType = cloneString(e.RemoteIPType)
-	c.RemoteUrl = cloneString(e.RemoteUrl)
-	c.AccountName = cloneString(e.AccountName)
-	c.AccountDomain = cloneString(e.AccountDomain)
-	c.FileName = cloneString(e.FileName)
-	return c
-}
-
-func cloneString(s string) string {
-	if s == "" {
-		return ""
-	}
-	return string(append([]byte(nil), s...))
-}
-
-type jsonDec struct {
-	b     []byte
-	i     int
-	depth int // nesting of skipped values, bounded so hostile input cannot exhaust the stack
-}
-
-const maxJSONDepth = 64
-
-// JSONError is a decoding error with the byte offset in the line.
-type JSONError struct {
+// SyntaxError is broken JSON, at a byte offset of the message.
+type SyntaxError struct {
 	Offset int
 	Msg    string
 }
 
-func (e *JSONError) Error() string { return fmt.Sprintf("byte %d: %s", e.Offset, e.Msg) }
+func (e *SyntaxError) Error() string { return fmt.Sprintf("byte %d: %s", e.Offset, e.Msg) }
 
-func (d *jsonDec) errf(format string, a ...any) error {
-	return &JSONError{Offset: d.i, Msg: fmt.Sprintf(format, a...)}
+// RowError is a row that was left out because of its values; the rest of
+// the message decoded. Offset is where the row starts in the message.
+type RowError struct {
+	Offset int
+	Path   string // e.g. records[3], or "" for a message that is one row
+	Err    error
 }
 
-func (d *jsonDec) ws() {
-	for d.i < len(d.b) {
+func (e *RowError) Error() string {
+	if e.Path == "" {
+		return e.Err.Error()
+	}
+	return e.Path + ": " + e.Err.Error()
+}
+
+func (e *RowError) Unwrap() error { return e.Err }
+
+var utf8BOM = []byte("\xef\xbb\xbf")
+
+// decoder reads JSON by hand: keys are matched without allocating, values
+// the query does not read are skipped without unescaping, and strings
+// without escapes alias the input.
+type decoder struct {
+	b         []byte
+	i         int
+	depth     int // nesting, bounded so hostile input cannot exhaust the stack
+	queryOnly bool
+	rowErr    *RowError // first row error of the message
+	collect   bool      // keep every row error in errs, not only the first
+	errs      []*RowError
+	other     int       // records of other tables, left out
+}
+
+const maxDepth = 64
+
+// message decodes all the JSON values of b (one, usually; concatenated
+// values are read one after another).
+func (d *decoder) message(b []byte, dst []beacon.Event) ([]beacon.Event, error) {
+	d.b, d.i, d.rowErr = bytes.TrimPrefix(b, utf8BOM), 0, nil
+	for {
+		d.ws()
+		if d.i == len(d.b) {
+			break
+		}
+		var err error
+		if dst, err = d.value(dst); err != nil {
+			return dst, err
+		}
+	}
+	if d.rowErr != nil {
+		return dst, d.rowErr
+	}
+	return dst, nil
+}
+
+// value decodes one top-level value: an object (row, record, envelope or
+// API response), an array of them, or null.
+func (d *decoder) value(dst []beacon.Event) ([]beacon.Event, error) {
+	switch d.b[d.i] {
+	case '{':
+		return d.object(dst, "")
+	case '[':
+		return d.rows(dst, "")
+	case 'n':
+		return dst, d.lit("null")
+	}
+	return dst, d.errf("want a JSON object or array")
+}
+
+// rows decodes an array of objects: rows, records or envelopes.
+func (d *decoder) rows(dst []beacon.Event, path string) ([]beacon.Event, error) {
+	if d.depth++; d.depth > maxDepth {
+		return dst, d.errf("nested deeper than %d", maxDepth)
+	}
+	defer func() { d.depth-- }()
+	d.i++ // '['
+	d.ws()
+	if d.i < len(d.b) && d.b[d.i] == ']' {
+		d.i++
+		return dst, nil
+	}
+	for idx := 0; ; idx++ {
+		d.ws()
+		if d.i >= len(d.b) || d.b[d.i] != '{' {
+			if d.i < len(d.b) && d.b[d.i] == 'n' { // a null element: nothing
+				if err := d.lit("null"); err != nil {
+					return dst, err
+				}
+			} else {
+				return dst, d.errf("%s[%d]: want an object", path, idx)
+			}
+		} else {
+			var err error
+			if dst, err = d.object(dst, path+"["+strconv.Itoa(idx)+"]"); err != nil {
+				return dst, err
+			}
+		}
+		d.ws()
+		if d.i >= len(d.b) {
+			return dst, d.errf("unterminated array")
+		}
 		switch d.b[d.i] {
-		case ' ', '\t', '\r', '\n':
+		case ',':
 			d.i++
+		case ']':
+			d.i++
+			return dst, nil
 		default:
-			return
+			return dst, d.errf("want ',' or ']'")
 		}
 	}
 }
 
-// object parses {"k": v, …}, calling fn with each key positioned at its
-// value; fn must consume the value.
-func (d *jsonDec) object(fn func(key []byte) error) error {
-	d.ws()
-	if d.i >= len(d.b) || d.b[d.i] != '{' {
-		return d.errf("want an object")
+// row is what an object told about itself besides its columns.
+type row struct {
+	timestamp bool
+	container bool // it held records or results: not a row itself
+	props     bool
+	category  []byte
+	addl      []byte // AdditionalFields: the raw string body or object
+	addlStr   bool
+	escaped   bool // addl is a string body with escapes
+	err       error
+}
+
+// object decodes one object: a flat row, a Streaming API record (its row
+// in properties), an envelope ({"records":[…]}) or an Advanced Hunting or
+// Graph response ({"Results":[…]} / {"results":[…]}; the schema is not
+// needed since rows are keyed by column name).
+func (d *decoder) object(dst []beacon.Event, path string) ([]beacon.Event, error) {
+	if d.depth++; d.depth > maxDepth {
+		return dst, d.errf("nested deeper than %d", maxDepth)
 	}
-	d.i++
+	defer func() { d.depth-- }()
+	start := d.i
+	var ev beacon.Event
+	var r row
+	d.i++ // '{'
+	d.ws()
+	if d.i < len(d.b) && d.b[d.i] == '}' {
+		d.i++
+		return dst, d.rowDone(&ev, &r, start, path)
+	}
+	for {
+		d.ws()
+		key, err := d.key()
+		if err != nil {
+			return dst, err
+		}
+		switch string(key) {
+		case "records", "Results", "results":
+			if d.i < len(d.b) && d.b[d.i] == '[' {
+				r.container = true
+				name := string(key)
+				if path != "" {
+					name = path + "." + name
+				}
+				if dst, err = d.rows(dst, name); err != nil {
+					return dst, err
+				}
+			} else if err = d.skip(); err != nil {
+				return dst, err
+			}
+		case "properties":
+			if d.i < len(d.b) && d.b[d.i] == '{' {
+				r.props = true
+				if err = d.columns(&ev, &r); err != nil {
+					return dst, err
+				}
+			} else if err = d.skip(); err != nil {
+				return dst, err
+			}
+		case "tenantId":
+			v, err := d.stringValue(key)
+			if err != nil {
+				return dst, err
+			}
+			ev.TenantId = v
+		case "category", "Type":
+			v, _, err := d.scalar()
+			if err != nil {
+				return dst, err
+			}
+			r.category = v
+		default:
+			if err = d.column(key, &ev, &r); err != nil {
+				return dst, err
+			}
+		}
+		d.ws()
+		if d.i >= len(d.b) {
+			return dst, d.errf("unterminated object")
+		}
+		switch d.b[d.i] {
+		case ',':
+			d.i++
+		case '}':
+			d.i++
+			if r.container {
+				return dst, nil
+			}
+			if err := d.rowDone(&ev, &r, start, path); err != nil {
+				return dst, err
+			}
+			if r.err == nil && isNetworkCategory(r.category) {
+				dst = append(dst, ev)
+			}
+			return dst, nil
+		default:
+			return dst, d.errf("want ',' or '}'")
+		}
+	}
+}
+
+// isNetworkCategory tells whether a record's category (Streaming API) or
+// Type (a union export) is DeviceNetworkEvents. Records of other tables
+// share Event Hubs and exports; they are not errors.
+func isNetworkCategory(c []byte) bool {
+	return len(c) == 0 || string(c) == "AdvancedHunting-DeviceNetworkEvents" || string(c) == "DeviceNetworkEvents"
+}
+
+// rowDone checks a finished row and notes its error; the returned error is
+// a syntax error only.
+func (d *decoder) rowDone(ev *beacon.Event, r *row, start int, path string) error {
+	if r.category != nil && !isNetworkCategory(r.category) {
+		d.other++
+		return nil
+	}
+	if r.err == nil && !r.timestamp {
+		r.err = errors.New("no Timestamp")
+	}
+	if r.err == nil && r.addl != nil && hasSuffix(ev.ActionType, "AggregatedReport") {
+		n, err := aggregatedCount(r)
+		if err != nil {
+			r.err = err
+		}
+		ev.AggregatedCount = n
+	}
+	if r.err != nil {
+		re := &RowError{Offset: start, Path: path, Err: r.err}
+		if d.collect {
+			d.errs = append(d.errs, re)
+		} else if d.rowErr == nil {
+			d.rowErr = re
+		}
+	}
+	return nil
+}
+
+func hasSuffix(s, suffix string) bool {
+	return len(s) >= len(suffix) && s[len(s)-len(suffix):] == suffix
+}
+
+// aggregatedCount reads uniqueEventsAggregated from AdditionalFields,
+// which is a JSON-encoded string or an object.
+func aggregatedCount(r *row) (int64, error) {
+	body := r.addl
+	if r.addlStr {
+		if r.escaped {
+			u := decoder{b: append(append([]byte{'"'}, body...), '"')}
+			s, err := u.str()
+			if err != nil {
+				return 0, fmt.Errorf("AdditionalFields: %w", err)
+			}
+			body = s
+		}
+		if len(bytes.TrimSpace(body)) == 0 {
+			return 0, nil
+		}
+	}
+	sub := decoder{b: body}
+	sub.ws()
+	if sub.i >= len(sub.b) || sub.b[sub.i] != '{' {
+		return 0, errors.New("AdditionalFields: want a JSON object")
+	}
+	var n int64
+	sub.i++
+	sub.ws()
+	if sub.i < len(sub.b) && sub.b[sub.i] == '}' {
+		return 0, nil
+	}
+	for {
+		sub.ws()
+		key, err := sub.key()
+		if err != nil {
+			return 0, fmt.Errorf("AdditionalFields: %w", err)
+		}
+		if string(key) == "uniqueEventsAggregated" {
+			v, null, err := sub.scalar()
+			if err != nil {
+				return 0, fmt.Errorf("AdditionalFields: %w", err)
+			}
+			if !null && len(v) > 0 {
+				if n, err = parseInt(v); err != nil || n < 0 {
+					return 0, fmt.Errorf("AdditionalFields.uniqueEventsAggregated %q is not a count", v)
+				}
+			}
+		} else if err := sub.skip(); err != nil {
+			return 0, fmt.Errorf("AdditionalFields: %w", err)
+		}
+		sub.ws()
+		if sub.i >= len(sub.b) {
+			return 0, errors.New("AdditionalFields: unterminated object")
+		}
+		switch sub.b[sub.i] {
+		case ',':
+			sub.i++
+		case '}':
+			return n, nil
+		default:
+			return 0, errors.New("AdditionalFields: want ',' or '}'")
+		}
+	}
+}
+
+// columns reads a properties object into ev.
+func (d *decoder) columns(ev *beacon.Event, r *row) error {
+	if d.depth++; d.depth > maxDepth {
+		return d.errf("nested deeper than %d", maxDepth)
+	}
+	defer func() { d.depth-- }()
+	d.i++ // '{'
 	d.ws()
 	if d.i < len(d.b) && d.b[d.i] == '}' {
 		d.i++
@@ -136,17 +381,11 @@ func (d *jsonDec) object(fn func(key []byte) error) error {
 	}
 	for {
 		d.ws()
-		key, _, err := d.str()
+		key, err := d.key()
 		if err != nil {
 			return err
 		}
-		d.ws()
-		if d.i >= len(d.b) || d.b[d.i] != ':' {
-			return d.errf("want ':' after a key")
-		}
-		d.i++
-		d.ws()
-		if err := fn(key); err != nil {
+		if err := d.column(key, ev, r); err != nil {
 			return err
 		}
 		d.ws()
@@ -165,99 +404,42 @@ func (d *jsonDec) object(fn func(key []byte) error) error {
 	}
 }
 
-// array parses [v, …], calling fn with each element's index, positioned
-// at the element; fn must consume it.
-func (d *jsonDec) array(fn func(idx int) error) error {
-	if d.i >= len(d.b) || d.b[d.i] != '[' {
-		return d.errf("want an array")
+// key reads "key" and the colon after it, and leaves d at the value.
+func (d *decoder) key() ([]byte, error) {
+	if d.i >= len(d.b) || d.b[d.i] != '"' {
+		return nil, d.errf("want a key")
 	}
-	d.i++
-	d.ws()
-	if d.i < len(d.b) && d.b[d.i] == ']' {
+	var key []byte
+	end := bytes.IndexByte(d.b[d.i+1:], '"')
+	if end >= 0 && bytes.IndexByte(d.b[d.i+1:d.i+1+end], '\\') < 0 {
+		key = d.b[d.i+1 : d.i+1+end]
+		d.i += end + 2
+	} else {
+		var err error
+		if key, err = d.str(); err != nil {
+			return nil, err
+		}
+	}
+	if d.i < len(d.b) && d.b[d.i] == ':' {
 		d.i++
-		return nil
-	}
-	for idx := 0; ; idx++ {
+	} else {
 		d.ws()
-		if err := fn(idx); err != nil {
-			return err
+		if d.i >= len(d.b) || d.b[d.i] != ':' {
+			return nil, d.errf("want ':' after a key")
 		}
-		d.ws()
-		if d.i >= len(d.b) {
-			return d.errf("unterminated array")
-		}
-		switch d.b[d.i] {
-		case ',':
-			d.i++
-		case ']':
-			d.i++
-			return nil
-		default:
-			return d.errf("want ',' or ']'")
-		}
+		d.i++
 	}
+	d.ws()
+	if d.i >= len(d.b) {
+		return nil, d.errf("want a value")
+	}
+	return key, nil
 }
 
-// records parses the envelope's records array. A record whose values are
-// wrong (no properties, a bad Timestamp or RemotePort) is left out and the
-// others are kept: the first such error is returned after the array, so the
-// line is still reported. Broken JSON ends the line at once.
-func (d *jsonDec) records(emit func(*Event)) error {
-	if d.i >= len(d.b) || d.b[d.i] != '[' {
-		return d.errf("records: want an array")
-	}
-	var bad error
-	err := d.array(func(idx int) error {
-		var ev Event
-		var f fieldSet
-		props := false
-		var recErr error
-		err := d.object(func(key []byte) error {
-			if string(key) != "properties" {
-				return d.skip()
-			}
-			props = true
-			return d.object(func(k []byte) error {
-				err := d.field(k, &ev, &f)
-				var je *JSONError
-				if err != nil && !errors.As(err, &je) {
-					// A value error (the value is consumed): note the
-					// first, read on.
-					if recErr == nil {
-						recErr = err
-					}
-					return nil
-				}
-				return err
-			})
-		})
-		switch {
-		case err != nil:
-			return fmt.Errorf("records[%d]: %w", idx, err)
-		case recErr != nil:
-		case !props:
-			recErr = errors.New("no properties")
-		default:
-			recErr = f.check()
-		}
-		if recErr != nil {
-			if bad == nil {
-				bad = fmt.Errorf("records[%d]: %w", idx, recErr)
-			}
-			return nil
-		}
-		emit(&ev)
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	return bad
-}
-
-// field stores the value of a DeviceNetworkEvents column; other keys are
-// skipped.
-func (d *jsonDec) field(key []byte, ev *Event, f *fieldSet) error {
+// column stores the value of a DeviceNetworkEvents column; other keys are
+// skipped. A wrong value is noted in r (the value is consumed); the error
+// returned is a syntax error.
+func (d *decoder) column(key []byte, ev *beacon.Event, r *row) error {
 	var dst *string
 	switch string(key) {
 	case "Timestamp":
@@ -265,15 +447,17 @@ func (d *jsonDec) field(key []byte, ev *Event, f *fieldSet) error {
 		if err != nil {
 			return err
 		}
-		if null {
-			return errors.New("Timestamp is null")
+		if null || len(v) == 0 {
+			r.fail(errors.New("Timestamp is null"))
+			return nil
 		}
-		t, err := ParseTime(v)
+		t, err := beacon.ParseTime(v)
 		if err != nil {
-			return fmt.Errorf("Timestamp %q: %w", v, err)
+			r.fail(fmt.Errorf("Timestamp %q: %w", v, err))
+			return nil
 		}
 		ev.Timestamp = t
-		f.timestamp = true
+		r.timestamp = true
 		return nil
 	case "RemotePort":
 		v, null, err := d.scalar()
@@ -284,12 +468,32 @@ func (d *jsonDec) field(key []byte, ev *Event, f *fieldSet) error {
 			ev.RemotePort, ev.HasPort = 0, false
 			return nil
 		}
-		p, err := parsePort(v)
+		p, err := ParsePort(v)
 		if err != nil {
-			return err
+			r.fail(err)
+			return nil
 		}
 		ev.RemotePort, ev.HasPort = p, true
 		return nil
+	case "AdditionalFields":
+		switch d.b[d.i] {
+		case '"':
+			start := d.i + 1
+			esc, err := d.skipString()
+			if err != nil {
+				return err
+			}
+			r.addl, r.addlStr, r.escaped = d.b[start:d.i-1], true, esc
+			return nil
+		case '{':
+			start := d.i
+			if err := d.skip(); err != nil {
+				return err
+			}
+			r.addl, r.addlStr = d.b[start:d.i], false
+			return nil
+		}
+		return d.skip()
 	case "DeviceId":
 		dst = &ev.DeviceId
 	case "DeviceName":
@@ -308,24 +512,74 @@ func (d *jsonDec) field(key []byte, ev *Event, f *fieldSet) error {
 		dst = &ev.AccountDomain
 	case "InitiatingProcessFileName":
 		dst = &ev.FileName
+	case "InitiatingProcessSHA256":
+		dst = &ev.SHA256
+	case "InitiatingProcessSHA1":
+		dst = &ev.SHA1
+	case "InitiatingProcessFolderPath":
+		dst = &ev.FolderPath
+	case "InitiatingProcessCommandLine":
+		dst = &ev.CommandLine
+	case "InitiatingProcessId", "ReportId":
+		if d.queryOnly {
+			return d.skip()
+		}
+		v, null, err := d.scalar()
+		if err != nil {
+			return err
+		}
+		var n int64
+		if !null && len(v) > 0 {
+			if n, err = parseInt(v); err != nil {
+				r.fail(fmt.Errorf("%s %q is not an integer", key, v))
+				return nil
+			}
+		}
+		if key[0] == 'R' {
+			ev.ReportId = n
+		} else {
+			ev.ProcessId = n
+		}
+		return nil
 	default:
 		return d.skip()
 	}
-	v, null, err := d.scalar()
+	if d.queryOnly && (dst == &ev.SHA256 || dst == &ev.SHA1 || dst == &ev.FolderPath || dst == &ev.CommandLine) {
+		return d.skip()
+	}
+	v, err := d.stringValue(key)
 	if err != nil {
-		return fmt.Errorf("%s: %w", key, err)
+		return err
 	}
-	if null {
-		*dst = "" // Kusto strings have no null
-		return nil
-	}
-	*dst = bytesString(v)
+	*dst = v
 	return nil
 }
 
-// parsePort reads RemotePort: an integer, or a number with an integral
+func (r *row) fail(err error) {
+	if r.err == nil {
+		r.err = err
+	}
+}
+
+// stringValue reads a string column: null is "" (Kusto strings have no
+// null); a number or boolean is kept as its text.
+func (d *decoder) stringValue(key []byte) (string, error) {
+	v, null, err := d.scalar()
+	if err != nil {
+		return "", err
+	}
+	if null {
+		return "", nil
+	}
+	return bytesString(v), nil
+}
+
+// ParsePort reads RemotePort: an integer, or a number with an integral
 // value (443.0), as a pipeline that went through floating point writes it.
-func parsePort(v []byte) (int32, error) {
+func ParsePort(v []byte) (int32, error) {
+	if n, ok := smallUint(v); ok && n <= math.MaxInt32 {
+		return int32(n), nil
+	}
 	p, err := strconv.ParseInt(string(v), 10, 32)
 	if err == nil {
 		return int32(p), nil
@@ -337,6 +591,37 @@ func parsePort(v []byte) (int32, error) {
 	return int32(f), nil
 }
 
+// smallUint parses up to 18 decimal digits without allocating.
+func smallUint(v []byte) (int64, bool) {
+	if len(v) == 0 || len(v) > 18 {
+		return 0, false
+	}
+	var n int64
+	for _, c := range v {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, true
+}
+
+// parseInt reads an int64 given as a JSON number (integral) or string.
+func parseInt(v []byte) (int64, error) {
+	if n, ok := smallUint(v); ok {
+		return n, nil
+	}
+	n, err := strconv.ParseInt(string(bytes.TrimSpace(v)), 10, 64)
+	if err == nil {
+		return n, nil
+	}
+	f, ferr := strconv.ParseFloat(string(v), 64)
+	if ferr != nil || f != math.Trunc(f) || math.Abs(f) > 1<<53 {
+		return 0, err
+	}
+	return int64(f), nil
+}
+
 // bytesString aliases b as a string without copying.
 func bytesString(b []byte) string {
 	if len(b) == 0 {
@@ -345,14 +630,29 @@ func bytesString(b []byte) string {
 	return unsafe.String(&b[0], len(b))
 }
 
+func (d *decoder) errf(format string, a ...any) error {
+	return &SyntaxError{Offset: d.i, Msg: fmt.Sprintf(format, a...)}
+}
+
+func (d *decoder) ws() {
+	for d.i < len(d.b) {
+		switch d.b[d.i] {
+		case ' ', '\t', '\r', '\n':
+			d.i++
+		default:
+			return
+		}
+	}
+}
+
 // scalar reads a string, number, boolean or null and returns its text.
-func (d *jsonDec) scalar() (v []byte, null bool, err error) {
+func (d *decoder) scalar() (v []byte, null bool, err error) {
 	if d.i >= len(d.b) {
 		return nil, false, d.errf("want a value")
 	}
 	switch c := d.b[d.i]; {
 	case c == '"':
-		s, _, err := d.str()
+		s, err := d.str()
 		return s, false, err
 	case c == 'n':
 		return nil, true, d.lit("null")
@@ -370,7 +670,7 @@ func (d *jsonDec) scalar() (v []byte, null bool, err error) {
 	return nil, false, d.errf("want a string, number, boolean or null")
 }
 
-func (d *jsonDec) lit(s string) error {
+func (d *decoder) lit(s string) error {
 	if len(d.b)-d.i < len(s) || string(d.b[d.i:d.i+len(s)]) != s {
 		return d.errf("bad literal")
 	}
@@ -378,8 +678,7 @@ func (d *jsonDec) lit(s string) error {
 	return nil
 }
 
-func (d *jsonDec) number() error {
-	start := d.i
+func (d *decoder) number() error {
 	if d.b[d.i] == '-' {
 		d.i++
 	}
@@ -409,47 +708,75 @@ func (d *jsonDec) number() error {
 			return d.errf("bad number")
 		}
 	}
-	if d.i == start {
-		return d.errf("bad number")
-	}
 	return nil
 }
 
 // str reads a JSON string. Without escapes it aliases the input; with them
-// it returns a fresh, unescaped copy (escaped reports which).
-func (d *jsonDec) str() (s []byte, escaped bool, err error) {
+// it returns a fresh, unescaped copy.
+func (d *decoder) str() ([]byte, error) {
 	if d.i >= len(d.b) || d.b[d.i] != '"' {
-		return nil, false, d.errf("want a string")
+		return nil, d.errf("want a string")
 	}
-	d.i++
-	start := d.i
-	for d.i < len(d.b) {
-		c := d.b[d.i]
-		switch {
-		case c == '"':
-			s = d.b[start:d.i]
-			d.i++
-			return s, false, nil
-		case c == '\\':
-			return d.unescape(start)
-		case c < 0x20:
-			return nil, false, d.errf("control character in string")
+	start := d.i + 1
+	end := bytes.IndexByte(d.b[start:], '"')
+	if end < 0 {
+		d.i = len(d.b)
+		return nil, d.errf("unterminated string")
+	}
+	s := d.b[start : start+end]
+	if bytes.IndexByte(s, '\\') < 0 {
+		for _, c := range s {
+			if c < 0x20 {
+				return nil, d.errf("control character in string")
+			}
 		}
-		d.i++
+		d.i = start + end + 1
+		return s, nil
 	}
-	return nil, false, d.errf("unterminated string")
+	d.i = start
+	return d.unescape(start)
 }
 
-func (d *jsonDec) unescape(start int) ([]byte, bool, error) {
-	out := append([]byte(nil), d.b[start:d.i]...)
+// skipString consumes a string without unescaping it and tells whether it
+// had escapes.
+func (d *decoder) skipString() (escaped bool, err error) {
+	j := d.i + 1
+	for {
+		end := bytes.IndexByte(d.b[j:], '"')
+		if end < 0 {
+			d.i = len(d.b)
+			return false, d.errf("unterminated string")
+		}
+		q := j + end
+		// The quote ends the string unless an odd run of backslashes precedes it.
+		n := 0
+		for k := q - 1; k > d.i && d.b[k] == '\\'; k-- {
+			n++
+		}
+		if n > 0 {
+			escaped = true
+		}
+		if n%2 == 0 {
+			if !escaped && bytes.IndexByte(d.b[d.i+1:q], '\\') >= 0 {
+				escaped = true
+			}
+			d.i = q + 1
+			return escaped, nil
+		}
+		j = q + 1
+	}
+}
+
+func (d *decoder) unescape(start int) ([]byte, error) {
+	out := make([]byte, 0, 64)
 	for d.i < len(d.b) {
 		c := d.b[d.i]
 		switch {
 		case c == '"':
 			d.i++
-			return out, true, nil
+			return out, nil
 		case c < 0x20:
-			return nil, false, d.errf("control character in string")
+			return nil, d.errf("control character in string")
 		case c != '\\':
 			out = append(out, c)
 			d.i++
@@ -477,16 +804,15 @@ func (d *jsonDec) unescape(start int) ([]byte, bool, error) {
 		case 'u':
 			r, ok := d.hex4()
 			if !ok {
-				return nil, false, d.errf("bad \\u escape")
+				return nil, d.errf("bad \\u escape")
 			}
 			if utf16.IsSurrogate(r) {
-				r2 := rune(-1)
 				if d.i+1 < len(d.b) && d.b[d.i] == '\\' && d.b[d.i+1] == 'u' {
 					save := d.i
 					d.i += 2
-					var ok2 bool
-					if r2, ok2 = d.hex4(); !ok2 {
-						return nil, false, d.errf("bad \\u escape")
+					r2, ok2 := d.hex4()
+					if !ok2 {
+						return nil, d.errf("bad \\u escape")
 					}
 					if dec := utf16.DecodeRune(r, r2); dec != utf8.RuneError {
 						r = dec
@@ -500,13 +826,13 @@ func (d *jsonDec) unescape(start int) ([]byte, bool, error) {
 			}
 			out = utf8.AppendRune(out, r)
 		default:
-			return nil, false, d.errf("bad escape")
+			return nil, d.errf("bad escape")
 		}
 	}
-	return nil, false, d.errf("unterminated string")
+	return nil, d.errf("unterminated string")
 }
 
-func (d *jsonDec) hex4() (rune, bool) {
+func (d *decoder) hex4() (rune, bool) {
 	if len(d.b)-d.i < 4 {
 		return 0, false
 	}
@@ -527,23 +853,65 @@ func (d *jsonDec) hex4() (rune, bool) {
 	return r, true
 }
 
-// skip consumes any JSON value.
-func (d *jsonDec) skip() error {
+// skip consumes any JSON value without unescaping or copying.
+func (d *decoder) skip() error {
 	if d.i >= len(d.b) {
 		return d.errf("want a value")
 	}
-	if c := d.b[d.i]; c == '{' || c == '[' {
-		if d.depth++; d.depth > maxJSONDepth {
-			return d.errf("nested deeper than %d", maxJSONDepth)
-		}
-		defer func() { d.depth-- }()
-	}
 	switch d.b[d.i] {
-	case '{':
-		return d.object(func([]byte) error { return d.skip() })
-	case '[':
-		return d.array(func(int) error { return d.skip() })
+	case '"':
+		_, err := d.skipString()
+		return err
+	case '{', '[':
+	default:
+		_, _, err := d.scalar()
+		return err
 	}
-	_, _, err := d.scalar()
-	return err
+	if d.depth++; d.depth > maxDepth {
+		return d.errf("nested deeper than %d", maxDepth)
+	}
+	defer func() { d.depth-- }()
+	closer := byte('}')
+	if d.b[d.i] == '[' {
+		closer = ']'
+	}
+	d.i++
+	d.ws()
+	if d.i < len(d.b) && d.b[d.i] == closer {
+		d.i++
+		return nil
+	}
+	for {
+		d.ws()
+		if closer == '}' {
+			if d.i >= len(d.b) || d.b[d.i] != '"' {
+				return d.errf("want a key")
+			}
+			if _, err := d.skipString(); err != nil {
+				return err
+			}
+			d.ws()
+			if d.i >= len(d.b) || d.b[d.i] != ':' {
+				return d.errf("want ':' after a key")
+			}
+			d.i++
+			d.ws()
+		}
+		if err := d.skip(); err != nil {
+			return err
+		}
+		d.ws()
+		if d.i >= len(d.b) {
+			return d.errf("unterminated value")
+		}
+		switch d.b[d.i] {
+		case ',':
+			d.i++
+		case closer:
+			d.i++
+			return nil
+		default:
+			return d.errf("want ',' or '%c'", closer)
+		}
+	}
 }

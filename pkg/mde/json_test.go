@@ -1,4 +1,4 @@
-package beacon
+package mde
 
 import (
 	"bytes"
@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/beaconhunt/beacon/pkg/beacon"
 )
 
-func decodeAll(t *testing.T, line string) ([]Event, error) {
+func decodeAll(t *testing.T, line string) ([]beacon.Event, error) {
 	t.Helper()
-	var evs []Event
-	_, err := DecodeJSON([]byte(line), func(e *Event) { evs = append(evs, e.Clone()) })
+	var evs []beacon.Event
+	_, err := Decode([]byte(line), func(e *beacon.Event) { evs = append(evs, e.Clone()) })
 	return evs, err
 }
 
@@ -25,7 +27,7 @@ func TestDecodeFlat(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Event{Timestamp: mustTime("2024-05-01T10:00:00.1234567Z"), DeviceId: "abc", DeviceName: "wks-1",
+	want := beacon.Event{Timestamp: mustTime("2024-05-01T10:00:00.1234567Z"), DeviceId: "abc", DeviceName: "wks-1",
 		ActionType: "ConnectionSuccess", RemoteIP: "8.8.8.8", RemotePort: 443, HasPort: true,
 		RemoteUrl: "https://x.example.com/", RemoteIPType: "Public", FileName: "rundll32.exe",
 		AccountName: "alice", AccountDomain: "contoso"}
@@ -118,45 +120,21 @@ func TestDecodeErrors(t *testing.T) {
 	}
 }
 
-func TestParseTime(t *testing.T) {
-	for in, want := range map[string]string{
-		"2024-05-01T10:00:00Z":           "2024-05-01T10:00:00Z",
-		"2024-05-01T10:00:00.1Z":         "2024-05-01T10:00:00.1Z",
-		"2024-05-01T10:00:00.1234567Z":   "2024-05-01T10:00:00.1234567Z",
-		"2024-05-01T10:00:00.123456789Z": "2024-05-01T10:00:00.1234567Z", // beyond 100 ns: truncated
-		"2024-05-01T10:00:00.1000000Z":   "2024-05-01T10:00:00.1Z",
-		"2024-05-01 10:00:00":            "2024-05-01T10:00:00Z",
-		"2024-05-01T12:00:00+02:00":      "2024-05-01T10:00:00Z",
-		"2024-05-01T08:30:00.25-01:30":   "2024-05-01T10:00:00.25Z",
-		"1969-12-31T23:59:59.9Z":         "1969-12-31T23:59:59.9Z",
-		"2024-02-29T00:00:00Z":           "2024-02-29T00:00:00Z",
-	} {
-		got, err := ParseTime([]byte(in))
-		if err != nil || got.String() != want {
-			t.Errorf("ParseTime(%q) = %s, %v; want %s", in, got, err, want)
-		}
-	}
-	for _, in := range []string{"", "2024-05-01", "2024-13-01T00:00:00Z", "2023-02-29T00:00:00Z", "2024-05-01T10:00:00.Z", "2024-05-01T10:00:00ZZ"} {
-		if _, err := ParseTime([]byte(in)); err == nil {
-			t.Errorf("ParseTime(%q) accepted", in)
-		}
-	}
-}
 
-func readAll(t *testing.T, data []byte) ([]Event, []BadLine, ReadStats) {
+func readAll(t *testing.T, data []byte) ([]beacon.Event, []BadLine, Stats) {
 	t.Helper()
-	var evs []Event
+	var evs []beacon.Event
 	var bad []BadLine
-	st, err := ReadEvents(context.Background(), bytes.NewReader(data), "in.jsonl",
-		ReadOptions{Workers: 2, OnBad: func(b BadLine) { bad = append(bad, b) }},
-		func(b []Event) { evs = append(evs, b...) })
+	st, err := Read(context.Background(), bytes.NewReader(data), "in.jsonl",
+		Options{Workers: 2, OnBad: func(b BadLine) { bad = append(bad, b) }},
+		func(b []beacon.Event) { evs = append(evs, b...) })
 	if err != nil {
 		t.Fatal(err)
 	}
 	return evs, bad, st
 }
 
-func TestReadEventsNamesBadLines(t *testing.T) {
+func TestReadNamesBadLines(t *testing.T) {
 	var buf bytes.Buffer
 	const n = 30000 // spans several chunks
 	for i := 1; i <= n; i++ {
@@ -196,7 +174,7 @@ func TestReadEventsNamesBadLines(t *testing.T) {
 	}
 }
 
-func TestReadEventsCSV(t *testing.T) {
+func TestReadCSV(t *testing.T) {
 	csvData := "\ufeffTimestamp,DeviceId,DeviceName,ActionType,RemoteIP,RemotePort,RemoteUrl,RemoteIPType,InitiatingProcessFileName,InitiatingProcessAccountName,InitiatingProcessAccountDomain\n" +
 		"2024-05-01T10:00:00.5Z,d1,wks,ConnectionSuccess,8.8.8.8,443,\"https://a.example.com/x,y\",Public,x.exe,alice,contoso\n" +
 		"2024-05-01T10:00:01Z,d1,wks,ConnectionSuccess,8.8.8.8,,,Public,x.exe,alice,contoso\n" +
@@ -215,16 +193,16 @@ func TestReadEventsCSV(t *testing.T) {
 	}
 }
 
-// FuzzDecodeJSON: arbitrary bytes never panic, and a line either decodes or
+// FuzzDecode: arbitrary bytes never panic, and a line either decodes or
 // is named with an error; what decodes re-encodes to the same events.
-func FuzzDecodeJSON(f *testing.F) {
+func FuzzDecode(f *testing.F) {
 	f.Add([]byte(`{"Timestamp":"2024-05-01T10:00:00.1234567Z","DeviceId":"a","RemotePort":443}`))
 	f.Add([]byte(`{"records":[{"properties":{"Timestamp":"2024-05-01T10:00:00Z","RemoteIP":"8.8.8.8"}}]}`))
 	f.Add([]byte(`{"Timestamp":"2024-05-01T10:00:00Z","DeviceName":"\u00e9\"","x":[{"y":null}]}`))
 	f.Add([]byte(`{"Timestamp":`))
 	f.Fuzz(func(t *testing.T, line []byte) {
-		var evs []Event
-		n, err := DecodeJSON(line, func(e *Event) { evs = append(evs, e.Clone()) })
+		var evs []beacon.Event
+		n, err := Decode(line, func(e *beacon.Event) { evs = append(evs, e.Clone()) })
 		if err != nil {
 			if err.Error() == "" {
 				t.Fatal("empty error")
@@ -258,24 +236,32 @@ func FuzzDecodeJSON(f *testing.F) {
 	})
 }
 
-// FuzzReadEvents: whole inputs of arbitrary bytes, JSON or CSV: no panic,
+// FuzzRead: whole inputs of arbitrary bytes, JSON or CSV: no panic,
 // and every bad line is named once, with a line number inside the input.
-func FuzzReadEvents(f *testing.F) {
+func FuzzRead(f *testing.F) {
 	f.Add([]byte("{\"Timestamp\":\"2024-05-01T10:00:00Z\"}\nbroken\n\n{\"records\":[]}\n"))
 	f.Add([]byte("Timestamp,RemotePort\n2024-05-01T10:00:00Z,1\n\"unterminated\n"))
 	f.Add([]byte("\x1f\x8b"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		seen := map[int64]bool{}
 		lines := int64(bytes.Count(data, []byte{'\n'}) + 1)
-		st, err := ReadEvents(context.Background(), bytes.NewReader(data), "fuzz", ReadOptions{Workers: 2,
+		st, err := Read(context.Background(), bytes.NewReader(data), "fuzz", Options{Workers: 2,
 			OnBad: func(b BadLine) {
 				if b.Line < 1 || b.Line > lines || seen[b.Line] || b.Source != "fuzz" || b.Err == nil {
 					t.Fatalf("bad line %v (input has %d lines, seen before: %v)", b, lines, seen[b.Line])
 				}
 				seen[b.Line] = true
-			}}, func([]Event) {})
+			}}, func([]beacon.Event) {})
 		if err == nil && st.Bad != int64(len(seen)) {
 			t.Fatalf("stats count %d bad, reported %d", st.Bad, len(seen))
 		}
 	})
+}
+
+func mustTime(s string) beacon.Time {
+	t, err := beacon.ParseTime([]byte(s))
+	if err != nil {
+		panic(err)
+	}
+	return t
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/linkedin/goavro/v2"
 
 	"github.com/beaconhunt/beacon/pkg/beacon"
+	"github.com/beaconhunt/beacon/pkg/mde"
 	"github.com/beaconhunt/beacon/schemas"
 )
 
@@ -93,7 +94,7 @@ func (d *inputDecoder) decode(value []byte, emit func(*beacon.Event)) (int, erro
 	}
 	switch format {
 	case InputJSON:
-		n, err := beacon.DecodeJSON(value, emit)
+		n, err := mde.Decode(value, emit)
 		if err != nil {
 			return n, &decodeError{reasonJSON, err}
 		}

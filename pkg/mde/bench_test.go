@@ -1,4 +1,4 @@
-package beacon
+package mde
 
 import (
 	"bytes"
@@ -8,6 +8,8 @@ import (
 	"math/rand/v2"
 	"testing"
 	"time"
+
+	"github.com/beaconhunt/beacon/pkg/beacon"
 )
 
 // synthJSONL writes n events of a day: 500 devices browsing to 30k sites
@@ -22,14 +24,14 @@ func synthJSONL(n int, seed uint64) []byte {
 	calls := map[int]int64{}
 	for i := 0; i < n; i++ {
 		dev := r.IntN(500)
-		ts := start + Time(r.Int64N(day))
+		ts := start + beacon.Time(r.Int64N(day))
 		// Browsing: 30k sites, popular ones far more often (a squared draw).
 		site := int(float64(30_000) * math.Pow(r.Float64(), 2))
 		ip := fmt.Sprintf("%d.%d.%d.%d", 20+site%180, site/180%256, site*7%256, 1+site%254)
 		port, proc, url := 443, "chrome.exe", fmt.Sprintf("www.site%d.example.com", site)
 		if dev%50 == 0 && r.IntN(4) == 0 {
 			ip, proc, url = fmt.Sprintf("45.77.%d.10", dev/50), "rundll32.exe", ""
-			ts = start + Time(calls[dev]*60*int64(Second)+r.Int64N(6*int64(Second)))
+			ts = start + beacon.Time(calls[dev]*60*int64(beacon.Second)+r.Int64N(6*int64(beacon.Second)))
 			calls[dev]++
 		}
 		action := "ConnectionSuccess"
@@ -53,9 +55,9 @@ func BenchmarkHunt(b *testing.B) {
 	b.SetBytes(int64(len(data)))
 	b.ResetTimer()
 	for b.Loop() {
-		h := NewHunt(Seed())
-		_, err := ReadEvents(context.Background(), bytes.NewReader(data), "bench", ReadOptions{},
-			func(batch []Event) {
+		h := beacon.NewHunt(beacon.Seed())
+		_, err := Read(context.Background(), bytes.NewReader(data), "bench", Options{},
+			func(batch []beacon.Event) {
 				h.AddBatch(batch)
 			})
 		if err != nil {
@@ -69,15 +71,15 @@ func BenchmarkHunt(b *testing.B) {
 	b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "events/s")
 }
 
-// BenchmarkDecodeJSON measures the decoder alone on one core.
-func BenchmarkDecodeJSON(b *testing.B) {
+// BenchmarkDecode measures the decoder alone on one core.
+func BenchmarkDecode(b *testing.B) {
 	data := synthJSONL(10_000, 2)
 	lines := bytes.Split(bytes.TrimSpace(data), []byte{'\n'})
 	b.SetBytes(int64(len(data)))
 	var n int
 	for b.Loop() {
 		for _, l := range lines {
-			DecodeJSON(l, func(*Event) { n++ })
+			Decode(l, func(*beacon.Event) { n++ })
 		}
 	}
 	b.ReportMetric(float64(len(lines))*float64(b.N)/b.Elapsed().Seconds(), "events/s")
