@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 )
 
 // Hunt is the query as a batch: add every event of an export, then ask for
@@ -22,12 +23,19 @@ type Hunt struct {
 	p      Params
 	seed   maphash.Seed
 	shards []*shard
-	route  [][]int32 // AddBatch's per-shard event indexes, reused
-	events int64
+	routes sync.Pool // of *route: AddBatch's per-shard event indexes, reused
+	events atomic.Int64
+}
+
+// route is one AddBatch call's split of its batch by shard.
+type route struct {
+	idx  [][]int32
+	done []bool
 }
 
 // shard holds the events of the RemoteIPs that hash to it.
 type shard struct {
+	mu   sync.Mutex // AddBatch may be called from several goroutines
 	p    *Params
 	seed maphash.Seed
 	// Tuples are found by a 64-bit hash of their columns; first[h] is the
@@ -63,7 +71,7 @@ func NewHunt(p Params) *Hunt {
 			strs:     make(map[string]string),
 		})
 	}
-	h.route = make([][]int32, n)
+	h.routes.New = func() any { return &route{idx: make([][]int32, n), done: make([]bool, n)} }
 	return h
 }
 
@@ -76,35 +84,78 @@ func (h *Hunt) shardOf(e *Event) int {
 
 // Add takes one event.
 func (h *Hunt) Add(e *Event) {
-	h.events++
-	h.shards[h.shardOf(e)].add(e)
+	h.events.Add(1)
+	sh := h.shards[h.shardOf(e)]
+	sh.mu.Lock()
+	sh.add(e)
+	sh.mu.Unlock()
 }
 
-// AddBatch takes a batch of events, filling the shards in parallel.
+// AddBatch takes a batch of events. It is safe to call from several
+// goroutines at once (a parallel decoder hands over each chunk as it is
+// done): each shard is locked only while its part of the batch is added,
+// and a caller fills whichever shard is free first, so callers rarely wait
+// for each other and never for a whole batch.
 func (h *Hunt) AddBatch(batch []Event) {
-	h.events += int64(len(batch))
-	if len(h.shards) == 1 || len(batch) < 256 {
+	h.events.Add(int64(len(batch)))
+	if len(h.shards) == 1 {
+		sh := h.shards[0]
+		sh.mu.Lock()
 		for i := range batch {
-			h.shards[h.shardOf(&batch[i])].add(&batch[i])
+			sh.add(&batch[i])
 		}
+		sh.mu.Unlock()
 		return
 	}
-	for i := range h.route {
-		h.route[i] = h.route[i][:0]
+	r := h.routes.Get().(*route)
+	for k := range r.idx {
+		r.idx[k] = r.idx[k][:0]
 	}
 	for i := range batch {
 		k := h.shardOf(&batch[i])
-		h.route[k] = append(h.route[k], int32(i))
+		r.idx[k] = append(r.idx[k], int32(i))
 	}
-	var wg sync.WaitGroup
-	for k, sh := range h.shards {
-		wg.Go(func() {
-			for _, i := range h.route[k] {
-				sh.add(&batch[i])
+	pending := 0
+	for k := range r.done {
+		r.done[k] = len(r.idx[k]) == 0
+		if !r.done[k] {
+			pending++
+		}
+	}
+	for pending > 0 {
+		wait := -1
+		for k, sh := range h.shards {
+			if r.done[k] {
+				continue
 			}
-		})
+			if !sh.mu.TryLock() {
+				if wait < 0 {
+					wait = k
+				}
+				continue
+			}
+			sh.addAll(batch, r.idx[k])
+			sh.mu.Unlock()
+			r.done[k] = true
+			pending--
+			wait = -2
+		}
+		if wait >= 0 { // every shard left is busy: wait for one
+			sh := h.shards[wait]
+			sh.mu.Lock()
+			sh.addAll(batch, r.idx[wait])
+			sh.mu.Unlock()
+			r.done[wait] = true
+			pending--
+		}
 	}
-	wg.Wait()
+	h.routes.Put(r)
+}
+
+func (h *shard) addAll(batch []Event, idx []int32) {
+	for _, i := range idx {
+		h.add(&batch[i])
+	}
 }
 
 func (h *shard) intern(s string) string {
@@ -182,7 +233,7 @@ func (h *shard) addDomain(e *Event) {
 }
 
 // Events is the number of events added.
-func (h *Hunt) Events() int64 { return h.events }
+func (h *Hunt) Events() int64 { return h.events.Load() }
 
 // DefaultNow is the query's now when none is given: the newest Timestamp
 // among events that pass the filters, plus one second — the clock the

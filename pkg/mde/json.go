@@ -82,7 +82,7 @@ type decoder struct {
 	rowErr    *RowError // first row error of the message
 	collect   bool      // keep every row error in errs, not only the first
 	errs      []*RowError
-	other     int       // records of other tables, left out
+	other     int // records of other tables, left out
 }
 
 const maxDepth = 64

@@ -120,7 +120,6 @@ func TestDecodeErrors(t *testing.T) {
 	}
 }
 
-
 func readAll(t *testing.T, data []byte) ([]beacon.Event, []BadLine, Stats) {
 	t.Helper()
 	var evs []beacon.Event
