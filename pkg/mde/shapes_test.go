@@ -368,6 +368,9 @@ func TestGoldenShapes(t *testing.T) {
 			}
 		}
 	}
+	if *update {
+		defer writeFuzzCorpus(t)
+	}
 	wantJSON, err := os.ReadFile("testdata/golden.json")
 	if err != nil && !*update {
 		t.Fatal(err)
