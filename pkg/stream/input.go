@@ -1,10 +1,12 @@
 package stream
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 	"unsafe"
 
 	"github.com/linkedin/goavro/v2"
@@ -18,24 +20,29 @@ import (
 type InputFormat string
 
 // Input formats. Auto tells them apart per record: JSON starts with '{'
-// (after blanks), the Confluent wire format with a zero magic byte, and
-// anything else is read as raw Avro binary. The three cannot be confused
-// for valid records: raw Avro of DeviceNetworkEvent starts with the length
-// of the Timestamp string, which is neither 0 nor the zigzag of '{'.
+// or '[' (after a BOM and blanks; or is null), the Confluent wire format
+// with a zero magic byte, and anything else is read as raw Avro binary.
+// The three cannot be confused for valid records: raw Avro of
+// DeviceNetworkEvent starts with the length of the Timestamp string, which
+// is neither 0 nor the zigzag of '{' or '['. A record that is none of them
+// is dead-lettered with a reason naming what it looked like (text, avro).
 const (
 	InputAuto      InputFormat = "auto"
-	InputJSON      InputFormat = "json"      // flat objects or Streaming API envelopes
+	InputJSON      InputFormat = "json"      // any JSON shape of pkg/mde: rows, records, envelopes, arrays
 	InputAvro      InputFormat = "avro"      // raw Avro binary of schemas/DeviceNetworkEvent.avsc
 	InputConfluent InputFormat = "confluent" // magic byte 0, 4-byte schema id, Avro binary
 )
 
-// ParseInputFormat accepts auto, json, avro and confluent.
+// ParseInputFormat accepts auto, json (or jsonl, the name the other
+// commands use for JSON), avro and confluent.
 func ParseInputFormat(s string) (InputFormat, error) {
 	switch f := InputFormat(strings.ToLower(s)); f {
 	case InputAuto, InputJSON, InputAvro, InputConfluent:
 		return f, nil
+	case "jsonl":
+		return InputJSON, nil
 	}
-	return "", fmt.Errorf("unknown input format %q (want auto, json, avro or confluent)", s)
+	return "", fmt.Errorf("unknown input format %q (want auto, jsonl, avro or confluent)", s)
 }
 
 // Dead-letter reasons: the value of the beacon.reason header and of the
@@ -43,8 +50,9 @@ func ParseInputFormat(s string) (InputFormat, error) {
 const (
 	reasonOversized = "oversized"
 	reasonEmpty     = "empty"
-	reasonJSON      = "json"
-	reasonAvro      = "avro"
+	reasonJSON      = "json" // looked like JSON, did not decode
+	reasonText      = "text" // printable text that is neither JSON nor Avro
+	reasonAvro      = "avro" // binary that is not Avro of our schema
 	reasonSchema    = "schema"
 	reasonFormat    = "format"
 	reasonRecord    = "repartition" // a repartition record we did not write
@@ -99,7 +107,7 @@ func (d *inputDecoder) decode(value []byte, emit func(*beacon.Event)) (int, erro
 			return n, &decodeError{reasonJSON, err}
 		}
 		if n == 0 {
-			return 0, &decodeError{reasonEmpty, errors.New("no event in record")}
+			return 0, &decodeError{reasonEmpty, errors.New("no event in record (blank, null, [] or an empty envelope)")}
 		}
 		return n, nil
 	case InputConfluent:
@@ -118,19 +126,53 @@ func (d *inputDecoder) decode(value []byte, emit func(*beacon.Event)) (int, erro
 
 // sniff guesses the format of one record (see InputAuto).
 func sniff(v []byte) InputFormat {
-	for _, c := range v {
+	t := bytes.TrimPrefix(v, utf8BOM)
+	for _, c := range t {
 		if c == ' ' || c == '\t' || c == '\r' || c == '\n' {
 			continue
 		}
-		if c == '{' {
+		if c == '{' || c == '[' {
 			return InputJSON
 		}
 		break
+	}
+	if t = bytes.TrimSpace(t); len(t) == 0 && len(v) > 0 || string(t) == "null" {
+		return InputJSON // blank or null: JSON of nothing
 	}
 	if len(v) > 0 && v[0] == 0 {
 		return InputConfluent
 	}
 	return InputAvro
+}
+
+var utf8BOM = []byte("\xef\xbb\xbf")
+
+// looksLikeText tells a record that failed as Avro but is printable text
+// (a log line, CSV, a JSON fragment): its dead-letter reason is text. Raw
+// Avro of our schema starts with a length byte and a timestamp, which is
+// printable too, so that prefix stays avro.
+func looksLikeText(v []byte) bool {
+	if !utf8.Valid(v) {
+		return false
+	}
+	for _, c := range v {
+		if c < 0x20 && c != '\t' && c != '\r' && c != '\n' || c == 0x7f {
+			return false
+		}
+	}
+	if len(v) >= 6 && isDigits(v[1:5]) && v[5] == '-' {
+		return false // <length>2024-…: a truncated DeviceNetworkEvent
+	}
+	return true
+}
+
+func isDigits(b []byte) bool {
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 func (d *inputDecoder) avro(b []byte, emit func(*beacon.Event)) (int, error) {
@@ -139,6 +181,9 @@ func (d *inputDecoder) avro(b []byte, emit func(*beacon.Event)) (int, error) {
 	}
 	native, rest, err := d.codec.NativeFromBinary(b)
 	if err != nil {
+		if looksLikeText(b) {
+			return 0, &decodeError{reasonText, fmt.Errorf("neither JSON nor Avro: text starting %q", truncate(b, 40))}
+		}
 		return 0, &decodeError{reasonAvro, err}
 	}
 	if len(rest) != 0 {
@@ -149,38 +194,18 @@ func (d *inputDecoder) avro(b []byte, emit func(*beacon.Event)) (int, error) {
 		return 0, &decodeError{reasonAvro, errors.New("not a record")}
 	}
 	var e beacon.Event
-	ts, _ := m["Timestamp"].(string)
-	if e.Timestamp, err = beacon.ParseTime([]byte(ts)); err != nil {
-		return 0, &decodeError{reasonSchema, fmt.Errorf("Timestamp %q: %w", ts, err)}
-	}
-	e.DeviceId = avroString(m["DeviceId"])
-	e.DeviceName = avroString(m["DeviceName"])
-	e.ActionType = avroString(m["ActionType"])
-	e.RemoteIP = avroString(m["RemoteIP"])
-	e.RemoteIPType = avroString(m["RemoteIPType"])
-	e.RemoteUrl = avroString(m["RemoteUrl"])
-	e.AccountName = avroString(m["InitiatingProcessAccountName"])
-	e.AccountDomain = avroString(m["InitiatingProcessAccountDomain"])
-	e.FileName = avroString(m["InitiatingProcessFileName"])
-	if u, ok := m["RemotePort"].(map[string]any); ok {
-		if p, ok := u["int"].(int32); ok {
-			e.RemotePort, e.HasPort = p, true
-		}
+	if err := mde.FromAvro(m, &e); err != nil {
+		return 0, &decodeError{reasonSchema, err}
 	}
 	emit(&e)
 	return 1, nil
 }
 
-// avroString reads a ["null","string"] union: null is "", as in Kusto.
-func avroString(v any) string {
-	switch u := v.(type) {
-	case map[string]any:
-		s, _ := u["string"].(string)
-		return s
-	case string:
-		return u
+func truncate(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[:n]
 	}
-	return ""
+	return b
 }
 
 // bytesString aliases b as a string without copying; b must not change
