@@ -69,7 +69,9 @@ func runHunt(ctx context.Context, args []string, s stdio) error {
 	defer prog.stop()
 	var bad int64
 	opt := mde.Options{
-		Workers: *workers,
+		Workers:    *workers,
+		QueryOnly:  true, // the seed query reads only its own columns
+		Concurrent: true, // Hunt.AddBatch takes chunks from every decoder at once
 		OnBad: func(b mde.BadLine) {
 			bad++
 			if !*quiet && bad <= 20 {

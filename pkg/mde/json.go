@@ -2,6 +2,8 @@ package mde
 
 import (
 	"bytes"
+	"encoding/binary"
+	"math/bits"
 	"errors"
 	"fmt"
 	"math"
@@ -82,7 +84,8 @@ type decoder struct {
 	rowErr    *RowError // first row error of the message
 	collect   bool      // keep every row error in errs, not only the first
 	errs      []*RowError
-	other     int // records of other tables, left out
+	other     int       // records of other tables, left out
+	path      []pathSeg // where the decoder is, for errors
 }
 
 const maxDepth = 64
@@ -90,7 +93,7 @@ const maxDepth = 64
 // message decodes all the JSON values of b (one, usually; concatenated
 // values are read one after another).
 func (d *decoder) message(b []byte, dst []beacon.Event) ([]beacon.Event, error) {
-	d.b, d.i, d.rowErr = bytes.TrimPrefix(b, utf8BOM), 0, nil
+	d.b, d.i, d.rowErr, d.path, d.depth = bytes.TrimPrefix(b, utf8BOM), 0, nil, d.path[:0], 0
 	for {
 		d.ws()
 		if d.i == len(d.b) {
@@ -112,9 +115,9 @@ func (d *decoder) message(b []byte, dst []beacon.Event) ([]beacon.Event, error) 
 func (d *decoder) value(dst []beacon.Event) ([]beacon.Event, error) {
 	switch d.b[d.i] {
 	case '{':
-		return d.object(dst, "")
+		return d.object(dst)
 	case '[':
-		return d.rows(dst, "")
+		return d.rows(dst)
 	case 'n':
 		return dst, d.lit("null")
 	}
@@ -122,7 +125,7 @@ func (d *decoder) value(dst []beacon.Event) ([]beacon.Event, error) {
 }
 
 // rows decodes an array of objects: rows, records or envelopes.
-func (d *decoder) rows(dst []beacon.Event, path string) ([]beacon.Event, error) {
+func (d *decoder) rows(dst []beacon.Event) ([]beacon.Event, error) {
 	if d.depth++; d.depth > maxDepth {
 		return dst, d.errf("nested deeper than %d", maxDepth)
 	}
@@ -141,11 +144,14 @@ func (d *decoder) rows(dst []beacon.Event, path string) ([]beacon.Event, error) 
 					return dst, err
 				}
 			} else {
-				return dst, d.errf("%s[%d]: want an object", path, idx)
+				return dst, d.errf("%s[%d]: want an object", d.pathString(), idx)
 			}
 		} else {
 			var err error
-			if dst, err = d.object(dst, path+"["+strconv.Itoa(idx)+"]"); err != nil {
+			d.path = append(d.path, pathSeg{idx: idx})
+			dst, err = d.object(dst)
+			d.path = d.path[:len(d.path)-1]
+			if err != nil {
 				return dst, err
 			}
 		}
@@ -181,7 +187,7 @@ type row struct {
 // in properties), an envelope ({"records":[…]}) or an Advanced Hunting or
 // Graph response ({"Results":[…]} / {"results":[…]}; the schema is not
 // needed since rows are keyed by column name).
-func (d *decoder) object(dst []beacon.Event, path string) ([]beacon.Event, error) {
+func (d *decoder) object(dst []beacon.Event) ([]beacon.Event, error) {
 	if d.depth++; d.depth > maxDepth {
 		return dst, d.errf("nested deeper than %d", maxDepth)
 	}
@@ -193,7 +199,7 @@ func (d *decoder) object(dst []beacon.Event, path string) ([]beacon.Event, error
 	d.ws()
 	if d.i < len(d.b) && d.b[d.i] == '}' {
 		d.i++
-		return dst, d.rowDone(&ev, &r, start, path)
+		return dst, d.rowDone(&ev, &r, start)
 	}
 	for {
 		d.ws()
@@ -205,11 +211,10 @@ func (d *decoder) object(dst []beacon.Event, path string) ([]beacon.Event, error
 		case "records", "Results", "results":
 			if d.i < len(d.b) && d.b[d.i] == '[' {
 				r.container = true
-				name := string(key)
-				if path != "" {
-					name = path + "." + name
-				}
-				if dst, err = d.rows(dst, name); err != nil {
+				d.path = append(d.path, pathSeg{key: containerKey(key), idx: -1})
+				dst, err = d.rows(dst)
+				d.path = d.path[:len(d.path)-1]
+				if err != nil {
 					return dst, err
 				}
 			} else if err = d.skip(); err != nil {
@@ -253,7 +258,7 @@ func (d *decoder) object(dst []beacon.Event, path string) ([]beacon.Event, error
 			if r.container {
 				return dst, nil
 			}
-			if err := d.rowDone(&ev, &r, start, path); err != nil {
+			if err := d.rowDone(&ev, &r, start); err != nil {
 				return dst, err
 			}
 			if r.err == nil && isNetworkCategory(r.category) {
@@ -266,6 +271,42 @@ func (d *decoder) object(dst []beacon.Event, path string) ([]beacon.Event, error
 	}
 }
 
+// pathSeg is one step into a message: a container key or an index.
+type pathSeg struct {
+	key string // records, Results or results; "" for an index
+	idx int
+}
+
+// containerKey returns key as a constant string, so that entering a
+// container allocates nothing.
+func containerKey(key []byte) string {
+	switch string(key) {
+	case "records":
+		return "records"
+	case "Results":
+		return "Results"
+	}
+	return "results"
+}
+
+// pathString renders the path, e.g. records[3]; only errors need it.
+func (d *decoder) pathString() string {
+	var b []byte
+	for _, p := range d.path {
+		if p.key != "" {
+			if len(b) > 0 {
+				b = append(b, '.')
+			}
+			b = append(b, p.key...)
+		} else {
+			b = append(b, '[')
+			b = strconv.AppendInt(b, int64(p.idx), 10)
+			b = append(b, ']')
+		}
+	}
+	return string(b)
+}
+
 // isNetworkCategory tells whether a record's category (Streaming API) or
 // Type (a union export) is DeviceNetworkEvents. Records of other tables
 // share Event Hubs and exports; they are not errors.
@@ -275,7 +316,7 @@ func isNetworkCategory(c []byte) bool {
 
 // rowDone checks a finished row and notes its error; the returned error is
 // a syntax error only.
-func (d *decoder) rowDone(ev *beacon.Event, r *row, start int, path string) error {
+func (d *decoder) rowDone(ev *beacon.Event, r *row, start int) error {
 	if r.category != nil && !isNetworkCategory(r.category) {
 		d.other++
 		return nil
@@ -291,7 +332,7 @@ func (d *decoder) rowDone(ev *beacon.Event, r *row, start int, path string) erro
 		ev.AggregatedCount = n
 	}
 	if r.err != nil {
-		re := &RowError{Offset: start, Path: path, Err: r.err}
+		re := &RowError{Offset: start, Path: d.pathString(), Err: r.err}
 		if d.collect {
 			d.errs = append(d.errs, re)
 		} else if d.rowErr == nil {
@@ -410,17 +451,22 @@ func (d *decoder) key() ([]byte, error) {
 		return nil, d.errf("want a key")
 	}
 	var key []byte
-	end := bytes.IndexByte(d.b[d.i+1:], '"')
-	if end >= 0 && bytes.IndexByte(d.b[d.i+1:d.i+1+end], '\\') < 0 {
-		key = d.b[d.i+1 : d.i+1+end]
-		d.i += end + 2
+	b := d.b
+	j := scanPlain(b, d.i+1)
+	if j < len(b) && b[j] == '"' {
+		key = b[d.i+1 : j]
+		d.i = j + 1
 	} else {
 		var err error
 		if key, err = d.str(); err != nil {
 			return nil, err
 		}
 	}
-	if d.i < len(d.b) && d.b[d.i] == ':' {
+	if d.i+1 < len(b) && b[d.i] == ':' && b[d.i+1] > ' ' {
+		d.i++
+		return key, nil // the common case: "key":value
+	}
+	if d.i < len(b) && b[d.i] == ':' {
 		d.i++
 	} else {
 		d.ws()
@@ -635,6 +681,9 @@ func (d *decoder) errf(format string, a ...any) error {
 }
 
 func (d *decoder) ws() {
+	if d.i < len(d.b) && d.b[d.i] > ' ' {
+		return
+	}
 	for d.i < len(d.b) {
 		switch d.b[d.i] {
 		case ' ', '\t', '\r', '\n':
@@ -718,24 +767,48 @@ func (d *decoder) str() ([]byte, error) {
 		return nil, d.errf("want a string")
 	}
 	start := d.i + 1
-	end := bytes.IndexByte(d.b[start:], '"')
-	if end < 0 {
-		d.i = len(d.b)
-		return nil, d.errf("unterminated string")
-	}
-	s := d.b[start : start+end]
-	if bytes.IndexByte(s, '\\') < 0 {
-		for _, c := range s {
-			if c < 0x20 {
-				return nil, d.errf("control character in string")
-			}
-		}
-		d.i = start + end + 1
-		return s, nil
+	b := d.b
+	j := scanPlain(b, start)
+	if j < len(b) && b[j] == '"' {
+		d.i = j + 1
+		return b[start:j], nil
 	}
 	d.i = start
 	return d.unescape(start)
 }
+
+// scanPlain returns the index of the first byte at or after j that ends
+// the fast scan of a string (see special), or len(b). It tests eight bytes
+// at a time: the lowest flagged byte of each word is exact.
+func scanPlain(b []byte, j int) int {
+	const lo, hi = 0x0101010101010101, 0x8080808080808080
+	for ; j+8 <= len(b); j += 8 {
+		x := binary.LittleEndian.Uint64(b[j:])
+		q := x ^ (lo * '"')
+		e := x ^ (lo * '\\')
+		t := ((x - lo*0x20) | (q - lo) | (e - lo)) &^ x & hi
+		// (q-lo)&^q and (e-lo)&^e flag zero bytes of q and e; &^x is the
+		// same as &^q and &^e on the high bit once x < 0x80, and bytes
+		// >= 0x80 are never special.
+		if t != 0 {
+			return j + bits.TrailingZeros64(t)/8
+		}
+	}
+	for j < len(b) && !special[b[j]] {
+		j++
+	}
+	return j
+}
+
+// special marks the bytes that end the fast scan of a string: the closing
+// quote, an escape, a control character.
+var special = func() (t [256]bool) {
+	for c := range 0x20 {
+		t[c] = true
+	}
+	t['"'], t['\\'] = true, true
+	return t
+}()
 
 // skipString consumes a string without unescaping it and tells whether it
 // had escapes.

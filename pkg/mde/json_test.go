@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -252,4 +253,28 @@ func mustTime(s string) beacon.Time {
 		panic(err)
 	}
 	return t
+}
+
+// TestScanPlain holds the eight-bytes-at-a-time scan to the byte loop.
+func TestScanPlain(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	alphabet := []byte{'a', 'Z', '"', '\\', 0x00, 0x1f, 0x20, 0x7f, 0x80, 0xa2, 0xdc, 0xff, '0', ':'}
+	for range 20000 {
+		b := make([]byte, r.IntN(40))
+		for i := range b {
+			if r.IntN(6) == 0 {
+				b[i] = alphabet[r.IntN(len(alphabet))]
+			} else {
+				b[i] = byte(0x20 + r.IntN(0xe0))
+			}
+		}
+		j := r.IntN(len(b) + 1)
+		want := j
+		for want < len(b) && !special[b[want]] {
+			want++
+		}
+		if got := scanPlain(b, j); got != want {
+			t.Fatalf("scanPlain(%q, %d) = %d, want %d", b, j, got, want)
+		}
+	}
 }

@@ -1,0 +1,135 @@
+package mde
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"os"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/beaconhunt/beacon/pkg/beacon"
+	"github.com/beaconhunt/beacon/pkg/fleet"
+)
+
+// The day benchmarks compare, in one run, hunt over a simulated day with
+// just reading the same bytes: the file issue 8 measures, ~720k events in
+// ~470 MB of Streaming API envelopes (beacon simulate --devices 365
+// --format envelope). Set BEACON_BENCH_FILE to measure a file of your own.
+//
+//	go test ./pkg/mde -run XXX -bench Day -benchtime 3x
+
+var day struct {
+	once   sync.Once
+	data   []byte
+	events int64
+}
+
+func dayData(b *testing.B) ([]byte, int64) {
+	day.once.Do(func() {
+		if name := os.Getenv("BEACON_BENCH_FILE"); name != "" {
+			var err error
+			if day.data, err = os.ReadFile(name); err != nil {
+				b.Fatal(err)
+			}
+		} else {
+			cfg := fleet.DefaultConfig()
+			cfg.Devices = 365
+			g, err := fleet.New(cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var buf bytes.Buffer
+			w, err := fleet.NewWriter(&buf, fleet.Envelope, fleet.WriterOptions{Batch: fleet.DefaultBatch, Tenant: fleet.DefaultTenant, Seed: 1})
+			if err != nil {
+				b.Fatal(err)
+			}
+			for r := range g.All() {
+				if err := w.Write(&r); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if err := w.Close(); err != nil {
+				b.Fatal(err)
+			}
+			day.data = buf.Bytes()
+		}
+		st, err := Read(context.Background(), bytes.NewReader(day.data), "day", Options{QueryOnly: true, Concurrent: true}, func([]beacon.Event) {})
+		if err != nil {
+			b.Fatal(err)
+		}
+		day.events = st.Events
+	})
+	return day.data, day.events
+}
+
+// BenchmarkDayRead is the floor: copying the file through a 1 MiB buffer,
+// as Read's reader does, with no decoding.
+func BenchmarkDayRead(b *testing.B) {
+	data, n := dayData(b)
+	b.SetBytes(int64(len(data)))
+	buf := make([]byte, chunkSize)
+	b.ResetTimer()
+	cpu0 := cpuTime()
+	for b.Loop() {
+		r := bytes.NewReader(data)
+		for {
+			if _, err := io.ReadFull(r, buf); err != nil {
+				break
+			}
+		}
+	}
+	report(b, n, cpuTime()-cpu0)
+}
+
+// BenchmarkDayDecode decodes every event and drops it.
+func BenchmarkDayDecode(b *testing.B) {
+	data, n := dayData(b)
+	b.SetBytes(int64(len(data)))
+	b.ResetTimer()
+	cpu0 := cpuTime()
+	for b.Loop() {
+		if _, err := Read(context.Background(), bytes.NewReader(data), "day", Options{QueryOnly: true, Concurrent: true},
+			func([]beacon.Event) {}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	report(b, n, cpuTime()-cpu0)
+}
+
+// BenchmarkDayHunt is beacon hunt over the day: decode, aggregate, query.
+func BenchmarkDayHunt(b *testing.B) {
+	data, n := dayData(b)
+	b.SetBytes(int64(len(data)))
+	b.ResetTimer()
+	cpu0 := cpuTime()
+	for b.Loop() {
+		h := beacon.NewHunt(beacon.Seed())
+		if _, err := Read(context.Background(), bytes.NewReader(data), "day", Options{QueryOnly: true, Concurrent: true},
+			func(batch []beacon.Event) { h.AddBatch(batch) }); err != nil {
+			b.Fatal(err)
+		}
+		now, _ := h.DefaultNow()
+		if rows := h.Rows(now); len(rows) == 0 {
+			b.Fatal("no beacons in the simulated day")
+		}
+	}
+	report(b, n, cpuTime()-cpu0)
+}
+
+// cpuTime is the process's user+system CPU time. On a shared machine the
+// wall clock says how busy the neighbours are; CPU per event says what
+// the code costs.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func report(b *testing.B, n int64, cpu time.Duration) {
+	events := float64(n) * float64(b.N)
+	b.ReportMetric(events/b.Elapsed().Seconds(), "events/s")
+	b.ReportMetric(float64(cpu.Nanoseconds())/events, "cpu-ns/event")
+}
