@@ -43,7 +43,7 @@ func TestDemo(t *testing.T) {
 
 // TestDemoHelp: --help teaches.
 func TestDemoHelp(t *testing.T) {
-	_, errOut, _ := runCmd(t, "demo", "--help")
+	errOut, _, _ := runCmd(t, "demo", "--help") // help goes to stdout
 	for _, want := range []string{"Usage: beacon demo", "Examples:", "kcat", "-duration", "-speed", "-data-dir", "-lookback"} {
 		if !strings.Contains(errOut, want) {
 			t.Errorf("demo --help does not mention %q", want)

@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -19,24 +21,32 @@ DeviceNetworkEvents exported from Advanced Hunting or captured from the
 Defender Streaming API, and prints the beacons it finds, ordered like the
 query (Jitter, then average sleep).
 
-FILE is JSON lines (flat objects or Streaming API envelopes), or a CSV
-export with a header row; gzip is read transparently; - reads stdin.
-Malformed lines are reported as FILE:LINE and skipped (in an envelope,
-only its bad records are).
+FILE is any shape Defender data comes in (see README "Hunting over a
+file"): JSON lines of rows, of Streaming API records (a storage account's
+files) or of Event Hubs envelopes; pretty-printed or concatenated JSON;
+JSON arrays; Advanced Hunting API and Graph runHuntingQuery responses; a
+CSV export with a header row; an Event Hubs Capture Avro file. gzip, a BOM
+and CRLF are read transparently; - reads stdin. Malformed lines are
+reported as FILE:LINE and skipped (in an envelope, only its bad records
+are). On stderr: the window used and the events in it.
+
+Exit status: 0 when the input was read (beacons or none; skipped lines
+are counted), 1 when no line decoded or the input is truncated, 2 for a
+bad command line.
 
 Examples:
-  beacon hunt testdata/sample.jsonl
-  beacon hunt --format jsonl --end 2024-05-02T00:00:00Z export.csv.gz > beacons.jsonl
-  beacon hunt --jitter-threshold 25 --sleep-min 675 --sleep-max 1125 events.jsonl
+  beacon hunt testdata/sample.jsonl.gz
+  beacon hunt --format jsonl --end 2024-05-02 testdata/sample.jsonl.gz
+  beacon hunt --jitter-threshold 25 --sleep-min 675 --sleep-max 1125 export.csv.gz
 
 Flags:`
 
 func runHunt(ctx context.Context, args []string, s stdio) error {
 	p := beacon.Seed()
 	fs := newFlags("hunt", huntUsage, s)
-	end := fs.String("end", "", "the query's now, RFC 3339 (default: newest filtered Timestamp + 1s, the streaming detector's clock)")
+	end := fs.String("end", "", "the query's now: an ISO 8601 date or date-time (2024-05-02, 2024-05-02T10:00, …Z or +02:00; default: newest filtered Timestamp + 1s, the streaming detector's clock)")
 	format := fs.String("format", "table", "output: table (for people), jsonl or csv (the query's columns)")
-	workers := fs.Int("workers", 0, "JSON decoding goroutines (0 = one per CPU)")
+	workers := fs.Int("workers", 0, "JSON decoding goroutines, 0 to 1024 (0 = one per CPU)")
 	quiet := fs.Bool("quiet", false, "no progress or bad-line reports on stderr (the count is still printed)")
 	profile := fs.String("profile", "seed", "detection profile: seed (the query, quirks included)")
 	addParamFlags(fs, &p)
@@ -44,11 +54,13 @@ func runHunt(ctx context.Context, args []string, s stdio) error {
 		return err
 	}
 	if *profile != "seed" {
-		return usagef("unknown profile %q (have: seed)", *profile)
+		return usagef("hunt: unknown profile %q (have: seed)", *profile)
 	}
 	if fs.NArg() == 0 {
-		fs.Usage()
 		return usagef("hunt: no input files (use - for stdin)")
+	}
+	if *workers < 0 || *workers > 1024 {
+		return usagef("hunt: --workers must be in [0, 1024] (0 = one per CPU), got %d", *workers)
 	}
 	if err := p.Validate(); err != nil {
 		return usagef("hunt: %v", err)
@@ -59,7 +71,7 @@ func runHunt(ctx context.Context, args []string, s stdio) error {
 	}
 	var now beacon.Time
 	if *end != "" {
-		if now, err = beacon.ParseTime([]byte(*end)); err != nil {
+		if now, err = parseISO8601(*end); err != nil {
 			return usagef("hunt: --end %q: %v", *end, err)
 		}
 	}
@@ -80,14 +92,23 @@ func runHunt(ctx context.Context, args []string, s stdio) error {
 		},
 		OnProgress: func(n int64) { prog.read.Store(n) },
 	}
+	var total mde.Stats
 	for _, name := range fs.Args() {
-		if err := huntFile(ctx, name, s.in, opt, h, prog); err != nil {
+		st, err := huntFile(ctx, name, s.in, opt, h, prog)
+		if err != nil {
 			return err
 		}
+		total.Lines += st.Lines
+		total.Events += st.Events
+		total.Bad += st.Bad
+		total.Other += st.Other
 	}
 	prog.stop()
 	if bad > 0 {
 		fmt.Fprintf(s.errOut, "beacon hunt: skipped %d malformed line(s)\n", bad)
+	}
+	if total.Events == 0 && total.Bad > 0 {
+		return fmt.Errorf("hunt: no line decoded (%d malformed): not DeviceNetworkEvents in a shape hunt reads (see 'beacon hunt --help')", total.Bad)
 	}
 	if now == 0 {
 		var ok bool
@@ -96,7 +117,43 @@ func runHunt(ctx context.Context, args []string, s stdio) error {
 		}
 	}
 	rows := h.Rows(now)
+	if from, to, n := h.Window(now); now != 0 || n > 0 {
+		fmt.Fprintf(s.errOut, "beacon hunt: window %s .. %s (now %s): %d of %d event(s) pass the filters in it; %d beacon(s)\n",
+			from, to, now, n, h.Events(), len(rows))
+	}
 	return write(s.out, rows)
+}
+
+// parseISO8601 reads --end: an ISO 8601 date (midnight UTC) or date-time
+// with minutes, seconds and fractions optional, and a zone of Z, ±hh:mm,
+// ±hhmm or ±hh (none is UTC).
+func parseISO8601(s string) (beacon.Time, error) {
+	v := strings.TrimSpace(s)
+	if len(v) == 10 {
+		v += "T00:00:00"
+	}
+	if len(v) >= 16 && (v[10] == 'T' || v[10] == 't' || v[10] == ' ') {
+		// Split off the zone, then pad the time to hh:mm:ss.
+		clock, zone := v[11:], ""
+		if i := strings.IndexAny(clock, "Zz+-"); i >= 0 {
+			clock, zone = clock[:i], clock[i:]
+		}
+		if len(clock) == 5 {
+			clock += ":00"
+		}
+		switch {
+		case len(zone) == 3 && zone[0] != 'Z' && zone[0] != 'z':
+			zone += ":00"
+		case len(zone) == 5 && zone[0] != 'Z' && zone[0] != 'z' && !strings.Contains(zone, ":"):
+			zone = zone[:3] + ":" + zone[3:]
+		}
+		v = v[:11] + clock + zone
+	}
+	t, err := beacon.ParseTime([]byte(v))
+	if err != nil {
+		return 0, errors.New("want an ISO 8601 date or date-time, e.g. 2024-05-02, 2024-05-02T10:00 or 2024-05-02T10:00:00.5+02:00")
+	}
+	return t, nil
 }
 
 func rowWriter(format string) (func(io.Writer, []beacon.Row) error, error) {
@@ -111,12 +168,12 @@ func rowWriter(format string) (func(io.Writer, []beacon.Row) error, error) {
 	return nil, usagef("unknown format %q (want table, jsonl or csv)", format)
 }
 
-func huntFile(ctx context.Context, name string, stdin io.Reader, opt mde.Options, h *beacon.Hunt, prog *progress) error {
+func huntFile(ctx context.Context, name string, stdin io.Reader, opt mde.Options, h *beacon.Hunt, prog *progress) (mde.Stats, error) {
 	r := stdin
 	if name != "-" {
 		f, err := os.Open(name)
 		if err != nil {
-			return err
+			return mde.Stats{}, err
 		}
 		defer f.Close()
 		if fi, err := f.Stat(); err == nil {
@@ -126,11 +183,10 @@ func huntFile(ctx context.Context, name string, stdin io.Reader, opt mde.Options
 	} else {
 		prog.begin("stdin", 0)
 	}
-	_, err := mde.Read(ctx, r, name, opt, func(batch []beacon.Event) {
+	return mde.Read(ctx, r, name, opt, func(batch []beacon.Event) {
 		h.AddBatch(batch)
 		prog.events.Add(int64(len(batch)))
 	})
-	return err
 }
 
 // progress reports reading progress on stderr once a second, starting only

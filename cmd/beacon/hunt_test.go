@@ -131,9 +131,9 @@ func TestHuntUsageErrors(t *testing.T) {
 	if _, _, err := runCmd(t, "hunt", filepath.Join(t.TempDir(), "missing.jsonl")); err == nil {
 		t.Error("a missing file must fail")
 	}
-	_, errOut, err := runCmd(t, "hunt", "--help")
-	if err == nil || !strings.Contains(errOut, "Examples:") || !strings.Contains(errOut, "-jitter-threshold") {
-		t.Errorf("--help: %v\n%s", err, errOut)
+	out, _, err := runCmd(t, "hunt", "--help") // help goes to stdout
+	if !errors.Is(err, flag.ErrHelp) || !strings.Contains(out, "Examples:") || !strings.Contains(out, "-jitter-threshold") {
+		t.Errorf("--help: %v\n%s", err, out)
 	}
 }
 

@@ -11,7 +11,10 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
+	"strings"
 	"syscall"
+	"time"
 )
 
 // stdio is what a subcommand may read and write; tests pass buffers.
@@ -40,40 +43,126 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], stdio{os.Stdin, os.Stdout, os.Stderr})
 	stop()
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(0)
-		}
-		var u usageError
-		if errors.As(err, &u) {
-			fmt.Fprintln(os.Stderr, "beacon:", err)
-			os.Exit(2)
-		}
-		fmt.Fprintln(os.Stderr, "beacon:", err)
-		os.Exit(1)
-	}
+	os.Exit(exitCode(err, os.Stderr))
 }
 
-// usageError marks errors in the command line itself (exit status 2).
-type usageError struct{ error }
+// exitCode reports err on w — the error first, then a one-line hint for
+// command-line mistakes — and returns the exit status: 0 for success and
+// --help, 2 for a usage error, 1 for anything else.
+func exitCode(err error, w io.Writer) int {
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	fmt.Fprintln(w, "beacon:", err)
+	var u usageError
+	if errors.As(err, &u) {
+		if u.cmd != "" {
+			fmt.Fprintf(w, "run 'beacon %s --help' for usage\n", u.cmd)
+		} else {
+			fmt.Fprintln(w, "run 'beacon help' for the commands")
+		}
+		return 2
+	}
+	return 1
+}
 
-func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format, a...)} }
+// usageError marks errors in the command line itself (exit status 2); cmd
+// names the command whose help the hint points to.
+type usageError struct {
+	error
+	cmd string
+}
+
+func (u usageError) Unwrap() error { return u.error }
+
+func usagef(format string, a ...any) error { return usageError{error: fmt.Errorf(format, a...)} }
 
 func run(ctx context.Context, args []string, s stdio) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 {
 		printUsage(s.errOut)
-		if len(args) == 0 {
-			return usagef("no command given")
-		}
+		return usagef("no command given")
+	}
+	switch args[0] {
+	case "-h", "-help", "--help":
+		printUsage(s.out)
 		return nil
+	case "help":
+		if len(args) == 1 {
+			printUsage(s.out)
+			return nil
+		}
+		if args[1] == "version" {
+			return runVersion(ctx, nil, s)
+		}
+		args = []string{args[1], "--help"}
+	case "version", "-version", "--version":
+		return runVersion(ctx, args[1:], s)
 	}
 	for _, c := range commands() {
 		if c.name == args[0] {
-			return c.run(ctx, args[1:], s)
+			err := c.run(ctx, args[1:], s)
+			var u usageError
+			if errors.As(err, &u) && u.cmd == "" {
+				u.cmd = c.name
+				return u
+			}
+			return err
 		}
 	}
-	printUsage(s.errOut)
-	return usagef("unknown command %q", args[0])
+	return usagef("unknown command %q (have %s)", args[0], commandNames())
+}
+
+func commandNames() string {
+	var names []string
+	for _, c := range commands() {
+		names = append(names, c.name)
+	}
+	return strings.Join(names, ", ")
+}
+
+// runVersion prints the module version and VCS revision the binary was
+// built from (runtime/debug build info).
+func runVersion(_ context.Context, args []string, s stdio) error {
+	if len(args) > 0 {
+		return usagef("version takes no arguments")
+	}
+	fmt.Fprintln(s.out, versionString())
+	return nil
+}
+
+func versionString() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "beacon (no build info)"
+	}
+	v := bi.Main.Version
+	if v == "" {
+		v = "(devel)"
+	}
+	var rev, at, dirty string
+	for _, kv := range bi.Settings {
+		switch kv.Key {
+		case "vcs.revision":
+			rev = kv.Value
+		case "vcs.time":
+			at = kv.Value
+		case "vcs.modified":
+			if kv.Value == "true" {
+				dirty = "+dirty"
+			}
+		}
+	}
+	out := "beacon " + v + " " + bi.GoVersion
+	if rev != "" {
+		if len(rev) > 12 {
+			rev = rev[:12]
+		}
+		out += " " + rev + dirty
+		if at != "" {
+			out += " " + at
+		}
+	}
+	return out
 }
 
 func printUsage(w io.Writer) {
@@ -83,29 +172,72 @@ func printUsage(w io.Writer) {
 	for _, c := range commands() {
 		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
 	}
+	fmt.Fprintf(w, "  %-9s %s\n", "version", "the version this binary was built from (also --version)")
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "Run 'beacon COMMAND --help' for a command's flags.")
+	fmt.Fprintln(w, "Run 'beacon help COMMAND' or 'beacon COMMAND --help' for a command's flags.")
 }
 
-// newFlags returns a flag set that prints a usage line and the flags' help,
-// and reports errors instead of exiting.
+// newFlags returns a flag set that prints a usage line and the flags' help
+// to stdout on --help, and reports errors instead of exiting.
 func newFlags(name, usage string, s stdio) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(s.errOut)
+	fs.SetOutput(io.Discard) // parse errors are returned, then reported once
 	fs.Usage = func() {
-		fmt.Fprintf(s.errOut, "Usage: beacon %s\n\n", usage)
+		fmt.Fprintf(s.out, "Usage: beacon %s\n\n", usage)
+		fs.SetOutput(s.out)
 		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
 	}
 	return fs
 }
 
-// parseFlags parses args, turning flag errors into usage errors.
+// parseFlags parses args, printing the help on --help and turning flag
+// errors into usage errors that say what a good value looks like.
 func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usageError{err}
+	usage := fs.Usage
+	fs.Usage = func() {} // the flag package calls it on every error too
+	err := fs.Parse(args)
+	fs.Usage = usage
+	if err == nil {
+		return nil
 	}
-	return nil
+	if errors.Is(err, flag.ErrHelp) {
+		usage()
+		return err
+	}
+	return usageError{error: explainFlagError(fs, err)}
+}
+
+// explainFlagError rewrites the flag package's "invalid value "5" for flag
+// -lookback: parse error" into what a good value looks like.
+func explainFlagError(fs *flag.FlagSet, err error) error {
+	msg := err.Error()
+	const pre = "invalid value "
+	if !strings.HasPrefix(msg, pre) {
+		return err
+	}
+	i := strings.Index(msg, " for flag -")
+	if i < 0 {
+		return err
+	}
+	val := msg[len(pre):i]
+	rest := msg[i+len(" for flag -"):]
+	name, why, _ := strings.Cut(rest, ": ")
+	f := fs.Lookup(name)
+	if f == nil {
+		return err
+	}
+	if g, ok := f.Value.(flag.Getter); ok {
+		switch g.Get().(type) {
+		case time.Duration:
+			why = "want a duration such as 24h or 90m"
+		case int, int64, uint, uint64:
+			why = "want a whole number"
+		case float64:
+			why = "want a number"
+		case bool:
+			why = "want true or false"
+		}
+	}
+	return fmt.Errorf("--%s %s: %s", name, val, why)
 }

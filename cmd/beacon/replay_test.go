@@ -494,7 +494,7 @@ func TestReplayBadRecords(t *testing.T) {
 // values are usage errors.
 func TestReplayFlags(t *testing.T) {
 	t.Parallel()
-	_, errOut, err := runCmd(t, "replay", "--help")
+	errOut, _, err := runCmd(t, "replay", "--help") // help goes to stdout
 	if err != flag.ErrHelp {
 		t.Fatalf("err %v, want flag.ErrHelp", err)
 	}

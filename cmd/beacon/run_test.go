@@ -120,7 +120,7 @@ sasl-mechanism: PLAIN
 
 // TestRunHelp: --help teaches: usage line, examples, every flag.
 func TestRunHelp(t *testing.T) {
-	_, errOut, err := runCmd(t, "run", "--help")
+	errOut, _, err := runCmd(t, "run", "--help") // help goes to stdout
 	if err != flag.ErrHelp {
 		t.Fatalf("err %v, want flag.ErrHelp", err)
 	}

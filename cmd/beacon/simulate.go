@@ -57,7 +57,7 @@ func runSimulate(ctx context.Context, args []string, s stdio) error {
 	def := fleet.DefaultConfig()
 	fs := newFlags("simulate", simulateUsage, s)
 	base := fs.Usage
-	fs.Usage = func() { base(); fmt.Fprint(s.errOut, simulateExamples) }
+	fs.Usage = func() { base(); fmt.Fprint(s.out, simulateExamples) }
 
 	seed := fs.Int64("seed", def.Seed, "selects the fleet; the same flags and seed give byte-identical output")
 	devices := fs.Int("devices", def.Devices, "devices in the fleet (about 5% are servers, which do not browse)")

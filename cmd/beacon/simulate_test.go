@@ -39,7 +39,7 @@ var smallFleet = []string{"simulate", "--devices", "10", "--hours", "3", "--star
 func simArgs(extra ...string) []string { return append(append([]string(nil), smallFleet...), extra...) }
 
 func TestSimulateHelp(t *testing.T) {
-	_, errOut, err := simRun(t, "simulate", "--help")
+	errOut, _, err := simRun(t, "simulate", "--help") // help goes to stdout
 	if !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("--help: %v", err)
 	}

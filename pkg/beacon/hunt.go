@@ -248,6 +248,20 @@ func (h *Hunt) DefaultNow() (now Time, ok bool) {
 	return newest + Second, ok
 }
 
+// Window returns the query's window at now and how many of the events
+// that passed the filters lie in it: what hunt reports on stderr.
+func (h *Hunt) Window(now Time) (from, to Time, events int64) {
+	from, to = h.p.Window(now)
+	for _, sh := range h.shards {
+		for _, t := range sh.evTime {
+			if t >= from && t <= to {
+				events++
+			}
+		}
+	}
+	return from, to, events
+}
+
 // Rows runs the query at now and returns its rows in output order.
 func (h *Hunt) Rows(now Time) []Row {
 	parts := make([][]Row, len(h.shards))

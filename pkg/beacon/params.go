@@ -62,19 +62,43 @@ func Seed() Params {
 	}
 }
 
-// Validate reports parameters that cannot give a meaningful answer.
+// Validate reports parameters that cannot give a meaningful answer, naming
+// each by its flag and saying the range it must be in.
 func (p *Params) Validate() error {
+	bad := func(f float64) bool { return math.IsNaN(f) || math.IsInf(f, 0) }
 	switch {
 	case p.Lookback <= 0:
-		return fmt.Errorf("lookback must be positive, got %s", p.Lookback)
+		return fmt.Errorf("lookback must be positive (a duration such as 24h or 90m), got %s", p.Lookback)
 	case p.EndOffset < 0 || p.EndOffset >= p.Lookback:
-		return fmt.Errorf("end offset must be in [0, lookback), got %s", p.EndOffset)
+		return fmt.Errorf("end-offset must be in [0, lookback %s), got %s", p.Lookback, p.EndOffset)
 	case p.TimeDeltaThresholdMin <= 0:
-		return fmt.Errorf("time delta threshold min must be positive, got %s", p.TimeDeltaThresholdMin)
+		return fmt.Errorf("time-delta-threshold-min must be positive (a duration such as 1ms or 675s), got %s", p.TimeDeltaThresholdMin)
+	case p.TotalEventsThresholdMin < 0:
+		return fmt.Errorf("total-events-threshold-min must be at least 0 (a count of distinct timestamps; the query's is 15), got %d", p.TotalEventsThresholdMin)
+	case p.TotalEventsThresholdMax < 0:
+		return fmt.Errorf("total-events-threshold-max must be at least 0 (0 = derived from time-delta-threshold-min), got %d", p.TotalEventsThresholdMax)
+	case p.TotalEventsThresholdMax != 0 && p.TotalEventsThresholdMax <= p.TotalEventsThresholdMin+1:
+		return fmt.Errorf("total-events-threshold-max must be 0 or above total-events-threshold-min+1 = %d (else no tuple can pass), got %d",
+			p.TotalEventsThresholdMin+1, p.TotalEventsThresholdMax)
+	case bad(p.JitterThreshold) || p.JitterThreshold <= 0:
+		return fmt.Errorf("jitter-threshold must be above 0 (a percentage of the average gap; the query's is 50), got %v", p.JitterThreshold)
+	case bad(p.OutlierThresholdMax) || p.OutlierThresholdMax < 0:
+		return fmt.Errorf("outlier-threshold-max must be at least 0 (a series_outliers score; the query's is 2), got %v", p.OutlierThresholdMax)
+	case p.OutlierCountMax < 0:
+		return fmt.Errorf("outlier-count-max must be at least 0 (the query's is 3), got %d", p.OutlierCountMax)
+	case p.OutlierThresholdLow != nil && (bad(*p.OutlierThresholdLow) || *p.OutlierThresholdLow > p.OutlierThresholdMax):
+		return fmt.Errorf("outlier-threshold-low must be a number at most outlier-threshold-max %v (a series_outliers score, e.g. -2), got %v",
+			p.OutlierThresholdMax, *p.OutlierThresholdLow)
+	case p.CompromisedDeviceCountMax < 1:
+		return fmt.Errorf("compromised-device-count-max must be at least 1 (the query's is 10), got %d", p.CompromisedDeviceCountMax)
 	case len(p.ActionTypes) == 0:
-		return fmt.Errorf("at least one action type is needed")
+		return fmt.Errorf("action-types needs at least one action type")
+	case bad(p.SleepMin) || p.SleepMin < 0:
+		return fmt.Errorf("sleep-min must be at least 0 seconds (0 = off), got %v", p.SleepMin)
+	case bad(p.SleepMax) || p.SleepMax < 0:
+		return fmt.Errorf("sleep-max must be at least 0 seconds (0 = off), got %v", p.SleepMax)
 	case p.SleepMax != 0 && p.SleepMax < p.SleepMin:
-		return fmt.Errorf("sleep max %v is below sleep min %v", p.SleepMax, p.SleepMin)
+		return fmt.Errorf("sleep-max %v is below sleep-min %v", p.SleepMax, p.SleepMin)
 	}
 	return nil
 }
