@@ -191,3 +191,37 @@ func TestHelpExamplesRun(t *testing.T) {
 		t.Errorf("ran %d examples; the help should show some on the shipped sample", ran)
 	}
 }
+
+// TestOneNamePerConcept: --topic names the input topics in run as in
+// replay and simulate (--input-topics still works), --topic-partitions the
+// partitions of topics, --workers in-process parallelism.
+func TestOneNamePerConcept(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--topic", "a,b"}, "a,b"},
+		{[]string{"--input-topics", "c"}, "c"},
+	} {
+		var rc runConfig
+		fs := flag.NewFlagSet("run", flag.ContinueOnError)
+		registerRunFlags(fs, &rc)
+		if err := fs.Parse(c.args); err != nil || rc.inputTopics != c.want {
+			t.Errorf("run %v: topics %q, %v", c.args, rc.inputTopics, err)
+		}
+	}
+	for cmd, names := range map[string][]string{
+		"run":      {"-topic ", "-topic-partitions "},
+		"replay":   {"-topic ", "-workers "},
+		"simulate": {"-topic ", "-topic-format "},
+		"demo":     {"-topic-partitions "},
+		"hunt":     {"-workers "},
+	} {
+		help, _, _ := runCmd(t, cmd, "--help")
+		for _, n := range names {
+			if !strings.Contains(help, "  "+n) {
+				t.Errorf("%s --help lacks %s", cmd, n)
+			}
+		}
+	}
+}

@@ -77,7 +77,8 @@ func runDemo(ctx context.Context, args []string, s stdio) error {
 	fs.StringVar(&c.dataDir, "data-dir", "", "keep the broker's topics and the detector's state in this directory, across runs")
 	fs.StringVar(&c.listen, "listen", "127.0.0.1:0", "HTTP address of the page (/), /beacons, /metrics and /healthz (empty: none)")
 	fs.StringVar(&c.format, "format", "envelope", "how the fleet writes events: envelope (Defender Streaming API), jsonl (flat) or avro")
-	fs.IntVar(&c.partitions, "partitions", 4, "partitions of the demo's topics")
+	fs.IntVar(&c.partitions, "topic-partitions", 4, "partitions of the demo's topics")
+	fs.IntVar(&c.partitions, "partitions", 4, "alias of --topic-partitions")
 	fs.BoolVar(&c.quiet, "quiet", false, "print the summary only")
 	fs.StringVar(&c.alertFormat, "alert-format", "json", "alert encoding on the alert topic: json, avro, ecs or ocsf (as run's)")
 	fs.StringVar(&c.alertLink, "alert-link", "", "link rendered into every alert (as run's --alert-link)")
@@ -89,7 +90,7 @@ func runDemo(ctx context.Context, args []string, s stdio) error {
 	case fs.NArg() > 0:
 		return usagef("demo: unexpected arguments %q", fs.Args())
 	case c.duration <= 0 || c.speed <= 0 || c.devices < 1 || c.partitions < 1:
-		return usagef("demo: --duration, --speed, --devices and --partitions must be positive")
+		return usagef("demo: --duration, --speed, --devices and --topic-partitions must be positive")
 	}
 	if err := c.params.Validate(); err != nil {
 		return usagef("demo: %v", err)

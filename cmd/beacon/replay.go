@@ -55,7 +55,7 @@ What is read:
 Alerts wait for the warm-up (--warmup, default the lookback) of each
 partition, counted from its first connection: a replay of one lookback of
 history alerts nothing unless the warm-up is shorter (--warmup 1h, or -1s
-for none). --partitions routes events by RemoteIP to that many detection
+for none). --workers routes events by RemoteIP to that many detection
 partitions with Kafka's partitioner: give it the live repartition topic's
 partition count to reproduce the live stream times and alerts (default 1:
 one stream time for all events; more partitions also replay faster).
@@ -117,7 +117,8 @@ func registerReplayFlags(fs *flag.FlagSet, c *replayConfig) {
 	fs.StringVar(&c.fromOffset, "from-offset", "", "first offset to read: N for every partition, or P:N,P:N (default: the log start, or where --from seeks)")
 	fs.StringVar(&c.toOffset, "to-offset", "", "offset to stop before: N for every partition, or P:N,P:N (default: the high watermark when replay starts)")
 	fs.DurationVar(&c.fromSlack, "from-slack", time.Hour, "with --from, read each partition from its first record timestamped at or after --from minus this (records must not be timestamped earlier than their events by more); -1s reads from the beginning")
-	fs.IntVar(&c.partitions, "partitions", 1, "detection partitions, in process; events are routed by RemoteIP with Kafka's partitioner, as to the repartition topic: its partition count reproduces live stream times")
+	fs.IntVar(&c.partitions, "workers", 1, "in-process detection workers, one per partition of an emulated repartition topic; events are routed by RemoteIP with Kafka's partitioner, as to the repartition topic: its partition count reproduces live stream times")
+	fs.IntVar(&c.partitions, "partitions", 1, "alias of --workers")
 	fs.StringVar(&c.format, "format", "table", "beacon set at the end: table (for people), jsonl or csv (the query's columns, as hunt prints them)")
 	fs.StringVar(&c.out, "out", "-", "write the beacon set to `PATH` (- is stdout)")
 	fs.StringVar(&c.alerts, "alerts", "", "write the alerts that would have fired to `PATH` in --alert-format: JSON lines (json, ecs, ocsf) as on the alert topic, an Avro container file (avro), or CSV (the query's columns after AlertId, StreamTime, AlertEpoch) when it ends in .csv; - is stdout when --out is not")
@@ -295,7 +296,7 @@ func (c *replayConfig) check() error {
 		return usagef("replay: --to-offset: %v", err)
 	}
 	if c.partitions < 1 || c.partitions > 1<<16 {
-		return usagef("replay: --partitions must be in [1, 65536], got %d", c.partitions)
+		return usagef("replay: --workers must be in [1, 65536], got %d", c.partitions)
 	}
 	if c.alerts == "-" && c.out == "-" {
 		return usagef("replay: --alerts - and the beacon set would both go to stdout (set --out)")

@@ -47,7 +47,7 @@ Examples:
   BEACON_SASL_PASSWORD="$EH_CONNECTION_STRING" beacon run \
       --brokers mynamespace.servicebus.windows.net:9093 --tls \
       --sasl-mechanism PLAIN --sasl-user '$ConnectionString' \
-      --input-topics defender-events --compression none
+      --topic defender-events --compression none
   curl -s 127.0.0.1:9464/beacons?format=table
 
 Flags:`
@@ -102,7 +102,8 @@ func registerRunFlags(fs *flag.FlagSet, c *runConfig) {
 	fs.StringVar(&c.config, "config", "", "YAML file of settings keyed by flag name (env BEACON_CONFIG)")
 	registerKafkaFlags(fs, &c.kafkaConfig)
 	registerDetectFlags(fs, &c.detectConfig)
-	fs.StringVar(&c.inputTopics, "input-topics", "beacon.events", "comma-separated topics of DeviceNetworkEvents to ingest")
+	fs.StringVar(&c.inputTopics, "topic", "beacon.events", "comma-separated input topics of DeviceNetworkEvents to ingest (as replay's and simulate's --topic)")
+	fs.StringVar(&c.inputTopics, "input-topics", "beacon.events", "alias of --topic")
 	fs.StringVar(&c.repartition, "repartition-topic", "beacon.repartition", "topic between ingest and detection, keyed by RemoteIP; its partitions are the detector's parallelism, its retention must cover lookback + 1 day")
 	fs.StringVar(&c.alerts, "alert-topic", "beacon.alerts", "topic alerts are published to, keyed by tuple")
 	fs.StringVar(&c.deadLetter, "dead-letter-topic", "beacon.deadletter", "topic of records that do not decode, with the reason in headers")
@@ -110,7 +111,8 @@ func registerRunFlags(fs *flag.FlagSet, c *runConfig) {
 	fs.StringVar(&c.role, "role", "all", "what this process runs: all, ingest or detect")
 	fs.StringVar(&c.stateDir, "state-dir", "beacon-state", "directory of the detector's Pebble state; keep it across restarts")
 	fs.BoolVar(&c.createTopics, "create-topics", true, "create the repartition, alert and dead-letter topics when missing")
-	fs.IntVar(&c.partitions, "partitions", -1, "partitions of created topics (-1: broker default)")
+	fs.IntVar(&c.partitions, "topic-partitions", -1, "partitions of created topics (-1: broker default)")
+	fs.IntVar(&c.partitions, "partitions", -1, "alias of --topic-partitions")
 	fs.IntVar(&c.replication, "replication", -1, "replication factor of created topics (-1: broker default)")
 	fs.BoolVar(&c.fromLatest, "from-latest", false, "a new ingest group starts at the end of the input topics instead of backfilling from their beginning")
 	fs.DurationVar(&c.sessionTimeout, "session-timeout", 45*time.Second, "consumer group session timeout: how long a dead process keeps its partitions")
@@ -141,7 +143,7 @@ func registerKafkaFlags(fs *flag.FlagSet, c *kafkaConfig) {
 func registerDetectFlags(fs *flag.FlagSet, c *detectConfig) {
 	c.params = beacon.Seed()
 	fs.StringVar(&c.profile, "profile", "seed", "detection profile: seed (the query, quirks included)")
-	fs.StringVar(&c.inputFormat, "input-format", "auto", "input encoding: auto (per record), json, avro (raw binary) or confluent (schema-registry framed Avro)")
+	fs.StringVar(&c.inputFormat, "input-format", "auto", "input encoding: auto (per record), jsonl (any JSON shape; json is an alias), avro (raw binary) or confluent (schema-registry framed Avro)")
 	fs.IntVar(&c.inputSchemaID, "input-schema-id", -1, "accept Confluent-framed records with this schema id only (-1: any)")
 	fs.IntVar(&c.maxRecordBytes, "max-record-bytes", 1<<20, "input records larger than this are not decoded: run dead-letters them, replay reports them")
 	fs.StringVar(&c.alertFormat, "alert-format", "json", "alert encoding: json (every output column of the query plus alert fields), avro (schemas/BeaconAlert.avsc), ecs (an Elastic Common Schema alert document) or ocsf (an OCSF Detection Finding, class 2004)")
@@ -353,6 +355,13 @@ func layerConfig(fs *flag.FlagSet, path string, lookup func(string) (string, boo
 func layerConfigOf(fs *flag.FlagSet, path string, lookup func(string) (string, bool), layered, known func(string) bool) error {
 	set := make(map[string]bool)
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	// A flag and its alias ("alias of --topic") are one setting: the
+	// command line's value of either wins over the file's of the other.
+	fs.VisitAll(func(f *flag.Flag) {
+		if target, ok := strings.CutPrefix(f.Usage, "alias of --"); ok && (set[f.Name] || set[target]) {
+			set[f.Name], set[target] = true, true
+		}
+	})
 	if path == "" {
 		if v, ok := lookup("BEACON_CONFIG"); ok {
 			path = v

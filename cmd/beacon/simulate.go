@@ -78,7 +78,7 @@ func runSimulate(ctx context.Context, args []string, s stdio) error {
 	labels := fs.String("labels", "", "write the ground truth, one JSON object per labelled tuple, to `PATH` (- is stdout when --out is not)")
 	brokers := fs.String("brokers", "", "produce to Kafka at `HOST:PORT`[,HOST:PORT…], keyed by DeviceId")
 	topic := fs.String("topic", "", "Kafka topic to produce to (with --brokers)")
-	topicFormat := fs.String("topic-format", "json", "message format: json (one flat JSON object per event), envelope (Streaming API message of up to --batch events of one device) or avro (raw Avro binary per event, schemas/DeviceNetworkEvent.avsc, no registry header)")
+	topicFormat := fs.String("topic-format", "jsonl", "message format: jsonl (one flat JSON object per event; json is an alias), envelope (Streaming API message of up to --batch events of one device) or avro (raw Avro binary per event, schemas/DeviceNetworkEvent.avsc, no registry header)")
 	quiet := fs.Bool("quiet", false, "print neither progress nor the summary on stderr")
 	if err := parseFlags(fs, args); err != nil {
 		return err
