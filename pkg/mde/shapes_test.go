@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"math/rand/v2"
@@ -460,5 +461,47 @@ func TestBeaconOncePerShape(t *testing.T) {
 				t.Fatalf("%s: rows %+v, want the one beacon", s.name, rows)
 			}
 		})
+	}
+}
+
+// TestTruncated: a cut gzip stream or Avro file is an error, not a short
+// read; so is a CSV header without the query's columns.
+func TestTruncated(t *testing.T) {
+	for _, name := range []string{"rows.jsonl.gz", "capture.avro"} {
+		data, err := os.ReadFile(filepath.Join("testdata/shapes", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, cut := range []int{len(data) - 1, len(data) - 9, len(data) / 2} {
+			_, err := Read(context.Background(), bytes.NewReader(data[:cut]), name, Options{}, func([]beacon.Event) {})
+			if err == nil {
+				t.Errorf("%s cut to %d of %d bytes: no error", name, cut, len(data))
+			}
+		}
+	}
+	csv := "Timestamp,DeviceId,ActionType,RemoteIP\n2024-05-01T10:00:00Z,d,ConnectionSuccess,8.8.8.8\n"
+	_, err := Read(context.Background(), strings.NewReader(csv), "x.csv", Options{}, func([]beacon.Event) {})
+	var mc *MissingColumnsError
+	if !errors.As(err, &mc) || !strings.Contains(err.Error(), "x.csv:1: CSV header lacks DeviceName, RemotePort, InitiatingProcessFileName") {
+		t.Errorf("CSV without columns: %v", err)
+	}
+}
+
+// TestValuesReportLines: in pretty-printed input a bad row is named by the
+// line it starts at, and reading resumes after broken JSON.
+func TestValuesReportLines(t *testing.T) {
+	in := "[\n" +
+		"  {\"Timestamp\": \"2024-05-01T10:00:00Z\", \"RemotePort\": 1},\n" +
+		"  {\n    \"Timestamp\": \"yesterday\"\n  },\n" +
+		"  {\"Timestamp\": \"2024-05-01T10:00:02Z\"}\n" +
+		"]\n" +
+		"{\n  \"Timestamp\": \"2024-05-01T10:00:03Z\",\n  \"DeviceId\": \n}\n" +
+		"{\n  \"Timestamp\": \"2024-05-01T10:00:04Z\"\n}\n"
+	evs, bad, st := readFile(t, "in.json", []byte(in))
+	if st.Shape != ShapeValues || len(evs) != 3 || len(bad) != 2 || bad[0].Line != 3 || bad[1].Line != 8 {
+		t.Fatalf("shape %s, %d events, bad %v", st.Shape, len(evs), bad)
+	}
+	if !strings.Contains(bad[0].Error(), "in.json:3: [1]: Timestamp") {
+		t.Errorf("bad row: %v", bad[0])
 	}
 }
