@@ -270,7 +270,7 @@ func (c *replayConfig) check() error {
 		if v == "" {
 			return nil, nil
 		}
-		t, err := beacon.ParseTime([]byte(v))
+		t, err := parseISO8601(v) // as hunt's --end: any ISO 8601 date or date-time
 		if err != nil {
 			return nil, usagef("replay: --%s %q: %v", name, v, err)
 		}

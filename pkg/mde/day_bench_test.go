@@ -133,3 +133,25 @@ func report(b *testing.B, n int64, cpu time.Duration) {
 	b.ReportMetric(events/b.Elapsed().Seconds(), "events/s")
 	b.ReportMetric(float64(cpu.Nanoseconds())/events, "cpu-ns/event")
 }
+
+// BenchmarkDayLines decodes the first ~50 MB of the day line by line on
+// one goroutine: the decoder alone, without the reader or the pipeline.
+func BenchmarkDayLines(b *testing.B) {
+	data, _ := dayData(b)
+	data = data[:min(len(data), 50<<20)]
+	data = data[:bytes.LastIndexByte(data, '\n')+1]
+	lines := bytes.Split(data[:len(data)-1], []byte{'\n'})
+	b.SetBytes(int64(len(data)))
+	var evs []beacon.Event
+	var n int64
+	b.ResetTimer()
+	cpu0 := cpuTime()
+	for b.Loop() {
+		n = 0
+		for _, l := range lines {
+			evs, _ = AppendEvents(evs[:0], l, true)
+			n += int64(len(evs))
+		}
+	}
+	report(b, n, cpuTime()-cpu0)
+}
