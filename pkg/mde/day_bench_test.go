@@ -155,3 +155,24 @@ func BenchmarkDayLines(b *testing.B) {
 	}
 	report(b, n, cpuTime()-cpu0)
 }
+
+// BenchmarkDayAdd is beacon.Hunt alone: the day's events, decoded once,
+// added on one goroutine.
+func BenchmarkDayAdd(b *testing.B) {
+	data, _ := dayData(b)
+	var evs []beacon.Event
+	Read(context.Background(), bytes.NewReader(data), "day", Options{QueryOnly: true}, func(batch []beacon.Event) {
+		for i := range batch {
+			evs = append(evs, batch[i].Clone())
+		}
+	})
+	b.ResetTimer()
+	cpu0 := cpuTime()
+	for b.Loop() {
+		h := beacon.NewHunt(beacon.Seed())
+		for i := 0; i < len(evs); i += 4096 {
+			h.AddBatch(evs[i:min(i+4096, len(evs))])
+		}
+	}
+	report(b, int64(len(evs)), cpuTime()-cpu0)
+}
