@@ -278,3 +278,10 @@ func TestScanPlain(t *testing.T) {
 		}
 	}
 }
+
+func BenchmarkReadSmall(b *testing.B) {
+	data := []byte("{\"Timestamp\":\"2024-05-01T10:00:00Z\"}\nbroken\n")
+	for b.Loop() {
+		Read(context.Background(), bytes.NewReader(data), "x", Options{Workers: 2}, func([]beacon.Event) {})
+	}
+}

@@ -162,7 +162,7 @@ func readLines(ctx context.Context, br *bufio.Reader, source string, opt Options
 	}
 	free := make(chan *chunk, 2*workers+2)
 	for range cap(free) {
-		free <- &chunk{data: make([]byte, 0, chunkSize), done: make(chan struct{}, 1)}
+		free <- &chunk{done: make(chan struct{}, 1)} // data allocated on first use
 	}
 	jobs := make(chan *chunk, workers)
 	order := make(chan *chunk, cap(free))
@@ -191,6 +191,15 @@ func readLines(ctx context.Context, br *bufio.Reader, source string, opt Options
 			case c = <-free:
 			case <-stop:
 				return
+			}
+			if c.data == nil {
+				size := chunkSize
+				if n := br.Buffered(); n < br.Size() && len(carry) == 0 && line == 1 {
+					// The whole input may already be buffered: a small
+					// file needs no megabyte.
+					size = max(n+1, 4096)
+				}
+				c.data = make([]byte, 0, size)
 			}
 			buf := append(c.data[:0], carry...)
 			n, err := fill(br, buf[len(buf):cap(buf)])
