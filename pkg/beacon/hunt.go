@@ -38,20 +38,17 @@ type shard struct {
 	mu   sync.Mutex // AddBatch may be called from several goroutines
 	p    *Params
 	seed maphash.Seed
-	// Tuples are found by a 64-bit hash of their columns; first[h] is the
-	// newest tuple with that hash and next chains the (rare) collisions.
-	first  map[uint64]int32
-	next   []int32
+	// index finds a tuple's position in tuples.
+	index  map[Tuple]int32
 	tuples []Tuple
 	// Each kept event is (tuple index, timestamp), in arrival order; Rows
 	// groups them with a counting sort, so no per-tuple slice is grown.
 	evTuple []int32
 	evTime  []Time
 	// For the Domains enrichment, the newest Timestamp of each distinct
-	// (RemoteIP, RemoteUrl), found like tuples; domains are derived only
+	// (RemoteIP, RemoteUrl), found by urlIndex; domains are derived only
 	// for the IPs of candidates, at the end.
-	urlFirst map[uint64]int32
-	urlNext  []int32
+	urlIndex map[ipURLKey]int32
 	urlSeen  []ipURL
 	strs     map[string]string
 	newest   Time
@@ -66,8 +63,8 @@ func NewHunt(p Params) *Hunt {
 		h.shards = append(h.shards, &shard{
 			p:        &h.p,
 			seed:     h.seed,
-			first:    make(map[uint64]int32),
-			urlFirst: make(map[uint64]int32),
+			index:    make(map[Tuple]int32),
+			urlIndex: make(map[ipURLKey]int32),
 			strs:     make(map[string]string),
 		})
 	}
@@ -180,22 +177,16 @@ func (h *shard) add(e *Event) {
 	if !e.HasPort {
 		return // null == null is null in Kusto: such rows never pair up
 	}
+	// Go's map hashes and compares the tuple by value in one probe:
+	// cheaper than hashing it with Tuple.Hash and walking a chain.
 	t := e.Tuple()
-	hash := t.Hash(h.seed)
-	i, ok := h.first[hash]
-	for ok && i >= 0 && h.tuples[i] != t {
-		i = h.next[i]
-	}
-	if !ok || i < 0 {
-		prev := int32(-1)
-		if ok {
-			prev = h.first[hash]
-		}
+	i, ok := h.index[t]
+	if !ok {
 		i = int32(len(h.tuples))
-		h.tuples = append(h.tuples, Tuple{h.intern(e.DeviceId), h.intern(e.DeviceName), h.intern(e.AccountName),
-			h.intern(e.AccountDomain), h.intern(e.FileName), h.intern(e.RemoteIP), e.RemotePort})
-		h.next = append(h.next, prev)
-		h.first[hash] = i
+		t = Tuple{h.intern(e.DeviceId), h.intern(e.DeviceName), h.intern(e.AccountName),
+			h.intern(e.AccountDomain), h.intern(e.FileName), h.intern(e.RemoteIP), e.RemotePort}
+		h.tuples = append(h.tuples, t)
+		h.index[t] = i
 	}
 	h.evTuple = append(h.evTuple, i)
 	h.evTime = append(h.evTime, e.Timestamp)
@@ -207,30 +198,20 @@ type ipURL struct {
 }
 
 func (h *shard) addDomain(e *Event) {
-	var m maphash.Hash
-	m.SetSeed(h.seed)
-	m.WriteString(e.RemoteIP)
-	m.WriteByte(0)
-	m.WriteString(e.RemoteUrl)
-	hash := m.Sum64()
-	i, ok := h.urlFirst[hash]
-	for ok && i >= 0 && (h.urlSeen[i].ip != e.RemoteIP || h.urlSeen[i].url != e.RemoteUrl) {
-		i = h.urlNext[i]
-	}
-	if ok && i >= 0 {
+	k := ipURLKey{e.RemoteIP, e.RemoteUrl}
+	if i, ok := h.urlIndex[k]; ok {
 		if e.Timestamp > h.urlSeen[i].newest {
 			h.urlSeen[i].newest = e.Timestamp
 		}
 		return
 	}
-	prev := int32(-1)
-	if ok {
-		prev = h.urlFirst[hash]
-	}
-	h.urlFirst[hash] = int32(len(h.urlSeen))
-	h.urlNext = append(h.urlNext, prev)
-	h.urlSeen = append(h.urlSeen, ipURL{h.intern(e.RemoteIP), cloneString(e.RemoteUrl), e.Timestamp})
+	ip, url := h.intern(e.RemoteIP), cloneString(e.RemoteUrl)
+	h.urlIndex[ipURLKey{ip, url}] = int32(len(h.urlSeen))
+	h.urlSeen = append(h.urlSeen, ipURL{ip, url, e.Timestamp})
 }
+
+// ipURLKey finds the urlSeen entry of a (RemoteIP, RemoteUrl).
+type ipURLKey struct{ ip, url string }
 
 // Events is the number of events added.
 func (h *Hunt) Events() int64 { return h.events.Load() }
