@@ -160,7 +160,7 @@ func rowWriter(format string) (func(io.Writer, []beacon.Row) error, error) {
 	switch format {
 	case "table":
 		return beacon.WriteTable, nil
-	case "jsonl":
+	case "jsonl", "json": // json: the name some commands used
 		return beacon.WriteJSONL, nil
 	case "csv":
 		return beacon.WriteCSV, nil
