@@ -175,7 +175,6 @@ func (d *decoder) rows(dst []beacon.Event) ([]beacon.Event, error) {
 type row struct {
 	timestamp bool
 	container bool // it held records or results: not a row itself
-	props     bool
 	category  []byte
 	addl      []byte // AdditionalFields: the raw string body or object
 	addlStr   bool
@@ -199,7 +198,8 @@ func (d *decoder) object(dst []beacon.Event) ([]beacon.Event, error) {
 	d.ws()
 	if d.i < len(d.b) && d.b[d.i] == '}' {
 		d.i++
-		return dst, d.rowDone(&ev, &r, start)
+		d.rowDone(&ev, &r, start)
+		return dst, nil
 	}
 	for {
 		d.ws()
@@ -222,7 +222,6 @@ func (d *decoder) object(dst []beacon.Event) ([]beacon.Event, error) {
 			}
 		case "properties":
 			if d.i < len(d.b) && d.b[d.i] == '{' {
-				r.props = true
 				if err = d.columns(&ev, &r); err != nil {
 					return dst, err
 				}
@@ -258,9 +257,7 @@ func (d *decoder) object(dst []beacon.Event) ([]beacon.Event, error) {
 			if r.container {
 				return dst, nil
 			}
-			if err := d.rowDone(&ev, &r, start); err != nil {
-				return dst, err
-			}
+			d.rowDone(&ev, &r, start)
 			if r.err == nil && isNetworkCategory(r.category) {
 				dst = append(dst, ev)
 			}
@@ -314,12 +311,13 @@ func isNetworkCategory(c []byte) bool {
 	return len(c) == 0 || string(c) == "AdvancedHunting-DeviceNetworkEvents" || string(c) == "DeviceNetworkEvents"
 }
 
-// rowDone checks a finished row and notes its error; the returned error is
-// a syntax error only.
-func (d *decoder) rowDone(ev *beacon.Event, r *row, start int) error {
+// rowDone checks a finished row: it notes the row's error (a row error
+// leaves the row out, the rest of the message goes on) and counts records
+// of other tables.
+func (d *decoder) rowDone(ev *beacon.Event, r *row, start int) {
 	if r.category != nil && !isNetworkCategory(r.category) {
 		d.other++
-		return nil
+		return
 	}
 	if r.err == nil && !r.timestamp {
 		r.err = errors.New("no Timestamp")
@@ -339,7 +337,6 @@ func (d *decoder) rowDone(ev *beacon.Event, r *row, start int) error {
 			d.rowErr = re
 		}
 	}
-	return nil
 }
 
 func hasSuffix(s, suffix string) bool {
