@@ -8,6 +8,7 @@ import (
 	"math"
 	"math/bits"
 	"strconv"
+	"sync"
 	"unicode/utf16"
 	"unicode/utf8"
 	"unsafe"
@@ -26,15 +27,23 @@ import (
 // ends the message at once.
 //
 // The strings of an emitted Event may alias value: copy them (Event.Clone)
-// to keep them after value is reused.
+// to keep them after value is reused; the Event itself is reused after
+// emit returns.
 func Decode(value []byte, emit func(*beacon.Event)) (int, error) {
+	buf := eventBufs.Get().(*[]beacon.Event)
 	var d decoder
-	evs, err := d.message(value, nil)
+	evs, err := d.message(value, (*buf)[:0])
 	for i := range evs {
 		emit(&evs[i])
 	}
+	*buf = evs
+	eventBufs.Put(buf)
 	return len(evs), err
 }
+
+// eventBufs are Decode's event slices, reused: a record decodes without
+// allocating. emit must not keep the *Event it is given.
+var eventBufs = sync.Pool{New: func() any { return new([]beacon.Event) }}
 
 // AppendEvents is Decode appending to dst instead of calling back: what a
 // hot loop uses, since nothing escapes to the heap per event. queryOnly
