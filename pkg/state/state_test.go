@@ -2,6 +2,7 @@ package state
 
 import (
 	"math/rand/v2"
+	"os"
 	"slices"
 	"testing"
 	"time"
@@ -238,5 +239,31 @@ func TestNoPortConnMovesStreamTime(t *testing.T) {
 	sameRows(t, "after a null-port row", got, h.Rows(now))
 	if off, _ := part.Offset(); off != 21 {
 		t.Fatalf("offset %d, want 21", off)
+	}
+}
+
+// WithInMemory keeps everything off the disk: the directory stays empty,
+// and the state answers as a durable one does.
+func TestInMemory(t *testing.T) {
+	dir := t.TempDir()
+	p := testParams(10*time.Minute, time.Second)
+	s := openT(t, dir, p, WithInMemory(), WithSync(true))
+	defer s.Close()
+	part, err := s.Partition(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newModel(t, 0, p)
+	ins := scenario(rand.New(rand.NewPCG(9, 9)), 0, testBase, 20*time.Minute)
+	for i := 0; i < len(ins); i += 50 {
+		conns, doms := m.feed(ins[i:min(i+50, len(ins))])
+		m.offset = int64(min(i+50, len(ins)))
+		if _, err := part.Apply(conns, doms, m.offset, nil); err != nil {
+			t.Fatal(err)
+		}
+		m.check(part, true)
+	}
+	if ents, err := os.ReadDir(dir); err != nil || len(ents) != 0 {
+		t.Fatalf("in-memory store wrote %d entries to its directory (%v)", len(ents), err)
 	}
 }

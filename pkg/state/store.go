@@ -9,6 +9,7 @@ import (
 
 	"github.com/beaconhunt/beacon/pkg/beacon"
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"go.uber.org/zap"
 )
 
@@ -16,10 +17,12 @@ import (
 // the partitions the process owns. It is safe for concurrent use; each
 // Partition it returns is not, and is meant to be driven by one worker.
 type Store struct {
-	db  *pebble.DB
-	p   beacon.Params
-	wo  *pebble.WriteOptions
-	log *zap.Logger
+	db *pebble.DB
+	p  beacon.Params
+	wo *pebble.WriteOptions
+	// cfgSync writes the store's config: synced, unless there is no WAL.
+	cfgSync *pebble.WriteOptions
+	log     *zap.Logger
 
 	mu     sync.Mutex
 	parts  map[int32]*Partition
@@ -38,6 +41,7 @@ type config struct {
 	memTableSize uint64
 	log          *zap.Logger
 	sync         bool
+	inMemory     bool
 }
 
 // memTables is how many memtables Pebble may hold before it stalls writes.
@@ -79,6 +83,15 @@ func WithLogger(l *zap.Logger) Option { return optFunc(func(c *config) { c.log =
 // topic's retention cannot cover the replay — it costs an fsync per batch.
 func WithSync(sync bool) Option { return optFunc(func(c *config) { c.sync = sync }) }
 
+// WithInMemory keeps the whole store in memory (Pebble's vfs.NewMem, no
+// write-ahead log, no fsync); dir is then only a name. Use it for scratch
+// state that nothing reopens — `beacon replay` rebuilds its state from the
+// topic on every run — where durability costs CPU and disk for nothing.
+// Nothing survives Close or a crash, and the state's size is bounded by
+// RAM, not disk: a replay of a long window over many tuples needs the
+// memory its Pebble files would have taken (docs/state.md, Footprint).
+func WithInMemory() Option { return optFunc(func(c *config) { c.inMemory = true }) }
+
 // ErrParamsChanged is returned by Open when the directory holds state built
 // with another Lookback or EndOffset: windows already evicted cannot be
 // regrown, so the state must be dropped and rebuilt from the input topic.
@@ -108,13 +121,19 @@ func Open(dir string, p beacon.Params, opts ...Option) (*Store, error) {
 		Logger:                      pebbleLogger{log.WithOptions(zap.AddCallerSkip(1))},
 		FormatMajorVersion:          pebble.FormatNewest,
 	}
+	if cfg.inMemory {
+		po.FS, po.DisableWAL = vfs.NewMem(), true
+	}
 	db, err := pebble.Open(dir, po)
 	if err != nil {
 		return nil, fmt.Errorf("state: open %s: %w", dir, err)
 	}
-	s := &Store{db: db, p: p, wo: pebble.NoSync, log: log, parts: make(map[int32]*Partition),
+	s := &Store{db: db, p: p, wo: pebble.NoSync, cfgSync: pebble.Sync, log: log, parts: make(map[int32]*Partition),
 		hashMask: ^uint64(0), maxBins: maxStoredBins}
-	if cfg.sync {
+	switch {
+	case cfg.inMemory: // no WAL to sync
+		s.cfgSync = pebble.NoSync
+	case cfg.sync:
 		s.wo = pebble.Sync
 	}
 	if err := s.checkConfig(); err != nil {
@@ -132,7 +151,7 @@ func (s *Store) checkConfig() error {
 	got, closer, err := s.db.Get([]byte(cfgKey))
 	switch {
 	case errors.Is(err, pebble.ErrNotFound):
-		return s.db.Set([]byte(cfgKey), want, pebble.Sync)
+		return s.db.Set([]byte(cfgKey), want, s.cfgSync)
 	case err != nil:
 		return err
 	}

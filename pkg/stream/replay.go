@@ -230,7 +230,8 @@ func (r *replay) publish(_ *worker, alerts []Alert) error {
 
 func (r *replay) run(ctx context.Context) error {
 	s := r.s
-	st, err := state.Open(s.cfg.stateDir, s.cfg.params, state.WithLogger(s.log.Named("state")))
+	// Scratch state: nothing reopens it, so it needs no disk, WAL or fsync.
+	st, err := state.Open(s.cfg.stateDir, s.cfg.params, state.WithLogger(s.log.Named("state")), state.WithInMemory())
 	if err != nil {
 		return err
 	}
