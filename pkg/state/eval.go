@@ -4,7 +4,6 @@ import (
 	"slices"
 
 	"github.com/beaconhunt/beacon/pkg/beacon"
-	"github.com/cockroachdb/pebble/v2"
 )
 
 // Evaluate returns the rows of destination d at the current stream time,
@@ -179,24 +178,10 @@ func (p *Partition) domainsOf(ip *ipState) []string {
 	return out
 }
 
-// timestamps reads the tuple's sorted window [first, last] from Pebble.
+// timestamps reads the tuple's sorted window [first, last] from its blocks.
 func (p *Partition) timestamps(tp *tuple) ([]beacon.Time, error) {
 	if tp.distinct == 0 {
 		return nil, nil
 	}
-	lo := tsKey(nil, p.id, tp.id, tp.first)
-	hi := tsKey(nil, p.id, tp.id, tp.last+1)
-	it, err := p.s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
-	if err != nil {
-		return nil, err
-	}
-	ts := make([]beacon.Time, 0, tp.distinct)
-	for valid := it.First(); valid; valid = it.Next() {
-		ts = append(ts, decodeTime(it.Key()[tupleLen:]))
-	}
-	if err := it.Error(); err != nil {
-		it.Close()
-		return nil, err
-	}
-	return ts, it.Close()
+	return p.rangeTS(make([]beacon.Time, 0, tp.distinct), tp, tp.first, tp.last)
 }

@@ -13,18 +13,17 @@ import (
 // [id, id+1) drops it; the next byte is the kind. Partition ids are
 // non-negative int32s, so 0xFF… is free for store-wide keys.
 const (
-	kindHeader    = 'h' // pid h → header (offset, stream time, next tuple id)
-	kindMeta      = 'm' // pid m → the caller's opaque blob
-	kindTuple     = 'k' // pid k id → the tuple's seven columns (written once)
-	kindSummary   = 's' // pid s id → window summary (rewritten when it changes)
-	kindTimestamp = 't' // pid t id ts → empty: one key per distinct timestamp
-	kindDomain    = 'd' // pid d ip 0x00 domain → newest time seen
+	kindHeader = 'h' // pid h → header (offset, stream time, next tuple id)
+	kindMeta   = 'm' // pid m → the caller's opaque blob
+	kindTuple  = 'k' // pid k id → the tuple's seven columns (written once)
+	kindBlock  = 't' // pid t id start → a block of timestamps (blocks.go)
+	kindDomain = 'd' // pid d ip 0x00 domain → newest time seen
 
 	pidLen   = 4
 	tupleLen = pidLen + 1 + 8      // pid kind id
-	tsKeyLen = tupleLen + 8        // pid t id ts
+	tsKeyLen = tupleLen + 8        // pid t id start
 	maxPID   = math.MaxInt32       // ids are int32 ≥ 0
-	version  = 1                   // value encoding version of header and config
+	version  = 2                   // layout version (2: timestamp blocks), in header and config
 	cfgKey   = "\xff\xffstate-cfg" // store-wide: lookback and end offset the state was built with
 )
 
@@ -52,8 +51,9 @@ func idKey(b []byte, pid int32, kind byte, id uint64) []byte {
 	return binary.BigEndian.AppendUint64(kindKey(b, pid, kind), id)
 }
 
+// tsKey is the key of tuple id's block starting at t.
 func tsKey(b []byte, pid int32, id uint64, t beacon.Time) []byte {
-	return appendTime(idKey(b, pid, kindTimestamp, id), t)
+	return appendTime(idKey(b, pid, kindBlock, id), t)
 }
 
 func domainKey(b []byte, pid int32, ip, domain string) []byte {
@@ -147,79 +147,6 @@ func cloneTuple(t *beacon.Tuple) beacon.Tuple {
 	c.FileName = take(len(t.FileName))
 	c.RemoteIP = take(len(t.RemoteIP))
 	return c
-}
-
-// maxStoredBins bounds the histogram written with a summary. The summary
-// of every touched tuple is rewritten with each batch, so an irregular,
-// chatty tuple (hundreds of distinct gaps) would write kilobytes per event;
-// beyond this many bins only the window bounds are written and the
-// histogram is recomputed from the tuple's timestamps when the partition is
-// loaded.
-const maxStoredBins = 64 // Store.maxBins, but for tests
-
-// appendSummary encodes a tuple's window: distinct count, first and last
-// timestamps in the window, the pending timestamps beyond it (only with
-// EndOffset > 1s), and the delta histogram (bins+1, 0 when omitted). N, Σd
-// and Σd² are derived from the histogram on load, so they cannot disagree
-// with it.
-func appendSummary(b []byte, tp *tuple, maxBins int) []byte {
-	b = binary.AppendUvarint(b, uint64(tp.distinct))
-	b = appendTime(b, tp.first)
-	b = appendTime(b, tp.last)
-	b = binary.AppendUvarint(b, uint64(tp.pending))
-	if tp.pending > 0 {
-		b = appendTime(b, tp.pendMin)
-	}
-	if len(tp.sum.Hist) > maxBins {
-		return append(b, 0)
-	}
-	b = binary.AppendUvarint(b, uint64(len(tp.sum.Hist))+1)
-	prev := int64(0)
-	for _, bin := range tp.sum.Hist {
-		b = binary.AppendVarint(b, bin.Delta-prev) // ascending: small gaps
-		b = binary.AppendUvarint(b, uint64(bin.Count))
-		prev = bin.Delta
-	}
-	return b
-}
-
-// decodeSummary decodes a summary; omitted reports a histogram to
-// recompute from the timestamps.
-func decodeSummary(b []byte, tp *tuple) (omitted bool, _ error) {
-	r := reader{b: b}
-	tp.distinct = int64(r.uvarint())
-	tp.first = r.time()
-	tp.last = r.time()
-	tp.pending = int32(r.uvarint())
-	if tp.pending > 0 {
-		tp.pendMin = r.time()
-	}
-	nb := r.uvarint()
-	if r.err || nb > uint64(len(r.b))+1 {
-		return false, errCorrupt
-	}
-	if nb == 0 {
-		return true, r.done()
-	}
-	nb--
-	tp.sum = beacon.Summary{Hist: make([]beacon.Bin, 0, nb)}
-	prev := int64(0)
-	for range nb {
-		d := prev + r.varint()
-		c := int64(r.uvarint())
-		tp.sum.Hist = append(tp.sum.Hist, beacon.Bin{Delta: d, Count: c})
-		tp.sum.N += c
-		tp.sum.Sum += c * d
-		tp.sum.SumSq += c * d * d
-		prev = d
-	}
-	if err := r.done(); err != nil {
-		return false, err
-	}
-	if tp.distinct < 0 || (tp.distinct > 0 && tp.sum.N != tp.distinct-1) || (tp.distinct == 0 && tp.sum.N != 0) {
-		return false, errCorrupt
-	}
-	return false, nil
 }
 
 // reader decodes varints and times, remembering the first error.

@@ -246,9 +246,6 @@ func (m *model) checkTuples(part *Partition, full bool) {
 		if len(win) > 0 && (tp.first != win[0] || tp.last != win[len(win)-1]) {
 			t.Fatalf("p%d: tuple %v: window [%v, %v], want [%v, %v]", m.pid, tu, tp.first, tp.last, win[0], win[len(win)-1])
 		}
-		if int(tp.nhead) > len(win) || !slices.Equal(tp.head[:tp.nhead], win[:tp.nhead]) {
-			t.Fatalf("p%d check %d: tuple %v: head %v is not a prefix of the window %v", m.pid, m.checks, tu, tp.head[:tp.nhead], win[:min(len(win), headCap)])
-		}
 		if len(pend) > 0 && tp.pendMin != pend[0] {
 			t.Fatalf("p%d: tuple %v: pending min %v, want %v", m.pid, tu, tp.pendMin, pend[0])
 		}
@@ -290,18 +287,43 @@ func (m *model) checkTuples(part *Partition, full bool) {
 	}
 }
 
-// stored reads every timestamp key of the tuple.
+// stored decodes every block of the tuple in Pebble and returns the live
+// timestamps (not before the window start). Blocks must be in time order,
+// match the tuple's block index, and hold a live timestamp each: a block of
+// dead ones only is deleted, not kept.
 func (m *model) stored(part *Partition, tp *tuple) []beacon.Time {
-	lo := idKey(nil, part.id, kindTimestamp, tp.id)
-	hi := idKey(nil, part.id, kindTimestamp, tp.id+1)
+	lo := idKey(nil, part.id, kindBlock, tp.id)
+	hi := idKey(nil, part.id, kindBlock, tp.id+1)
 	it, err := part.s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
 	if err != nil {
 		m.t.Fatal(err)
 	}
 	defer it.Close()
-	var out []beacon.Time
+	from, _ := m.p.Window(m.stream + beacon.Second)
+	var out, starts []beacon.Time
 	for v := it.First(); v; v = it.Next() {
-		out = append(out, decodeTime(it.Key()[tupleLen:]))
+		start := decodeTime(it.Key()[tupleLen:])
+		starts = append(starts, start)
+		ts, err := decodeBlock(nil, start, it.Value())
+		if err != nil {
+			m.t.Fatal(err)
+		}
+		live := 0
+		for _, t := range ts {
+			if t < start || len(out) > 0 && t <= out[len(out)-1] {
+				m.t.Fatalf("p%d: tuple %v: block at %v out of order: %v", m.pid, tp.t, start, ts)
+			}
+			if t >= from {
+				out = append(out, t)
+				live++
+			}
+		}
+		if live == 0 {
+			m.t.Fatalf("p%d: tuple %v: block at %v holds dead timestamps only", m.pid, tp.t, start)
+		}
+	}
+	if !slices.Equal(starts, tp.blocks) {
+		m.t.Fatalf("p%d: tuple %v: blocks %v in Pebble, index %v", m.pid, tp.t, starts, tp.blocks)
 	}
 	return out
 }

@@ -72,26 +72,27 @@ type Partition struct {
 	pendQ   timeHeap[*tuple]  // tuples with timestamps beyond the window end, by the oldest (stale: key ≠ pendMin)
 	domainQ timeHeap[*domain] // domains, each once, by a time ≤ their newest
 	dirty   []beacon.Destination
-	touched []*tuple
 	due     []*tuple
 	work    []item
 	batch   *pebble.Batch
-	it      *pebble.Iterator // committed state, during one Apply
-	// Where refill left it: after reading curAfter of tuple cur, on the
-	// tuple's next key curT (curOK false: none).
-	cur      *tuple
-	curAfter beacon.Time
-	curT     beacon.Time
-	curOK    bool
+	from    beacon.Time // the window start at the current stream time
+
+	// Timestamp blocks cached decoded (blocks.go): an LRU list (lru is its
+	// sentinel) charged to the store's block budget; the changed ones are
+	// written at the next commit.
+	cache       map[blockKey]*block
+	lru         block
+	cached      int64
+	dirtyBlocks []*block
+
 	key, val []byte
 }
 
 // tuple is the in-memory state of one tuple. Its admitted timestamps (in
 // the window) are [first, last] with distinct members; pending ones (only
-// when EndOffset > 1s) are newer than the window end and wait for it. A
-// deleted tuple has no dest.
-//
-// The fields are laid out to fit Go's 288-byte size class.
+// when EndOffset > 1s) are newer than the window end and wait for it. The
+// timestamps themselves are in blocks (blocks.go), whose starts are in
+// blocks. A deleted tuple has no dest.
 type tuple struct {
 	t        beacon.Tuple
 	id       uint64
@@ -102,41 +103,12 @@ type tuple struct {
 	pendMin  beacon.Time
 	distinct int64
 	sum      beacon.Summary
+	blocks   []beacon.Time // start of every block, ascending
 	pending  int32
 	destPos  int32 // in dest.tuples
 	candPos  int32 // in dest.cands, when cand
-	nhead    uint8
-	touched  bool // summary must be written with the batch
-	cand     bool // a candidate (Params.Candidate), as of the last evaluation
-	stale    bool // changed since: in dest.stale
-	// head holds the tuple's nhead oldest timestamps of the window, a
-	// prefix of it kept coherent with Pebble: eviction pops from it and reads
-	// Pebble once per headCap timestamps, a tuple with at most headCap
-	// timestamps never reads, and an out-of-order timestamp that lands in it
-	// finds its neighbours there. Empty after a load.
-	head [headCap]beacon.Time
-}
-
-const headCap = 8
-
-// headWhole reports whether the head is the whole window.
-func (tp *tuple) headWhole() bool { return int64(tp.nhead) == tp.distinct }
-
-// headInsert inserts t at position i of the head, dropping the newest
-// entry when full (the head stays a prefix).
-func (tp *tuple) headInsert(i int, t beacon.Time) {
-	n := int(tp.nhead)
-	if n < headCap {
-		tp.nhead++
-		n++
-	}
-	copy(tp.head[i+1:n], tp.head[i:n-1])
-	tp.head[i] = t
-}
-
-func (tp *tuple) headPop() {
-	copy(tp.head[:tp.nhead-1], tp.head[1:tp.nhead])
-	tp.nhead--
+	cand     bool  // a candidate (Params.Candidate), as of the last evaluation
+	stale    bool  // changed since: in dest.stale
 }
 
 // dest is a destination (process, IP, port): the unit of the device cap.
@@ -182,7 +154,9 @@ func newPartition(s *Store, id int32) *Partition {
 		dests:  make(map[beacon.Destination]*dest),
 		ips:    make(map[string]*ipState),
 		batch:  s.db.NewBatch(),
+		cache:  make(map[blockKey]*block),
 	}
+	p.lru.next, p.lru.prev = &p.lru, &p.lru
 	return p
 }
 
@@ -207,6 +181,12 @@ func (p *Partition) now() beacon.Time { return p.h.stream + beacon.Second }
 
 // window is the inclusive window [from, to] at the current stream time.
 func (p *Partition) window() (from, to beacon.Time) { return p.p.Window(p.now()) }
+
+// setStream moves stream time to t.
+func (p *Partition) setStream(t beacon.Time) {
+	p.h.stream, p.h.hasStream = t, true
+	p.from, _ = p.window()
+}
 
 func (p *Partition) hash(t *beacon.Tuple) uint64 { return t.Hash(p.seed) & p.s.hashMask }
 
@@ -256,7 +236,9 @@ func (p *Partition) newTuple(t *beacon.Tuple, hash uint64) *tuple {
 // deleteTuple removes a tuple whose window and pending set are empty.
 func (p *Partition) deleteTuple(tp *tuple) {
 	p.batch.Delete(idKey(p.key, p.id, kindTuple, tp.id), nil)
-	p.batch.Delete(idKey(p.key, p.id, kindSummary, tp.id), nil)
+	for len(tp.blocks) > 0 {
+		p.dropBlock(tp, len(tp.blocks)-1)
+	}
 	hash := p.hash(&tp.t)
 	if head := p.tuples[hash]; head == tp {
 		if tp.next == nil {
@@ -306,12 +288,9 @@ func (p *Partition) markDirty(d *dest) {
 	}
 }
 
+// touch records that tp's window changed.
 func (p *Partition) touch(tp *tuple) {
-	if !tp.touched {
-		tp.touched = true
-		p.touched = append(p.touched, tp)
-		p.markDirty(tp.dest)
-	}
+	p.markDirty(tp.dest)
 	if !tp.stale {
 		tp.stale = true
 		tp.dest.stale = append(tp.dest.stale, tp)
@@ -406,7 +385,7 @@ func (p *Partition) AdvanceTo(t beacon.Time) error {
 		return nil
 	}
 	var st ApplyStats
-	if err := p.withIter(func() error { return p.advance(t, &st) }); err != nil {
+	if err := p.advance(t, &st); err != nil {
 		return p.fail(err)
 	}
 	return p.commit()
@@ -420,21 +399,7 @@ func (p *Partition) fail(err error) error {
 		p.batch.Close()
 		p.batch = nil
 	}
-	return err
-}
-
-func (p *Partition) withIter(f func() error) error {
-	lo := kindKey(nil, p.id, kindTimestamp)
-	it, err := p.s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: kindKey(nil, p.id, kindTimestamp+1)})
-	if err != nil {
-		return err
-	}
-	p.it = it
-	err = f()
-	p.it, p.cur = nil, nil
-	if cerr := it.Close(); err == nil {
-		err = cerr
-	}
+	p.releaseCache()
 	return err
 }
 
@@ -445,34 +410,30 @@ func (p *Partition) apply(conns []Conn, domains []DomainSeen, st *ApplyStats) er
 			newest, has = conns[i].Time, true
 		}
 	}
-	return p.withIter(func() error {
-		if has {
-			if err := p.advance(newest, st); err != nil {
-				return err
-			}
-		}
-		if err := p.insert(conns, st); err != nil {
+	if has {
+		if err := p.advance(newest, st); err != nil {
 			return err
 		}
-		p.domains(domains, st)
-		return nil
-	})
+	}
+	if err := p.insert(conns, st); err != nil {
+		return err
+	}
+	p.domains(domains, st)
+	return nil
 }
 
 // advance moves stream time to t (> current) and brings every tuple and
 // domain to the new window: pending timestamps now inside it are admitted,
 // timestamps before its start are evicted, domains at or before the domain
-// bound are forgotten. Reads see the committed state: the batch is empty of
-// timestamp writes here.
+// bound are forgotten.
 func (p *Partition) advance(t beacon.Time, st *ApplyStats) error {
 	if p.h.hasStream && t <= p.h.stream {
 		return nil
 	}
-	p.h.stream, p.h.hasStream = t, true
+	p.setStream(t)
 	from, to := p.window()
 	// Tuples are visited in key order (by id), not in queue order: the
-	// iterator's seeks then move forward and neighbouring tuples share the
-	// blocks it has loaded.
+	// blocks missing from the cache are then read in key order.
 	due := p.due[:0]
 	for p.pendQ.len() > 0 && p.pendQ.top().key <= to {
 		key := p.pendQ.top().key
@@ -532,61 +493,43 @@ func (p *Partition) corrupt(tp *tuple, what string) error {
 	return fmt.Errorf("state: partition %d tuple %d: %s: %w", p.id, tp.id, what, errCorrupt)
 }
 
-// seek positions the iterator at the tuple's first timestamp ≥ t and returns
-// it; ok is false when the tuple has none.
-func (p *Partition) seek(tp *tuple, t beacon.Time) (beacon.Time, bool) {
-	p.cur = nil
-	p.key = tsKey(p.key, p.id, tp.id, t)
-	if !p.it.SeekGE(p.key) {
-		return 0, false
+func (p *Partition) corruptErr(tp *tuple, what string, err error) error {
+	if errors.Is(err, pebble.ErrNotFound) {
+		err = errCorrupt
 	}
-	return p.itTime(tp)
-}
-
-// itTime decodes the iterator's timestamp if it belongs to tp.
-func (p *Partition) itTime(tp *tuple) (beacon.Time, bool) {
-	k := p.it.Key()
-	if len(k) != tsKeyLen || binary.BigEndian.Uint64(k[pidLen+1:]) != tp.id {
-		return 0, false
-	}
-	return decodeTime(k[tupleLen:]), true
+	return fmt.Errorf("state: partition %d tuple %d: %s: %w", p.id, tp.id, what, err)
 }
 
 // admit moves the tuple's pending timestamps up to to into its window; they
 // are all newer than its last, so each adds one delta. It goes back to
 // pendQ if some remain pending.
 func (p *Partition) admit(tp *tuple, to beacon.Time) error {
-	t, ok := p.seek(tp, tp.pendMin)
-	if !ok || t != tp.pendMin {
-		return p.corrupt(tp, "pending timestamp missing")
-	}
-	for ok && t <= to {
+	t := tp.pendMin
+	for {
 		p.addLast(tp, t)
 		tp.pending--
-		if p.it.Next() {
-			t, ok = p.itTime(tp)
-		} else {
-			ok = false
+		if tp.pending == 0 {
+			break
+		}
+		next, ok, err := p.nextTS(tp, t+1)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return p.corrupt(tp, "pending count")
+		}
+		if t = next; t > to {
+			tp.pendMin = t
+			p.pendQ.push(t, tp)
+			break
 		}
 	}
 	p.touch(tp)
-	if tp.pending == 0 {
-		return nil
-	}
-	if !ok {
-		return p.corrupt(tp, "pending count")
-	}
-	tp.pendMin = t
-	p.pendQ.push(t, tp)
 	return nil
 }
 
-// addLast appends a timestamp newer than every one in the window.
+// addLast counts a timestamp newer than every one in the window.
 func (p *Partition) addLast(tp *tuple, t beacon.Time) {
-	if tp.headWhole() && tp.nhead < headCap {
-		tp.head[tp.nhead] = t
-		tp.nhead++
-	}
 	if tp.distinct == 0 {
 		tp.first, tp.last, tp.distinct = t, t, 1
 		p.evictQ.push(t, tp)
@@ -597,84 +540,47 @@ func (p *Partition) addLast(tp *tuple, t beacon.Time) {
 	tp.distinct++
 }
 
-// evict deletes the tuple's timestamps before from, each removing the first
-// delta. They and the new first one come from the head, refilled from
-// Pebble as it runs out. The tuple goes back to evictQ if its window is not
-// empty.
+// evict uncounts the tuple's timestamps before from, each removing the
+// first delta; the blocks left with dead timestamps only are deleted. The
+// tuple goes back to evictQ if its window is not empty.
 func (p *Partition) evict(tp *tuple, from beacon.Time, st *ApplyStats) error {
-	if tp.nhead == 0 {
-		if err := p.refill(tp, tp.first-1); err != nil {
-			return err
-		}
-	}
-	if tp.head[0] != tp.first {
-		return p.corrupt(tp, "first timestamp missing")
-	}
 	for {
-		t0 := tp.head[0]
-		p.batch.Delete(tsKey(p.key, p.id, tp.id, t0), nil)
-		tp.headPop()
+		t0 := tp.first
 		tp.distinct--
 		st.Evicted++
 		if tp.distinct == 0 {
 			break
 		}
-		if tp.nhead == 0 {
-			if err := p.refill(tp, t0); err != nil {
-				return err
-			}
+		t1, ok, err := p.nextTS(tp, t0+1)
+		if err != nil {
+			return err
 		}
-		t1 := tp.head[0]
+		if !ok || t1 > tp.last {
+			return p.corrupt(tp, "window shorter than its count")
+		}
 		if !tp.sum.Remove(beacon.DatetimeDiffSeconds(t1, t0)) {
 			return p.corrupt(tp, "delta missing from summary")
 		}
+		tp.first = t1
 		if t1 >= from {
-			tp.first = t1
 			break
 		}
 	}
 	p.touch(tp)
-	if tp.distinct > 0 {
+	switch {
+	case tp.distinct > 0:
 		p.evictQ.push(tp.first, tp)
-	} else if tp.pending == 0 {
+		p.dropDead(tp)
+	case tp.pending == 0:
 		p.deleteTuple(tp)
+	default:
+		p.dropDead(tp)
 	}
 	return nil
 }
 
-// refill reads into the empty head the tuple's window timestamps after
-// after, continuing where the previous refill of the tuple stopped when the
-// iterator is still there.
-func (p *Partition) refill(tp *tuple, after beacon.Time) error {
-	var t beacon.Time
-	var ok bool
-	if p.cur == tp && p.curAfter == after {
-		t, ok = p.curT, p.curOK
-	} else {
-		t, ok = p.seek(tp, after+1)
-	}
-	for ok && t <= tp.last && tp.nhead < headCap {
-		tp.head[tp.nhead] = t
-		tp.nhead++
-		after = t
-		if p.it.Next() {
-			t, ok = p.itTime(tp)
-		} else {
-			ok = false
-		}
-	}
-	if tp.nhead == 0 {
-		return p.corrupt(tp, "window shorter than its count")
-	}
-	p.cur, p.curAfter, p.curT, p.curOK = tp, after, t, ok
-	return nil
-}
-
-// insert adds the batch's connections. They are sorted by tuple and time so
-// that, for each tuple, every timestamp older than its last one (the only
-// kind that needs a neighbour read from Pebble) is inserted before any newer
-// one is appended: the committed state plus what this batch inserted before
-// is then exactly the set the new timestamp joins.
+// insert adds the batch's connections, sorted by tuple and time: a tuple's
+// blocks are then visited together, and its in-order timestamps append.
 func (p *Partition) insert(conns []Conn, st *ApplyStats) error {
 	if len(conns) == 0 {
 		return nil
@@ -703,47 +609,33 @@ func (p *Partition) insert(conns []Conn, st *ApplyStats) error {
 		}
 		return cmp.Compare(a.t, b.t)
 	})
-	for i := 0; i < len(p.work); {
-		tp := p.work[i].tp
-		var prevNew beacon.Time
-		hasPrev := false // prevNew is set: something was added to tp
-		for ; i < len(p.work) && p.work[i].tp == tp; i++ {
-			t := p.work[i].t
-			if hasPrev && t == prevNew {
-				st.Duplicate++
-				continue
-			}
-			added, err := p.insertOne(tp, t, prevNew, hasPrev, to)
-			if err != nil {
-				return err
-			}
-			if !added {
-				st.Duplicate++
-				continue
-			}
-			st.Applied++
-			prevNew, hasPrev = t, true
+	for i := range p.work {
+		tp, t := p.work[i].tp, p.work[i].t
+		if i > 0 && p.work[i-1].tp == tp && p.work[i-1].t == t {
+			st.Duplicate++
+			continue
 		}
-		if hasPrev {
-			p.touch(tp)
+		added, err := p.insertOne(tp, t, to)
+		if err != nil {
+			return err
 		}
+		if !added {
+			st.Duplicate++
+			continue
+		}
+		st.Applied++
+		p.touch(tp)
 	}
 	return nil
 }
 
-// insertOne adds t (≥ window start) to the tuple. prevNew is the newest
-// timestamp this batch already inserted into the tuple (all < t).
-func (p *Partition) insertOne(tp *tuple, t, prevNew beacon.Time, hasPrev bool, to beacon.Time) (bool, error) {
+// insertOne adds t (≥ window start) to the tuple.
+func (p *Partition) insertOne(tp *tuple, t, to beacon.Time) (bool, error) {
 	if t > to { // only when EndOffset > 1s: wait until the window reaches it
-		if tp.pending > 0 {
-			if _, closer, err := p.s.db.Get(tsKey(p.key, p.id, tp.id, t)); err == nil {
-				closer.Close()
-				return false, nil
-			} else if !errors.Is(err, pebble.ErrNotFound) {
-				return false, err
-			}
+		added, err := p.insertTS(tp, t)
+		if !added || err != nil {
+			return false, err
 		}
-		p.batch.Set(tsKey(p.key, p.id, tp.id, t), nil, nil)
 		tp.pending++
 		if tp.pending == 1 || t < tp.pendMin {
 			tp.pendMin = t
@@ -751,55 +643,37 @@ func (p *Partition) insertOne(tp *tuple, t, prevNew beacon.Time, hasPrev bool, t
 		}
 		return true, nil
 	}
+	if tp.distinct > 0 && (t == tp.last || t == tp.first) {
+		return false, nil
+	}
+	added, err := p.insertTS(tp, t)
+	if !added || err != nil {
+		return false, err
+	}
 	switch {
 	case tp.distinct == 0 || t > tp.last: // in order: one more delta
 		p.addLast(tp, t)
-	case t == tp.last || t == tp.first:
-		return false, nil
 	case t < tp.first: // new first: one more delta, at the front
 		tp.sum.Add(beacon.DatetimeDiffSeconds(tp.first, t))
-		tp.headInsert(0, t)
 		tp.first = t
 		tp.distinct++
 		p.evictQ.push(t, tp) // the older entry is now stale
-	case tp.nhead > 0 && (t < tp.head[tp.nhead-1] || tp.headWhole()):
-		// Inside the head: the neighbours are there.
-		i, found := slices.BinarySearch(tp.head[:tp.nhead], t)
-		if found {
-			return false, nil
-		}
-		prev, next := tp.head[i-1], tp.head[i]
-		if err := p.splitSummary(tp, prev, t, next); err != nil {
+	default: // inside: split the delta between its neighbours
+		prev, ok1, err := p.prevTS(tp, t)
+		if err != nil {
 			return false, err
 		}
-		tp.headInsert(i, t)
-	default: // inside, beyond the head: split the delta between its neighbours
-		next, ok := p.seek(tp, t)
-		if !ok || next > tp.last {
-			return false, p.corrupt(tp, "successor missing")
+		next, ok2, err := p.nextTS(tp, t+1)
+		if err != nil {
+			return false, err
 		}
-		if next == t {
-			return false, nil
-		}
-		// The committed predecessor may have been evicted by this batch
-		// (then it is < first) or be older than one this batch inserted.
-		prev := tp.first
-		if hasPrev && prevNew > prev {
-			prev = prevNew
-		}
-		if tp.nhead > 0 && tp.head[tp.nhead-1] > prev {
-			prev = tp.head[tp.nhead-1]
-		}
-		if p.it.Prev() {
-			if c, ok := p.itTime(tp); ok && c > prev {
-				prev = c
-			}
+		if !ok1 || !ok2 || prev < tp.first || next > tp.last {
+			return false, p.corrupt(tp, "neighbours missing")
 		}
 		if err := p.splitSummary(tp, prev, t, next); err != nil {
 			return false, err
 		}
 	}
-	p.batch.Set(tsKey(p.key, p.id, tp.id, t), nil, nil)
 	return true, nil
 }
 
@@ -858,18 +732,9 @@ func (p *Partition) domains(obs []DomainSeen, st *ApplyStats) {
 	}
 }
 
-// commit writes the touched summaries and the header, then the batch.
+// commit writes the changed blocks and the header, then the batch.
 func (p *Partition) commit() error {
-	for _, tp := range p.touched {
-		tp.touched = false
-		if tp.dest == nil {
-			continue
-		}
-		p.val = appendSummary(p.val[:0], tp, p.s.maxBins)
-		p.batch.Set(idKey(p.key, p.id, kindSummary, tp.id), p.val, nil)
-	}
-	clear(p.touched)
-	p.touched = p.touched[:0]
+	p.writeBlocks()
 	p.val = p.h.append(p.val[:0])
 	p.batch.Set(kindKey(p.key, p.id, kindHeader), p.val, nil)
 	if err := p.batch.Commit(p.s.wo); err != nil {
@@ -879,8 +744,10 @@ func (p *Partition) commit() error {
 	return nil
 }
 
-// loadPartition reads a partition's state: header, meta, tuples with their
-// summaries, domains. Timestamps stay on disk.
+// loadPartition reads a partition's state: header, meta, tuples, domains,
+// and every block, from which each tuple's window, pending set and summary
+// are recomputed (summaries are not stored: they are a function of the
+// window's timestamps).
 func loadPartition(s *Store, id int32) (*Partition, error) {
 	p := newPartition(s, id)
 	lo, hi := partitionSpan(id)
@@ -892,11 +759,28 @@ func loadPartition(s *Store, id int32) (*Partition, error) {
 	bad := func(k []byte, err error) error {
 		return fmt.Errorf("state: partition %d key %x: %w", id, k, err)
 	}
-	// Kinds sort d < h < k < m < s < t: domains create the IPs that tuples
-	// then join, and every tuple's columns come before its summary.
+	// Kinds sort d < h < k < m < t: domains create the IPs that tuples
+	// then join, the header (window) comes before the blocks, and every
+	// tuple's columns before its blocks, which are in time order.
 	byID := make(map[uint64]*tuple)
-	var recompute []*tuple
-scan:
+	var from, to beacon.Time
+	var cur *tuple
+	var ts []beacon.Time
+	finish := func() error {
+		if cur == nil {
+			return nil
+		}
+		tp := cur
+		cur = nil
+		if tp.distinct == 0 && tp.pending == 0 {
+			return p.corrupt(tp, "no live timestamp")
+		}
+		p.addTuple(tp, p.hash(&tp.t)) // addLast queued it for eviction
+		if tp.pending > 0 {
+			p.pendQ.push(tp.pendMin, tp)
+		}
+		return nil
+	}
 	for valid := it.First(); valid; valid = it.Next() {
 		k, v := it.Key(), it.Value()
 		if len(k) <= pidLen {
@@ -906,6 +790,10 @@ scan:
 		case kindHeader:
 			if err := p.h.decode(v); err != nil {
 				return nil, bad(k, err)
+			}
+			if p.h.hasStream {
+				p.setStream(p.h.stream)
+				from, to = p.window()
 			}
 		case kindMeta:
 			p.meta = bytes.Clone(v)
@@ -919,32 +807,43 @@ scan:
 			}
 			tp := &tuple{t: t, id: binary.BigEndian.Uint64(k[pidLen+1:])}
 			byID[tp.id] = tp
-		case kindSummary:
-			if len(k) != tupleLen {
+		case kindBlock:
+			if len(k) != tsKeyLen {
 				return nil, bad(k, errCorrupt)
 			}
-			tp := byID[binary.BigEndian.Uint64(k[pidLen+1:])]
-			if tp == nil {
-				return nil, bad(k, errors.New("summary without tuple"))
+			tid := binary.BigEndian.Uint64(k[pidLen+1:])
+			if cur == nil || cur.id != tid {
+				if err := finish(); err != nil {
+					return nil, err
+				}
+				if cur = byID[tid]; cur == nil {
+					return nil, bad(k, errors.New("block without tuple"))
+				}
+				delete(byID, tid)
 			}
-			omitted, err := decodeSummary(v, tp)
-			if err != nil {
+			start := decodeTime(k[tupleLen:])
+			if ts, err = decodeBlock(ts[:0], start, v); err != nil {
 				return nil, bad(k, err)
 			}
-			if omitted {
-				recompute = append(recompute, tp)
+			if len(ts) == 0 || !p.h.hasStream || ts[0] < start || (len(cur.blocks) > 0 && start <= cur.blocks[len(cur.blocks)-1]) {
+				return nil, bad(k, errCorrupt)
 			}
-			delete(byID, tp.id)
-			p.addTuple(tp, p.hash(&tp.t))
-			if tp.distinct > 0 {
-				p.evictQ.push(tp.first, tp)
+			cur.blocks = append(cur.blocks, start)
+			for _, t := range ts {
+				switch {
+				case t < from: // dead: left in a block the window moved into
+				case t <= to:
+					if cur.pending > 0 || (cur.distinct > 0 && t <= cur.last) {
+						return nil, bad(k, errCorrupt)
+					}
+					p.addLast(cur, t)
+				default:
+					if cur.pending == 0 {
+						cur.pendMin = t
+					}
+					cur.pending++
+				}
 			}
-			if tp.pending > 0 {
-				p.pendQ.push(tp.pendMin, tp)
-			}
-		case kindTimestamp:
-			// The last kind: timestamps are read on demand, nothing follows.
-			break scan
 		case kindDomain:
 			rest := k[pidLen+1:]
 			i := bytes.IndexByte(rest, 0)
@@ -970,18 +869,11 @@ scan:
 	if err := it.Error(); err != nil {
 		return nil, err
 	}
-	if len(byID) != 0 {
-		return nil, fmt.Errorf("state: partition %d: %d tuples without summary: %w", id, len(byID), errCorrupt)
+	if err := finish(); err != nil {
+		return nil, err
 	}
-	for _, tp := range recompute { // ascending ids: the reads move forward
-		ts, err := p.timestamps(tp)
-		if err != nil {
-			return nil, err
-		}
-		if int64(len(ts)) != tp.distinct {
-			return nil, p.corrupt(tp, "window count")
-		}
-		tp.sum = beacon.SummaryOf(beacon.Deltas(ts, nil))
+	if len(byID) != 0 {
+		return nil, fmt.Errorf("state: partition %d: %d tuples without timestamps: %w", id, len(byID), errCorrupt)
 	}
 	for _, d := range p.dests {
 		p.markDirty(d)

@@ -66,8 +66,8 @@ func runScenario(t *testing.T, p beacon.Params, seed uint64, knobs bool) {
 	open := func() *Store {
 		s := openT(t, dir, p)
 		if knobs {
-			s.hashMask = 7 // every tuple in one of 8 chains
-			s.maxBins = 2  // most histograms recomputed on load
+			s.hashMask = 7          // every tuple in one of 8 chains
+			s.blockBudget = 4 << 10 // most block reads miss the cache
 		}
 		return s
 	}

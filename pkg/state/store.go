@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/beaconhunt/beacon/pkg/beacon"
@@ -30,7 +31,10 @@ type Store struct {
 
 	// Knobs that tests turn to reach rare paths.
 	hashMask uint64 // hash collisions
-	maxBins  int    // histograms recomputed on load
+
+	// Decoded timestamp blocks cached by all partitions (blocks.go).
+	blockBudget int64
+	cached      atomic.Int64
 }
 
 // Option configures Open.
@@ -42,6 +46,7 @@ type config struct {
 	log          *zap.Logger
 	sync         bool
 	inMemory     bool
+	blockBudget  int64
 }
 
 // memTables is how many memtables Pebble may hold before it stalls writes.
@@ -95,7 +100,7 @@ func WithInMemory() Option { return optFunc(func(c *config) { c.inMemory = true 
 // ErrParamsChanged is returned by Open when the directory holds state built
 // with another Lookback or EndOffset: windows already evicted cannot be
 // regrown, so the state must be dropped and rebuilt from the input topic.
-var ErrParamsChanged = errors.New("state: directory was built with another lookback or end offset")
+var ErrParamsChanged = errors.New("state: directory was built with another lookback or end offset (or layout version)")
 
 // Open opens (or creates) the store in dir for the query parameters p. Only
 // p.Lookback and p.EndOffset shape what is stored; the other parameters are
@@ -104,7 +109,7 @@ func Open(dir string, p beacon.Params, opts ...Option) (*Store, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	cfg := config{cacheSize: 64 << 20, memTableSize: 32 << 20}
+	cfg := config{cacheSize: 64 << 20, memTableSize: 32 << 20, blockBudget: 64 << 20}
 	for _, o := range opts {
 		o.apply(&cfg)
 	}
@@ -129,7 +134,7 @@ func Open(dir string, p beacon.Params, opts ...Option) (*Store, error) {
 		return nil, fmt.Errorf("state: open %s: %w", dir, err)
 	}
 	s := &Store{db: db, p: p, wo: pebble.NoSync, cfgSync: pebble.Sync, log: log, parts: make(map[int32]*Partition),
-		hashMask: ^uint64(0), maxBins: maxStoredBins}
+		hashMask: ^uint64(0), blockBudget: cfg.blockBudget}
 	switch {
 	case cfg.inMemory: // no WAL to sync
 		s.cfgSync = pebble.NoSync

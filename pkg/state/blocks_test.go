@@ -1,0 +1,105 @@
+package state
+
+import (
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/beaconhunt/beacon/pkg/beacon"
+)
+
+// TestBlockRoundTrip: every block value decodes to the timestamps it was
+// encoded from, in both formats and at the edges of the bit packing (one
+// timestamp, a zero-width frame, deltas of 1 tick, of 64 bits, widths that
+// straddle bytes); a truncated or extended value is refused.
+func TestBlockRoundTrip(t *testing.T) {
+	start := testBase
+	cases := map[string][]beacon.Time{
+		"empty":    nil,
+		"one":      {start},
+		"one-late": {start + 12345},
+		"two":      {start, start + 1},
+		"periodic": {start, start + 60*beacon.Second, start + 120*beacon.Second, start + 180*beacon.Second},
+		"huge":     {start, start + 1, start + beacon.Time(1)<<62},
+	}
+	rng := rand.New(rand.NewPCG(4, 4))
+	for _, jitter := range []beacon.Time{0, 1, 7, 255, 256, beacon.Second, 6 * beacon.Second} {
+		var ts []beacon.Time
+		t0 := start + beacon.Time(rng.Int64N(int64(beacon.Second)))
+		for range 1 + rng.IntN(2*blockMax) {
+			ts = append(ts, t0)
+			t0 += 60*beacon.Second + beacon.Time(rng.Int64N(int64(jitter)+1))
+		}
+		cases["jitter"+jitter.String()] = ts
+	}
+	for n := range 40 { // irregular: mostly short gaps, some long
+		var ts []beacon.Time
+		t0 := start
+		for range 2 + n {
+			ts = append(ts, t0)
+			if rng.IntN(8) == 0 {
+				t0 += beacon.Time(rng.Int64N(int64(3600 * beacon.Second)))
+			}
+			t0 += 1 + beacon.Time(rng.Int64N(int64(5*beacon.Second)))
+		}
+		cases["irregular"+string(rune('a'+n%26))+string(rune('a'+n/26))] = ts
+	}
+	formats := [2]int{}
+	for name, ts := range cases {
+		enc := appendBlock(nil, start, ts)
+		got, err := decodeBlock(nil, start, enc)
+		if err != nil || !slices.Equal(got, ts) {
+			t.Fatalf("%s: decoded %v, %v; want %v", name, got, err, ts)
+		}
+		if len(ts) > 1 {
+			formats[enc[1+uvarintLen(uint64(ts[0]-start))+uvarintLen(uint64(len(ts)))-1]]++
+		}
+		if _, err := decodeBlock(nil, start, append(enc, 0)); err == nil {
+			t.Fatalf("%s: a trailing byte was accepted", name)
+		}
+		if len(enc) > 1 {
+			if _, err := decodeBlock(nil, start, enc[:len(enc)-1]); err == nil {
+				t.Fatalf("%s: a truncated value was accepted", name)
+			}
+		}
+	}
+	if formats[0] == 0 || formats[1] == 0 {
+		t.Fatalf("both formats must be exercised: %v", formats)
+	}
+}
+
+// A periodic tuple's block costs at most 4 bytes per timestamp at 100 ns
+// precision (a 60 s beacon with up to ±6 s of jitter: 27-bit deltas).
+func TestBlockSize(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 5))
+	var ts []beacon.Time
+	t0 := testBase + beacon.Time(rng.Int64N(int64(beacon.Second)))
+	for range blockMax {
+		ts = append(ts, t0)
+		t0 += 54*beacon.Second + beacon.Time(rng.Int64N(int64(12*beacon.Second)))
+	}
+	if n := len(appendBlock(nil, testBase, ts)); n > 4*len(ts) {
+		t.Fatalf("%d bytes for %d timestamps", n, len(ts))
+	}
+}
+
+// TestHeaderRoundTrip: the header record decodes to what was encoded.
+func TestHeaderRoundTrip(t *testing.T) {
+	for _, h := range []header{{offset: -1}, {offset: 0, stream: testBase, hasStream: true, nextID: 1}, {offset: 1 << 40, stream: -5, hasStream: true, nextID: 1 << 50}} {
+		var got header
+		if err := got.decode(h.append(nil)); err != nil || got != h {
+			t.Fatalf("header %+v decoded %+v, %v", h, got, err)
+		}
+	}
+}
+
+// TestTupleRoundTrip: the tuple record decodes to what was encoded.
+func TestTupleRoundTrip(t *testing.T) {
+	for _, tu := range []beacon.Tuple{{}, {DeviceId: "d", DeviceName: "n", AccountName: "a", AccountDomain: "c", FileName: "f.exe", RemoteIP: "1.2.3.4", RemotePort: -1},
+		{DeviceId: "ü\x00x", RemotePort: 65535}} {
+		got, err := decodeTuple(appendTuple(nil, &tu))
+		if err != nil || got != tu {
+			t.Fatalf("tuple %+v decoded %+v, %v", tu, got, err)
+		}
+	}
+}
