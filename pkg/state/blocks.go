@@ -234,6 +234,9 @@ func (p *Partition) lruFront(b *block) {
 // recharge updates the cache's account of a block whose slice grew.
 func (p *Partition) recharge(b *block) {
 	c := blockOverhead + int64(cap(b.ts))*8
+	if b.dirty {
+		p.dirtyCharged += c - b.charged
+	}
 	p.cached += c - b.charged
 	p.s.cached.Add(c - b.charged)
 	b.charged = c
@@ -267,6 +270,7 @@ func (p *Partition) dirtyBlock(b *block) {
 	if !b.dirty {
 		b.dirty = true
 		p.dirtyBlocks = append(p.dirtyBlocks, b)
+		p.dirtyCharged += b.charged
 	}
 }
 
@@ -427,5 +431,6 @@ func (p *Partition) writeBlocks() {
 	}
 	clear(p.dirtyBlocks)
 	p.dirtyBlocks = p.dirtyBlocks[:0]
+	p.dirtyCharged = 0
 	p.shrinkCache(0)
 }

@@ -16,7 +16,10 @@ import (
 	"github.com/beaconhunt/beacon/pkg/beacon"
 )
 
-const crashEnv = "BEACON_STATE_CRASH_DIR"
+const (
+	crashEnv      = "BEACON_STATE_CRASH_DIR"
+	crashEveryEnv = "BEACON_STATE_CRASH_COMMIT_EVERY" // WithCommitEvery of the child
+)
 
 var crashParams = testParams(10*time.Minute, time.Second)
 
@@ -78,7 +81,8 @@ func TestMain(m *testing.M) {
 // crashChild is the process the crash test kills: it resumes both
 // partitions at their recorded offsets and applies batches until killed.
 func crashChild(dir string) error {
-	s, err := Open(dir, crashParams)
+	every, _ := strconv.Atoi(os.Getenv(crashEveryEnv))
+	s, err := Open(dir, crashParams, WithCommitEvery(max(every, 1)))
 	if err != nil {
 		return err
 	}
@@ -121,7 +125,9 @@ func TestCrashRecovery(t *testing.T) {
 	}
 	for k := range kills {
 		cmd := exec.Command(os.Args[0])
-		cmd.Env = append(os.Environ(), crashEnv+"="+dir)
+		// Every other child holds back commits: it must still leave the
+		// state of a recorded offset, an older one.
+		cmd.Env = append(os.Environ(), crashEnv+"="+dir, fmt.Sprintf("%s=%d", crashEveryEnv, 1+k%2*6))
 		var errOut bytes.Buffer
 		cmd.Stderr = &errOut
 		stdout, err := cmd.StdoutPipe()

@@ -250,6 +250,9 @@ func (m *model) checkTuples(part *Partition, full bool) {
 			t.Fatalf("p%d: tuple %v: pending min %v, want %v", m.pid, tu, tp.pendMin, pend[0])
 		}
 		if full {
+			if err := part.Flush(); err != nil {
+				t.Fatal(err)
+			}
 			got := m.stored(part, tp)
 			if !slices.Equal(got, append(win, pend...)) {
 				t.Fatalf("p%d: tuple %v: Pebble holds %d timestamps, want %d", m.pid, tu, len(got), len(win)+len(pend))

@@ -80,10 +80,12 @@ type Partition struct {
 	// Timestamp blocks cached decoded (blocks.go): an LRU list (lru is its
 	// sentinel) charged to the store's block budget; the changed ones are
 	// written at the next commit.
-	cache       map[blockKey]*block
-	lru         block
-	cached      int64
-	dirtyBlocks []*block
+	cache        map[blockKey]*block
+	lru          block
+	cached       int64
+	dirtyBlocks  []*block
+	uncommitted  int   // Applies and AdvanceTos since the last commit
+	dirtyCharged int64 // what the changed blocks are charged in the cache
 
 	key, val []byte
 }
@@ -371,7 +373,7 @@ func (p *Partition) Apply(conns []Conn, domains []DomainSeen, nextOffset int64, 
 		p.meta = bytes.Clone(meta)
 		p.batch.Set(kindKey(p.key, p.id, kindMeta), meta, nil)
 	}
-	return st, p.commit()
+	return st, p.maybeCommit()
 }
 
 // AdvanceTo moves stream time to t when t is later, without an event, and
@@ -388,7 +390,7 @@ func (p *Partition) AdvanceTo(t beacon.Time) error {
 	if err := p.advance(t, &st); err != nil {
 		return p.fail(err)
 	}
-	return p.commit()
+	return p.maybeCommit()
 }
 
 // fail poisons the partition: its memory may be ahead of Pebble, and the
@@ -732,8 +734,38 @@ func (p *Partition) domains(obs []DomainSeen, st *ApplyStats) {
 	}
 }
 
+// maxUncommitted bounds what a partition holds back between commits with
+// WithCommitEvery: the batch's size, and the changed blocks (which the
+// cache cannot evict until they are written).
+const maxUncommitted = 32 << 20
+
+// maybeCommit commits after every Apply or AdvanceTo, or every
+// Store.commitEvery of them, or when what is held back grows too large.
+func (p *Partition) maybeCommit() error {
+	p.uncommitted++
+	if n := p.s.commitEvery; n == 1 || n > 1 && p.uncommitted >= n ||
+		len(p.batch.Repr()) > maxUncommitted || p.dirtyCharged > min(maxUncommitted, p.s.blockBudget/2) {
+		return p.commit()
+	}
+	return nil
+}
+
+// Flush commits what Apply and AdvanceTo held back (WithCommitEvery): after
+// it returns, a crash loses nothing applied before. Without
+// WithCommitEvery there is nothing to flush.
+func (p *Partition) Flush() error {
+	if p.err != nil {
+		return p.err
+	}
+	if p.uncommitted == 0 {
+		return nil
+	}
+	return p.commit()
+}
+
 // commit writes the changed blocks and the header, then the batch.
 func (p *Partition) commit() error {
+	p.uncommitted = 0
 	p.writeBlocks()
 	p.val = p.h.append(p.val[:0])
 	p.batch.Set(kindKey(p.key, p.id, kindHeader), p.val, nil)

@@ -44,7 +44,8 @@ func TestMatchesBatchQuery(t *testing.T) {
 		{"lookback7m30.5s", 7*time.Minute + 30*time.Second + 500*time.Millisecond, time.Second, 2},
 		{"endoffset0", 10 * time.Minute, 0, 1},
 		{"endoffset20s", 10 * time.Minute, 20 * time.Second, 2},
-		{"knobs", 10 * time.Minute, time.Second, 2}, // hash collisions, histograms recomputed on load
+		{"knobs", 10 * time.Minute, time.Second, 2},       // hash collisions, a tiny block cache
+		{"commitevery", 10 * time.Minute, time.Second, 1}, // commits held back
 	}
 	if testing.Short() {
 		variants = variants[:1]
@@ -54,17 +55,21 @@ func TestMatchesBatchQuery(t *testing.T) {
 		for seed := range v.seeds {
 			t.Run(v.name, func(t *testing.T) {
 				t.Parallel()
-				runScenario(t, testParams(v.lookback, v.endOffset), uint64(seed), v.name == "knobs")
+				var opts []Option
+				if v.name == "commitevery" {
+					opts = append(opts, WithCommitEvery(5))
+				}
+				runScenario(t, testParams(v.lookback, v.endOffset), uint64(seed), v.name == "knobs", opts...)
 			})
 		}
 	}
 }
 
-func runScenario(t *testing.T, p beacon.Params, seed uint64, knobs bool) {
+func runScenario(t *testing.T, p beacon.Params, seed uint64, knobs bool, opts ...Option) {
 	rng := rand.New(rand.NewPCG(seed, 0x5eed))
 	dir := t.TempDir()
 	open := func() *Store {
-		s := openT(t, dir, p)
+		s := openT(t, dir, p, opts...)
 		if knobs {
 			s.hashMask = 7          // every tuple in one of 8 chains
 			s.blockBudget = 4 << 10 // most block reads miss the cache
@@ -167,6 +172,9 @@ func runScenario(t *testing.T, p beacon.Params, seed uint64, knobs bool) {
 		}
 		if pt.p.ntuples != 0 || len(pt.p.ips) != 0 || len(pt.p.dests) != 0 || pt.p.evictQ.len() != 0 || pt.p.pendQ.len() != 0 || pt.p.domainQ.len() != 0 {
 			t.Fatalf("p%d: state left after everything expired", pt.m.pid)
+		}
+		if err := pt.p.Flush(); err != nil {
+			t.Fatal(err)
 		}
 		if n := countKeys(t, s, pt.m.pid); n != 2 { // header and meta
 			t.Fatalf("p%d: %d keys left after everything expired, want 2", pt.m.pid, n)

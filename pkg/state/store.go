@@ -35,6 +35,7 @@ type Store struct {
 	// Decoded timestamp blocks cached by all partitions (blocks.go).
 	blockBudget int64
 	cached      atomic.Int64
+	commitEvery int
 }
 
 // Option configures Open.
@@ -47,6 +48,7 @@ type config struct {
 	sync         bool
 	inMemory     bool
 	blockBudget  int64
+	commitEvery  int
 }
 
 // memTables is how many memtables Pebble may hold before it stalls writes.
@@ -97,6 +99,21 @@ func WithSync(sync bool) Option { return optFunc(func(c *config) { c.sync = sync
 // memory its Pebble files would have taken (docs/state.md, Footprint).
 func WithInMemory() Option { return optFunc(func(c *config) { c.inMemory = true }) }
 
+// WithCommitEvery makes Apply and AdvanceTo commit every n-th call instead
+// of every call (n ≤ 0: only when what is held back grows large, and at
+// Partition.Flush and Store.Close). In between, the changed blocks stay in
+// memory and the other writes in the partition's batch; a commit writes them
+// all, with the offset and blob of the last Apply, atomically, so after a
+// crash the store still holds exactly the state of its recorded offset —
+// an older one, and the consumer re-reads more. Offset reports the last
+// Apply's offset, not the committed one. Use it when batches are small and
+// frequent (a tuple then gets one timestamp per batch, and every commit
+// rewrites its newest block), or for scratch state (with WithInMemory).
+// The default, 1, commits every call.
+func WithCommitEvery(n int) Option {
+	return optFunc(func(c *config) { c.commitEvery = max(n, 0) })
+}
+
 // ErrParamsChanged is returned by Open when the directory holds state built
 // with another Lookback or EndOffset: windows already evicted cannot be
 // regrown, so the state must be dropped and rebuilt from the input topic.
@@ -109,7 +126,7 @@ func Open(dir string, p beacon.Params, opts ...Option) (*Store, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	cfg := config{cacheSize: 64 << 20, memTableSize: 32 << 20, blockBudget: 64 << 20}
+	cfg := config{cacheSize: 64 << 20, memTableSize: 32 << 20, blockBudget: 64 << 20, commitEvery: 1}
 	for _, o := range opts {
 		o.apply(&cfg)
 	}
@@ -134,7 +151,7 @@ func Open(dir string, p beacon.Params, opts ...Option) (*Store, error) {
 		return nil, fmt.Errorf("state: open %s: %w", dir, err)
 	}
 	s := &Store{db: db, p: p, wo: pebble.NoSync, cfgSync: pebble.Sync, log: log, parts: make(map[int32]*Partition),
-		hashMask: ^uint64(0), blockBudget: cfg.blockBudget}
+		hashMask: ^uint64(0), blockBudget: cfg.blockBudget, commitEvery: cfg.commitEvery}
 	switch {
 	case cfg.inMemory: // no WAL to sync
 		s.cfgSync = pebble.NoSync
@@ -176,11 +193,20 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
+	var err error
 	for _, p := range s.parts {
+		if p.err == nil {
+			if ferr := p.Flush(); ferr != nil && err == nil {
+				err = ferr
+			}
+		}
 		p.fail(errClosed)
 	}
 	s.parts = nil
-	return s.db.Close()
+	if cerr := s.db.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 var (

@@ -230,8 +230,10 @@ func (r *replay) publish(_ *worker, alerts []Alert) error {
 
 func (r *replay) run(ctx context.Context) error {
 	s := r.s
-	// Scratch state: nothing reopens it, so it needs no disk, WAL or fsync.
-	st, err := state.Open(s.cfg.stateDir, s.cfg.params, state.WithLogger(s.log.Named("state")), state.WithInMemory())
+	// Scratch state: nothing reopens it, so it needs no disk, WAL, fsync
+	// or commit per batch.
+	st, err := state.Open(s.cfg.stateDir, s.cfg.params, state.WithLogger(s.log.Named("state")),
+		state.WithInMemory(), state.WithCommitEvery(0))
 	if err != nil {
 		return err
 	}
