@@ -744,7 +744,8 @@ const maxUncommitted = 32 << 20
 func (p *Partition) maybeCommit() error {
 	p.uncommitted++
 	if n := p.s.commitEvery; n == 1 || n > 1 && p.uncommitted >= n ||
-		len(p.batch.Repr()) > maxUncommitted || p.dirtyCharged > min(maxUncommitted, p.s.blockBudget/2) {
+		len(p.batch.Repr()) > maxUncommitted || p.dirtyCharged > min(maxUncommitted, p.s.blockBudget/2) ||
+		p.dirtyCharged > 0 && p.s.cached.Load() > p.s.blockBudget { // over budget: make this partition's blocks evictable
 		return p.commit()
 	}
 	return nil
