@@ -108,7 +108,7 @@ func (p *Partition) decide(ds *dest) (cands []beacon.Candidate, kept []int, devi
 		if !ok {
 			return nil, nil, 0, p.corrupt(tp, "candidate status")
 		}
-		cands = append(cands, beacon.Candidate{Tuple: tp.t, Stats: st})
+		cands = append(cands, beacon.Candidate{Tuple: tp.tuple(), Stats: st})
 	}
 	kept, devices = p.p.SelectDestination(cands)
 	return cands, kept, devices, nil

@@ -124,31 +124,6 @@ func decodeTuple(b []byte) (beacon.Tuple, error) {
 		FileName: f[4], RemoteIP: f[5], RemotePort: int32(port)}, nil
 }
 
-// cloneTuple copies a tuple's strings into one allocation, so the state
-// never aliases a caller's (decoder's) buffers and a tuple costs one
-// allocation, freed with it.
-func cloneTuple(t *beacon.Tuple) beacon.Tuple {
-	n := len(t.DeviceId) + len(t.DeviceName) + len(t.AccountName) + len(t.AccountDomain) + len(t.FileName) + len(t.RemoteIP)
-	buf := make([]byte, 0, n)
-	buf = append(buf, t.DeviceId...)
-	buf = append(buf, t.DeviceName...)
-	buf = append(buf, t.AccountName...)
-	buf = append(buf, t.AccountDomain...)
-	buf = append(buf, t.FileName...)
-	buf = append(buf, t.RemoteIP...)
-	all := string(buf)
-	c := beacon.Tuple{RemotePort: t.RemotePort}
-	off := 0
-	take := func(l int) string { s := all[off : off+l]; off += l; return s }
-	c.DeviceId = take(len(t.DeviceId))
-	c.DeviceName = take(len(t.DeviceName))
-	c.AccountName = take(len(t.AccountName))
-	c.AccountDomain = take(len(t.AccountDomain))
-	c.FileName = take(len(t.FileName))
-	c.RemoteIP = take(len(t.RemoteIP))
-	return c
-}
-
 // reader decodes varints and times, remembering the first error.
 type reader struct {
 	b   []byte

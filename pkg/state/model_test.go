@@ -271,13 +271,13 @@ func (m *model) checkTuples(part *Partition, full bool) {
 		n := 0
 		for _, tp := range ds.tuples {
 			if _, ok := m.p.Candidate(tp.distinct, &tp.sum); ok != tp.cand {
-				t.Fatalf("p%d check %d: %v: candidate %v, want %v", m.pid, m.checks, tp.t, tp.cand, ok)
+				t.Fatalf("p%d check %d: %v: candidate %v, want %v", m.pid, m.checks, tp.tuple(), tp.cand, ok)
 			}
 			if tp.cand {
-				devices[tp.t.DeviceId]++
+				devices[tp.prin.deviceId]++
 				n++
 				if ds.cands[tp.candPos] != tp {
-					t.Fatalf("p%d: %v: candidate list broken", m.pid, tp.t)
+					t.Fatalf("p%d: %v: candidate list broken", m.pid, tp.tuple())
 				}
 			}
 		}
@@ -314,7 +314,7 @@ func (m *model) stored(part *Partition, tp *tuple) []beacon.Time {
 		live := 0
 		for _, t := range ts {
 			if t < start || len(out) > 0 && t <= out[len(out)-1] {
-				m.t.Fatalf("p%d: tuple %v: block at %v out of order: %v", m.pid, tp.t, start, ts)
+				m.t.Fatalf("p%d: tuple %v: block at %v out of order: %v", m.pid, tp.tuple(), start, ts)
 			}
 			if t >= from {
 				out = append(out, t)
@@ -322,11 +322,11 @@ func (m *model) stored(part *Partition, tp *tuple) []beacon.Time {
 			}
 		}
 		if live == 0 {
-			m.t.Fatalf("p%d: tuple %v: block at %v holds dead timestamps only", m.pid, tp.t, start)
+			m.t.Fatalf("p%d: tuple %v: block at %v holds dead timestamps only", m.pid, tp.tuple(), start)
 		}
 	}
 	if !slices.Equal(starts, tp.blocks) {
-		m.t.Fatalf("p%d: tuple %v: blocks %v in Pebble, index %v", m.pid, tp.t, starts, tp.blocks)
+		m.t.Fatalf("p%d: tuple %v: blocks %v in Pebble, index %v", m.pid, tp.tuple(), starts, tp.blocks)
 	}
 	return out
 }

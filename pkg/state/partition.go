@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"slices"
+	"strings"
 
 	"github.com/beaconhunt/beacon/pkg/beacon"
 	"github.com/cockroachdb/pebble/v2"
@@ -67,6 +68,7 @@ type Partition struct {
 	tuples  map[uint64]*tuple // by hash of the seven columns; collisions chain
 	ntuples int
 	dests   map[beacon.Destination]*dest
+	prins   map[principalKey]*principal
 	ips     map[string]*ipState
 	evictQ  timeHeap[*tuple]  // tuples with a window, by first timestamp (stale: key ≠ first)
 	pendQ   timeHeap[*tuple]  // tuples with timestamps beyond the window end, by the oldest (stale: key ≠ pendMin)
@@ -96,7 +98,7 @@ type Partition struct {
 // timestamps themselves are in blocks (blocks.go), whose starts are in
 // blocks. A deleted tuple has no dest.
 type tuple struct {
-	t        beacon.Tuple
+	prin     *principal // device and account; dest has the rest of the columns
 	id       uint64
 	next     *tuple // hash chain
 	dest     *dest
@@ -154,6 +156,7 @@ func newPartition(s *Store, id int32) *Partition {
 		seed:   maphash.MakeSeed(),
 		tuples: make(map[uint64]*tuple),
 		dests:  make(map[beacon.Destination]*dest),
+		prins:  make(map[principalKey]*principal),
 		ips:    make(map[string]*ipState),
 		batch:  s.db.NewBatch(),
 		cache:  make(map[blockKey]*block),
@@ -194,28 +197,63 @@ func (p *Partition) hash(t *beacon.Tuple) uint64 { return t.Hash(p.seed) & p.s.h
 
 func (p *Partition) lookup(t *beacon.Tuple, hash uint64) *tuple {
 	for tp := p.tuples[hash]; tp != nil; tp = tp.next {
-		if tp.t == *t {
+		if tp.is(t) {
 			return tp
 		}
 	}
 	return nil
 }
 
-// addTuple links a tuple into the maps (not the queues).
-func (p *Partition) addTuple(tp *tuple, hash uint64) {
+// principalKey is who a tuple is about: its device and account columns.
+type principalKey struct{ deviceId, deviceName, accountName, accountDomain string }
+
+// principal is a principalKey shared by every tuple that has it (a device
+// talks to many destinations): a tuple holds a pointer, not four strings.
+type principal struct {
+	principalKey
+	refs int32
+}
+
+// tuple returns tp's seven columns.
+func (tp *tuple) tuple() beacon.Tuple {
+	pr, d := &tp.prin.principalKey, &tp.dest.key
+	return beacon.Tuple{DeviceId: pr.deviceId, DeviceName: pr.deviceName, AccountName: pr.accountName,
+		AccountDomain: pr.accountDomain, FileName: d.FileName, RemoteIP: d.RemoteIP, RemotePort: d.RemotePort}
+}
+
+func (tp *tuple) is(t *beacon.Tuple) bool {
+	pr := tp.prin
+	return pr.deviceId == t.DeviceId && pr.deviceName == t.DeviceName && pr.accountName == t.AccountName &&
+		pr.accountDomain == t.AccountDomain && tp.dest.key == t.Destination()
+}
+
+// addTuple links a tuple with columns t into the maps (not the queues),
+// sharing (or copying) the strings.
+func (p *Partition) addTuple(tp *tuple, t *beacon.Tuple, hash uint64) {
 	tp.next = p.tuples[hash]
 	p.tuples[hash] = tp
 	p.ntuples++
-	dk := tp.t.Destination()
+	pk := principalKey{t.DeviceId, t.DeviceName, t.AccountName, t.AccountDomain}
+	pr := p.prins[pk]
+	if pr == nil {
+		// One allocation for the four strings.
+		all := pk.deviceId + pk.deviceName + pk.accountName + pk.accountDomain
+		n0, n1, n2 := len(pk.deviceId), len(pk.deviceId)+len(pk.deviceName), len(pk.deviceId)+len(pk.deviceName)+len(pk.accountName)
+		pr = &principal{principalKey: principalKey{all[:n0], all[n0:n1], all[n1:n2], all[n2:]}}
+		p.prins[pr.principalKey] = pr
+	}
+	pr.refs++
+	tp.prin = pr
+	dk := t.Destination()
 	d := p.dests[dk]
 	if d == nil {
 		ip := p.ips[dk.RemoteIP]
 		if ip == nil {
-			ip = &ipState{ip: dk.RemoteIP}
+			ip = &ipState{ip: strings.Clone(dk.RemoteIP)}
 			p.ips[ip.ip] = ip
 		}
-		d = &dest{key: dk, ip: ip}
-		p.dests[dk] = d
+		d = &dest{key: beacon.Destination{FileName: strings.Clone(dk.FileName), RemoteIP: ip.ip, RemotePort: dk.RemotePort}, ip: ip}
+		p.dests[d.key] = d
 		ip.dests = append(ip.dests, d)
 	}
 	tp.dest = d
@@ -227,10 +265,10 @@ func (p *Partition) addTuple(tp *tuple, hash uint64) {
 
 // newTuple creates a tuple and writes its columns.
 func (p *Partition) newTuple(t *beacon.Tuple, hash uint64) *tuple {
-	tp := &tuple{t: cloneTuple(t), id: p.h.nextID}
+	tp := &tuple{id: p.h.nextID}
 	p.h.nextID++
-	p.addTuple(tp, hash)
-	p.val = appendTuple(p.val[:0], &tp.t)
+	p.addTuple(tp, t, hash)
+	p.val = appendTuple(p.val[:0], t)
 	p.batch.Set(idKey(p.key, p.id, kindTuple, tp.id), p.val, nil)
 	return tp
 }
@@ -241,7 +279,13 @@ func (p *Partition) deleteTuple(tp *tuple) {
 	for len(tp.blocks) > 0 {
 		p.dropBlock(tp, len(tp.blocks)-1)
 	}
-	hash := p.hash(&tp.t)
+	cols := tp.tuple()
+	hash := p.hash(&cols)
+	if pr := tp.prin; pr.refs == 1 {
+		delete(p.prins, pr.principalKey)
+	} else {
+		pr.refs--
+	}
 	if head := p.tuples[hash]; head == tp {
 		if tp.next == nil {
 			delete(p.tuples, hash)
@@ -308,7 +352,7 @@ func (d *dest) setCand(tp *tuple, cand bool) {
 		if d.devices == nil {
 			d.devices = make(map[string]int32)
 		}
-		d.devices[tp.t.DeviceId]++
+		d.devices[tp.prin.deviceId]++
 		return
 	}
 	last := d.cands[len(d.cands)-1]
@@ -316,8 +360,8 @@ func (d *dest) setCand(tp *tuple, cand bool) {
 	last.candPos = tp.candPos
 	d.cands[len(d.cands)-1] = nil
 	d.cands = d.cands[:len(d.cands)-1]
-	if d.devices[tp.t.DeviceId]--; d.devices[tp.t.DeviceId] == 0 {
-		delete(d.devices, tp.t.DeviceId)
+	if d.devices[tp.prin.deviceId]--; d.devices[tp.prin.deviceId] == 0 {
+		delete(d.devices, tp.prin.deviceId)
 	}
 }
 
@@ -808,7 +852,8 @@ func loadPartition(s *Store, id int32) (*Partition, error) {
 		if tp.distinct == 0 && tp.pending == 0 {
 			return p.corrupt(tp, "no live timestamp")
 		}
-		p.addTuple(tp, p.hash(&tp.t)) // addLast queued it for eviction
+		// addTuple linked it when its columns were read, addLast queued it
+		// for eviction.
 		if tp.pending > 0 {
 			p.pendQ.push(tp.pendMin, tp)
 		}
@@ -838,7 +883,8 @@ func loadPartition(s *Store, id int32) (*Partition, error) {
 			if err != nil {
 				return nil, bad(k, err)
 			}
-			tp := &tuple{t: t, id: binary.BigEndian.Uint64(k[pidLen+1:])}
+			tp := &tuple{id: binary.BigEndian.Uint64(k[pidLen+1:])}
+			p.addTuple(tp, &t, p.hash(&t)) // linked now: the columns are shared at once
 			byID[tp.id] = tp
 		case kindBlock:
 			if len(k) != tsKeyLen {

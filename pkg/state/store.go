@@ -78,6 +78,24 @@ func WithMemTableSize(bytes int64) Option {
 	return optFunc(func(c *config) { c.memTableSize = uint64(bytes) })
 }
 
+// WithMemoryBudget sizes the store's caches from one number, the memory
+// the state may use beyond its tuple index: a quarter to the cache of
+// decoded timestamp blocks, a quarter to Pebble's block cache, an eighth to
+// each of Pebble's two memtables; the rest is headroom for batches held
+// back (WithCommitEvery) and rows being rendered. Use it to fit a process
+// into a memory limit (`--memory-limit`): when the caches are full, blocks
+// that are not hot are dropped from memory and read again from Pebble on
+// use (slower, never out of memory). The tuple index — about 200 bytes per
+// live tuple (docs/state.md) — is not part of it: size the limit for the
+// tuples the partitions hold. Options after it override its parts. At least
+// 16 MiB.
+func WithMemoryBudget(bytes int64) Option {
+	return optFunc(func(c *config) {
+		bytes = max(bytes, 16<<20)
+		c.blockBudget, c.cacheSize, c.memTableSize = bytes/4, bytes/4, uint64(bytes/8)
+	})
+}
+
 // WithLogger routes Pebble's own log lines (flushes, compactions, WAL
 // recovery, background errors) to l. Without it they are discarded.
 func WithLogger(l *zap.Logger) Option { return optFunc(func(c *config) { c.log = l }) }
