@@ -206,14 +206,16 @@ func BenchmarkEvaluate(b *testing.B) {
 				}
 				b.ResetTimer()
 				for range b.N {
-					for _, tp := range ds.tuples {
-						part.touch(tp)
+					for _, tp := range part.tuples {
+						if tp.dest == ds {
+							part.touch(tp)
+						}
 					}
 					if _, err := part.Evaluate(d); err != nil {
 						b.Fatal(err)
 					}
 				}
-				b.ReportMetric(float64(len(ds.tuples[0].sum.Hist)), "bins")
+				b.ReportMetric(float64(len(ds.cands[0].hist)), "bins")
 			})
 		}
 	}

@@ -147,12 +147,12 @@ func TestReloadAfterError(t *testing.T) {
 	off, _ := p.Offset()
 	st, _ := p.StreamTime()
 	var victim *tuple
-	for _, tp := range p.tuples {
+	for _, tp := range p.allTuples() {
 		if tp.distinct > 1 && (victim == nil || tp.first < victim.first) {
 			victim = tp
 		}
 	}
-	victim.sum = beacon.Summary{} // its first delta is not counted
+	victim.hist = nil // its first delta is not counted
 	if err := p.AdvanceTo(st + 5*60*beacon.Second); !errors.Is(err, errCorrupt) {
 		t.Fatalf("AdvanceTo: %v", err)
 	}

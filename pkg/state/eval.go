@@ -104,7 +104,8 @@ func (p *Partition) decide(ds *dest) (cands []beacon.Candidate, kept []int, devi
 	}
 	cands = make([]beacon.Candidate, 0, len(ds.cands))
 	for _, tp := range ds.cands {
-		st, ok := p.p.Candidate(tp.distinct, &tp.sum)
+		sum := tp.summary()
+		st, ok := p.p.Candidate(int64(tp.distinct), &sum)
 		if !ok {
 			return nil, nil, 0, p.corrupt(tp, "candidate status")
 		}
@@ -120,7 +121,7 @@ func (p *Partition) render(tp *tuple, c *beacon.Candidate, domains []string, dev
 	if err != nil {
 		return beacon.Row{}, err
 	}
-	if int64(len(ts)) != tp.distinct {
+	if len(ts) != int(tp.distinct) {
 		return beacon.Row{}, p.corrupt(tp, "window count")
 	}
 	return beacon.NewRow(c, ts, domains, devices), nil
@@ -156,7 +157,8 @@ func (p *Partition) refresh(ds *dest) {
 		if tp.dest == nil {
 			continue // deleted
 		}
-		if _, ok := p.p.Candidate(tp.distinct, &tp.sum); ok != tp.cand {
+		sum := tp.summary()
+		if _, ok := p.p.Candidate(int64(tp.distinct), &sum); ok != tp.cand {
 			ds.setCand(tp, ok)
 		}
 	}

@@ -239,9 +239,9 @@ func (m *model) checkTuples(part *Partition, full bool) {
 			t.Fatalf("p%d: tuple %v missing (window %d, pending %d)", m.pid, tu, len(win), len(pend))
 		}
 		want := beacon.SummaryOf(beacon.Deltas(win, nil))
-		if tp.distinct != int64(len(win)) || !tp.sum.Equal(&want) || tp.pending != int32(len(pend)) {
+		if sum := tp.summary(); int(tp.distinct) != len(win) || !sum.Equal(&want) || tp.pending != int32(len(pend)) {
 			t.Fatalf("p%d check %d: tuple %v: distinct %d pending %d summary %+v, want %d %d %+v",
-				m.pid, m.checks, tu, tp.distinct, tp.pending, tp.sum, len(win), len(pend), want)
+				m.pid, m.checks, tu, tp.distinct, tp.pending, tp.summary(), len(win), len(pend), want)
 		}
 		if len(win) > 0 && (tp.first != win[0] || tp.last != win[len(win)-1]) {
 			t.Fatalf("p%d: tuple %v: window [%v, %v], want [%v, %v]", m.pid, tu, tp.first, tp.last, win[0], win[len(win)-1])
@@ -268,10 +268,14 @@ func (m *model) checkTuples(part *Partition, full bool) {
 			t.Fatalf("p%d: %v has %d stale tuples after evaluation", m.pid, ds.key, len(ds.stale))
 		}
 		devices := map[string]int32{}
-		n := 0
-		for _, tp := range ds.tuples {
-			if _, ok := m.p.Candidate(tp.distinct, &tp.sum); ok != tp.cand {
-				t.Fatalf("p%d check %d: %v: candidate %v, want %v", m.pid, m.checks, tp.tuple(), tp.cand, ok)
+		n, ntuples := 0, 0
+		for _, tp := range part.allTuples() {
+			if tp.dest != ds {
+				continue
+			}
+			ntuples++
+			if sum := tp.summary(); func() bool { _, ok := m.p.Candidate(int64(tp.distinct), &sum); return ok }() != tp.cand {
+				t.Fatalf("p%d check %d: %v: candidate %v", m.pid, m.checks, tp.tuple(), tp.cand)
 			}
 			if tp.cand {
 				devices[tp.prin.deviceId]++
@@ -284,10 +288,25 @@ func (m *model) checkTuples(part *Partition, full bool) {
 		if n != len(ds.cands) || !reflect.DeepEqual(devices, ds.devices) && !(len(devices) == 0 && len(ds.devices) == 0) {
 			t.Fatalf("p%d check %d: %v: %d candidates on %v devices, want %d on %v", m.pid, m.checks, ds.key, len(ds.cands), ds.devices, n, devices)
 		}
+		if ntuples != int(ds.ntuples) || ntuples == 0 {
+			t.Fatalf("p%d: %v counts %d tuples, has %d", m.pid, ds.key, ds.ntuples, ntuples)
+		}
 	}
 	if live != part.ntuples {
 		t.Fatalf("p%d: %d tuples in state, want %d", m.pid, part.ntuples, live)
 	}
+}
+
+// allTuples lists the partition's tuples.
+func (p *Partition) allTuples() []*tuple {
+	var out []*tuple
+	for _, tp := range p.tuples {
+		out = append(out, tp)
+	}
+	for _, more := range p.collide {
+		out = append(out, more...)
+	}
+	return out
 }
 
 // stored decodes every block of the tuple in Pebble and returns the live

@@ -65,7 +65,8 @@ type Partition struct {
 
 	meta    []byte
 	seed    maphash.Seed
-	tuples  map[uint64]*tuple // by hash of the seven columns; collisions chain
+	tuples  map[uint64]*tuple   // by hash of the seven columns
+	collide map[uint64][]*tuple // more tuples of a hash (rare)
 	ntuples int
 	dests   map[beacon.Destination]*dest
 	prins   map[principalKey]*principal
@@ -97,22 +98,49 @@ type Partition struct {
 // when EndOffset > 1s) are newer than the window end and wait for it. The
 // timestamps themselves are in blocks (blocks.go), whose starts are in
 // blocks. A deleted tuple has no dest.
+//
+// It is kept small (112 bytes) because there may be millions: the columns
+// are two shared pointers, the summary is its histogram alone (N, Σd and Σd²
+// are derived from it when a decision needs them), and a destination counts
+// its tuples rather than listing them.
 type tuple struct {
 	prin     *principal // device and account; dest has the rest of the columns
-	id       uint64
-	next     *tuple // hash chain
 	dest     *dest
+	id       uint64
 	first    beacon.Time
 	last     beacon.Time
 	pendMin  beacon.Time
-	distinct int64
-	sum      beacon.Summary
+	hist     []beacon.Bin  // the deltas' histogram (beacon.Summary.Hist)
 	blocks   []beacon.Time // start of every block, ascending
+	distinct int32
 	pending  int32
-	destPos  int32 // in dest.tuples
 	candPos  int32 // in dest.cands, when cand
 	cand     bool  // a candidate (Params.Candidate), as of the last evaluation
 	stale    bool  // changed since: in dest.stale
+}
+
+// summary is the tuple's delta summary, for Params.Candidate.
+func (tp *tuple) summary() beacon.Summary {
+	s := beacon.Summary{Hist: tp.hist}
+	for _, b := range tp.hist {
+		s.N += b.Count
+		s.Sum += b.Count * b.Delta
+		s.SumSq += b.Count * b.Delta * b.Delta
+	}
+	return s
+}
+
+func (tp *tuple) addDelta(d int64) {
+	s := beacon.Summary{Hist: tp.hist}
+	s.Add(d)
+	tp.hist = s.Hist
+}
+
+func (tp *tuple) removeDelta(d int64) bool {
+	s := beacon.Summary{Hist: tp.hist}
+	ok := s.Remove(d)
+	tp.hist = s.Hist
+	return ok
 }
 
 // dest is a destination (process, IP, port): the unit of the device cap.
@@ -123,7 +151,7 @@ type tuple struct {
 type dest struct {
 	key     beacon.Destination
 	ip      *ipState
-	tuples  []*tuple
+	ntuples int32
 	stale   []*tuple         // changed since the last evaluation
 	cands   []*tuple         // candidates as of the last evaluation
 	devices map[string]int32 // DeviceId → candidates among cands
@@ -196,7 +224,11 @@ func (p *Partition) setStream(t beacon.Time) {
 func (p *Partition) hash(t *beacon.Tuple) uint64 { return t.Hash(p.seed) & p.s.hashMask }
 
 func (p *Partition) lookup(t *beacon.Tuple, hash uint64) *tuple {
-	for tp := p.tuples[hash]; tp != nil; tp = tp.next {
+	tp := p.tuples[hash]
+	if tp == nil || tp.is(t) {
+		return tp
+	}
+	for _, tp := range p.collide[hash] {
 		if tp.is(t) {
 			return tp
 		}
@@ -230,8 +262,14 @@ func (tp *tuple) is(t *beacon.Tuple) bool {
 // addTuple links a tuple with columns t into the maps (not the queues),
 // sharing (or copying) the strings.
 func (p *Partition) addTuple(tp *tuple, t *beacon.Tuple, hash uint64) {
-	tp.next = p.tuples[hash]
-	p.tuples[hash] = tp
+	if p.tuples[hash] == nil {
+		p.tuples[hash] = tp
+	} else {
+		if p.collide == nil {
+			p.collide = make(map[uint64][]*tuple)
+		}
+		p.collide[hash] = append(p.collide[hash], tp)
+	}
 	p.ntuples++
 	pk := principalKey{t.DeviceId, t.DeviceName, t.AccountName, t.AccountDomain}
 	pr := p.prins[pk]
@@ -257,8 +295,7 @@ func (p *Partition) addTuple(tp *tuple, t *beacon.Tuple, hash uint64) {
 		ip.dests = append(ip.dests, d)
 	}
 	tp.dest = d
-	tp.destPos = int32(len(d.tuples))
-	d.tuples = append(d.tuples, tp)
+	d.ntuples++
 	tp.stale = true // candidate or not: known at the next evaluation
 	d.stale = append(d.stale, tp)
 }
@@ -286,19 +323,16 @@ func (p *Partition) deleteTuple(tp *tuple) {
 	} else {
 		pr.refs--
 	}
-	if head := p.tuples[hash]; head == tp {
-		if tp.next == nil {
+	if more := p.collide[hash]; p.tuples[hash] == tp {
+		if len(more) == 0 {
 			delete(p.tuples, hash)
 		} else {
-			p.tuples[hash] = tp.next
+			p.tuples[hash] = more[len(more)-1]
+			p.setCollide(hash, more[:len(more)-1])
 		}
 	} else {
-		for x := head; x != nil; x = x.next {
-			if x.next == tp {
-				x.next = tp.next
-				break
-			}
-		}
+		i := slices.Index(more, tp)
+		p.setCollide(hash, slices.Delete(more, i, i+1))
 	}
 	p.ntuples--
 	d := tp.dest
@@ -307,11 +341,7 @@ func (p *Partition) deleteTuple(tp *tuple) {
 		d.setCand(tp, false)
 	}
 	tp.dest = nil // dead; dest.stale may still hold it
-	last := d.tuples[len(d.tuples)-1]
-	d.tuples[tp.destPos] = last
-	last.destPos = tp.destPos
-	d.tuples = d.tuples[:len(d.tuples)-1]
-	if len(d.tuples) > 0 {
+	if d.ntuples--; d.ntuples > 0 {
 		return
 	}
 	delete(p.dests, d.key)
@@ -319,6 +349,14 @@ func (p *Partition) deleteTuple(tp *tuple) {
 	i := slices.Index(ip.dests, d)
 	ip.dests = slices.Delete(ip.dests, i, i+1)
 	p.dropIPIfEmpty(ip)
+}
+
+func (p *Partition) setCollide(hash uint64, more []*tuple) {
+	if len(more) == 0 {
+		delete(p.collide, hash)
+	} else {
+		p.collide[hash] = more
+	}
 }
 
 func (p *Partition) dropIPIfEmpty(ip *ipState) {
@@ -581,7 +619,7 @@ func (p *Partition) addLast(tp *tuple, t beacon.Time) {
 		p.evictQ.push(t, tp)
 		return
 	}
-	tp.sum.Add(beacon.DatetimeDiffSeconds(t, tp.last))
+	tp.addDelta(beacon.DatetimeDiffSeconds(t, tp.last))
 	tp.last = t
 	tp.distinct++
 }
@@ -604,7 +642,7 @@ func (p *Partition) evict(tp *tuple, from beacon.Time, st *ApplyStats) error {
 		if !ok || t1 > tp.last {
 			return p.corrupt(tp, "window shorter than its count")
 		}
-		if !tp.sum.Remove(beacon.DatetimeDiffSeconds(t1, t0)) {
+		if !tp.removeDelta(beacon.DatetimeDiffSeconds(t1, t0)) {
 			return p.corrupt(tp, "delta missing from summary")
 		}
 		tp.first = t1
@@ -700,7 +738,7 @@ func (p *Partition) insertOne(tp *tuple, t, to beacon.Time) (bool, error) {
 	case tp.distinct == 0 || t > tp.last: // in order: one more delta
 		p.addLast(tp, t)
 	case t < tp.first: // new first: one more delta, at the front
-		tp.sum.Add(beacon.DatetimeDiffSeconds(tp.first, t))
+		tp.addDelta(beacon.DatetimeDiffSeconds(tp.first, t))
 		tp.first = t
 		tp.distinct++
 		p.evictQ.push(t, tp) // the older entry is now stale
@@ -725,11 +763,11 @@ func (p *Partition) insertOne(tp *tuple, t, to beacon.Time) (bool, error) {
 
 // splitSummary replaces the delta prev→next with prev→t→next.
 func (p *Partition) splitSummary(tp *tuple, prev, t, next beacon.Time) error {
-	if !tp.sum.Remove(beacon.DatetimeDiffSeconds(next, prev)) {
+	if !tp.removeDelta(beacon.DatetimeDiffSeconds(next, prev)) {
 		return p.corrupt(tp, "split delta missing from summary")
 	}
-	tp.sum.Add(beacon.DatetimeDiffSeconds(t, prev))
-	tp.sum.Add(beacon.DatetimeDiffSeconds(next, t))
+	tp.addDelta(beacon.DatetimeDiffSeconds(t, prev))
+	tp.addDelta(beacon.DatetimeDiffSeconds(next, t))
 	tp.distinct++
 	return nil
 }

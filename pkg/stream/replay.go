@@ -143,7 +143,8 @@ func Replay(ctx context.Context, ro ReplayOptions, opts ...Opt) (*ReplayResult, 
 	for _, o := range opts {
 		o.apply(&c)
 	}
-	if c.stateDir == "" {
+	scratch := c.stateDir == ""
+	if scratch {
 		dir, err := os.MkdirTemp("", "beacon-replay-")
 		if err != nil {
 			return nil, err
@@ -163,7 +164,7 @@ func Replay(ctx context.Context, ro ReplayOptions, opts ...Opt) (*ReplayResult, 
 	if ro.Partitions < 0 || ro.Partitions > 1<<16 {
 		return nil, fmt.Errorf("stream: replay partitions must be in [1, 65536], got %d", ro.Partitions)
 	}
-	r := &replay{s: s, ro: ro, res: &ReplayResult{Partitions: ro.Partitions}}
+	r := &replay{s: s, ro: ro, res: &ReplayResult{Partitions: ro.Partitions}, scratch: scratch}
 	err = r.run(ctx)
 	r.res.Elapsed = time.Since(began)
 	if err != nil {
@@ -177,11 +178,12 @@ type replay struct {
 	ro  ReplayOptions
 	res *ReplayResult
 
-	store *state.Store
-	det   *detector
-	ws    []*worker
-	in    *ingest
-	merge merger
+	store   *state.Store
+	scratch bool // the state is not kept: it needs no disk
+	det     *detector
+	ws      []*worker
+	in      *ingest
+	merge   merger
 
 	parts map[tp]*replayPart
 	total int64
@@ -230,10 +232,14 @@ func (r *replay) publish(_ *worker, alerts []Alert) error {
 
 func (r *replay) run(ctx context.Context) error {
 	s := r.s
-	// Scratch state: nothing reopens it, so it needs no disk, WAL, fsync
-	// or commit per batch.
-	st, err := state.Open(s.cfg.stateDir, s.cfg.params, state.WithLogger(s.log.Named("state")),
-		state.WithInMemory(), state.WithCommitEvery(0))
+	// Nothing reopens the state during a replay: it needs no commit per
+	// batch (Close writes what is kept), and scratch state no disk, WAL or
+	// fsync.
+	sopts := []state.Option{state.WithLogger(s.log.Named("state")), state.WithCommitEvery(0)}
+	if r.scratch {
+		sopts = append(sopts, state.WithInMemory())
+	}
+	st, err := state.Open(s.cfg.stateDir, s.cfg.params, sopts...)
 	if err != nil {
 		return err
 	}
