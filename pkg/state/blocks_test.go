@@ -4,6 +4,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/beaconhunt/beacon/pkg/beacon"
 )
@@ -101,5 +102,53 @@ func TestTupleRoundTrip(t *testing.T) {
 		if err != nil || got != tu {
 			t.Fatalf("tuple %+v decoded %+v, %v", tu, got, err)
 		}
+	}
+}
+
+// TestBlockSplit: out-of-order timestamps that fill an old block beyond
+// twice blockMax split it, ones before the first block move its start, and
+// the windows, summaries and stored blocks still equal the batch query's
+// (with a cache so small that blocks are read back from Pebble).
+func TestBlockSplit(t *testing.T) {
+	p := testParams(time.Hour, time.Second)
+	for _, budget := range []int64{64 << 20, 1 << 10} {
+		s := openT(t, t.TempDir(), p)
+		s.blockBudget = budget
+		part, err := s.Partition(0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := newModel(t, 0, p)
+		tu := beacon.Tuple{DeviceId: "d", DeviceName: "h", AccountName: "a", AccountDomain: "c", FileName: "x.exe", RemoteIP: "203.0.113.9", RemotePort: 443}
+		apply := func(ts ...beacon.Time) {
+			var ins []in
+			for _, x := range ts {
+				ins = append(ins, in{conn: true, tuple: tu, time: x})
+			}
+			conns, doms := m.feed(ins)
+			m.offset++
+			if _, err := part.Apply(conns, doms, m.offset, nil); err != nil {
+				t.Fatal(err)
+			}
+			m.check(part, true)
+		}
+		base := testBase + 30*60*beacon.Second
+		var ts []beacon.Time
+		for i := range 4 * blockMax {
+			ts = append(ts, base+beacon.Time(i)*10*beacon.Second)
+		}
+		apply(ts...)
+		before := len(part.lookup(&tu, part.hash(&tu)).blocks)
+		rng := rand.New(rand.NewPCG(6, 6))
+		for range 3 * blockMax { // into the second block, in small batches
+			x := base + beacon.Time(blockMax)*10*beacon.Second + beacon.Time(rng.Int64N(int64(blockMax*10*beacon.Second)))
+			apply(x, x+beacon.Tick)
+		}
+		apply(base-5*60*beacon.Second, base-beacon.Second) // before the first block
+		tp := part.lookup(&tu, part.hash(&tu))
+		if len(tp.blocks) <= before || tp.blocks[0] != base-5*60*beacon.Second {
+			t.Fatalf("budget %d: blocks %v (had %d): no split or no new start", budget, tp.blocks, before)
+		}
+		s.Close()
 	}
 }
