@@ -30,15 +30,26 @@
 //
 // # Incremental summaries
 //
-// Deltas are whole seconds, so a tuple's summary (n, Σd, Σd², histogram)
-// is exact and changes by one or two deltas per timestamp: an in-order
-// timestamp adds one (no read), an out-of-order one splits one (its
-// neighbours are read with one Pebble seek, or found in the tuple's head, an
-// in-memory copy of its oldest eight timestamps), eviction removes the first
-// (read from the head, refilled from Pebble once per eight). Tuples due for
+// Deltas are whole seconds, so a tuple's summary (its delta histogram; n,
+// Σd, Σd² follow from it) is exact and changes by one or two deltas per
+// timestamp: an in-order timestamp adds one, an out-of-order one splits one
+// (its neighbours are read from the blocks around it), eviction removes the
+// first (the next timestamp is read from the oldest block). Tuples due for
 // eviction are found in a heap ordered by their first timestamp. Deciding a
-// destination reads summaries only; a tuple's timestamps are read from
-// Pebble only to render a row it keeps (TimeDeltaList, min/max index).
+// destination reads summaries only; a tuple's timestamps are read only to
+// render a row it keeps (TimeDeltaList, min/max index). Summaries are not
+// stored: loading a partition recomputes them from its blocks.
+//
+// # Blocks and the write-back cache
+//
+// A tuple's timestamps are stored as blocks of up to 48 (blocks.go has the
+// value's layout: delta-encoded at 100 ns, frame of reference or varints,
+// ≈ 3.8 B per timestamp of a jittered beacon). Decoded blocks are cached in
+// an LRU bounded by WithMemoryBudget; Apply changes cached blocks only, and
+// the changed ones are written at the commit, in the same atomic batch as
+// the offset. Eviction writes nothing: a block partly before the window
+// start keeps its dead timestamps until it is next written, and a block of
+// dead timestamps only is deleted whole.
 //
 // # Key layout
 //
@@ -48,26 +59,26 @@
 // order is time order.
 //
 //	key                                   value
-//	pid 'h'                               header: version, next offset (varint, −1 none),
-//	                                      stream time, next tuple id
+//	pid 'h'                               header: layout version, next offset (varint,
+//	                                      −1 none), stream time, next tuple id
 //	pid 'm'                               the caller's blob (Apply's meta)
 //	pid 'k' id(8)                         tuple: its seven columns (written once)
-//	pid 's' id(8)                         summary: distinct, first, last, pending, histogram
-//	pid 't' id(8) time(8)                 empty: one key per distinct timestamp
+//	pid 't' id(8) start(8)                a block of the tuple's timestamps in
+//	                                      [start, next block's start)
 //	pid 'd' ip 0x00 domain                newest time the (ip, domain) pair was seen
-//	0xFF 0xFF "state-cfg"                 lookback and end offset the store was built with
+//	0xFF 0xFF "state-cfg"                 layout version, lookback and end offset
 //
 // Tuple ids are assigned per partition in order of first sight and never
-// reused; a tuple whose window empties is deleted. The summary of every
-// tuple a batch touched is rewritten with the batch (a histogram of more
-// than 64 bins is left out and recomputed from the timestamps on load).
+// reused; a tuple whose window empties is deleted with its blocks.
 // docs/state.md has the measured bytes per tuple and per timestamp.
 //
 // # Durability
 //
-// Apply writes the batch's timestamps, summaries, domains, header (with the
-// offset) and blob in one Pebble batch. Pebble's write-ahead log makes it
-// atomic: after a crash, a reopened store holds the state of the last
-// recorded offset exactly, and the consumer resumes there. WithSync decides
-// whether a batch also survives a power loss.
+// A commit writes the changed blocks, deletions, new tuples, domains,
+// header (with the offset) and blob in one Pebble batch. Pebble's
+// write-ahead log makes it atomic: after a crash, a reopened store holds the
+// state of the last committed offset exactly, and the consumer resumes
+// there. Every Apply commits, unless WithCommitEvery holds commits back (then
+// a crash resumes from an older offset). WithSync decides whether a commit
+// also survives a power loss; WithInMemory keeps scratch state off the disk.
 package state
