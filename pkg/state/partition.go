@@ -50,8 +50,9 @@ type ApplyStats struct {
 // timestamps inside the window and their delta summary, per destination its
 // tuples, per RemoteIP its domains, the stream time, the next offset to
 // consume, and the caller's blob. Memory holds everything needed to decide
-// (summaries, never timestamp lists); Pebble holds the truth, written in one
-// atomic batch per Apply.
+// (summaries) and a bounded cache of timestamp blocks; Pebble holds the
+// truth, written in one atomic batch per commit (every Apply, unless
+// WithCommitEvery).
 //
 // A Partition is not safe for concurrent use. After an error from Apply or
 // AdvanceTo its memory may be ahead of Pebble: every later call returns the

@@ -59,10 +59,10 @@ type optFunc func(*config)
 func (f optFunc) apply(c *config) { f(c) }
 
 // WithCacheSize sets Pebble's block cache (default 64 MiB). The cache holds
-// uncompressed sstable blocks; it matters once windows no longer fit in the
-// memtables, i.e. for out-of-order inserts, eviction and row rendering over
-// many tuples: those read the oldest and the neighbouring timestamps of
-// every tuple they touch, and a miss costs a read from the file system.
+// uncompressed sstable blocks; it matters when the state's own cache of
+// decoded timestamp blocks (WithMemoryBudget) misses — out-of-order
+// inserts, eviction and row rendering over many tuples — and the blocks are
+// no longer in the memtables: a miss costs a read from the file system.
 // Raise it when the state on disk is many times the cache and those show up
 // in profiles. Pebble charges its memtables to the same cache, so the store
 // sizes it at this plus twice WithMemTableSize; the sum bounds Pebble's
