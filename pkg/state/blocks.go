@@ -2,6 +2,7 @@ package state
 
 import (
 	"encoding/binary"
+	"math"
 	"math/bits"
 	"slices"
 	"sort"
@@ -176,15 +177,58 @@ func decodeBlock(dst []beacon.Time, start beacon.Time, b []byte) ([]beacon.Time,
 	return dst, nil
 }
 
+// noBlock is tuple.b0 of a tuple without blocks.
+const noBlock = beacon.Time(math.MinInt64)
+
+// nblocks counts tp's blocks: b0, then more. Most tuples have one, which
+// then costs no allocation.
+func (tp *tuple) nblocks() int {
+	switch {
+	case tp.b0 == noBlock:
+		return 0
+	case tp.more == nil:
+		return 1
+	}
+	return 1 + len(*tp.more)
+}
+
+func (tp *tuple) blockAt(i int) beacon.Time {
+	if i == 0 {
+		return tp.b0
+	}
+	return (*tp.more)[i-1]
+}
+
+// blockStarts returns the starts of tp's blocks, ascending (a copy).
+func (tp *tuple) blockStarts() []beacon.Time {
+	n := tp.nblocks()
+	out := make([]beacon.Time, n, n+1)
+	for i := range out {
+		out[i] = tp.blockAt(i)
+	}
+	return out
+}
+
+func (tp *tuple) setBlocks(starts []beacon.Time) {
+	tp.b0, tp.more = noBlock, nil
+	if len(starts) > 0 {
+		tp.b0 = starts[0]
+	}
+	if len(starts) > 1 {
+		more := slices.Clone(starts[1:])
+		tp.more = &more
+	}
+}
+
 // blockIndex is the index of the block of tp covering t, -1 when t is
 // before the first block (or there is none).
 func blockIndex(tp *tuple, t beacon.Time) int {
-	return sort.Search(len(tp.blocks), func(i int) bool { return tp.blocks[i] > t }) - 1
+	return sort.Search(tp.nblocks(), func(i int) bool { return tp.blockAt(i) > t }) - 1
 }
 
 // block returns tp's i-th block, from the cache or from Pebble.
 func (p *Partition) block(tp *tuple, i int) (*block, error) {
-	k := blockKey{tp.id, tp.blocks[i]}
+	k := blockKey{tp.id, tp.blockAt(i)}
 	if b := p.cache[k]; b != nil {
 		p.lruFront(b)
 		return b, nil
@@ -276,7 +320,7 @@ func (p *Partition) dirtyBlock(b *block) {
 
 // newBlock adds a block at index i of tp's blocks.
 func (p *Partition) newBlock(tp *tuple, i int, start beacon.Time, ts []beacon.Time) *block {
-	tp.blocks = slices.Insert(tp.blocks, i, start)
+	tp.setBlocks(slices.Insert(tp.blockStarts(), i, start))
 	b := &block{tp: tp, start: start, ts: ts}
 	p.cacheAdd(b)
 	p.dirtyBlock(b)
@@ -285,13 +329,13 @@ func (p *Partition) newBlock(tp *tuple, i int, start beacon.Time, ts []beacon.Ti
 
 // dropBlock deletes tp's i-th block.
 func (p *Partition) dropBlock(tp *tuple, i int) {
-	k := blockKey{tp.id, tp.blocks[i]}
+	k := blockKey{tp.id, tp.blockAt(i)}
 	if b := p.cache[k]; b != nil {
 		b.deleted = true
 		p.cacheDrop(b)
 	}
 	p.batch.Delete(tsKey(p.key, p.id, tp.id, k.start), nil)
-	tp.blocks = slices.Delete(tp.blocks, i, i+1)
+	tp.setBlocks(slices.Delete(tp.blockStarts(), i, i+1))
 }
 
 // dead counts the block's timestamps before the window start.
@@ -314,7 +358,7 @@ func (p *Partition) trim(b *block) {
 // insertTS adds t (≥ the window start) to tp's stored set; added is false
 // when it is there already.
 func (p *Partition) insertTS(tp *tuple, t beacon.Time) (added bool, err error) {
-	if len(tp.blocks) == 0 {
+	if tp.nblocks() == 0 {
 		p.newBlock(tp, 0, t, []beacon.Time{t})
 		return true, nil
 	}
@@ -326,7 +370,7 @@ func (p *Partition) insertTS(tp *tuple, t beacon.Time) (added bool, err error) {
 		}
 		p.batch.Delete(tsKey(p.key, p.id, tp.id, b.start), nil)
 		delete(p.cache, blockKey{tp.id, b.start})
-		b.start, tp.blocks[0] = t, t
+		b.start, tp.b0 = t, t
 		p.cache[blockKey{tp.id, t}] = b
 		i = 0
 	}
@@ -338,7 +382,7 @@ func (p *Partition) insertTS(tp *tuple, t beacon.Time) (added bool, err error) {
 	if found {
 		return false, nil
 	}
-	if j == len(b.ts) && i == len(tp.blocks)-1 && len(b.ts)-p.dead(b) >= blockMax {
+	if j == len(b.ts) && i == tp.nblocks()-1 && len(b.ts)-p.dead(b) >= blockMax {
 		// In order, the tail full: a new tail.
 		p.newBlock(tp, i+1, t, append(make([]beacon.Time, 0, 4), t))
 		return true, nil
@@ -362,7 +406,7 @@ func (p *Partition) insertTS(tp *tuple, t beacon.Time) (added bool, err error) {
 
 // nextTS returns tp's smallest stored timestamp ≥ t.
 func (p *Partition) nextTS(tp *tuple, t beacon.Time) (beacon.Time, bool, error) {
-	for i := max(blockIndex(tp, t), 0); i < len(tp.blocks); i++ {
+	for i := max(blockIndex(tp, t), 0); i < tp.nblocks(); i++ {
 		b, err := p.block(tp, i)
 		if err != nil {
 			return 0, false, err
@@ -390,7 +434,7 @@ func (p *Partition) prevTS(tp *tuple, t beacon.Time) (beacon.Time, bool, error) 
 
 // rangeTS appends tp's stored timestamps in [lo, hi] to dst.
 func (p *Partition) rangeTS(dst []beacon.Time, tp *tuple, lo, hi beacon.Time) ([]beacon.Time, error) {
-	for i := max(blockIndex(tp, lo), 0); i < len(tp.blocks) && tp.blocks[i] <= hi; i++ {
+	for i := max(blockIndex(tp, lo), 0); i < tp.nblocks() && tp.blockAt(i) <= hi; i++ {
 		b, err := p.block(tp, i)
 		if err != nil {
 			return nil, err
@@ -411,9 +455,9 @@ func (p *Partition) rangeTS(dst []beacon.Time, tp *tuple, lo, hi beacon.Time) ([
 func (p *Partition) dropDead(tp *tuple) {
 	low := tp.first
 	if tp.distinct == 0 {
-		low = tp.pendMin
+		low = p.pend[tp]
 	}
-	for len(tp.blocks) > 1 && tp.blocks[1] <= low {
+	for tp.nblocks() > 1 && tp.blockAt(1) <= low {
 		p.dropBlock(tp, 0)
 	}
 }

@@ -164,6 +164,11 @@ func (p *Partition) refresh(ds *dest) {
 	}
 	clear(ds.stale)
 	ds.stale = ds.stale[:0]
+	if cap(ds.stale) > 1024 {
+		// A burst (a load, a popular destination's first batches) left a
+		// long list: give it back rather than keep 8 B per tuple.
+		ds.stale = nil
+	}
 }
 
 // domainsOf is the IP's Domains: sorted, newer than the domain bound, nil

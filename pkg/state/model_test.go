@@ -246,8 +246,8 @@ func (m *model) checkTuples(part *Partition, full bool) {
 		if len(win) > 0 && (tp.first != win[0] || tp.last != win[len(win)-1]) {
 			t.Fatalf("p%d: tuple %v: window [%v, %v], want [%v, %v]", m.pid, tu, tp.first, tp.last, win[0], win[len(win)-1])
 		}
-		if len(pend) > 0 && tp.pendMin != pend[0] {
-			t.Fatalf("p%d: tuple %v: pending min %v, want %v", m.pid, tu, tp.pendMin, pend[0])
+		if len(pend) > 0 && part.pend[tp] != pend[0] {
+			t.Fatalf("p%d: tuple %v: pending min %v, want %v", m.pid, tu, part.pend[tp], pend[0])
 		}
 		if full {
 			if err := part.Flush(); err != nil {
@@ -344,8 +344,8 @@ func (m *model) stored(part *Partition, tp *tuple) []beacon.Time {
 			m.t.Fatalf("p%d: tuple %v: block at %v holds dead timestamps only", m.pid, tp.tuple(), start)
 		}
 	}
-	if !slices.Equal(starts, tp.blocks) {
-		m.t.Fatalf("p%d: tuple %v: blocks %v in Pebble, index %v", m.pid, tp.tuple(), starts, tp.blocks)
+	if !slices.Equal(starts, tp.blockStarts()) {
+		m.t.Fatalf("p%d: tuple %v: blocks %v in Pebble, index %v", m.pid, tp.tuple(), starts, tp.blockStarts())
 	}
 	return out
 }

@@ -66,14 +66,15 @@ type Partition struct {
 
 	meta    []byte
 	seed    maphash.Seed
-	tuples  map[uint64]*tuple   // by hash of the seven columns
-	collide map[uint64][]*tuple // more tuples of a hash (rare)
+	tuples  map[uint64]*tuple      // by hash of the seven columns
+	collide map[uint64][]*tuple    // more tuples of a hash (rare)
+	pend    map[*tuple]beacon.Time // oldest pending timestamp of the tuples with some (EndOffset > 1s)
 	ntuples int
 	dests   map[beacon.Destination]*dest
 	prins   map[principalKey]*principal
 	ips     map[string]*ipState
 	evictQ  timeHeap[*tuple]  // tuples with a window, by first timestamp (stale: key ≠ first)
-	pendQ   timeHeap[*tuple]  // tuples with timestamps beyond the window end, by the oldest (stale: key ≠ pendMin)
+	pendQ   timeHeap[*tuple]  // tuples with timestamps beyond the window end, by the oldest (stale: key ≠ pend[tp])
 	domainQ timeHeap[*domain] // domains, each once, by a time ≤ their newest
 	dirty   []beacon.Destination
 	due     []*tuple
@@ -100,7 +101,7 @@ type Partition struct {
 // timestamps themselves are in blocks (blocks.go), whose starts are in
 // blocks. A deleted tuple has no dest.
 //
-// It is kept small (112 bytes) because there may be millions: the columns
+// It is kept small (96 bytes) because there may be millions: the columns
 // are two shared pointers, the summary is its histogram alone (N, Σd and Σd²
 // are derived from it when a decision needs them), and a destination counts
 // its tuples rather than listing them.
@@ -110,9 +111,9 @@ type tuple struct {
 	id       uint64
 	first    beacon.Time
 	last     beacon.Time
-	pendMin  beacon.Time
-	hist     []beacon.Bin  // the deltas' histogram (beacon.Summary.Hist)
-	blocks   []beacon.Time // start of every block, ascending
+	hist     []beacon.Bin   // the deltas' histogram (beacon.Summary.Hist)
+	b0       beacon.Time    // the first block's start (noBlock: none)
+	more     *[]beacon.Time // the other blocks' starts, ascending
 	distinct int32
 	pending  int32
 	candPos  int32 // in dest.cands, when cand
@@ -186,6 +187,7 @@ func newPartition(s *Store, id int32) *Partition {
 		tuples: make(map[uint64]*tuple),
 		dests:  make(map[beacon.Destination]*dest),
 		prins:  make(map[principalKey]*principal),
+		pend:   make(map[*tuple]beacon.Time),
 		ips:    make(map[string]*ipState),
 		batch:  s.db.NewBatch(),
 		cache:  make(map[blockKey]*block),
@@ -303,7 +305,7 @@ func (p *Partition) addTuple(tp *tuple, t *beacon.Tuple, hash uint64) {
 
 // newTuple creates a tuple and writes its columns.
 func (p *Partition) newTuple(t *beacon.Tuple, hash uint64) *tuple {
-	tp := &tuple{id: p.h.nextID}
+	tp := &tuple{id: p.h.nextID, b0: noBlock}
 	p.h.nextID++
 	p.addTuple(tp, t, hash)
 	p.val = appendTuple(p.val[:0], t)
@@ -314,9 +316,10 @@ func (p *Partition) newTuple(t *beacon.Tuple, hash uint64) *tuple {
 // deleteTuple removes a tuple whose window and pending set are empty.
 func (p *Partition) deleteTuple(tp *tuple) {
 	p.batch.Delete(idKey(p.key, p.id, kindTuple, tp.id), nil)
-	for len(tp.blocks) > 0 {
-		p.dropBlock(tp, len(tp.blocks)-1)
+	for tp.nblocks() > 0 {
+		p.dropBlock(tp, tp.nblocks()-1)
 	}
+	delete(p.pend, tp)
 	cols := tp.tuple()
 	hash := p.hash(&cols)
 	if pr := tp.prin; pr.refs == 1 {
@@ -523,7 +526,7 @@ func (p *Partition) advance(t beacon.Time, st *ApplyStats) error {
 	for p.pendQ.len() > 0 && p.pendQ.top().key <= to {
 		key := p.pendQ.top().key
 		tp := p.pendQ.pop()
-		if tp.dest != nil && tp.pending > 0 && key == tp.pendMin {
+		if tp.dest != nil && tp.pending > 0 && key == p.pend[tp] {
 			due = append(due, tp)
 		}
 	}
@@ -589,11 +592,12 @@ func (p *Partition) corruptErr(tp *tuple, what string, err error) error {
 // are all newer than its last, so each adds one delta. It goes back to
 // pendQ if some remain pending.
 func (p *Partition) admit(tp *tuple, to beacon.Time) error {
-	t := tp.pendMin
+	t := p.pend[tp]
 	for {
 		p.addLast(tp, t)
 		tp.pending--
 		if tp.pending == 0 {
+			delete(p.pend, tp)
 			break
 		}
 		next, ok, err := p.nextTS(tp, t+1)
@@ -604,7 +608,7 @@ func (p *Partition) admit(tp *tuple, to beacon.Time) error {
 			return p.corrupt(tp, "pending count")
 		}
 		if t = next; t > to {
-			tp.pendMin = t
+			p.pend[tp] = t
 			p.pendQ.push(t, tp)
 			break
 		}
@@ -722,8 +726,8 @@ func (p *Partition) insertOne(tp *tuple, t, to beacon.Time) (bool, error) {
 			return false, err
 		}
 		tp.pending++
-		if tp.pending == 1 || t < tp.pendMin {
-			tp.pendMin = t
+		if tp.pending == 1 || t < p.pend[tp] {
+			p.pend[tp] = t
 			p.pendQ.push(t, tp) // an older entry, if any, is now stale
 		}
 		return true, nil
@@ -894,7 +898,7 @@ func loadPartition(s *Store, id int32) (*Partition, error) {
 		// addTuple linked it when its columns were read, addLast queued it
 		// for eviction.
 		if tp.pending > 0 {
-			p.pendQ.push(tp.pendMin, tp)
+			p.pendQ.push(p.pend[tp], tp)
 		}
 		return nil
 	}
@@ -922,7 +926,7 @@ func loadPartition(s *Store, id int32) (*Partition, error) {
 			if err != nil {
 				return nil, bad(k, err)
 			}
-			tp := &tuple{id: binary.BigEndian.Uint64(k[pidLen+1:])}
+			tp := &tuple{id: binary.BigEndian.Uint64(k[pidLen+1:]), b0: noBlock}
 			p.addTuple(tp, &t, p.hash(&t)) // linked now: the columns are shared at once
 			byID[tp.id] = tp
 		case kindBlock:
@@ -943,10 +947,10 @@ func loadPartition(s *Store, id int32) (*Partition, error) {
 			if ts, err = decodeBlock(ts[:0], start, v); err != nil {
 				return nil, bad(k, err)
 			}
-			if len(ts) == 0 || !p.h.hasStream || ts[0] < start || (len(cur.blocks) > 0 && start <= cur.blocks[len(cur.blocks)-1]) {
+			if len(ts) == 0 || !p.h.hasStream || ts[0] < start || (cur.nblocks() > 0 && start <= cur.blockAt(cur.nblocks()-1)) {
 				return nil, bad(k, errCorrupt)
 			}
-			cur.blocks = append(cur.blocks, start)
+			cur.setBlocks(append(cur.blockStarts(), start))
 			for _, t := range ts {
 				switch {
 				case t < from: // dead: left in a block the window moved into
@@ -957,7 +961,7 @@ func loadPartition(s *Store, id int32) (*Partition, error) {
 					p.addLast(cur, t)
 				default:
 					if cur.pending == 0 {
-						cur.pendMin = t
+						p.pend[cur] = t
 					}
 					cur.pending++
 				}

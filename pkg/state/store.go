@@ -85,7 +85,7 @@ func WithMemTableSize(bytes int64) Option {
 // back (WithCommitEvery) and rows being rendered. Use it to fit a process
 // into a memory limit (`--memory-limit`): when the caches are full, blocks
 // that are not hot are dropped from memory and read again from Pebble on
-// use (slower, never out of memory). The tuple index — about 200 bytes per
+// use (slower, never out of memory). The tuple index — about 170 bytes per
 // live tuple (docs/state.md) — is not part of it: size the limit for the
 // tuples the partitions hold. Options after it override its parts. At least
 // 16 MiB.
