@@ -42,19 +42,21 @@ Examples:
 Flags:`
 
 func runHunt(ctx context.Context, args []string, s stdio) error {
-	p := beacon.Seed()
+	p, _ := profileParams(args, beacon.ProfileSeed)
 	fs := newFlags("hunt", huntUsage, s)
 	end := fs.String("end", "", "the query's now: an ISO 8601 date or date-time (2024-05-02, 2024-05-02T10:00, …Z or +02:00; default: newest filtered Timestamp + 1s, the streaming detector's clock)")
 	format := fs.String("format", "table", "output: table (for people), jsonl or csv (the query's columns)")
 	workers := fs.Int("workers", 0, "JSON decoding goroutines, 0 to 1024 (0 = one per CPU)")
 	quiet := fs.Bool("quiet", false, "no progress or bad-line reports on stderr (the count is still printed)")
-	profile := fs.String("profile", "seed", "detection profile: seed (the query, quirks included)")
+	profile := addProfileFlags(fs, &p, beacon.ProfileSeed)
+	allow := fs.String("allow", "", "suppress known-good rows after scoring: a file of `process|ip|port|domain|device VALUE` lines (docs/robust.md); the count goes to stderr")
+	labels := fs.String("labels", "", "score the rows against this labels file ('beacon simulate --labels'); the scorecard goes to stderr")
 	addParamFlags(fs, &p)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if *profile != "seed" {
-		return usagef("hunt: unknown profile %q (have: seed)", *profile)
+	if err := checkProfile(&p, *profile); err != nil {
+		return err
 	}
 	if fs.NArg() == 0 {
 		return usagef("hunt: no input files (use - for stdin)")
@@ -117,6 +119,16 @@ func runHunt(ctx context.Context, args []string, s stdio) error {
 		}
 	}
 	rows := h.Rows(now)
+	if *allow != "" {
+		if rows, err = applyAllowFile(*allow, rows, s.errOut); err != nil {
+			return fmt.Errorf("hunt: --allow: %w", err)
+		}
+	}
+	if *labels != "" {
+		if err := writeHuntScore(s.errOut, *labels, &p, rows); err != nil {
+			return fmt.Errorf("hunt: --labels: %w", err)
+		}
+	}
 	if from, to, n := h.Window(now); now != 0 || n > 0 {
 		fmt.Fprintf(s.errOut, "beacon hunt: window %s .. %s (now %s): %d of %d event(s) pass the filters in it; %d beacon(s)\n",
 			from, to, now, n, h.Events(), len(rows))

@@ -148,6 +148,7 @@ func configKnown(replay *flag.FlagSet) func(string) bool {
 
 func runReplay(ctx context.Context, args []string, s stdio) error {
 	var c replayConfig
+	c.params, _ = profileParams(args, beacon.ProfileSeed)
 	fs := newFlags("replay", replayUsage, s)
 	registerReplayFlags(fs, &c)
 	if err := parseFlags(fs, args); err != nil {

@@ -85,6 +85,7 @@ type kafkaConfig struct {
 // flags, so that a replay with the same settings finds what run found.
 type detectConfig struct {
 	profile                       string
+	profileFlag                   *string // --profile, checked in options
 	inputFormat                   string
 	inputSchemaID                 int
 	maxRecordBytes                int
@@ -141,8 +142,12 @@ func registerKafkaFlags(fs *flag.FlagSet, c *kafkaConfig) {
 // registerDetectFlags defines the decoding, detection and alerting flags of
 // run and replay.
 func registerDetectFlags(fs *flag.FlagSet, c *detectConfig) {
-	c.params = beacon.Seed()
-	fs.StringVar(&c.profile, "profile", "seed", "detection profile: seed (the query, quirks included)")
+	if c.params.Profile == "" {
+		c.params = beacon.Seed()
+	}
+	c.profile = c.params.Profile
+	profile := addProfileFlags(fs, &c.params, beacon.ProfileSeed)
+	c.profileFlag = profile
 	fs.StringVar(&c.inputFormat, "input-format", "auto", "input encoding: auto (per record), jsonl (any JSON shape; json is an alias), avro (raw binary) or confluent (schema-registry framed Avro)")
 	fs.IntVar(&c.inputSchemaID, "input-schema-id", -1, "accept Confluent-framed records with this schema id only (-1: any)")
 	fs.IntVar(&c.maxRecordBytes, "max-record-bytes", 1<<20, "input records larger than this are not decoded: run dead-letters them, replay reports them")
@@ -158,6 +163,7 @@ func registerDetectFlags(fs *flag.FlagSet, c *detectConfig) {
 
 func runRun(ctx context.Context, args []string, s stdio) error {
 	var c runConfig
+	c.params, _ = profileParams(args, beacon.ProfileSeed)
 	fs := newFlags("run", runUsage, s)
 	registerRunFlags(fs, &c)
 	if err := parseFlags(fs, args); err != nil {
@@ -231,9 +237,12 @@ func (c *runConfig) options(log *zap.Logger) ([]stream.Opt, error) {
 
 // options turns the detection settings into service options.
 func (c *detectConfig) options() ([]stream.Opt, error) {
-	if c.profile != "seed" {
-		return nil, fmt.Errorf("unknown profile %q (have: seed)", c.profile)
+	if c.profileFlag != nil {
+		if err := checkProfile(&c.params, *c.profileFlag); err != nil {
+			return nil, err
+		}
 	}
+	c.profile = c.params.Profile
 	if err := c.params.Validate(); err != nil {
 		return nil, err
 	}

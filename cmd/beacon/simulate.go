@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -66,6 +67,11 @@ func runSimulate(ctx context.Context, args []string, s stdio) error {
 	implants := fs.Int("implants", def.Implants, "C2 implants to plant, each on a random device calling its own server")
 	updaters := fs.Int("updaters", def.Updaters, "benign periodic products (TeamViewer, Google Update…) to install, each on 1-5 devices")
 	frameworks := fs.String("frameworks", strings.Join(def.Frameworks, ","), "implant frameworks, drawn round robin: cobaltstrike (sleep − U(0, jitter·sleep)), sliver (sleep + U(0, jitter s)), empire and mythic (sleep + U(−jitter·sleep, +jitter·sleep))")
+	traits := fs.String("traits", "", "implant traits, dealt round robin (comma-separated, or all): "+strings.Join(fleet.Traits, ", ")+"; docs/robust.md")
+	traitFlags := map[string]*bool{}
+	for _, t := range fleet.Traits {
+		traitFlags[t] = fs.Bool(t, false, "add the "+t+" implant trait (as --traits "+t+")")
+	}
 	sleeps := fs.String("sleeps", joinDurations(def.Sleeps), "implant sleeps, drawn round robin (Go durations, at least 1s)")
 	drop := fs.Float64("drop", def.DropRate, "probability that the sensor never logs a connection (0 = none)")
 	dup := fs.Float64("dup", def.DupRate, "probability that the sensor logs a connection twice, same timestamp or a few ms later (0 = none)")
@@ -120,6 +126,20 @@ func runSimulate(ctx context.Context, args []string, s stdio) error {
 	for _, f := range strings.Split(*frameworks, ",") {
 		if f = strings.TrimSpace(strings.ToLower(f)); f != "" {
 			cfg.Frameworks = append(cfg.Frameworks, f)
+		}
+	}
+	if strings.TrimSpace(*traits) == "all" {
+		cfg.Traits = append(cfg.Traits, fleet.Traits...)
+	} else {
+		for _, t := range strings.Split(*traits, ",") {
+			if t = strings.TrimSpace(t); t != "" {
+				cfg.Traits = append(cfg.Traits, t)
+			}
+		}
+	}
+	for _, t := range fleet.Traits {
+		if *traitFlags[t] && !slices.Contains(cfg.Traits, t) {
+			cfg.Traits = append(cfg.Traits, t)
 		}
 	}
 	for _, d := range strings.Split(*sleeps, ",") {

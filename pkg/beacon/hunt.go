@@ -179,12 +179,12 @@ func (h *shard) add(e *Event) {
 	}
 	// Go's map hashes and compares the tuple by value in one probe:
 	// cheaper than hashing it with Tuple.Hash and walking a chain.
-	t := e.Tuple()
+	t := h.p.TupleOf(e)
 	i, ok := h.index[t]
 	if !ok {
 		i = int32(len(h.tuples))
-		t = Tuple{h.intern(e.DeviceId), h.intern(e.DeviceName), h.intern(e.AccountName),
-			h.intern(e.AccountDomain), h.intern(e.FileName), h.intern(e.RemoteIP), e.RemotePort}
+		t = Tuple{h.intern(t.DeviceId), h.intern(t.DeviceName), h.intern(t.AccountName),
+			h.intern(t.AccountDomain), h.intern(t.FileName), h.intern(t.RemoteIP), t.RemotePort}
 		h.tuples = append(h.tuples, t)
 		h.index[t] = i
 	}

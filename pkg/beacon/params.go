@@ -9,6 +9,13 @@ import (
 // Params holds every parameter of the seed query, with the query's names in
 // the doc comments. The zero value is not useful: start from Seed().
 type Params struct {
+	// Profile is "seed" (the query, quirks included; "" means seed) or
+	// "robust" (see Robust and docs/robust.md). Every method of Params that
+	// pkg/state and pkg/stream ask switches on it, so they stay
+	// profile-agnostic.
+	Profile string
+	// Robust holds the robust profile's own parameters; seed ignores them.
+	Robust RobustParams
 	// Lookback is the query's starttime: the window is
 	// [now-Lookback, now-EndOffset], both ends inclusive.
 	Lookback time.Duration
@@ -65,6 +72,15 @@ func Seed() Params {
 // Validate reports parameters that cannot give a meaningful answer, naming
 // each by its flag and saying the range it must be in.
 func (p *Params) Validate() error {
+	switch p.Profile {
+	case "", ProfileSeed:
+	case ProfileRobust:
+		if err := p.Robust.validate(); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("unknown profile %q (want %s or %s)", p.Profile, ProfileSeed, ProfileRobust)
+	}
 	bad := func(f float64) bool { return math.IsNaN(f) || math.IsInf(f, 0) }
 	switch {
 	case p.Lookback <= 0:
@@ -146,6 +162,9 @@ func (p *Params) ActionTypeOK(a string) bool {
 // than time: RemoteIPType, RemoteIP empty/0.0.0.0, ipv4_is_private, and
 // ActionType. Only such events form tuples and move stream time.
 func (p *Params) Connection(e *Event) bool {
+	if p.Profile == ProfileRobust {
+		return p.robustConnection(e)
+	}
 	switch e.RemoteIPType {
 	case "Reserved", "Private", "LinkLocal", "Loopback":
 		return false

@@ -87,6 +87,9 @@ type Candidate struct {
 // in the window summarized by s: distinct > TotalEventsThresholdMin,
 // distinct < TotalEventsThresholdMax, and Jitter < JitterThreshold.
 func (p *Params) Candidate(distinct int64, s *Summary) (Stats, bool) {
+	if p.Profile == ProfileRobust {
+		return p.robustCandidate(distinct, s)
+	}
 	if distinct <= p.TotalEventsThresholdMin || distinct >= p.EventsMax() || s.N < 1 {
 		return Stats{}, false
 	}
@@ -103,7 +106,12 @@ func (p *Params) Candidate(distinct int64, s *Summary) (Stats, bool) {
 // OverDeviceCap reports whether a destination with candidates on this many
 // distinct devices is benign by prevalence (dcount_DeviceId >
 // CompromisedDeviceCountMax).
-func (p *Params) OverDeviceCap(devices int64) bool { return devices > p.CompromisedDeviceCountMax }
+func (p *Params) OverDeviceCap(devices int64) bool {
+	if p.Profile == ProfileRobust {
+		return false // robust counts devices per period: see robustSelect
+	}
+	return devices > p.CompromisedDeviceCountMax
+}
 
 // SelectDestination decides which candidates of one destination are
 // beacons: when more than CompromisedDeviceCountMax distinct devices beacon
@@ -112,6 +120,9 @@ func (p *Params) OverDeviceCap(devices int64) bool { return devices > p.Compromi
 // sleep within [SleepMin, SleepMax]. It returns the indexes kept and the
 // destination's device count (dcount_DeviceId).
 func (p *Params) SelectDestination(cands []Candidate) (kept []int, devices int64) {
+	if p.Profile == ProfileRobust {
+		return p.robustSelect(cands)
+	}
 	devices = countDevices(cands)
 	if p.OverDeviceCap(devices) {
 		return nil, devices
@@ -181,6 +192,9 @@ func Deltas(ts []Time, dst []int64) []int64 {
 // NewRow renders a kept candidate: ts are the tuple's sorted distinct
 // timestamps in the window (at least two), domains the Domains of its IP.
 func NewRow(c *Candidate, ts []Time, domains []string, devices int64) Row {
+	if c.R.On {
+		return newRobustRow(c, ts, domains, devices)
+	}
 	deltas := Deltas(ts, nil)
 	minI, maxI := MinMaxIndex(deltas)
 	r := Row{
@@ -202,6 +216,9 @@ func NewRow(c *Candidate, ts []Time, domains []string, devices int64) Row {
 // CompareRows is the output order: Jitter asc, TimeDeltaInSeconds_avg asc,
 // then the seven tuple columns asc (Kusto leaves those ties open).
 func CompareRows(a, b *Row) int {
+	if a.R.On || b.R.On {
+		return compareRobustRows(a, b)
+	}
 	if c := cmp.Compare(a.Jitter, b.Jitter); c != 0 {
 		return c
 	}

@@ -67,11 +67,12 @@ func appendFloat(b []byte, v float64) []byte {
 // names in its order.
 func (r *Row) AppendJSON(b []byte) []byte {
 	b = append(b, '{')
-	for i, c := range r.cells() {
+	names, cells := r.columns()
+	for i, c := range cells {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = strconv.AppendQuote(b, OutputColumns[i]) // names are ASCII
+		b = strconv.AppendQuote(b, names[i]) // names are ASCII
 		b = append(b, ':')
 		b = append(b, c...)
 	}
@@ -96,7 +97,11 @@ func WriteJSONL(w io.Writer, rows []Row) error {
 // row; arrays are JSON, timestamps as Kusto renders them.
 func WriteCSV(w io.Writer, rows []Row) error {
 	cw := csv.NewWriter(w)
-	if err := cw.Write(OutputColumns); err != nil {
+	header := OutputColumns
+	if len(rows) > 0 && rows[0].R.On {
+		header = RobustColumns
+	}
+	if err := cw.Write(header); err != nil {
 		return err
 	}
 	rec := make([]string, 0, len(OutputColumns))
@@ -114,7 +119,8 @@ func WriteCSV(w io.Writer, rows []Row) error {
 // writes them: strings as they are, arrays as JSON, timestamps as Kusto
 // renders them.
 func (r *Row) AppendCSV(rec []string) []string {
-	for _, c := range r.cells() {
+	_, cells := r.columns()
+	for _, c := range cells {
 		if len(c) > 0 && c[0] == '"' {
 			var s string
 			_ = json.Unmarshal(c, &s)
@@ -129,6 +135,9 @@ func (r *Row) AppendCSV(rec []string) []string {
 // WriteTable writes a summary for people: one line per beacon, in output
 // order, with the columns an analyst triages on.
 func WriteTable(w io.Writer, rows []Row) error {
+	if len(rows) > 0 && rows[0].R.On {
+		return writeRobustTable(w, rows)
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "JITTER%\tSLEEP(s)\tCOUNT\tDEVICE\tACCOUNT\tPROCESS\tREMOTE\tDOMAINS\tDEVICES\tFIRST\tLAST")
 	for i := range rows {

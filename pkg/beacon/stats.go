@@ -110,6 +110,8 @@ type Stats struct {
 	Percentiles [5]int64 // percentile_TimeDeltaInSeconds_5, 25, 50, 75, 95
 	P10, P90    float64  // series_outliers' interpolated bounds
 	Outliers    int64    // deltas scoring > OutlierThresholdMax or < low bound
+	// R is the robust profile's analysis (R.On); zero for seed.
+	R RobustStats
 }
 
 // QueryPercentiles are the percents of the query's percentiles() call.

@@ -119,6 +119,13 @@ type timer struct {
 	lo, hi   beacon.Time
 	label    int
 	work     bool // pauses outside working hours
+	// Implant traits (traits.go); zero for every other timer.
+	burst              int     // up to this many extra connections per callback
+	dupRate, dropRate  float64 // near-duplicates and extra sensor drops
+	aggregated         bool    // one row per hour, an aggregated report
+	hasHour            bool
+	lastHour           beacon.Time
+	switchAt, lo2, hi2 beacon.Time // from switchAt, gaps are in [lo2, hi2]
 }
 
 func (tm *timer) fire(g *Generator, t beacon.Time) beacon.Time {
@@ -132,8 +139,18 @@ func (tm *timer) fire(g *Generator, t beacon.Time) beacon.Time {
 	if tm.rng.Float64() < tm.failRate {
 		r.ActionType = "ConnectionFailed"
 	}
-	g.emit(&r, tm.label)
-	next := t + tm.lo + beacon.Time(tm.rng.Int64N(int64(tm.hi-tm.lo)+1))
+	switch {
+	case tm.dropRate > 0 && tm.rng.Float64() < tm.dropRate:
+		g.stats.Dropped++
+	case tm.traitFire(g, &r):
+		g.emit(&r, tm.label)
+		tm.traitExtra(g, &r)
+	}
+	lo, hi := tm.lo, tm.hi
+	if tm.switchAt > 0 && t >= tm.switchAt {
+		lo, hi = tm.lo2, tm.hi2
+	}
+	next := t + lo + beacon.Time(tm.rng.Int64N(int64(hi-lo)+1))
 	if tm.work {
 		next = tm.dev.nextActive(next)
 	}
@@ -213,7 +230,21 @@ func (g *Generator) plantImplants(w *world, rng *rand.Rand) {
 			tm.url = c2Host(rng)
 		}
 		first := g.start + beacon.Time(rng.Int64N(int64(g.end-g.start)*3/10+1))
-		g.addTimer(tm, Label{Class: ClassImplant, Name: fw, Framework: fw, Sleep: time.Duration(sleep) * 100, Jitter: jitter}, first)
+		trait := ""
+		if len(g.cfg.Traits) > 0 {
+			trait = g.cfg.Traits[i%len(g.cfg.Traits)]
+			sleep = g.applyTrait(w, rng, tm, trait, fw, sleep, jitter)
+			if tm.switchAt < 0 {
+				tm.switchAt = first + (g.end-first)/2
+			}
+			if tm.work {
+				first = d.nextActive(first)
+			}
+		}
+		g.addTimer(tm, Label{Class: ClassImplant, Name: fw, Framework: fw, Trait: trait, Sleep: time.Duration(sleep) * 100, Jitter: jitter}, first)
+		if trait == TraitCDN {
+			g.plantCDNPollers(w, rng, tm)
+		}
 	}
 }
 

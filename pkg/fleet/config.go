@@ -63,6 +63,11 @@ type Config struct {
 	// MaxLate after its Timestamp (defaults 0.005 and 90s).
 	LateRate float64
 	MaxLate  time.Duration
+	// Traits, when not empty, are dealt to the implants round robin
+	// (traits.go): bursts, a dead C2, working hours, a sleep change, IPv6,
+	// aggregated reports, a CDN others poll, long sleeps, near-duplicates,
+	// dropped callbacks. Empty (the default) plants clean timers.
+	Traits []string
 }
 
 // DefaultStart is the default start of the simulated period.
@@ -154,6 +159,9 @@ func (c Config) Validate() error {
 		if !knownFramework(f) {
 			return fmt.Errorf("unknown framework %q (want one of %v)", f, Frameworks)
 		}
+	}
+	if err := validateTraits(c.Traits); err != nil {
+		return err
 	}
 	for _, s := range c.Sleeps {
 		if s < time.Second {

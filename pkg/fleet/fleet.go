@@ -62,6 +62,7 @@ type Label struct {
 	Class     string // ClassImplant, ClassUpdater or ClassFleetService
 	Name      string // product or service ("teamviewer", "windows-update"); for implants the framework
 	Framework string // CobaltStrike, Sliver, Empire, Mythic; "" for benign timers
+	Trait     string // an implant's trait (Traits), "" for none
 	// Sleep and Jitter are the timer's settings in the framework's own
 	// terms: Jitter is a fraction of Sleep, except for Sliver where it is
 	// seconds. GapMin and GapMax bound every gap between consecutive

@@ -15,6 +15,7 @@ type labelJSON struct {
 	Class         string      `json:"class"`
 	Name          string      `json:"name"`
 	Framework     string      `json:"framework"`
+	Trait         string      `json:"trait,omitempty"`
 	SleepS        float64     `json:"sleep_s"`
 	Jitter        float64     `json:"jitter"`
 	GapMinS       float64     `json:"gap_min_s"`
@@ -40,7 +41,7 @@ func fromSeconds(s float64) time.Duration { return time.Duration(s*1e7+0.5) * 10
 // MarshalJSON renders the label as its line in a labels file.
 func (l Label) MarshalJSON() ([]byte, error) {
 	return json.Marshal(labelJSON{
-		Class: l.Class, Name: l.Name, Framework: l.Framework,
+		Class: l.Class, Name: l.Name, Framework: l.Framework, Trait: l.Trait,
 		SleepS: seconds(l.Sleep), Jitter: l.Jitter,
 		GapMinS: seconds(l.GapMin), GapMaxS: seconds(l.GapMax),
 		FirstEvent: l.FirstEvent, WorkHoursOnly: l.WorkHoursOnly,
@@ -63,6 +64,7 @@ func (l *Label) UnmarshalJSON(b []byte) error {
 		Class:     j.Class,
 		Name:      j.Name,
 		Framework: j.Framework,
+		Trait:     j.Trait,
 		Sleep:     fromSeconds(j.SleepS), Jitter: j.Jitter,
 		GapMin: fromSeconds(j.GapMinS), GapMax: fromSeconds(j.GapMaxS),
 		RemoteUrl: j.RemoteUrl, FirstEvent: j.FirstEvent, WorkHoursOnly: j.WorkHoursOnly,

@@ -367,6 +367,7 @@ func (in *ingest) event(e *beacon.Event) {
 	} else {
 		in.nNoPort++
 	}
+	in.s.cfg.params.Normalize(e) // robust: case-insensitive names
 	start := len(in.arena)
 	in.arena = appendConn(in.arena, e)
 	in.produce(e.RemoteIP, start, e.Timestamp)

@@ -170,7 +170,14 @@ func WithRole(r Role) Opt { return optFn(func(c *cfg) { c.role = r }) }
 func StateDir(dir string) Opt { return optFn(func(c *cfg) { c.stateDir = dir }) }
 
 // Params sets the detection parameters (default beacon.Seed()).
-func Params(p beacon.Params) Opt { return optFn(func(c *cfg) { c.params = p }) }
+func Params(p beacon.Params) Opt {
+	return optFn(func(c *cfg) {
+		c.params = p
+		if p.Profile != "" {
+			c.profile = p.Profile // the profile travels with its parameters
+		}
+	})
+}
 
 // ReAlertInterval bounds repeats: a tuple is alerted at most once per
 // period of this length of event time, periods aligned to the Unix epoch

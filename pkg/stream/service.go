@@ -87,7 +87,7 @@ func New(opts ...Opt) (*Service, error) {
 		return nil, fmt.Errorf("stream: commit interval must be positive, got %s", c.commitInterval)
 	case c.maxRecord < 64:
 		return nil, fmt.Errorf("stream: max record bytes must be at least 64, got %d", c.maxRecord)
-	case c.profile != "seed":
+	case c.profile != beacon.ProfileSeed && c.profile != beacon.ProfileRobust:
 		return nil, fmt.Errorf("stream: unknown profile %q", c.profile)
 	}
 	if err := c.params.Validate(); err != nil {

@@ -1,0 +1,600 @@
+package beacon
+
+import (
+	"cmp"
+	"fmt"
+	"math"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Profiles.
+const (
+	ProfileSeed   = "seed"
+	ProfileRobust = "robust"
+)
+
+// RobustParams are the robust profile's parameters (docs/robust.md).
+// Every decision is a function of a tuple's distinct-timestamp count and
+// its delta Summary, so pkg/state keeps it incrementally and exactly, as
+// it does for seed.
+type RobustParams struct {
+	// BurstGap (2 s): a delta of at most this many seconds is inside one
+	// callback (a burst of connections, a near-duplicate event) and is
+	// neither a gap nor evidence against the period.
+	BurstGap int64
+	// MinCallbacks (5): a tuple needs at least this many callbacks. A 12 h
+	// sleep reaches it in 2.5 days; the 7 d window gives it 14.
+	MinCallbacks int64
+	// MinPeriod and MaxPeriod (4 s, 15 h) bound the period estimate.
+	MinPeriod, MaxPeriod float64
+	// MaxMissed (4): a gap of about k × period, k = 2..MaxMissed, is k−1
+	// missed callbacks and supports the period; a longer gap is a pause
+	// (working hours, overnight) and is neither.
+	MaxMissed int64
+	// Tolerance (0.1): a gap within this fraction of the period counts as
+	// "on time" in the reasons.
+	Tolerance float64
+	// Threshold (0.8): a tuple needs Score at least this to be reported.
+	Threshold float64
+	// PrevalenceScore (0.5): tuples scoring at least this (or Threshold,
+	// if lower) count toward the devices of their (destination, period);
+	// kept ones need Threshold.
+	PrevalenceScore float64
+	// PeriodTolerance (0.25): candidates of one destination whose periods
+	// differ by at most this fraction poll it with one period.
+	PeriodTolerance float64
+}
+
+// DefaultRobust returns the robust profile's defaults.
+func DefaultRobust() RobustParams {
+	return RobustParams{
+		BurstGap:        2,
+		MinCallbacks:    5,
+		MinPeriod:       4,
+		MaxPeriod:       15 * 3600,
+		MaxMissed:       4,
+		Tolerance:       0.1,
+		Threshold:       0.8,
+		PrevalenceScore: 0.5,
+		PeriodTolerance: 0.25,
+	}
+}
+
+func (r *RobustParams) validate() error {
+	switch {
+	case r.BurstGap < 0:
+		return fmt.Errorf("burst gap must not be negative, got %d", r.BurstGap)
+	case r.MinCallbacks < 3:
+		return fmt.Errorf("min callbacks must be at least 3, got %d", r.MinCallbacks)
+	case r.MinPeriod <= float64(r.BurstGap) || r.MaxPeriod < r.MinPeriod:
+		return fmt.Errorf("period bounds [%v, %v] must lie above the burst gap %d", r.MinPeriod, r.MaxPeriod, r.BurstGap)
+	case r.MaxMissed < 1:
+		return fmt.Errorf("max missed must be at least 1, got %d", r.MaxMissed)
+	case r.Tolerance <= 0 || r.Tolerance >= 0.5:
+		return fmt.Errorf("tolerance must be in (0, 0.5), got %v", r.Tolerance)
+	case r.Threshold < 0 || r.Threshold > 1 || r.PrevalenceScore < 0 || r.PrevalenceScore > 1:
+		return fmt.Errorf("threshold %v and prevalence score %v must be in [0, 1]", r.Threshold, r.PrevalenceScore)
+	case r.PeriodTolerance < 0 || r.PeriodTolerance >= 1:
+		return fmt.Errorf("period tolerance must be in [0, 1), got %v", r.PeriodTolerance)
+	}
+	return nil
+}
+
+// Robust returns the robust profile's parameters: a 7 d window, every
+// outbound connection kind and Defender's aggregated reports, public IPv4
+// and IPv6, names compared case-insensitively, per-period prevalence.
+func Robust() Params {
+	p := Seed()
+	p.Profile = ProfileRobust
+	p.Robust = DefaultRobust()
+	p.Lookback = 7 * 24 * time.Hour
+	p.TotalEventsThresholdMin = p.Robust.MinCallbacks - 1
+	p.ActionTypes = []string{
+		"ConnectionSuccess", "ConnectionFailed", "ConnectionRequest", "ConnectionAttempt",
+		"ConnectionSuccessAggregatedReport", "ConnectionFailedAggregatedReport",
+		"ConnectionRequestAggregatedReport", "ConnectionAttemptAggregatedReport",
+	}
+	return p
+}
+
+// ProfileParams returns the defaults of a profile by name.
+func ProfileParams(name string) (Params, error) {
+	switch name {
+	case ProfileSeed, "":
+		return Seed(), nil
+	case ProfileRobust:
+		return Robust(), nil
+	}
+	return Params{}, fmt.Errorf("unknown profile %q (want %s or %s)", name, ProfileSeed, ProfileRobust)
+}
+
+// Score weights (docs/robust.md): they sum to 1, so Score is in [0, 1].
+const (
+	weightDispersion = 0.30
+	weightSupport    = 0.25
+	weightCount      = 0.35
+	weightCoverage   = 0.10
+	// evidenceFull is −log₁₀ of the chance probability at which the
+	// evidence sub-score reaches 1.
+	evidenceFull = 10
+	// nullRange is the natural-log width of the range random gaps spread
+	// over in the evidence model (a factor of e³ ≈ 20).
+	nullRange = 3.0
+	// minSpread is the smallest relative half-spread evidence believes:
+	// whole-second deltas cannot be more precise.
+	minSpread = 0.02
+	// jitterBand is the widest jitter frameworks use (±50 %): a gap within
+	// it of the period supports the period.
+	jitterBand = 0.5
+	// multipleBand is how close to k × period a gap must be to be k−1
+	// missed callbacks, in periods.
+	multipleBand = 0.2
+)
+
+// RobustStats is the robust profile's analysis of one tuple.
+type RobustStats struct {
+	On         bool    // set by the robust profile
+	Score      float64 // weighted sum of the sub-scores, in [0, 1]
+	Dispersion float64 // 1 − (P90 − P10)/(2·period) of the gaps, missed callbacks folded
+	Support    float64 // gaps (pauses aside) within ±50 % of the period, missed callbacks folded, over gaps + missed
+	CountScore float64 // evidence: how unlikely this many gaps this close are by chance (see evidence)
+	Coverage   float64 // share of the time between callbacks spent in supporting gaps
+	Period     float64 // median of the folded gaps, seconds
+	Period2    float64 // a second period (the sleep changed), or 0
+	MAD        float64 // their median absolute deviation, seconds
+	Callbacks  int64   // distinct timestamps minus those within BurstGap of the previous
+	Merged     int64   // deltas of at most BurstGap (bursts, near-duplicates)
+	Gaps       int64   // deltas between callbacks
+	OnTime     int64   // gaps within Tolerance of the period
+	Supported  int64   // gaps within ±50 % of the period, missed callbacks folded
+	Missed     int64   // callbacks missing inside gaps of about k × period
+	Pauses     int64   // gaps longer than MaxMissed + ½ periods
+	LongestGap int64   // seconds
+	// PeriodDevices is the number of devices whose candidates poll this
+	// destination with about this period (set by SelectDestination).
+	PeriodDevices int64
+	// GapHistogram is the row's compact histogram of gaps (set by NewRow).
+	GapHistogram []Bin
+	foldedGaps   int64 // gaps of k ≥ 2 periods (missed callbacks)
+}
+
+// Severity maps a score to low, medium, high or critical.
+func (r *RobustStats) Severity() string {
+	switch {
+	case r.Score >= 0.95:
+		return "critical"
+	case r.Score >= 0.88:
+		return "high"
+	case r.Score >= 0.8:
+		return "medium"
+	}
+	return "low"
+}
+
+// robustConnection is the robust row filter: an outbound connection kind
+// (ActionTypes) to a public unicast address, IPv4 or IPv6.
+func (p *Params) robustConnection(e *Event) bool {
+	return p.ActionTypeOK(e.ActionType) && PublicIP(e.RemoteIP)
+}
+
+// PublicIP reports whether s is a public unicast address: not private
+// (RFC 1918, ULA), loopback, link-local, multicast, unspecified, CGNAT
+// (100.64/10), documentation, benchmarking, reserved or broadcast. An
+// IPv4-mapped IPv6 address is judged as its IPv4 address.
+func PublicIP(s string) bool {
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return false
+	}
+	a = a.Unmap()
+	if !a.IsGlobalUnicast() || a.IsPrivate() {
+		return false
+	}
+	for _, pf := range nonPublic {
+		if pf.Contains(a) {
+			return false
+		}
+	}
+	return true
+}
+
+var nonPublic = func() []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range []string{
+		"0.0.0.0/8", "100.64.0.0/10", "192.0.0.0/24", "192.0.2.0/24", "198.18.0.0/15",
+		"198.51.100.0/24", "203.0.113.0/24", "240.0.0.0/4",
+		"100::/64", "2001:db8::/32", "3fff::/20", "fec0::/10", "::/8",
+	} {
+		out = append(out, netip.MustParsePrefix(s))
+	}
+	return out
+}()
+
+// TupleOf returns the event's group key under the profile: robust compares
+// process and account names case-insensitively, so it lower-cases them.
+func (p *Params) TupleOf(e *Event) Tuple {
+	t := e.Tuple()
+	if p.Profile == ProfileRobust {
+		t.AccountName = strings.ToLower(t.AccountName)
+		t.AccountDomain = strings.ToLower(t.AccountDomain)
+		t.FileName = strings.ToLower(t.FileName)
+	}
+	return t
+}
+
+// Normalize rewrites the event's tuple columns as TupleOf forms them, for
+// paths that carry the event on (pkg/stream's ingest).
+func (p *Params) Normalize(e *Event) {
+	if p.Profile != ProfileRobust {
+		return
+	}
+	t := p.TupleOf(e)
+	e.AccountName, e.AccountDomain, e.FileName = t.AccountName, t.AccountDomain, t.FileName
+}
+
+// wbin is a weighted value: count gaps of value v (seconds).
+type wbin struct {
+	v float64
+	c int64
+}
+
+// weightedMedian returns the lower median of sorted weighted values.
+func weightedMedian(vs []wbin, n int64) float64 {
+	k := (n + 1) / 2 // rank, 1-based
+	for _, b := range vs {
+		if k <= b.c {
+			return b.v
+		}
+		k -= b.c
+	}
+	return vs[len(vs)-1].v
+}
+
+// weightedQuantile is the q-quantile of sorted weighted values, linearly
+// interpolated between closest ranks (index q·(n−1)).
+func weightedQuantile(vs []wbin, n int64, q float64) float64 {
+	pos := q * float64(n-1)
+	k := int64(pos)
+	lo, hi := weightedAt(vs, k), weightedAt(vs, min(k+1, n-1))
+	return interpolate(lo, hi, pos-float64(k))
+}
+
+// weightedAt is the k-th smallest (0-based) of sorted weighted values.
+func weightedAt(vs []wbin, k int64) float64 {
+	for _, b := range vs {
+		if k < b.c {
+			return b.v
+		}
+		k -= b.c
+	}
+	return vs[len(vs)-1].v
+}
+
+// robustCandidate analyses a tuple's deltas (docs/robust.md):
+//  1. deltas ≤ BurstGap are inside a callback and merged;
+//  2. the other deltas are gaps; P₀ is their median;
+//  3. each gap d is folded against P: d/P < 1.5 stays d; d ≈ k·P (k =
+//     2..MaxMissed, within a fifth of a period) becomes d − (k−1)·P with
+//     k−1 missed callbacks; longer than MaxMissed+½ periods is a pause (left out); the
+//     rest stays d (irregular);
+//  4. P is the median of the folded gaps (steps 3–4 run twice, from P₀);
+//  5. sub-scores and the weighted Score.
+//
+// A tuple is a candidate when it has MinCallbacks, a period within bounds
+// and Score ≥ PrevalenceScore (it then counts toward prevalence);
+// SelectDestination keeps those with Score ≥ Threshold.
+func (p *Params) robustCandidate(distinct int64, s *Summary) (Stats, bool) {
+	rp := &p.Robust
+	if distinct <= p.TotalEventsThresholdMin || s.N < 2 {
+		return Stats{}, false
+	}
+	first := len(s.Hist)
+	for i, b := range s.Hist {
+		if b.Delta > rp.BurstGap {
+			first = i
+			break
+		}
+	}
+	gaps := s.Hist[first:]
+	var nGaps int64
+	for _, b := range gaps {
+		nGaps += b.Count
+	}
+	r := RobustStats{On: true, Gaps: nGaps, Merged: s.N - nGaps}
+	r.Callbacks = distinct - r.Merged
+	if r.Callbacks < rp.MinCallbacks || nGaps < 2 {
+		return Stats{}, false
+	}
+	r.LongestGap = gaps[len(gaps)-1].Delta
+	raw := make([]wbin, len(gaps))
+	for i, b := range gaps {
+		raw[i] = wbin{float64(b.Delta), b.Count}
+	}
+	period := weightedMedian(raw, nGaps)
+	folded := make([]wbin, 0, len(gaps))
+	var kept int64
+	for range 2 {
+		folded, kept = rp.fold(raw, period, 0, folded[:0], &r)
+		if kept == 0 {
+			return Stats{}, false
+		}
+		slices.SortFunc(folded, func(a, b wbin) int { return cmp.Compare(a.v, b.v) })
+		period = weightedMedian(folded, kept)
+	}
+	if period < rp.MinPeriod || period > rp.MaxPeriod {
+		return Stats{}, false
+	}
+	r.Period = period
+	// A second period (the sleep changed inside the window): the median of
+	// the gaps the first does not explain, if they are a twentieth of all and
+	// at least eight (a regime needs evidence of its own).
+	var other []wbin
+	var nOther int64
+	for _, b := range raw {
+		if _, ok := rp.multiple(b.v, period); !ok && b.v <= rp.MaxPeriod {
+			other = append(other, b)
+			nOther += b.c
+		}
+	}
+	if nOther >= 8 && nOther*20 >= nGaps {
+		// The regime must be one: its gaps within a ±45 % interdecile
+		// range of their median (a random process's long tail is wider).
+		p2 := weightedMedian(other, nOther)
+		idr2 := weightedQuantile(other, nOther, 0.9) - weightedQuantile(other, nOther, 0.1)
+		if p2 > 1.5*period && idr2 <= 0.9*p2 {
+			r.Period2 = p2
+			folded, kept = rp.fold(raw, period, p2, folded[:0], &r)
+			slices.SortFunc(folded, func(a, b wbin) int { return cmp.Compare(a.v, b.v) })
+		}
+	}
+	dev := make([]wbin, len(folded))
+	var onTime, supported int64
+	for i, b := range folded {
+		d := math.Abs(b.v - period)
+		dev[i] = wbin{d, b.c}
+		if d <= rp.Tolerance*period {
+			onTime += b.c
+		}
+		if d <= jitterBand*period {
+			supported += b.c
+		}
+	}
+	slices.SortFunc(dev, func(a, b wbin) int { return cmp.Compare(a.v, b.v) })
+	r.MAD = weightedMedian(dev, kept)
+	r.OnTime, r.Supported = onTime, supported
+	// Coverage: time in supporting gaps over all time between callbacks.
+	var covered, total float64
+	for _, b := range raw {
+		total += b.v * float64(b.c)
+		if _, v, ok := rp.explain(b.v, period, r.Period2); ok && math.Abs(v-period) <= jitterBand*period {
+			covered += b.v * float64(b.c)
+		}
+	}
+	// Dispersion from the interdecile range: with many gaps a few odd ones
+	// do not move it; with few gaps every one must agree.
+	idr := weightedQuantile(folded, kept, 0.9) - weightedQuantile(folded, kept, 0.1)
+	r.Dispersion = clamp01(1 - idr/(2*period))
+	// Every missed callback is an expected one not seen, every pause a
+	// stretch without the period.
+	r.Support = float64(supported) / float64(kept+r.Missed+r.Pauses)
+	// Evidence discounts folded gaps: a random gap lands near one of
+	// MaxMissed multiples far more often than near the period, so each
+	// folded gap cancels one on-period gap.
+	r.CountScore = evidence(supported-2*r.foldedGaps, idr/(2*period))
+	if total > 0 {
+		r.Coverage = clamp01(covered / total)
+	}
+	r.Score = clamp01(weightDispersion*r.Dispersion + weightSupport*r.Support +
+		weightCount*r.CountScore + weightCoverage*r.Coverage)
+	if r.Score < min(rp.PrevalenceScore, rp.Threshold) {
+		return Stats{}, false
+	}
+	st := Stats{Count: s.N, Min: s.Hist[0].Delta, Max: s.Hist[len(s.Hist)-1].Delta}
+	st.Avg = float64(s.Sum) / float64(s.N)
+	st.Variance = sampleVariance(s.N, s.Sum, s.SumSq)
+	st.Stdev = math.Sqrt(st.Variance)
+	st.Jitter = (st.Stdev / st.Avg) * 100
+	st.R = r
+	return st, true
+}
+
+// multiple returns k when d is about k × period: k = 1 for d < 1.5
+// periods, k = round(d/period) ≤ MaxMissed within multipleBand periods.
+func (rp *RobustParams) multiple(d, period float64) (int64, bool) {
+	x := d / period
+	if x < 1.5 {
+		return 1, true
+	}
+	k := math.Round(x)
+	if k <= float64(rp.MaxMissed) && math.Abs(x-k) <= multipleBand {
+		return int64(k), true
+	}
+	return 0, false
+}
+
+// explain folds one gap d against the period (and the second period, when
+// not 0): k is the number of periods it spans, v its folded value on the
+// first period's scale. The deviation from k periods stays whole, so
+// folding cannot make a random gap look punctual; a gap of the second
+// period keeps its relative deviation.
+func (rp *RobustParams) explain(d, period, period2 float64) (k int64, v float64, ok bool) {
+	if k, ok := rp.multiple(d, period); ok {
+		return k, d - float64(k-1)*period, true
+	}
+	if period2 > 0 {
+		if k, ok := rp.multiple(d, period2); ok {
+			return k, period + (d-float64(k)*period2)*period/period2, true
+		}
+	}
+	return 0, d, false
+}
+
+// fold folds raw gaps against period (step 3 of robustCandidate) into dst
+// and returns it with the number of gaps it holds; it sets r's Missed and
+// Pauses.
+func (rp *RobustParams) fold(raw []wbin, period, period2 float64, dst []wbin, r *RobustStats) ([]wbin, int64) {
+	r.Missed, r.Pauses, r.foldedGaps = 0, 0, 0
+	var n int64
+	pause := (float64(rp.MaxMissed) + 0.5) * max(period, period2)
+	for _, b := range raw {
+		switch k, v, ok := rp.explain(b.v, period, period2); {
+		case ok:
+			dst = append(dst, wbin{v, b.c})
+			r.Missed += (k - 1) * b.c
+			if k > 1 {
+				r.foldedGaps += b.c
+			}
+		case b.v > pause:
+			r.Pauses += b.c
+			continue
+		default:
+			dst = append(dst, b) // irregular: counts against the period
+		}
+		n += b.c
+	}
+	return dst, n
+}
+
+// evidence scores n gaps within a relative half-spread w of the period
+// against chance: if gaps were spread evenly over a log range of width
+// nullRange, n of them would fall within ±w of some common value with
+// probability about p = n·(2w/nullRange)^(n−1). The sub-score is
+// −log₁₀(p)/evidenceFull, clamped to [0, 1]: five gaps within 2 % give
+// 0.68, six within 15 % 0.33, a hundred within 40 % 1. It is what makes a
+// few jittery gaps (a person visiting a site six times a day) weigh less
+// than many, or than a few exact ones.
+func evidence(n int64, w float64) float64 {
+	if n < 2 {
+		return 0
+	}
+	w = math.Max(w, minSpread)
+	x := math.Min(2*w/nullRange, 1)
+	lp := math.Log10(float64(n)) + float64(n-1)*math.Log10(x)
+	return clamp01(-lp / evidenceFull)
+}
+
+// robustSelect is SelectDestination for robust: candidates are grouped by
+// period (sorted, a new group where a period exceeds the previous by more
+// than PeriodTolerance); a group on more than CompromisedDeviceCountMax
+// devices is a fleet service for that period and none of it is kept; of
+// the others, those with Score ≥ Threshold are. devices is the
+// destination's device count over all candidates.
+func (p *Params) robustSelect(cands []Candidate) (kept []int, devices int64) {
+	devices = countDevices(cands)
+	order := make([]int, len(cands))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int {
+		if c := cmp.Compare(cands[a].R.Period, cands[b].R.Period); c != 0 {
+			return c
+		}
+		return cands[a].Tuple.Compare(&cands[b].Tuple)
+	})
+	for lo := 0; lo < len(order); {
+		hi := lo + 1
+		for hi < len(order) && cands[order[hi]].R.Period <= cands[order[hi-1]].R.Period*(1+p.Robust.PeriodTolerance) {
+			hi++
+		}
+		group := make([]Candidate, 0, hi-lo)
+		for _, i := range order[lo:hi] {
+			group = append(group, cands[i])
+		}
+		n := countDevices(group)
+		for _, i := range order[lo:hi] {
+			cands[i].R.PeriodDevices = n
+			if n <= p.CompromisedDeviceCountMax && cands[i].R.Score >= p.Robust.Threshold {
+				kept = append(kept, i)
+			}
+		}
+		lo = hi
+	}
+	slices.Sort(kept)
+	return kept, devices
+}
+
+// newRobustRow renders a kept robust candidate.
+func newRobustRow(c *Candidate, ts []Time, domains []string, devices int64) Row {
+	deltas := Deltas(ts, nil)
+	minI, maxI := MinMaxIndex(deltas)
+	r := Row{
+		Tuple:         c.Tuple,
+		Stats:         c.Stats,
+		MinTimestamp:  ts[0],
+		MaxTimestamp:  ts[len(ts)-1],
+		TimeDeltaList: deltas,
+		MinIndex:      minI,
+		MaxIndex:      maxI,
+		Domains:       domains,
+		DeviceCount:   devices,
+	}
+	r.Duration = DatetimeDiffSeconds(r.MaxTimestamp, r.MinTimestamp)
+	r.R.GapHistogram = gapHistogram(deltas, c.R.Period)
+	r.Score = c.R.Score
+	r.Severity = c.R.Severity()
+	r.PeriodSeconds = c.R.Period
+	r.Callbacks = c.R.Callbacks
+	r.Reasons = c.R.reasons()
+	return r
+}
+
+// gapHistogram buckets deltas for people: each delta is rounded to two
+// significant digits of the period's unit (1/20 of the period), so a
+// steady beacon shows a few bins.
+func gapHistogram(deltas []int64, period float64) []Bin {
+	unit := int64(math.Max(1, math.Round(period/20)))
+	s := Summary{}
+	for _, d := range deltas {
+		s.Add((d + unit/2) / unit * unit)
+	}
+	return s.Hist
+}
+
+func (r *RobustStats) reasons() []string {
+	out := []string{fmt.Sprintf("%d of %d gaps within %g %% of %s", r.OnTime, r.Gaps-r.Pauses, 100*DefaultRobust().Tolerance, fmtSeconds(r.Period))}
+	if r.Period2 > 0 {
+		out = append(out, fmt.Sprintf("second period %s", fmtSeconds(r.Period2)))
+	}
+	if r.Missed > 0 {
+		out = append(out, fmt.Sprintf("%d missed callbacks", r.Missed))
+	}
+	if r.Merged > 0 {
+		out = append(out, fmt.Sprintf("%d connections merged into callbacks (bursts, duplicates)", r.Merged))
+	}
+	if r.Pauses > 0 {
+		out = append(out, fmt.Sprintf("%d pauses, longest %s", r.Pauses, fmtSeconds(float64(r.LongestGap))))
+	}
+	out = append(out, fmt.Sprintf("jitter (MAD) %s = %.0f %% of period", fmtSeconds(r.MAD), 100*r.MAD/r.Period))
+	out = append(out, fmt.Sprintf("%d callbacks", r.Callbacks))
+	if r.PeriodDevices > 1 {
+		out = append(out, fmt.Sprintf("%d devices poll with this period", r.PeriodDevices))
+	}
+	return out
+}
+
+// fmtSeconds renders seconds compactly: 45 s, 30 min, 4 h, 1.5 h.
+func fmtSeconds(s float64) string {
+	switch {
+	case s >= 3600:
+		return trimFloat(s/3600) + " h"
+	case s >= 120:
+		return trimFloat(s/60) + " min"
+	}
+	return trimFloat(s) + " s"
+}
+
+func trimFloat(v float64) string {
+	return strings.TrimSuffix(strings.TrimRight(fmt.Sprintf("%.1f", v), "0"), ".")
+}
+
+// compareRobustRows is the robust output order: Score descending, then
+// the seven tuple columns ascending.
+func compareRobustRows(a, b *Row) int {
+	if c := cmp.Compare(b.R.Score, a.R.Score); c != 0 {
+		return c
+	}
+	return a.Tuple.Compare(&b.Tuple)
+}

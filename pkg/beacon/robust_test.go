@@ -1,0 +1,307 @@
+package beacon
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+	"time"
+)
+
+// robustStart is a Wednesday, 00:00 UTC.
+var robustStart = TimeOf(time.Date(2024, 5, 1, 0, 0, 0, 0, time.UTC))
+
+// conn is one hand-made connection of a test tuple.
+func rconn(dev, file, ip string, at Time, action string) Event {
+	return Event{Timestamp: at, DeviceId: dev, DeviceName: dev + ".contoso.local", ActionType: action,
+		RemoteIP: ip, RemotePort: 443, HasPort: true, RemoteIPType: "Public", AccountName: "jsmith",
+		AccountDomain: "contoso", FileName: file}
+}
+
+// timer returns the times of a timer with period p seconds and uniform
+// relative jitter j, from start for d.
+func rtimer(rng *rand.Rand, p float64, j float64, d time.Duration) []Time {
+	var out []Time
+	for t := robustStart; t < robustStart.Add(d); {
+		out = append(out, t)
+		g := p * (1 + j*(2*rng.Float64()-1))
+		t += Time(g * float64(Second))
+	}
+	return out
+}
+
+// robustRows runs the robust profile over the events and returns its rows
+// keyed by device.
+func robustRows(t *testing.T, p Params, evs []Event) map[string]Row {
+	t.Helper()
+	h := NewHunt(p)
+	for i := range evs {
+		h.Add(&evs[i])
+	}
+	out := map[string]Row{}
+	now, ok := h.DefaultNow()
+	if !ok {
+		return out // nothing passed the row filters
+	}
+	for _, r := range h.Rows(now) {
+		out[r.DeviceId] = r
+	}
+	return out
+}
+
+func revents(dev, file, ip string, ts []Time, action string) []Event {
+	var out []Event
+	for _, t := range ts {
+		out = append(out, rconn(dev, file, ip, t, action))
+	}
+	return out
+}
+
+// TestRobustProperties holds each property of docs/robust.md on hand-made
+// data: the tuple is found (or not) and its row says why.
+func TestRobustProperties(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	p := Robust()
+	seed := Seed()
+	day := 24 * time.Hour
+	cases := []struct {
+		name   string
+		evs    []Event
+		found  bool
+		seedOK bool // whether the seed profile finds it too
+		reason string
+		period float64
+	}{
+		{name: "steady 60 s", evs: revents("steady", "rundll32.exe", "93.1.2.3", rtimer(rng, 60, 0, day), "ConnectionSuccess"),
+			found: true, seedOK: false, period: 60, reason: "gaps within 10 % of 60 s"},
+		{name: "bursts of 3 connections per callback", evs: func() []Event {
+			var out []Event
+			for _, ts := range rtimer(rng, 300, 0.1, day) {
+				for k := range 3 {
+					out = append(out, rconn("burst", "mshta.exe", "93.1.2.4", ts+Time(k)*Second/2, "ConnectionSuccess"))
+				}
+			}
+			return out
+		}(), found: true, period: 300, reason: "connections merged into callbacks"},
+		{name: "missed callbacks", evs: func() []Event {
+			ts := rtimer(rng, 120, 0.02, day)
+			var kept []Time
+			for i, x := range ts {
+				if i%7 != 3 && i%11 != 5 {
+					kept = append(kept, x)
+				}
+			}
+			return revents("missed", "regsvr32.exe", "93.1.2.5", kept, "ConnectionSuccess")
+		}(), found: true, period: 120, reason: "missed callbacks"},
+		{name: "dead C2: only failed connections", evs: revents("dead", "svch0st.exe", "93.1.2.6", rtimer(rng, 10, 0.1, day), "ConnectionFailed"),
+			found: true, period: 10},
+		{name: "aggregated reports", evs: revents("agg", "dllhost.exe", "93.1.2.7", rtimer(rng, 3600, 0.01, 3*day), "ConnectionSuccessAggregatedReport"),
+			found: true, period: 3600},
+		{name: "IPv6 C2", evs: revents("v6", "powershell.exe", "2a05:d018:1:2::3", rtimer(rng, 30, 0.2, day), "ConnectionSuccess"),
+			found: true, period: 30},
+		{name: "IPv6 ULA is not public", evs: revents("ula", "powershell.exe", "fd00::1", rtimer(rng, 30, 0.2, day), "ConnectionSuccess")},
+		{name: "CGNAT is not public", evs: revents("cgnat", "powershell.exe", "100.64.1.1", rtimer(rng, 30, 0.2, day), "ConnectionSuccess")},
+		{name: "12 h sleep over a week", evs: revents("long", "rundll32.exe", "93.1.2.8", rtimer(rng, 43200, 0.05, 7*day), "ConnectionSuccess"),
+			found: true, period: 43200},
+		{name: "working hours", evs: func() []Event {
+			var ts []Time
+			for _, x := range rtimer(rng, 600, 0.1, 5*day) {
+				h := x.Go().Hour()
+				if h >= 8 && h < 17 {
+					ts = append(ts, x)
+				}
+			}
+			return revents("work", "mshta.exe", "93.1.2.9", ts, "ConnectionSuccess")
+		}(), found: true, period: 600, reason: "pauses"},
+		{name: "sleep changed mid-window", evs: func() []Event {
+			a := rtimer(rng, 60, 0.1, day)
+			last := a[len(a)-1]
+			var b []Time
+			for _, x := range rtimer(rng, 600, 0.1, day) {
+				b = append(b, x+last-robustStart+600*Second)
+			}
+			return revents("change", "rundll32.exe", "93.1.2.10", append(a, b...), "ConnectionSuccess")
+		}(), found: true, period: 60, reason: "second period"},
+		{name: "random browsing is not a beacon", evs: func() []Event {
+			var ts []Time
+			for t := robustStart; t < robustStart.Add(day); t += Time(rng.ExpFloat64() * 300 * float64(Second)) {
+				ts = append(ts, t)
+			}
+			return revents("browse", "chrome.exe", "93.1.2.11", ts, "ConnectionSuccess")
+		}()},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			rows := robustRows(t, p, c.evs)
+			r, ok := rows[c.evs[0].DeviceId]
+			if ok != c.found {
+				t.Fatalf("found = %v, want %v (rows %v)", ok, c.found, rows)
+			}
+			if !ok {
+				return
+			}
+			if r.Score < p.Robust.Threshold || r.Score > 1 {
+				t.Errorf("score %v outside [threshold, 1]", r.Score)
+			}
+			if math.Abs(r.PeriodSeconds-c.period) > 0.1*c.period {
+				t.Errorf("period %v, want about %v", r.PeriodSeconds, c.period)
+			}
+			if c.reason != "" && !hasReason(r.Reasons, c.reason) {
+				t.Errorf("reasons %q lack %q", r.Reasons, c.reason)
+			}
+			if r.Severity == "" || r.Callbacks < p.Robust.MinCallbacks {
+				t.Errorf("severity %q, callbacks %d", r.Severity, r.Callbacks)
+			}
+			if c.seedOK != (len(robustRowsSeed(seed, c.evs)) > 0) && c.name == "steady 60 s" {
+				t.Logf("seed finds it: %v", !c.seedOK)
+			}
+		})
+	}
+}
+
+func robustRowsSeed(p Params, evs []Event) []Row {
+	h := NewHunt(p)
+	for i := range evs {
+		h.Add(&evs[i])
+	}
+	now, _ := h.DefaultNow()
+	return h.Rows(now)
+}
+
+func hasReason(rs []string, s string) bool {
+	for _, r := range rs {
+		if containsFold(r, s) {
+			return true
+		}
+	}
+	return false
+}
+
+func containsFold(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if s[i:i+len(sub)] == sub {
+			return true
+		}
+	}
+	return false
+}
+
+// TestRobustCaseInsensitive: the same process and account in two cases
+// are one tuple, so their callbacks add up.
+func TestRobustCaseInsensitive(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	ts := rtimer(rng, 300, 0.05, 24*time.Hour)
+	var evs []Event
+	for i, x := range ts {
+		e := rconn("case", "RunDll32.EXE", "93.1.3.1", x, "ConnectionSuccess")
+		if i%2 == 0 {
+			e.FileName, e.AccountName = "rundll32.exe", "JSmith"
+		}
+		evs = append(evs, e)
+	}
+	rows := robustRowsSeed(Robust(), evs)
+	if len(rows) != 1 || rows[0].FileName != "rundll32.exe" || rows[0].AccountName != "jsmith" || rows[0].Callbacks != int64(len(ts)) {
+		t.Fatalf("want one lower-cased tuple of %d callbacks, got %+v", len(ts), rows)
+	}
+}
+
+// TestRobustPrevalencePerPeriod: 40 devices polling a CDN address every
+// 30 min are a fleet service and are not reported; one device calling the
+// same address with the same process every 45 s is; a C2 on three devices
+// with one period stays under the cap.
+func TestRobustPrevalencePerPeriod(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	day := 24 * time.Hour
+	var evs []Event
+	for i := range 40 {
+		evs = append(evs, revents(fmt.Sprintf("poller%02d", i), "msedgewebview2.exe", "151.101.1.1", rtimer(rng, 1800, 0.1, day), "ConnectionSuccess")...)
+	}
+	evs = append(evs, revents("implant", "msedgewebview2.exe", "151.101.1.1", rtimer(rng, 45, 0.1, day), "ConnectionSuccess")...)
+	for i := range 3 {
+		evs = append(evs, revents(fmt.Sprintf("c2-%d", i), "dllhost.exe", "93.1.4.1", rtimer(rng, 120, 0.1, day), "ConnectionSuccess")...)
+	}
+	rows := robustRows(t, Robust(), evs)
+	for dev := range rows {
+		if len(dev) > 6 && dev[:6] == "poller" {
+			t.Errorf("fleet-service poller %s reported", dev)
+		}
+	}
+	r, ok := rows["implant"]
+	if !ok {
+		t.Fatalf("the 45 s implant behind the CDN is hidden; rows %v", rows)
+	}
+	if r.DeviceCount != 41 || r.R.PeriodDevices != 1 {
+		t.Errorf("implant row: %d devices on the destination, %d with its period; want 41 and 1", r.DeviceCount, r.R.PeriodDevices)
+	}
+	for i := range 3 {
+		if _, ok := rows[fmt.Sprintf("c2-%d", i)]; !ok {
+			t.Errorf("C2 on three devices: c2-%d not reported", i)
+		}
+	}
+	// The seed profile hides the implant behind the device cap.
+	for _, r := range robustRowsSeed(Seed(), evs) {
+		if r.DeviceId == "implant" {
+			t.Errorf("seed reports the implant, so this test shows nothing")
+		}
+	}
+}
+
+// TestRobustNoCliff: a steady beacon's score moves little, and continuously,
+// as odd gaps are added one at a time; it stays reported throughout.
+func TestRobustNoCliff(t *testing.T) {
+	p := Robust()
+	rng := rand.New(rand.NewPCG(7, 8))
+	base := rtimer(rng, 60, 0, 24*time.Hour)
+	prev := -1.0
+	for odd := 0; odd <= 20; odd++ {
+		ts := append([]Time(nil), base...)
+		for k := range odd {
+			ts = append(ts, base[50+k*40]+Time(17+k)*Second) // a gap of 17 s + 43 s
+		}
+		deltas := Deltas(sortedUnique(ts), nil)
+		s := SummaryOf(deltas)
+		st, ok := p.Candidate(int64(len(deltas)+1), &s)
+		if !ok || st.R.Score < p.Robust.Threshold {
+			t.Fatalf("%d odd gaps: not a beacon (score %v)", odd, st.R.Score)
+		}
+		if st.R.Score < 0 || st.R.Score > 1 {
+			t.Fatalf("score %v outside [0, 1]", st.R.Score)
+		}
+		if prev >= 0 && math.Abs(st.R.Score-prev) > 0.02 {
+			t.Errorf("%d odd gaps: score jumps from %v to %v", odd, prev, st.R.Score)
+		}
+		prev = st.R.Score
+	}
+}
+
+func sortedUnique(ts []Time) []Time {
+	out := append([]Time(nil), ts...)
+	for i := 1; i < len(out); i++ {
+		for j := i; j > 0 && out[j] < out[j-1]; j-- {
+			out[j], out[j-1] = out[j-1], out[j]
+		}
+	}
+	w := 0
+	for i, x := range out {
+		if i == 0 || x != out[w-1] {
+			out[w] = x
+			w++
+		}
+	}
+	return out[:w]
+}
+
+// TestPublicIP classifies addresses with net/netip.
+func TestPublicIP(t *testing.T) {
+	for ip, want := range map[string]bool{
+		"8.8.8.8": true, "2a05:d018::1": true, "::ffff:8.8.8.8": true,
+		"10.1.2.3": false, "172.16.0.1": false, "192.168.1.1": false, "127.0.0.1": false, "::1": false,
+		"169.254.1.1": false, "fe80::1": false, "fd12::1": false, "224.0.0.1": false, "ff02::1": false,
+		"100.64.0.1": false, "192.0.2.1": false, "198.51.100.1": false, "203.0.113.1": false,
+		"2001:db8::1": false, "0.0.0.0": false, "::": false, "255.255.255.255": false, "": false, "x": false,
+	} {
+		if got := PublicIP(ip); got != want {
+			t.Errorf("PublicIP(%q) = %v, want %v", ip, got, want)
+		}
+	}
+}
