@@ -120,6 +120,9 @@ func (tm *timer) traitFire(g *Generator, r *Record) bool {
 // traitExtra emits a callback's extra rows: burst connections and
 // near-duplicates.
 func (tm *timer) traitExtra(g *Generator, r *Record) {
+	if tm.burst == 0 && tm.dupRate == 0 {
+		return // no draw: a timer without traits keeps its random stream
+	}
 	for n := tm.rng.IntN(tm.burst + 1); n > 0 && tm.burst > 0; n-- {
 		x := *r
 		x.Timestamp += 1 + beacon.Time(tm.rng.Int64N(int64(2*beacon.Second)))
