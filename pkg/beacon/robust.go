@@ -330,7 +330,7 @@ func (p *Params) robustCandidate(distinct int64, s *Summary) (Stats, bool) {
 	r.Period = period
 	// A second period (the sleep changed inside the window): the median of
 	// the gaps the first does not explain, if they are a twentieth of all and
-	// at least eight (a regime needs evidence of its own).
+	// at least twelve (a regime needs evidence of its own).
 	var other []wbin
 	var nOther int64
 	for _, b := range raw {
@@ -339,7 +339,7 @@ func (p *Params) robustCandidate(distinct int64, s *Summary) (Stats, bool) {
 			nOther += b.c
 		}
 	}
-	if nOther >= 8 && nOther*20 >= nGaps {
+	if nOther >= 12 && nOther*20 >= nGaps {
 		// The regime must be one: its gaps within a ±45 % interdecile
 		// range of their median (a random process's long tail is wider).
 		p2 := weightedMedian(other, nOther)
