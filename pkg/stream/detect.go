@@ -8,6 +8,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -512,15 +513,22 @@ type alertSink interface {
 
 var errStopped = errors.New("stream: partition worker stopped")
 
-// worker drives one partition: it cuts the records into segments at
-// evaluation points, applies each segment to the state with its offset in
-// one Pebble batch, evaluates the destinations the segment changed, and
-// publishes the tuples that entered the beacon set.
+// worker drives one partition: it keeps the partition's stream time from
+// the watermarks in it, holds the records that stream time has not passed,
+// applies the others in segments, each with its offset in one Pebble
+// batch, and at evaluation points evaluates the destinations the segments
+// changed and publishes the tuples that entered the beacon set.
 //
-// Evaluation points are (a) the last record before stream time enters a
-// new EvalInterval, which makes them a function of the records alone, and
-// (b) the end of a fetch that reached the partition's high watermark, which
-// keeps alerts prompt once the worker has caught up.
+// Stream time W is the minimum over the input partitions' watermarks,
+// idle ones left out (docs/streaming.md, "Time"). A record counts at its
+// release time (its event time, or later for one out of order in its
+// input partition); it waits until W reaches it. Evaluation points are
+// the ends of the EvalInterval intervals that hold the release time of a
+// connection record, evaluated once W has passed them: they depend on the
+// records alone, not on how ingest instances interleaved them. When every
+// input partition is idle (caught up and quiet, or at the end of a
+// replay), W is the newest watermark and the partition is evaluated there
+// too (a caught-up point), which keeps alerts prompt live.
 type worker struct {
 	d    *detector
 	id   int32
@@ -543,7 +551,7 @@ type worker struct {
 	shownStream  atomic.Pointer[beacon.Time]
 	shownBeacons atomic.Int64
 
-	// The current segment.
+	// The current segment: released records not yet applied.
 	conns     []state.Conn
 	domains   []state.DomainSeen
 	noPort    beacon.Time
@@ -551,11 +559,22 @@ type worker struct {
 	n         int   // records in the segment
 	next      int64 // offset after the last record seen
 	applied   int64 // offset recorded in the state
-	stream    beacon.Time
-	hasStream bool
+
+	// Time, recorded in the meta blob.
+	srcs        map[tp]*srcMark // every input partition the watermarks named
+	sw          beacon.Time     // stream time W (never decreases)
+	hasSW       bool
+	open        int64 // interval with released connections not yet evaluated
+	hasOpen     bool
+	unconfirmed bool        // the state is at an evaluation point whose alerts may be unpublished
+	lastEval    beacon.Time // stream time of the last evaluation
+	hasLastEval bool
+	held        heldQueue // records waiting for W
+	forced      int64     // records released by the MaxHeld bound
+	scratch     item      // watermark decoding
 
 	// Alert bookkeeping, recorded in the partition's meta blob.
-	first     beacon.Time // first connection time seen: the warm-up starts there
+	first     beacon.Time // stream time where the warm-up started
 	hasFirst  bool
 	warm      bool
 	epoch     int64
@@ -563,6 +582,13 @@ type worker struct {
 	members   map[beacon.Destination][]beacon.Tuple
 	nMembers  int
 	metaDirty bool
+}
+
+// srcMark is what a partition knows of one input partition's watermark.
+type srcMark struct {
+	time    beacon.Time
+	hasTime bool
+	idle    bool
 }
 
 func newWorker(d *detector, id int32, part *state.Partition, committed int64) *worker {
@@ -575,6 +601,7 @@ func newWorker(d *detector, id int32, part *state.Partition, committed int64) *w
 		committed: committed,
 		alerted:   make(map[beacon.Tuple]struct{}),
 		members:   make(map[beacon.Destination][]beacon.Tuple),
+		srcs:      make(map[tp]*srcMark),
 		applied:   -1,
 		next:      -1,
 	}
@@ -582,7 +609,6 @@ func newWorker(d *detector, id int32, part *state.Partition, committed int64) *w
 		w.applied, w.next = o, o
 		w.acked.Store(o)
 	}
-	w.stream, w.hasStream = part.StreamTime()
 	w.epoch = -1 << 63
 	w.loadMeta(part.Meta())
 	return w
@@ -618,10 +644,12 @@ func (w *worker) run() {
 			w.d.fail(fmt.Errorf("partition %d: %w", w.id, err))
 		}
 	}
-	// A loaded partition may hold alerts that were found but not published
-	// before a crash: evaluate it at once (every destination is dirty after
-	// a load) and publish what the meta blob does not list.
-	if w.hasStream {
+	// A state recorded at an evaluation point whose alerts may not have
+	// been published (a crash between the two) is evaluated again at that
+	// same point, and what the meta blob does not list as alerted goes
+	// out. A state recorded between points is not evaluated: its next
+	// point comes with the records.
+	if w.unconfirmed {
 		w.mu.Lock()
 		err := w.evaluate()
 		w.mu.Unlock()
@@ -690,7 +718,7 @@ func (w *worker) process(b batch) error {
 			return errStopped
 		}
 		if r.Offset < w.next {
-			continue // already applied (a fetch overlapping a resumed offset)
+			continue // already seen (a fetch overlapping a resumed offset)
 		}
 		if w.next >= 0 && r.Offset > w.next {
 			// Records this partition's state never saw are gone: the
@@ -701,86 +729,235 @@ func (w *worker) process(b batch) error {
 				zap.Int64("expected_offset", w.next), zap.Int64("offset", r.Offset))
 			w.d.s.m.dropped.WithLabelValues("lost").Add(float64(r.Offset - w.next))
 		}
-		var it item
-		if err := decodeItem(r.Key, r.Value, &it); err != nil {
+		w.next = r.Offset + 1
+		it := &w.scratch
+		if err := decodeItem(r.Key, r.Value, it); err != nil {
 			w.d.s.deadLetter(w.d.cl, r, reasonRecord, err)
-			w.next = r.Offset + 1
 			continue
 		}
-		if it.kind != kindDomain {
-			if !w.hasFirst {
-				w.first, w.hasFirst, w.metaDirty = it.time, true, true
+		if it.kind == kindWatermark {
+			if err := w.watermark(it); err != nil {
+				return err
 			}
-			nt := it.time
-			if w.hasStream && w.stream > nt {
-				nt = w.stream
-			}
-			if w.hasStream && w.n > 0 && w.tick(nt) != w.tick(w.stream) {
-				if err := w.flush(true); err != nil {
+			continue
+		}
+		if !w.hasSW || it.release > w.sw {
+			// Ahead of stream time: it waits.
+			w.held.push(held{it: *it, offset: r.Offset})
+			if w.held.len() > w.d.s.cfg.maxHeld {
+				w.forced++
+				if w.forced == 1 || w.forced%100_000 == 0 {
+					w.log.Warn("too many records wait for stream time; releasing the oldest",
+						zap.Int("held", w.held.len()), zap.Int64("released", w.forced))
+				}
+				w.d.s.m.dropped.WithLabelValues("forced").Inc()
+				if err := w.advance(w.held.min().it.release); err != nil {
 					return err
 				}
 			}
-			w.stream, w.hasStream = nt, true
+			continue
 		}
-		switch it.kind {
-		case kindConn:
-			w.conns = append(w.conns, state.Conn{Tuple: it.tupleKey(), Time: it.time})
-		case kindNoPort:
-			if !w.hasNoPort || it.time > w.noPort {
-				w.noPort, w.hasNoPort = it.time, true
-			}
-		case kindDomain:
-			w.domains = append(w.domains, state.DomainSeen{IP: it.ip, Domain: it.domain, Time: it.time})
-		}
-		w.n++
-		w.next = r.Offset + 1
-		if w.n >= maxSegment {
-			if err := w.flush(false); err != nil {
-				return err
-			}
+		// At or behind stream time: it counts now, and in the open
+		// interval only if that is its own (a record behind it is a
+		// duplicate, or came out of order across a change of ingest
+		// owner, and goes with the next point).
+		if err := w.take(it, w.tick(it.release) == w.tick(w.sw)); err != nil {
+			return err
 		}
 	}
-	if b.end || len(b.recs) > 0 && b.recs[len(b.recs)-1].Offset+1 >= b.hwm {
-		return w.flush(true)
+	if b.end {
+		// The end of a replay: whatever is left is evaluated where it is.
+		if w.n > 0 || w.hasOpen {
+			return w.point()
+		}
+		return w.flush()
+	}
+	// Nothing pending after the last point (only watermarks came): the
+	// offset moves on, so that lag shows zero.
+	if w.n == 0 && !w.hasOpen && w.held.len() == 0 && w.next > w.applied {
+		if err := w.flush(); err != nil {
+			return err
+		}
+		w.acked.Store(w.applied)
 	}
 	return nil
 }
 
-// flush applies the segment with its offset and, at an evaluation point,
-// evaluates and publishes.
-func (w *worker) flush(evaluate bool) error {
-	if w.n > 0 || w.next > w.applied {
-		if w.hasNoPort {
-			// A connection with a null port moves stream time and nothing
-			// else: it goes with the segment, in the same atomic batch as
-			// the offset.
-			w.conns = append(w.conns, state.Conn{Time: w.noPort, NoPort: true})
+// take adds a released record to the segment. onTime says it belongs to
+// the interval it is released in: a point that interval's records come
+// after is evaluated first, and its interval becomes the open one.
+func (w *worker) take(it *item, onTime bool) error {
+	if onTime {
+		k := w.tick(it.release)
+		if w.hasOpen && w.open < k {
+			if err := w.point(); err != nil {
+				return err
+			}
 		}
-		var meta []byte
-		if w.metaDirty {
-			meta = w.encodeMeta()
-			w.metaDirty = false
+		if it.kind != kindDomain {
+			w.open, w.hasOpen = k, true
 		}
-		st, err := w.part.Apply(w.conns, w.domains, w.next, meta)
-		if err != nil {
+	}
+	switch it.kind {
+	case kindConn:
+		w.conns = append(w.conns, state.Conn{Tuple: it.tupleKey(), Time: it.time})
+	case kindNoPort:
+		if !w.hasNoPort || it.time > w.noPort {
+			w.noPort, w.hasNoPort = it.time, true
+		}
+	case kindDomain:
+		w.domains = append(w.domains, state.DomainSeen{IP: it.ip, Domain: it.domain, Time: it.time})
+	}
+	w.n++
+	if w.n >= maxSegment {
+		return w.flush()
+	}
+	return nil
+}
+
+// watermark merges a watermark record into the partition's view of the
+// input partitions and moves stream time.
+func (w *worker) watermark(it *item) error {
+	if want := filterFingerprint(w.d.s.cfg.profile, &w.d.s.cfg.params); it.fingerprint != want {
+		return fmt.Errorf("%w: ingest filters %q, this detector's %q (use the same parameters, or a new --group)",
+			errFilters, it.fingerprint, want)
+	}
+	for i := range it.sources {
+		s := &it.sources[i]
+		k := tp{s.topic, s.part}
+		m := w.srcs[k]
+		if m == nil {
+			m = &srcMark{}
+			w.srcs[k] = m
+			w.metaDirty = true
+		}
+		if s.flags&wmOwned == 0 {
+			continue // named only: its reader speaks for it
+		}
+		if s.flags&wmHasTime != 0 && (!m.hasTime || s.time > m.time) {
+			m.time, m.hasTime = s.time, true
+			w.metaDirty = true
+		}
+		if idle := s.flags&wmIdle != 0; idle != m.idle {
+			m.idle = idle
+			w.metaDirty = true
+		}
+	}
+	var low, high beacon.Time
+	hasLow, hasHigh, unknown := false, false, false
+	for _, m := range w.srcs {
+		if m.hasTime && (!hasHigh || m.time > high) {
+			high, hasHigh = m.time, true
+		}
+		if m.idle {
+			continue
+		}
+		if !m.hasTime {
+			unknown = true
+			continue
+		}
+		if !hasLow || m.time < low {
+			low, hasLow = m.time, true
+		}
+	}
+	switch {
+	case unknown:
+		// An input partition that may still deliver anything: wait.
+		return nil
+	case hasLow:
+		return w.advance(low)
+	case hasHigh:
+		// Every input partition is idle: everything read so far is
+		// released, and evaluated at the newest watermark.
+		if err := w.advance(high); err != nil {
 			return err
 		}
-		w.applied = w.next
-		m := w.d.s.m
-		m.eventsIn.WithLabelValues("detect").Add(float64(w.n))
-		if st.Late > 0 {
-			w.d.late.Add(int64(st.Late))
-			m.late.Add(float64(st.Late))
-			m.dropped.WithLabelValues("late").Add(float64(st.Late))
+		if w.hasOpen || w.n > 0 {
+			return w.point()
 		}
-		clear(w.conns)
-		clear(w.domains)
-		w.conns, w.domains, w.n, w.hasNoPort = w.conns[:0], w.domains[:0], 0, false
 	}
-	if !evaluate {
+	return nil
+}
+
+var errFilters = errors.New("stream: the repartition topic was written with other filters")
+
+// advance moves stream time to t, releasing what it passes and evaluating
+// the points it passes.
+func (w *worker) advance(t beacon.Time) error {
+	if w.hasSW && t <= w.sw {
 		return nil
 	}
-	return w.evaluate()
+	w.sw, w.hasSW, w.metaDirty = t, true, true
+	for w.held.len() > 0 && w.held.min().it.release <= t {
+		h := w.held.pop()
+		if err := w.take(&h.it, true); err != nil {
+			return err
+		}
+	}
+	if w.hasOpen && w.open < w.tick(t) {
+		return w.point()
+	}
+	return nil
+}
+
+// recordOffset is where a restart must read again from: the first record
+// still held, or the next one.
+func (w *worker) recordOffset() int64 {
+	if o, ok := w.held.firstOffset(); ok {
+		return o
+	}
+	return w.next
+}
+
+// flush applies the segment with its offset.
+func (w *worker) flush() error {
+	off := w.recordOffset()
+	if w.n == 0 && off == w.applied && !w.metaDirty {
+		return nil
+	}
+	if w.hasNoPort {
+		// A connection with a null port moves stream time and nothing
+		// else: it goes with the segment, in the same atomic batch as
+		// the offset.
+		w.conns = append(w.conns, state.Conn{Time: w.noPort, NoPort: true})
+	}
+	var meta []byte
+	if w.metaDirty {
+		meta = w.encodeMeta()
+		w.metaDirty = false
+	}
+	st, err := w.part.Apply(w.conns, w.domains, off, meta)
+	if err != nil {
+		return err
+	}
+	w.applied = off
+	m := w.d.s.m
+	m.eventsIn.WithLabelValues("detect").Add(float64(w.n))
+	if st.Late > 0 {
+		w.d.late.Add(int64(st.Late))
+		m.late.Add(float64(st.Late))
+		m.dropped.WithLabelValues("late").Add(float64(st.Late))
+	}
+	clear(w.conns)
+	clear(w.domains)
+	w.conns, w.domains, w.n, w.hasNoPort = w.conns[:0], w.domains[:0], 0, false
+	return nil
+}
+
+// point applies the segment, recorded as an unconfirmed evaluation point,
+// then evaluates and publishes at the newest connection applied. The next
+// batch records that the alerts went out.
+func (w *worker) point() error {
+	w.hasOpen = false
+	w.unconfirmed, w.metaDirty = true, true
+	if err := w.flush(); err != nil {
+		return err
+	}
+	if err := w.evaluate(); err != nil {
+		return err
+	}
+	w.unconfirmed, w.metaDirty = false, true
+	return nil
 }
 
 // evaluate brings the members of the dirty destinations up to date and
@@ -805,9 +982,14 @@ func (w *worker) evaluate() error {
 		w.metaDirty = true
 		all = true
 	}
-	if !w.hasFirst { // state from before the warm-up was recorded
-		w.first, w.hasFirst, w.metaDirty = now, true, true
+	// The warm-up runs on stream time from the first evaluation, and
+	// again after stream time jumped by more than the lookback (the
+	// window then restarted empty: a 1970 record first in a partition
+	// must not end the warm-up at once).
+	if !w.hasFirst || w.hasLastEval && now-w.lastEval > beacon.Time(cfg.params.Lookback/100) {
+		w.first, w.hasFirst, w.warm = now, true, false
 	}
+	w.lastEval, w.hasLastEval, w.metaDirty = now, true, true
 	if !w.warm && now-w.first >= beacon.Time(cfg.warmup/100) {
 		w.warm, all = true, true // every member is now alerted
 	}
@@ -945,9 +1127,26 @@ func (w *worker) status() partitionStatus {
 	return st
 }
 
-// The meta blob: version, first connection time (the warm-up's start),
-// re-alert epoch, then the tuples alerted in that epoch.
-const metaVersion = 1
+// The meta blob (version 2):
+//
+//	byte 2 | varint warm-up start (MinInt64: none) | varint epoch |
+//	uvarint n, n × alerted tuple (6 × (uvarint len, bytes), varint port) |
+//	byte flags (1 stream time, 2 open, 4 unconfirmed, 8 last evaluation) |
+//	varint stream time | varint open interval | varint last evaluation
+//	  (each present when its flag is) |
+//	uvarint m, m × (uvarint len, topic | uvarint partition | byte flags
+//	  (wmHasTime, wmIdle) | varint time when wmHasTime)
+//
+// The records held for stream time are not in it: the recorded offset is
+// the first of them, so a restart reads them again.
+const metaVersion = 2
+
+const (
+	metaHasSW       = 1
+	metaOpen        = 2
+	metaUnconfirmed = 4
+	metaLastEval    = 8
+)
 
 func (w *worker) encodeMeta() []byte {
 	b := []byte{metaVersion}
@@ -964,50 +1163,241 @@ func (w *worker) encodeMeta() []byte {
 		}
 		b = binary.AppendVarint(b, int64(t.RemotePort))
 	}
+	var flags byte
+	if w.hasSW {
+		flags |= metaHasSW
+	}
+	if w.hasOpen {
+		flags |= metaOpen
+	}
+	if w.unconfirmed {
+		flags |= metaUnconfirmed
+	}
+	if w.hasLastEval {
+		flags |= metaLastEval
+	}
+	b = append(b, flags)
+	if w.hasSW {
+		b = binary.AppendVarint(b, int64(w.sw))
+	}
+	if w.hasOpen {
+		b = binary.AppendVarint(b, w.open)
+	}
+	if w.hasLastEval {
+		b = binary.AppendVarint(b, int64(w.lastEval))
+	}
+	keys := make([]tp, 0, len(w.srcs))
+	for k := range w.srcs {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b tp) int {
+		if c := strings.Compare(a.topic, b.topic); c != 0 {
+			return c
+		}
+		return int(a.p) - int(b.p)
+	})
+	b = binary.AppendUvarint(b, uint64(len(keys)))
+	for _, k := range keys {
+		m := w.srcs[k]
+		b = appendString(b, k.topic)
+		b = binary.AppendUvarint(b, uint64(k.p))
+		var f byte
+		if m.hasTime {
+			f |= wmHasTime
+		}
+		if m.idle {
+			f |= wmIdle
+		}
+		b = append(b, f)
+		if m.hasTime {
+			b = binary.AppendVarint(b, int64(m.time))
+		}
+	}
 	return b
 }
 
+// loadMeta restores what encodeMeta wrote; an unreadable blob (or one of
+// an older version) restores nothing, and alerts may then repeat, with
+// their IDs.
 func (w *worker) loadMeta(b []byte) {
-	if len(b) < 1 || b[0] != metaVersion {
+	if len(b) < 1 {
 		return
 	}
-	b = b[1:]
-	first, n := binary.Varint(b)
-	if n <= 0 {
+	if b[0] != metaVersion {
+		w.log.Warn("alert bookkeeping of another version, alerts may repeat")
 		return
 	}
-	b = b[n:]
-	if first != math.MinInt64 {
-		w.first, w.hasFirst = beacon.Time(first), true
-	}
-	e, n := binary.Varint(b)
-	if n <= 0 {
-		return
-	}
-	b = b[n:]
-	cnt, n := binary.Uvarint(b)
-	if n <= 0 {
-		return
-	}
-	b = b[n:]
-	alerted := make(map[beacon.Tuple]struct{}, cnt)
-	for i := uint64(0); i < cnt; i++ {
+	r := metaReader{b: b[1:]}
+	first := r.varint()
+	e := r.varint()
+	cnt := r.uvarint()
+	alerted := make(map[beacon.Tuple]struct{})
+	for i := uint64(0); i < cnt && r.err == nil; i++ {
 		var f [6]string
 		for j := range f {
-			s, rest, err := readString(b)
-			if err != nil {
-				w.log.Warn("alert bookkeeping unreadable, alerts may repeat")
-				return
-			}
-			f[j], b = string([]byte(s)), rest
+			f[j] = r.str()
 		}
-		p, n := binary.Varint(b)
-		if n <= 0 {
-			return
-		}
-		b = b[n:]
+		p := r.varint()
 		alerted[beacon.Tuple{DeviceId: f[0], DeviceName: f[1], AccountName: f[2], AccountDomain: f[3],
 			FileName: f[4], RemoteIP: f[5], RemotePort: int32(p)}] = struct{}{}
 	}
-	w.epoch, w.alerted = e, alerted
+	flags := r.byte()
+	var sw, open, last int64
+	if flags&metaHasSW != 0 {
+		sw = r.varint()
+	}
+	if flags&metaOpen != 0 {
+		open = r.varint()
+	}
+	if flags&metaLastEval != 0 {
+		last = r.varint()
+	}
+	srcs := make(map[tp]*srcMark)
+	n := r.uvarint()
+	for i := uint64(0); i < n && r.err == nil; i++ {
+		k := tp{topic: r.str(), p: int32(r.uvarint())}
+		f := r.byte()
+		m := &srcMark{idle: f&wmIdle != 0}
+		if f&wmHasTime != 0 {
+			m.time, m.hasTime = beacon.Time(r.varint()), true
+		}
+		srcs[k] = m
+	}
+	if r.err != nil || len(r.b) != 0 {
+		w.log.Warn("alert bookkeeping unreadable, alerts may repeat")
+		return
+	}
+	if first != math.MinInt64 {
+		w.first, w.hasFirst = beacon.Time(first), true
+	}
+	w.epoch, w.alerted, w.srcs = e, alerted, srcs
+	w.sw, w.hasSW = beacon.Time(sw), flags&metaHasSW != 0
+	w.open, w.hasOpen = open, flags&metaOpen != 0
+	w.lastEval, w.hasLastEval = beacon.Time(last), flags&metaLastEval != 0
+	w.unconfirmed = flags&metaUnconfirmed != 0
+}
+
+type metaReader struct {
+	b   []byte
+	err error
+}
+
+func (r *metaReader) varint() int64 {
+	v, n := binary.Varint(r.b)
+	if n <= 0 {
+		r.err, r.b = errShort, nil
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *metaReader) uvarint() uint64 {
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.err, r.b = errShort, nil
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *metaReader) byte() byte {
+	if len(r.b) == 0 {
+		r.err = errShort
+		return 0
+	}
+	c := r.b[0]
+	r.b = r.b[1:]
+	return c
+}
+
+func (r *metaReader) str() string {
+	s, rest, err := readString(r.b)
+	if err != nil {
+		r.err, r.b = err, nil
+		return ""
+	}
+	r.b = rest
+	return string([]byte(s))
+}
+
+// held is a record waiting for stream time to reach its release time.
+type held struct {
+	it       item
+	offset   int64
+	released bool
+}
+
+// heldQueue orders the held records by release time (then offset) and
+// remembers the first offset still held, in offset order.
+type heldQueue struct {
+	heap []*held // by (release, offset)
+	fifo []*held // in offset order; released ones are dropped from the front
+}
+
+func (q *heldQueue) len() int   { return len(q.heap) }
+func (q *heldQueue) min() *held { return q.heap[0] }
+func (q *heldQueue) less(i, j int) bool {
+	a, b := q.heap[i], q.heap[j]
+	if a.it.release != b.it.release {
+		return a.it.release < b.it.release
+	}
+	return a.offset < b.offset
+}
+
+func (q *heldQueue) push(h held) {
+	p := &h
+	q.fifo = append(q.fifo, p)
+	q.heap = append(q.heap, p)
+	for i := len(q.heap) - 1; i > 0; {
+		parent := (i - 1) / 2
+		if !q.less(i, parent) {
+			break
+		}
+		q.heap[i], q.heap[parent] = q.heap[parent], q.heap[i]
+		i = parent
+	}
+}
+
+func (q *heldQueue) pop() *held {
+	top := q.heap[0]
+	last := len(q.heap) - 1
+	q.heap[0] = q.heap[last]
+	q.heap[last] = nil
+	q.heap = q.heap[:last]
+	for i := 0; ; {
+		l, small := 2*i+1, i
+		if l < len(q.heap) && q.less(l, small) {
+			small = l
+		}
+		if r := l + 1; r < len(q.heap) && q.less(r, small) {
+			small = r
+		}
+		if small == i {
+			break
+		}
+		q.heap[i], q.heap[small] = q.heap[small], q.heap[i]
+		i = small
+	}
+	top.released = true
+	i := 0
+	for i < len(q.fifo) && q.fifo[i].released {
+		q.fifo[i] = nil
+		i++
+	}
+	if i > 0 {
+		q.fifo = q.fifo[i:]
+		if len(q.fifo) == 0 {
+			q.fifo = nil
+		}
+	}
+	return top
+}
+
+func (q *heldQueue) firstOffset() (int64, bool) {
+	if len(q.fifo) == 0 {
+		return 0, false
+	}
+	return q.fifo[0].offset, true
 }

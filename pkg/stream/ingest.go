@@ -1,9 +1,13 @@
 package stream
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -47,9 +51,32 @@ type ingest struct {
 	connUntil    beacon.Time
 	hasConnUntil bool
 
+	// Watermarks (docs/streaming.md, "Time"). universe is every input
+	// partition, sorted; nparts the repartition topic's partition count;
+	// lastWM the last watermark value written and when.
+	universe  []tp
+	nparts    int
+	lastWM    []byte
+	lastWMAt  time.Time
+	wmSources []source
+	wmMu      sync.Mutex // guards universe and nparts, set by assigned
+	now       time.Time  // wall time of the current poll
+
 	// counts of the current poll, added to the metrics once per poll
-	nIn, nFiltered, nConn, nNoPort, nDomain int
+	nIn, nFiltered, nConn, nNoPort, nDomain, nFuture int
 }
+
+// idleAfter is how long an input partition that is caught up must go
+// without an event before its watermark is marked idle.
+const idleAfter = 3 * time.Second
+
+// wmEvery is how often, in wall time, ingest repeats an unchanged
+// watermark (it writes a changed one after every poll).
+const wmEvery = time.Second
+
+// reasonFuture is the dead-letter reason of a record holding an event
+// dated more than the future tolerance after its record or the wall clock.
+const reasonFuture = "future"
 
 // newIngestCore returns the decoding, filtering and deduplication half of
 // ingest, without a Kafka client: replay feeds it and sets route.
@@ -64,6 +91,7 @@ func newIngestCore(s *Service) (*ingest, error) {
 		urls:  make(map[string]string),
 		marks: make(map[string]map[int32]kgo.EpochOffset),
 		ready: make(chan struct{}),
+		now:   time.Now(),
 	}
 	in.reject = func(r *kgo.Record, reason string, err error) { s.deadLetter(in.cl, r, reason, err) }
 	return in, nil
@@ -103,6 +131,7 @@ func newIngest(s *Service) (*ingest, error) {
 		// ahead of a slower partition's events by at most one chunk.
 		kgo.FetchMaxPartitionBytes(256<<10),
 		kgo.ProducerBatchMaxBytes(1<<20),
+		kgo.RecordPartitioner(repartitioner{kgo.StickyKeyPartitioner(nil)}),
 		kgo.MaxBufferedRecords(1<<20),
 	)
 	if in.cl, err = kgo.NewClient(append(opts, s.groupOpts()...)...); err != nil {
@@ -155,6 +184,7 @@ func (in *ingest) run(ctx context.Context) error {
 				in.s.log.Warn("input fetch error", zap.String("topic", t), zap.Int32("partition", p), zap.Error(err))
 			}
 		})
+		in.now = time.Now()
 		in.poll(fetches)
 		if d := in.s.cfg.batchDelay; d > 0 {
 			time.Sleep(d)
@@ -175,6 +205,7 @@ func (in *ingest) run(ctx context.Context) error {
 			in.cl.MarkCommitOffsets(in.marks)
 			in.marks = make(map[string]map[int32]kgo.EpochOffset)
 		}
+		in.watermark(false)
 		in.cl.AllowRebalance()
 		if ctx.Err() != nil {
 			return in.shutdown()
@@ -189,6 +220,13 @@ func (in *ingest) shutdown() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := in.flush(ctx); err != nil {
+		return err
+	}
+	// A graceful stop says that the partitions it has read to their end
+	// hold nothing back (a crash says nothing: they hold detection until
+	// their next reader reports).
+	in.watermarkIdle(0)
+	if err := in.cl.Flush(ctx); err != nil {
 		return err
 	}
 	if err := in.cl.CommitMarkedOffsets(ctx); err != nil {
@@ -223,7 +261,10 @@ func (in *ingest) flush(ctx context.Context) error {
 	m.forwarded.WithLabelValues("connection").Add(float64(in.nConn))
 	m.forwarded.WithLabelValues("noport").Add(float64(in.nNoPort))
 	m.forwarded.WithLabelValues("domain").Add(float64(in.nDomain))
-	in.nIn, in.nFiltered, in.nConn, in.nNoPort, in.nDomain = 0, 0, 0, 0, 0
+	if in.nFuture > 0 {
+		m.dropped.WithLabelValues(reasonFuture).Add(float64(in.nFuture))
+	}
+	in.nIn, in.nFiltered, in.nConn, in.nNoPort, in.nDomain, in.nFuture = 0, 0, 0, 0, 0, 0
 	clear(in.recs)
 	in.recs = in.recs[:0]
 	in.arena = in.arena[:0]
@@ -286,9 +327,11 @@ func (in *ingest) markOffset(topic string, p int32, epoch int32, next int64) {
 func (in *ingest) assigned(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
 	<-in.ready
 	adm := kadm.NewClient(in.cl)
-	var topics []string
+	topics := slices.Clone(in.s.cfg.inputTopics)
 	for t := range offsets {
-		topics = append(topics, t)
+		if !slices.Contains(topics, t) {
+			topics = append(topics, t)
+		}
 	}
 	ends, err := adm.ListEndOffsets(ctx, topics...)
 	if err != nil {
@@ -298,6 +341,33 @@ func (in *ingest) assigned(ctx context.Context, offsets map[string]map[int32]kgo
 	if err != nil {
 		return nil, err
 	}
+	// Every input partition, owned or not, goes into the watermarks, so
+	// that detection waits for the ones nobody has read yet.
+	var universe []tp
+	ends.Each(func(lo kadm.ListedOffset) {
+		if lo.Err == nil {
+			universe = append(universe, tp{lo.Topic, lo.Partition})
+		}
+	})
+	slices.SortFunc(universe, func(a, b tp) int {
+		if c := cmp.Compare(a.topic, b.topic); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.p, b.p)
+	})
+	rp, err := adm.ListEndOffsets(ctx, in.s.cfg.repartition)
+	if err != nil {
+		return nil, err
+	}
+	nparts := 0
+	rp.Each(func(lo kadm.ListedOffset) {
+		if lo.Err == nil {
+			nparts++
+		}
+	})
+	in.wmMu.Lock()
+	in.universe, in.nparts = universe, nparts
+	in.wmMu.Unlock()
 	for t, ps := range offsets {
 		for p, o := range ps {
 			end, start := int64(0), int64(0)
@@ -329,7 +399,24 @@ func (in *ingest) record(r *kgo.Record, push func(*beacon.Event)) {
 		in.reject(r, reasonOversized, errors.New("record of "+strconv.Itoa(len(r.Value))+" bytes is over the limit of "+strconv.Itoa(in.s.cfg.maxRecord)))
 		return
 	}
-	_, err := in.dec.decode(r.Value, push)
+	limit := in.futureLimit(r)
+	var future *beacon.Event
+	_, err := in.dec.decode(r.Value, func(e *beacon.Event) {
+		if e.Timestamp > limit {
+			if future == nil {
+				c := *e
+				future = &c
+			}
+			in.nFuture++
+			return
+		}
+		push(e)
+	})
+	if err == nil && future != nil {
+		in.reject(r, reasonFuture, fmt.Errorf("event dated %s, more than %s after its record (%s) or the clock",
+			future.Timestamp, in.s.cfg.futureTolerance, r.Timestamp.UTC().Format(time.RFC3339Nano)))
+		return
+	}
 	if err != nil {
 		var de *decodeError
 		reason := reasonFormat
@@ -340,9 +427,34 @@ func (in *ingest) record(r *kgo.Record, push func(*beacon.Event)) {
 	}
 }
 
-// event handles one decoded event. Its strings alias the record.
-func (in *ingest) event(e *beacon.Event) {
+// futureLimit is the newest event time a record may hold: its own
+// timestamp or the wall clock, whichever is earlier, plus the tolerance.
+// No real event is dated in the future, not even in a replay of history.
+func (in *ingest) futureLimit(r *kgo.Record) beacon.Time {
+	lim := in.now
+	if !r.Timestamp.IsZero() && r.Timestamp.Before(lim) {
+		lim = r.Timestamp
+	}
+	return beacon.TimeOf(lim.Add(in.s.cfg.futureTolerance))
+}
+
+// event handles one decoded event of input partition mp (nil: none, for
+// tests). Its strings alias the record. It is released (docs/streaming.md,
+// "Time") at its Timestamp, or at the partition's watermark when that is
+// later: an event out of order in its partition counts where the
+// watermark already was, so that whether it is in an evaluation does not
+// depend on how the partitions interleave.
+func (in *ingest) event(mp *mpart, e *beacon.Event) {
 	in.nIn++
+	rel := e.Timestamp
+	if mp != nil {
+		mp.lastEvent = in.now
+		if mp.hasProg && mp.prog > rel {
+			rel = mp.prog
+		} else {
+			mp.prog, mp.hasProg = e.Timestamp, true
+		}
+	}
 	in.dedup.advance(e.Timestamp)
 	if beacon.DomainIP(e.RemoteIP) {
 		d, ok := in.urls[e.RemoteUrl]
@@ -355,7 +467,7 @@ func (in *ingest) event(e *beacon.Event) {
 			in.urls[string([]byte(e.RemoteUrl))] = d
 		}
 		if in.dedup.observe(e.RemoteIP, d, e.Timestamp) {
-			in.produceDomain(e.RemoteIP, d, e.Timestamp)
+			in.produceDomainAt(e.RemoteIP, d, e.Timestamp, rel)
 		}
 	}
 	if !in.s.cfg.params.Connection(e) || in.hasConnUntil && e.Timestamp > in.connUntil {
@@ -369,15 +481,82 @@ func (in *ingest) event(e *beacon.Event) {
 	}
 	in.s.cfg.params.Normalize(e) // robust: case-insensitive names
 	start := len(in.arena)
-	in.arena = appendConn(in.arena, e)
+	in.arena = appendConn(in.arena, e, rel)
 	in.produce(e.RemoteIP, start, e.Timestamp)
 }
 
+// produceDomain sends a domain observation that the deduplication held
+// back: it is released at its own time, which the watermark has passed.
 func (in *ingest) produceDomain(ip, domain string, t beacon.Time) {
+	in.produceDomainAt(ip, domain, t, t)
+}
+
+func (in *ingest) produceDomainAt(ip, domain string, t, rel beacon.Time) {
 	in.nDomain++
 	start := len(in.arena)
-	in.arena = appendDomain(in.arena, t, domain)
+	in.arena = appendDomain(in.arena, t, rel, domain)
 	in.produce(ip, start, t)
+}
+
+// watermark writes what ingest knows of every input partition to every
+// repartition partition, after the records it covers were acknowledged:
+// when it changed, and every wmEvery (so that idleness shows).
+func (in *ingest) watermark(force bool) {
+	if force {
+		in.watermarkIdle(0)
+		return
+	}
+	in.watermarkIdle(idleAfter)
+}
+
+func (in *ingest) watermarkIdle(quiet time.Duration) {
+	force := quiet == 0
+	in.wmMu.Lock()
+	universe, nparts := in.universe, in.nparts
+	in.wmMu.Unlock()
+	if nparts == 0 || len(universe) == 0 {
+		return
+	}
+	now := time.Now()
+	in.wmSources = in.merge.sources(in.wmSources[:0], universe, quiet, now)
+	v := appendWatermark(nil, filterFingerprint(in.s.cfg.profile, &in.s.cfg.params), in.wmSources)
+	if !force && string(v) == string(in.lastWM) && now.Sub(in.lastWMAt) < wmEvery {
+		return
+	}
+	in.lastWM, in.lastWMAt = v, now
+	for p := range nparts {
+		in.cl.Produce(context.Background(), &kgo.Record{
+			Topic: in.s.cfg.repartition, Partition: int32(p), Value: v, Timestamp: now,
+		}, in.promise)
+	}
+}
+
+// repartitioner puts a keyed record where Kafka's default partitioner
+// (murmur2 of the key) does, and a record without a key (a watermark) in
+// the partition it names.
+type repartitioner struct{ keyed kgo.Partitioner }
+
+func (p repartitioner) ForTopic(t string) kgo.TopicPartitioner {
+	return repartTopic{p.keyed.ForTopic(t)}
+}
+
+type repartTopic struct{ keyed kgo.TopicPartitioner }
+
+func (repartTopic) RequiresConsistency(*kgo.Record) bool { return true }
+
+func (p repartTopic) Partition(r *kgo.Record, n int) int {
+	if r.Key == nil {
+		return int(r.Partition)
+	}
+	return p.keyed.Partition(r, n)
+}
+
+// filterFingerprint names the filters ingest applies before detection
+// sees anything (Params.Connection): watermarks carry it, and a detector
+// with other filters refuses the partition.
+func filterFingerprint(profile string, p *beacon.Params) string {
+	actions := slices.Compact(slices.Sorted(slices.Values(p.ActionTypes)))
+	return "profile=" + profile + ";actions=" + strings.Join(actions, ",")
 }
 
 // produce sends the value at arena[start:] keyed by ip. Records are taken

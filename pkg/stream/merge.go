@@ -45,7 +45,18 @@ type mpart struct {
 	next   int64 // offset after the last record received
 	hwm    int64 // high watermark at the last fetch
 	paused bool
+
+	// The partition's watermark (docs/streaming.md, "Time"): the newest
+	// Timestamp of an event handed on from it, and when (wall time) the
+	// last one was.
+	prog     beacon.Time
+	hasProg  bool
+	lastEvent time.Time
 }
+
+// caughtUp reports whether the partition has handed on everything up to
+// its high watermark.
+func (mp *mpart) caughtUp() bool { return mp.head == len(mp.q) && mp.next >= mp.hwm }
 
 // mentry is an event, or a marker for a record without events (one that
 // went to the dead-letter topic), which only moves the commit.
@@ -87,7 +98,7 @@ func (m *merger) assign(topic string, p int32, position, end int64) {
 		m.parts[i].next, m.parts[i].hwm = position, end
 		return
 	}
-	m.parts = slices.Insert(m.parts, i, &mpart{topic: topic, id: p, next: position, hwm: end})
+	m.parts = slices.Insert(m.parts, i, &mpart{topic: topic, id: p, next: position, hwm: end, lastEvent: time.Now()})
 }
 
 // revoke forgets a partition and what it queued: its offsets were not
@@ -107,7 +118,7 @@ func (m *merger) add(fp *kgo.FetchTopicPartition, decode func(r *kgo.Record, pus
 	defer m.mu.Unlock()
 	i, ok := m.find(fp.Topic, fp.Partition)
 	if !ok { // consumed without an assignment we saw: track it from here
-		m.parts = slices.Insert(m.parts, i, &mpart{topic: fp.Topic, id: fp.Partition})
+		m.parts = slices.Insert(m.parts, i, &mpart{topic: fp.Topic, id: fp.Partition, lastEvent: time.Now()})
 	}
 	mp := m.parts[i]
 	for _, r := range fp.Records {
@@ -129,7 +140,7 @@ func (m *merger) add(fp *kgo.FetchTopicPartition, decode func(r *kgo.Record, pus
 // emit hands on events in order while no partition that may deliver older
 // ones is empty, calling mark with the offset to commit after each
 // completed record. It returns the partitions to pause and to resume.
-func (m *merger) emit(event func(*beacon.Event), mark func(topic string, p int32, epoch int32, next int64)) (pause, resume map[string][]int32) {
+func (m *merger) emit(event func(*mpart, *beacon.Event), mark func(topic string, p int32, epoch int32, next int64)) (pause, resume map[string][]int32) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	waiting := false
@@ -167,7 +178,7 @@ func (m *merger) emit(event func(*beacon.Event), mark func(topic string, p int32
 			m.blocked = time.Time{}
 		}
 		e := &best.q[best.head]
-		event(&e.ev)
+		event(best, &e.ev)
 		if e.last {
 			mark(best.topic, best.id, e.epoch, e.offset+1)
 		}
@@ -206,6 +217,30 @@ func (m *merger) skipTo(topic string, p int32, next int64) {
 	if i, ok := m.find(topic, p); ok && next > m.parts[i].next {
 		m.parts[i].next = next
 	}
+}
+
+// sources appends the watermark entry of every partition in universe (the
+// input partitions that exist): owned ones with their progress, idle when
+// caught up and without an event for idleAfter of wall time.
+func (m *merger) sources(dst []source, universe []tp, idleAfter time.Duration, now time.Time) []source {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, k := range universe {
+		s := source{topic: k.topic, part: k.p}
+		if i, ok := m.find(k.topic, k.p); ok {
+			mp := m.parts[i]
+			s.flags |= wmOwned
+			if mp.hasProg {
+				s.flags |= wmHasTime
+				s.time = mp.prog
+			}
+			if mp.caughtUp() && now.Sub(mp.lastEvent) >= idleAfter {
+				s.flags |= wmIdle
+			}
+		}
+		dst = append(dst, s)
+	}
+	return dst
 }
 
 func addTP(m map[string][]int32, t string, p int32) map[string][]int32 {

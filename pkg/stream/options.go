@@ -80,7 +80,10 @@ type cfg struct {
 	reAlert      time.Duration
 	warmup       time.Duration
 	evalInterval time.Duration
-	domainMargin time.Duration
+	// time (docs/streaming.md, "Time"): see FutureTolerance, MaxHeld
+	futureTolerance time.Duration
+	maxHeld         int
+	domainMargin    time.Duration
 
 	alertFormat   AlertFormat
 	alertSchemaID int32
@@ -105,25 +108,27 @@ type cfg struct {
 
 func defaults() cfg {
 	return cfg{
-		inputTopics:    []string{"beacon.events"},
-		repartition:    "beacon.repartition",
-		alertTopic:     "beacon.alerts",
-		deadLetter:     "beacon.deadletter",
-		group:          "beacon",
-		role:           RoleAll,
-		params:         beacon.Seed(),
-		profile:        "seed",
-		evalInterval:   10 * time.Second,
-		domainMargin:   time.Hour,
-		alertFormat:    AlertJSON,
-		alertSchemaID:  -1,
-		inputFormat:    InputAuto,
-		inputSchemaID:  -1,
-		maxRecord:      1 << 20,
-		commitInterval: 5 * time.Second,
-		createTopics:   true,
-		partitions:     -1,
-		replication:    -1,
+		inputTopics:     []string{"beacon.events"},
+		repartition:     "beacon.repartition",
+		alertTopic:      "beacon.alerts",
+		deadLetter:      "beacon.deadletter",
+		group:           "beacon",
+		role:            RoleAll,
+		params:          beacon.Seed(),
+		profile:         "seed",
+		evalInterval:    10 * time.Second,
+		futureTolerance: time.Hour,
+		maxHeld:         1 << 20,
+		domainMargin:    time.Hour,
+		alertFormat:     AlertJSON,
+		alertSchemaID:   -1,
+		inputFormat:     InputAuto,
+		inputSchemaID:   -1,
+		maxRecord:       1 << 20,
+		commitInterval:  5 * time.Second,
+		createTopics:    true,
+		partitions:      -1,
+		replication:     -1,
 	}
 }
 
@@ -199,6 +204,21 @@ func Warmup(d time.Duration) Opt { return optFn(func(c *cfg) { c.warmup = d }) }
 // live run. A partition that has caught up with its topic also evaluates
 // after every batch, which bounds the delay from an event to its alert.
 func EvalInterval(d time.Duration) Opt { return optFn(func(c *cfg) { c.evalInterval = d }) }
+
+// FutureTolerance sets how far after the Kafka record that carries it, or
+// after the wall clock, an event may be dated (default 1 h). A record
+// holding a later event is dead-lettered with reason "future": a sensor
+// with a bad clock must not move stream time. Raise it only for producers
+// that stamp records well before the events they carry.
+func FutureTolerance(d time.Duration) Opt { return optFn(func(c *cfg) { c.futureTolerance = d }) }
+
+// MaxHeld bounds, per detection partition, the records that wait for
+// stream time to pass them (default 1 Mi, some 200 MB at most). At the
+// bound the oldest is released as if every input partition had passed
+// it: evaluation stays correct for what has arrived, but an input
+// partition that lags further than that no longer holds the others back.
+// Use it to cap memory when one input partition can lag far behind.
+func MaxHeld(n int) Opt { return optFn(func(c *cfg) { c.maxHeld = n }) }
 
 // DomainMargin sets how much newer a domain observation of an (IP, domain)
 // pair must be than the last one ingest forwarded to be forwarded at once

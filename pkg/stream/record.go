@@ -10,8 +10,8 @@ import (
 
 // The repartition topic carries what detection needs and nothing else,
 // keyed by RemoteIP so that every tuple of a destination and every domain
-// of that IP meet in one partition. The value is one of three compact
-// binary records (docs/streaming.md, "Repartition format"):
+// of that IP meet in one partition, plus the watermarks that make stream
+// time (docs/streaming.md, "Repartition format" and "Time"):
 //
 //	0x01 connection  varint ticks | varint port | 5 × (uvarint len, bytes):
 //	                 DeviceId, DeviceName, AccountName, AccountDomain, FileName
@@ -19,36 +19,66 @@ import (
 //	                 a connection whose RemotePort was null: it moves stream
 //	                 time but never forms a tuple (null == null is null)
 //	0x03 domain      varint ticks | uvarint len, domain
+//	0x04 watermark   uvarint len, filter fingerprint | uvarint n |
+//	                 n × (uvarint len, topic | uvarint partition | byte flags |
+//	                      varint ticks, present when flags&wmHasTime)
+//	                 no key; written to every partition
+//
+// A data kind with the high bit set (0x81, 0x82, 0x83) carries a release
+// time after its ticks, as a uvarint of ticks after them: the event came
+// out of order in its input partition, after that partition's watermark
+// had passed it, and is counted at the watermark (see release below).
 //
 // Ticks are 100 ns since the Unix epoch (beacon.Time), zigzag varints.
 // RemoteIP is the record key and is not repeated in the value. The Kafka
 // record timestamp is the event time in milliseconds, so that a new owner
 // can find where its window starts with ListOffsets by timestamp.
 const (
-	kindConn   byte = 0x01
-	kindNoPort byte = 0x02
-	kindDomain byte = 0x03
+	kindConn      byte = 0x01
+	kindNoPort    byte = 0x02
+	kindDomain    byte = 0x03
+	kindWatermark byte = 0x04
+
+	kindReleased byte = 0x80 // flag on a data kind: a release time follows the ticks
 )
+
+// Watermark entry flags.
+const (
+	wmOwned   byte = 1 << 0 // the writer reads this input partition
+	wmHasTime byte = 1 << 1 // ticks follow: the newest event time read from it
+	wmIdle    byte = 1 << 2 // caught up and quiet: it holds no partition back
+)
+
+// source is one input partition's entry in a watermark record.
+type source struct {
+	topic string
+	part  int32
+	flags byte
+	time  beacon.Time
+}
 
 // item is one decoded repartition record. Strings alias the record value.
 type item struct {
-	kind   byte
-	ip     string
-	time   beacon.Time
-	port   int32
-	tuple  [5]string // DeviceId, DeviceName, AccountName, AccountDomain, FileName
-	domain string
+	kind    byte // without kindReleased
+	ip      string
+	time    beacon.Time
+	release beacon.Time // when the event counts: time, or later (see kindReleased)
+	port    int32
+	tuple   [5]string // DeviceId, DeviceName, AccountName, AccountDomain, FileName
+	domain  string
+
+	// watermark records
+	fingerprint string
+	sources     []source
 }
 
 // appendConn appends the value of a connection event that passed the
-// query's filters.
-func appendConn(b []byte, e *beacon.Event) []byte {
+// query's filters, released at rel (≥ its Timestamp).
+func appendConn(b []byte, e *beacon.Event, rel beacon.Time) []byte {
 	if !e.HasPort {
-		b = append(b, kindNoPort)
-		return binary.AppendVarint(b, int64(e.Timestamp))
+		return appendTimes(b, kindNoPort, e.Timestamp, rel)
 	}
-	b = append(b, kindConn)
-	b = binary.AppendVarint(b, int64(e.Timestamp))
+	b = appendTimes(b, kindConn, e.Timestamp, rel)
 	b = binary.AppendVarint(b, int64(e.RemotePort))
 	for _, s := range [...]string{e.DeviceId, e.DeviceName, e.AccountName, e.AccountDomain, e.FileName} {
 		b = appendString(b, s)
@@ -56,11 +86,40 @@ func appendConn(b []byte, e *beacon.Event) []byte {
 	return b
 }
 
-// appendDomain appends the value of a domain observation.
-func appendDomain(b []byte, t beacon.Time, domain string) []byte {
-	b = append(b, kindDomain)
-	b = binary.AppendVarint(b, int64(t))
+// appendDomain appends the value of a domain observation released at rel.
+func appendDomain(b []byte, t, rel beacon.Time, domain string) []byte {
+	b = appendTimes(b, kindDomain, t, rel)
 	return appendString(b, domain)
+}
+
+// appendTimes appends a data kind and its time, with the release time when
+// it is later.
+func appendTimes(b []byte, kind byte, t, rel beacon.Time) []byte {
+	if rel <= t {
+		b = append(b, kind)
+		return binary.AppendVarint(b, int64(t))
+	}
+	b = append(b, kind|kindReleased)
+	b = binary.AppendVarint(b, int64(t))
+	return binary.AppendUvarint(b, uint64(rel-t))
+}
+
+// appendWatermark appends a watermark record: the writer's filter
+// fingerprint and what it knows of every input partition.
+func appendWatermark(b []byte, fingerprint string, srcs []source) []byte {
+	b = append(b, kindWatermark)
+	b = appendString(b, fingerprint)
+	b = binary.AppendUvarint(b, uint64(len(srcs)))
+	for i := range srcs {
+		s := &srcs[i]
+		b = appendString(b, s.topic)
+		b = binary.AppendUvarint(b, uint64(s.part))
+		b = append(b, s.flags)
+		if s.flags&wmHasTime != 0 {
+			b = binary.AppendVarint(b, int64(s.time))
+		}
+	}
+	return b
 }
 
 func appendString(b []byte, s string) []byte {
@@ -71,19 +130,35 @@ func appendString(b []byte, s string) []byte {
 var errShort = errors.New("truncated")
 
 // decodeItem parses a repartition record. The strings of it alias value and
-// key.
+// key; it.sources is reused.
 func decodeItem(key, value []byte, it *item) error {
 	if len(value) == 0 {
 		return errShort
 	}
-	*it = item{kind: value[0], ip: bytesString(key)}
+	srcs := it.sources[:0]
+	*it = item{kind: value[0] &^ kindReleased, ip: bytesString(key)}
+	released := value[0]&kindReleased != 0
 	b := value[1:]
+	if it.kind == kindWatermark {
+		if released {
+			return fmt.Errorf("unknown record kind %#x", value[0])
+		}
+		return decodeWatermark(b, it, srcs)
+	}
 	t, n := binary.Varint(b)
 	if n <= 0 {
 		return fmt.Errorf("kind %#x: bad time", it.kind)
 	}
-	it.time = beacon.Time(t)
+	it.time, it.release = beacon.Time(t), beacon.Time(t)
 	b = b[n:]
+	if released {
+		d, n := binary.Uvarint(b)
+		if n <= 0 || d == 0 || d > 1<<62 {
+			return fmt.Errorf("kind %#x: bad release time", it.kind)
+		}
+		it.release = it.time + beacon.Time(d)
+		b = b[n:]
+	}
 	switch it.kind {
 	case kindNoPort:
 	case kindConn:
@@ -105,11 +180,50 @@ func decodeItem(key, value []byte, it *item) error {
 			return fmt.Errorf("domain: %w", err)
 		}
 	default:
-		return fmt.Errorf("unknown record kind %#x", it.kind)
+		return fmt.Errorf("unknown record kind %#x", value[0])
 	}
 	if len(b) != 0 {
 		return fmt.Errorf("kind %#x: %d trailing bytes", it.kind, len(b))
 	}
+	return nil
+}
+
+func decodeWatermark(b []byte, it *item, srcs []source) error {
+	var err error
+	if it.fingerprint, b, err = readString(b); err != nil {
+		return fmt.Errorf("watermark: %w", err)
+	}
+	n, k := binary.Uvarint(b)
+	if k <= 0 || n > uint64(len(b)) {
+		return errors.New("watermark: bad count")
+	}
+	b = b[k:]
+	for range n {
+		var s source
+		if s.topic, b, err = readString(b); err != nil {
+			return fmt.Errorf("watermark: %w", err)
+		}
+		p, k := binary.Uvarint(b)
+		if k <= 0 || p > 1<<31-1 || len(b) <= k {
+			return errors.New("watermark: bad partition")
+		}
+		s.part, s.flags, b = int32(p), b[k], b[k+1:]
+		if s.flags&^(wmOwned|wmHasTime|wmIdle) != 0 {
+			return fmt.Errorf("watermark: unknown flags %#x", s.flags)
+		}
+		if s.flags&wmHasTime != 0 {
+			t, k := binary.Varint(b)
+			if k <= 0 {
+				return errors.New("watermark: bad time")
+			}
+			s.time, b = beacon.Time(t), b[k:]
+		}
+		srcs = append(srcs, s)
+	}
+	if len(b) != 0 {
+		return fmt.Errorf("watermark: %d trailing bytes", len(b))
+	}
+	it.sources = srcs
 	return nil
 }
 

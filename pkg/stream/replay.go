@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -188,6 +189,10 @@ type replay struct {
 	parts map[tp]*replayPart
 	total int64
 
+	universe  []tp // every input partition, sorted
+	wmSources []source
+	lastWM    []byte
+
 	// Batches being filled, one per detection partition.
 	pend    []pendBatch
 	offsets []int64
@@ -306,6 +311,7 @@ func (r *replay) run(ctx context.Context) error {
 	// Whatever the deduplication still holds back, then a last evaluation
 	// point in every partition, as a live worker has when it catches up.
 	r.in.dedup.sweep(true, r.in.produceDomain)
+	r.watermark()
 	dones := make([]chan struct{}, len(r.ws))
 	for p := range r.ws {
 		dones[p] = make(chan struct{})
@@ -534,6 +540,7 @@ func (r *replay) consume(ctx context.Context, consume map[string]map[int32]kgo.O
 			}
 		}
 		pause, resume := r.merge.emit(r.event, r.emitted)
+		r.watermark()
 		if len(pause) > 0 {
 			cl.PauseFetchPartitions(pause)
 		}
@@ -549,6 +556,7 @@ func (r *replay) consume(ctx context.Context, consume map[string]map[int32]kgo.O
 	for _, rp := range r.parts {
 		rp.emitted = rp.end
 	}
+	r.watermark()
 	if r.ro.OnProgress != nil {
 		r.ro.OnProgress(r.progress())
 	}
@@ -586,7 +594,7 @@ func (r *replay) progress() ReplayProgress {
 }
 
 // event takes the merger's events in order.
-func (r *replay) event(e *beacon.Event) {
+func (r *replay) event(mp *mpart, e *beacon.Event) {
 	r.res.Events++
 	if r.res.Events%8192 == 0 && r.ro.OnProgress != nil {
 		r.ro.OnProgress(r.progress())
@@ -595,7 +603,7 @@ func (r *replay) event(e *beacon.Event) {
 		r.res.OutOfRange++
 		return
 	}
-	r.in.event(e)
+	r.in.event(mp, e)
 	// Ingest sweeps once per poll; a replay sweeps at the first event past
 	// the margin, so that where the held-back observations land does not
 	// depend on fetch sizes.
@@ -607,6 +615,32 @@ func (r *replay) reject(rec *kgo.Record, reason string, err error) {
 	r.s.m.dropped.WithLabelValues(reason).Inc()
 	if r.ro.OnBad != nil {
 		r.ro.OnBad(BadRecord{Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset, Reason: reason, Err: err})
+	}
+}
+
+// watermark routes a watermark record to every detection partition when
+// the input partitions' watermarks changed. An input partition is idle
+// once the merger has handed on everything up to its end offset.
+func (r *replay) watermark() {
+	if r.universe == nil {
+		for k := range r.parts {
+			r.universe = append(r.universe, k)
+		}
+		slices.SortFunc(r.universe, func(a, b tp) int {
+			if c := strings.Compare(a.topic, b.topic); c != 0 {
+				return c
+			}
+			return int(a.p) - int(b.p)
+		})
+	}
+	r.wmSources = r.merge.sources(r.wmSources[:0], r.universe, 0, time.Now().Add(time.Hour))
+	v := appendWatermark(nil, filterFingerprint(r.s.cfg.profile, &r.s.cfg.params), r.wmSources)
+	if string(v) == string(r.lastWM) {
+		return
+	}
+	r.lastWM = v
+	for p := range r.pend {
+		r.add(p, "", v)
 	}
 }
 
@@ -623,9 +657,13 @@ func (r *replay) route(ip string, value []byte, _ beacon.Time) {
 		r.keyRec.Key = append(r.keyRec.Key[:0], ip...)
 		p = r.keyPart.Partition(&r.keyRec, len(r.pend))
 	}
+	r.add(p, ip, value)
+}
+
+func (r *replay) add(p int, key string, value []byte) {
 	b := &r.pend[p]
 	ks := len(b.buf)
-	b.buf = append(b.buf, ip...)
+	b.buf = append(b.buf, key...)
 	ke := len(b.buf)
 	b.buf = append(b.buf, value...)
 	b.ents = append(b.ents, pendEnt{int32(ks), int32(ke), int32(len(b.buf))})

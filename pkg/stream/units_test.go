@@ -30,7 +30,7 @@ func TestRepartitionFormat(t *testing.T) {
 	e := beacon.Event{Timestamp: ts, DeviceId: "d1", DeviceName: "wks-1", AccountName: "alice", AccountDomain: "contoso",
 		FileName: "rundll32.exe", RemoteIP: "45.77.1.10", RemotePort: 443, HasPort: true}
 	var it item
-	v := appendConn(nil, &e)
+	v := appendConn(nil, &e, ts)
 	if err := decodeItem([]byte(e.RemoteIP), v, &it); err != nil {
 		t.Fatal(err)
 	}
@@ -38,22 +38,22 @@ func TestRepartitionFormat(t *testing.T) {
 		t.Errorf("connection round trip: %+v", it)
 	}
 	e.RemotePort, e.HasPort = 0, true
-	if decodeItem([]byte(e.RemoteIP), appendConn(nil, &e), &it); it.kind != kindConn || it.port != 0 {
+	if decodeItem([]byte(e.RemoteIP), appendConn(nil, &e, ts), &it); it.kind != kindConn || it.port != 0 {
 		t.Errorf("port 0 is a port: %+v", it)
 	}
 	e.HasPort = false
-	nv := appendConn(nil, &e)
+	nv := appendConn(nil, &e, ts)
 	if err := decodeItem([]byte(e.RemoteIP), nv, &it); err != nil || it.kind != kindNoPort || it.time != ts {
 		t.Errorf("null port: %+v %v", it, err)
 	}
 	if len(nv) > 10 {
 		t.Errorf("a null-port record carries only its time, got %d bytes", len(nv))
 	}
-	dv := appendDomain(nil, ts, "api.evil.com")
+	dv := appendDomain(nil, ts, ts, "api.evil.com")
 	if err := decodeItem([]byte("45.77.1.10"), dv, &it); err != nil || it.kind != kindDomain || it.domain != "api.evil.com" || it.ip != "45.77.1.10" {
 		t.Errorf("domain: %+v %v", it, err)
 	}
-	if err := decodeItem(nil, appendDomain(nil, ts, ""), &it); err != nil || it.domain != "" {
+	if err := decodeItem(nil, appendDomain(nil, ts, ts, ""), &it); err != nil || it.domain != "" {
 		t.Errorf("empty domain (kept, as the query keeps it): %+v %v", it, err)
 	}
 	for _, bad := range [][]byte{nil, {0x09}, v[:len(v)-1], append(append([]byte{}, v...), 0), {kindConn, 0x80}, dv[:3]} {
@@ -268,7 +268,7 @@ func TestMerger(t *testing.T) {
 	var got []int
 	marks := map[int32]int64{}
 	emit := func() {
-		m.emit(func(e *beacon.Event) { got = append(got, int(e.Timestamp)) },
+		m.emit(func(_ *mpart, e *beacon.Event) { got = append(got, int(e.Timestamp)) },
 			func(_ string, p, _ int32, next int64) { marks[p] = next })
 	}
 	m.add(mk(0, 10, 1, 4, 0, 7), decode)
