@@ -396,7 +396,7 @@ func (d *detector) scanConnTime(ctx context.Context, p int32, from, end int64) (
 				return
 			}
 			var it item
-			if decodeItem(r.Key, r.Value, &it) == nil && it.kind != kindDomain && (!found || it.time > newest) {
+			if decodeItem(r.Key, r.Value, &it) == nil && (it.kind == kindConn || it.kind == kindNoPort) && (!found || it.time > newest) {
 				newest, found = it.time, true
 			}
 			if r.Offset+1 >= end {
@@ -571,6 +571,7 @@ type worker struct {
 	hasLastEval bool
 	held        heldQueue // records waiting for W
 	forced      int64     // records released by the MaxHeld bound
+	points      int       // evaluations so far (tests)
 	scratch     item      // watermark decoding
 
 	// Alert bookkeeping, recorded in the partition's meta blob.
@@ -966,6 +967,7 @@ func (w *worker) point() error {
 // muted: the previous owner published them.
 func (w *worker) evaluate() error {
 	start := time.Now()
+	w.points++
 	now, ok := w.part.StreamTime()
 	if !ok {
 		w.acked.Store(w.applied)

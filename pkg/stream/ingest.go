@@ -63,7 +63,7 @@ type ingest struct {
 	now       time.Time  // wall time of the current poll
 
 	// counts of the current poll, added to the metrics once per poll
-	nIn, nFiltered, nConn, nNoPort, nDomain, nFuture int
+	nIn, nFiltered, nConn, nNoPort, nDomain int
 }
 
 // idleAfter is how long an input partition that is caught up must go
@@ -261,10 +261,7 @@ func (in *ingest) flush(ctx context.Context) error {
 	m.forwarded.WithLabelValues("connection").Add(float64(in.nConn))
 	m.forwarded.WithLabelValues("noport").Add(float64(in.nNoPort))
 	m.forwarded.WithLabelValues("domain").Add(float64(in.nDomain))
-	if in.nFuture > 0 {
-		m.dropped.WithLabelValues(reasonFuture).Add(float64(in.nFuture))
-	}
-	in.nIn, in.nFiltered, in.nConn, in.nNoPort, in.nDomain, in.nFuture = 0, 0, 0, 0, 0, 0
+	in.nIn, in.nFiltered, in.nConn, in.nNoPort, in.nDomain = 0, 0, 0, 0, 0
 	clear(in.recs)
 	in.recs = in.recs[:0]
 	in.arena = in.arena[:0]
@@ -407,7 +404,6 @@ func (in *ingest) record(r *kgo.Record, push func(*beacon.Event)) {
 				c := *e
 				future = &c
 			}
-			in.nFuture++
 			return
 		}
 		push(e)

@@ -49,8 +49,8 @@ type mpart struct {
 	// The partition's watermark (docs/streaming.md, "Time"): the newest
 	// Timestamp of an event handed on from it, and when (wall time) the
 	// last one was.
-	prog     beacon.Time
-	hasProg  bool
+	prog      beacon.Time
+	hasProg   bool
 	lastEvent time.Time
 }
 

@@ -1,0 +1,446 @@
+package stream
+
+import (
+	"bytes"
+	"context"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/beaconhunt/beacon/pkg/beacon"
+	"github.com/beaconhunt/beacon/pkg/fleet"
+	"github.com/beaconhunt/beacon/pkg/state"
+)
+
+// poisoned returns the records with two bad clocks: a copy of an implant's
+// connection dated 9999-12-31 in the middle, and a copy of the first
+// connection dated 1970-01-01 first in an input partition (produceJSON
+// deals records round robin, so index 0 opens one partition).
+func poisoned(t *testing.T, rs []fleet.Record) (clean, dirty []fleet.Record) {
+	t.Helper()
+	far, err := beacon.ParseTime([]byte("9999-12-31T00:00:00Z"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	epoch, err := beacon.ParseTime([]byte("1970-01-01T00:00:00Z"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := testParams()
+	mid := len(rs) / 2
+	for !p.Connection(&rs[mid].Event) || !rs[mid].HasPort {
+		mid++
+	}
+	future := rs[mid]
+	future.Timestamp, future.Reported = far, far
+	old := rs[mid]
+	old.Timestamp, old.Reported = epoch, epoch
+	dirty = append(dirty, old)
+	dirty = append(dirty, rs[:mid]...)
+	dirty = append(dirty, future)
+	dirty = append(dirty, rs[mid:]...)
+	return rs, dirty
+}
+
+// TestReplayClockPoison: a replay of two days of fleet traffic holding one
+// event dated 9999-12-31 and one dated 1970-01-01 (first in its input
+// partition) ends with exactly the rows hunt gives for the clean events,
+// names the future record (reason future, topic/partition/offset), and
+// publishes exactly the alerts — IDs and rows — of a replay of the clean
+// events: the far-future event does not blind its partition and the 1970
+// one does not end the warm-up.
+func TestReplayClockPoison(t *testing.T) {
+	fc := testFleet(5)
+	fc.Duration = 48 * time.Hour
+	fc.Devices = 12
+	rs, _ := records(t, fc)
+	clean, dirty := poisoned(t, rs)
+	_, cleanAddr := newCluster(t, 1)
+	produceJSON(t, cleanAddr, clean)
+	_, dirtyAddr := newCluster(t, 1)
+	produceJSON(t, dirtyAddr, dirty)
+
+	p := testParams()
+	want := jsonl(huntAll(p, clean))
+	for _, n := range []int{1, 3} {
+		ref := replayOf(t, cleanAddr, ReplayOptions{Partitions: n}, Params(p))
+		var bad []BadRecord
+		res := replayOf(t, dirtyAddr, ReplayOptions{Partitions: n, OnBad: func(b BadRecord) { bad = append(bad, b) }}, Params(p))
+		if got := jsonl(res.Rows); got != want {
+			t.Errorf("%d partitions: rows differ from hunt over the clean events:\n%s", n, diffLines(got, want))
+		}
+		if len(bad) != 1 || bad[0].Reason != reasonFuture {
+			t.Fatalf("%d partitions: bad records %v, want the one future record", n, bad)
+		}
+		r := readAt(t, dirtyAddr, bad[0].Topic, bad[0].Partition, bad[0].Offset)
+		if r == nil || !bytes.Contains(r.Value, []byte("9999-12-31")) {
+			t.Errorf("%d partitions: %s does not name the 9999 record", n, bad[0])
+		}
+		if !strings.Contains(bad[0].String(), "9999-12-31") {
+			t.Errorf("%d partitions: the report %q does not say the event's date", n, bad[0])
+		}
+		if len(ref.Alerts) < 5 {
+			t.Fatalf("%d partitions: only %d alerts in the clean replay", n, len(ref.Alerts))
+		}
+		if got, want := alertLines(res.Alerts), alertLines(ref.Alerts); got != want {
+			t.Errorf("%d partitions: alerts differ from the clean replay's:\n%s", n, diffLines(got, want))
+		}
+		t.Logf("%d partitions: %d alerts, %d rows, late %d", n, len(res.Alerts), len(res.Rows), res.Late)
+	}
+}
+
+// alertLines is the alerts as JSON lines, in order.
+func alertLines(as []Alert) string {
+	var b []byte
+	for i := range as {
+		b = as[i].AppendJSON(b)
+		b = append(b, '\n')
+	}
+	return string(b)
+}
+
+// TestClockPoisonLive: the same bad clocks through `beacon run`: the
+// 9999 record is dead-lettered with reason future, counted, and the
+// detector ends with exactly hunt's rows over the clean events per
+// partition, with the alert IDs of a run over the clean events.
+func TestClockPoisonLive(t *testing.T) {
+	const parts = 3
+	rs, _ := records(t, testFleet(6))
+	clean, dirty := poisoned(t, rs)
+	p := testParams()
+	run := func(rs []fleet.Record) (string, []string, string) {
+		_, addr := newCluster(t, parts)
+		produceJSON(t, addr, rs)
+		reg := prometheus.NewRegistry()
+		s := service(t, addr, t.TempDir(), testLogger(t), Params(p), Registry(reg))
+		stop := start(t, s)
+		waitDrained(t, addr, 90*time.Second)
+		got := getBeacons(t, s, "")
+		future := counterValue(t, reg, "beacon_events_dropped_total", "reason", reasonFuture)
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+		var dead string
+		for _, r := range readAll(t, addr, tDead) {
+			for _, h := range r.Headers {
+				if h.Key == "beacon.reason" {
+					dead += string(h.Value) + ":" + strings.Join(headerVals(r, "beacon.topic", "beacon.partition", "beacon.offset"), "/") + "\n"
+				}
+			}
+			if !bytes.Contains(r.Value, []byte("9999-12-31")) {
+				t.Errorf("dead letter %q is not the 9999 record", r.Value)
+			}
+		}
+		if want := float64(strings.Count(dead, "\n")); future != want {
+			t.Errorf("beacon_events_dropped_total{reason=future} = %v, want %v", future, want)
+		}
+		return got, alertIDs(alertsOf(t, addr)), dead
+	}
+	wantRows, wantIDs, _ := run(clean)
+	gotRows, gotIDs, dead := run(dirty)
+	if want := jsonl(huntByPartition(p, clean, parts)); wantRows != want {
+		t.Errorf("clean run: /beacons differs from hunt:\n%s", diffLines(wantRows, want))
+	}
+	if gotRows != wantRows {
+		t.Errorf("/beacons differs from the clean run's:\n%s", diffLines(gotRows, wantRows))
+	}
+	if !strings.HasPrefix(dead, reasonFuture+":"+tInput+"/") || strings.Count(dead, "\n") != 1 {
+		t.Errorf("dead letters %q, want one future record named by topic/partition/offset", dead)
+	}
+	if d := setDiff(gotIDs, wantIDs); len(d) > 0 || len(gotIDs) != len(wantIDs) {
+		t.Errorf("alert IDs differ from the clean run's: %d vs %d, %v", len(gotIDs), len(wantIDs), d)
+	}
+	if len(wantIDs) < 3 {
+		t.Errorf("only %d alerts: the test shows nothing", len(wantIDs))
+	}
+}
+
+func headerVals(r *kgo.Record, keys ...string) []string {
+	var out []string
+	for _, k := range keys {
+		for _, h := range r.Headers {
+			if h.Key == k {
+				out = append(out, string(h.Value))
+			}
+		}
+	}
+	return out
+}
+
+// readAll reads a topic to its end.
+func readAll(t *testing.T, addr, topic string) []*kgo.Record {
+	t.Helper()
+	adm := kadm.NewClient(newClient(t, addr))
+	ends := endOffsets(t, adm, topic)
+	var total int64
+	for _, e := range ends {
+		total += e
+	}
+	cl := newClient(t, addr, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var out []*kgo.Record
+	for int64(len(out)) < total && ctx.Err() == nil {
+		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) { out = append(out, r) })
+	}
+	return out
+}
+
+// waitCommitted waits until group has committed every partition of topic
+// to its end.
+func waitCommitted(t *testing.T, adm *kadm.Client, group, topic string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ends := endOffsets(t, adm, topic)
+		got, err := adm.FetchOffsets(context.Background(), group)
+		done := err == nil
+		for p, end := range ends {
+			if o, ok := got.Lookup(topic, p); end > 0 && (!ok || o.At < end) {
+				done = false
+			}
+		}
+		if done {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not commit %s to its end", group, topic)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestScaleOut: complete instances (ingest and detection) in one group
+// over a backlog. One instance alone is the reference; then two, the
+// second joining at a random point of the backlog; then three, joining at
+// random points, one of them killed (nothing flushed or committed) and
+// not restarted. Each run publishes exactly the reference's alert IDs, and
+// every alert carries the reference's row for its ID.
+func TestScaleOut(t *testing.T) {
+	const parts = 4
+	_, addr := newCluster(t, parts, "alerts-1", "alerts-2", "alerts-3")
+	adm := kadm.NewClient(newClient(t, addr))
+	if _, err := adm.CreateTopics(context.Background(), parts, 1, nil, "rep-1", "rep-2", "rep-3"); err != nil {
+		t.Fatal(err)
+	}
+	fc := testFleet(2)
+	fc.Duration = 12 * time.Hour
+	rs, _ := records(t, fc)
+	produceJSON(t, addr, rs)
+	p := testParams()
+	seed := time.Now().UnixNano()
+	rnd := rand.New(rand.NewPCG(uint64(seed), 1))
+	t.Logf("seed %d", seed)
+
+	instance := func(n int, dir string) *Service {
+		name := string(rune('0' + n))
+		return service(t, addr, dir, testLogger(t), Params(p), Group("g"+name), AlertTopic("alerts-"+name),
+			RepartitionTopic("rep-"+name), Warmup(30*time.Minute),
+			ClientOpts(kgo.FetchMaxPartitionBytes(16<<10), kgo.FetchMaxBytes(64<<10)),
+			optFn(func(c *cfg) { c.batchDelay = 15 * time.Millisecond }),
+			CommitInterval(50*time.Millisecond))
+	}
+	finish := func(n int) {
+		name := string(rune('0' + n))
+		waitCommitted(t, adm, "g"+name+".ingest", tInput, 120*time.Second)
+		waitCommitted(t, adm, "g"+name+".detect", "rep-"+name, 120*time.Second)
+	}
+	// ingestProgress is the fraction of the input group n has committed.
+	ingestProgress := func(n int) float64 {
+		ends := endOffsets(t, adm, tInput)
+		got, err := adm.FetchOffsets(context.Background(), "g"+string(rune('0'+n))+".ingest")
+		if err != nil {
+			return 0
+		}
+		var done, total int64
+		for p, end := range ends {
+			total += end
+			if o, ok := got.Lookup(tInput, p); ok && o.At > 0 {
+				done += o.At
+			}
+		}
+		return float64(done) / float64(max(total, 1))
+	}
+	waitIngest := func(n int, frac float64) {
+		deadline := time.Now().Add(60 * time.Second)
+		for ingestProgress(n) < frac {
+			if time.Now().After(deadline) {
+				t.Fatalf("group %d ingested %.0f%%, want %.0f%%", n, 100*ingestProgress(n), 100*frac)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+
+	// One instance alone.
+	stop := start(t, instance(1, t.TempDir()))
+	finish(1)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	ref := alertsOn(t, addr, "alerts-1")
+	if len(ref) < 5 {
+		t.Fatalf("only %d alerts alone", len(ref))
+	}
+	byID := make(map[string]string)
+	for i := range ref {
+		byID[ref[i].ID] = jsonl([]beacon.Row{ref[i].Row})
+	}
+	check := func(n int) {
+		got := alertsOn(t, addr, "alerts-"+string(rune('0'+n)))
+		ids := alertIDs(got)
+		if d := setDiff(ids, alertIDs(ref)); len(d) > 0 || len(ids) != len(alertIDs(ref)) {
+			t.Errorf("%d instances: %d alert IDs, alone %d; differing: %v", n, len(ids), len(alertIDs(ref)), d)
+		}
+		for i := range got {
+			if want, ok := byID[got[i].ID]; ok && jsonl([]beacon.Row{got[i].Row}) != want {
+				t.Errorf("%d instances: alert %s row differs:\n%s", n, got[i].ID, diffLines(jsonl([]beacon.Row{got[i].Row}), want))
+			}
+		}
+		t.Logf("%d instances: %d alerts (%d distinct), alone %d", n, len(got), len(ids), len(ref))
+	}
+
+	// Two: the second joins at a random point of the backlog.
+	stopA := start(t, instance(2, t.TempDir()))
+	waitIngest(2, 0.1+0.5*rnd.Float64())
+	stopB := start(t, instance(2, t.TempDir()))
+	finish(2)
+	if err := stopA(); err != nil {
+		t.Fatal(err)
+	}
+	if err := stopB(); err != nil {
+		t.Fatal(err)
+	}
+	check(2)
+
+	// Three, joining at random points; one is killed.
+	a := instance(3, t.TempDir())
+	stopA = start(t, a)
+	j1 := 0.05 + 0.3*rnd.Float64()
+	waitIngest(3, j1)
+	b := instance(3, t.TempDir())
+	stopB = start(t, b)
+	waitIngest(3, j1+0.05+0.25*rnd.Float64())
+	c := instance(3, t.TempDir())
+	stopC := start(t, c)
+	victim := []*Service{a, b, c}[rnd.IntN(3)]
+	waitIngest(3, min(0.95, ingestProgress(3)+0.05+0.2*rnd.Float64()))
+	victim.crash()
+	finish(3)
+	for _, stop := range []func() error{stopA, stopB, stopC} {
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check(3)
+}
+
+// TestWatermarkHoldsEvaluation: a partition's stream time is the minimum
+// over its input partitions' watermarks, so the records of one input
+// partition far ahead wait for the others; idle ones do not hold it back;
+// evaluation points depend on the records, not on how the watermarks
+// interleave. Driven on a worker directly.
+func TestWatermarkHoldsEvaluation(t *testing.T) {
+	ts := func(s string) beacon.Time { return mustTime(t, "2024-05-01T"+s+"Z") }
+	// Two input partitions: a is at 10:00, b lags at 09:00; records of
+	// both interleave.
+	fp := filterFingerprint("seed", func() *beacon.Params { p := testParams(); return &p }())
+	wm := func(aT, bT beacon.Time, bIdle bool) []byte {
+		bf := wmOwned | wmHasTime
+		if bIdle {
+			bf |= wmIdle
+		}
+		return appendWatermark(nil, fp, []source{
+			{topic: "in", part: 0, flags: wmOwned | wmHasTime, time: aT},
+			{topic: "in", part: 1, flags: bf, time: bT},
+		})
+	}
+	conn := func(at beacon.Time) []byte {
+		e := beacon.Event{Timestamp: at, DeviceId: "d", DeviceName: "n", FileName: "f.exe", RemoteIP: "45.1.1.1", RemotePort: 443, HasPort: true}
+		return appendConn(nil, &e, at)
+	}
+	type step struct {
+		value []byte
+		sw    string // stream time after it ("" none)
+		held  int
+		evals int // evaluation points so far
+	}
+	steps := []step{
+		{conn(ts("10:00:00")), "", 1, 0},
+		{wm(ts("10:00:00"), ts("09:00:00"), false), "09:00:00", 1, 0}, // b holds a's record back
+		{conn(ts("09:00:01")), "09:00:00", 2, 0},
+		{wm(ts("10:00:00"), ts("09:30:00"), false), "09:30:00", 1, 1}, // 09:00:01 released and its interval passed
+		{wm(ts("10:00:00"), ts("09:30:00"), true), "10:00:00", 0, 1},  // b idle: a alone holds W; 10:00's interval is open
+		{wm(ts("09:59:00"), ts("09:45:00"), false), "10:00:00", 0, 1}, // stale watermarks never move W back
+		{appendWatermark(nil, fp, []source{
+			{topic: "in", part: 0, flags: wmOwned | wmHasTime | wmIdle, time: ts("10:00:00")},
+			{topic: "in", part: 1, flags: wmOwned | wmHasTime | wmIdle, time: ts("09:45:00")},
+			{topic: "in", part: 2}, // named by a writer that does not read it: no one has
+		}), "10:00:00", 0, 1},
+		{appendWatermark(nil, fp, []source{
+			{topic: "in", part: 0, flags: wmOwned | wmHasTime | wmIdle, time: ts("10:00:00")},
+			{topic: "in", part: 1, flags: wmOwned | wmHasTime | wmIdle, time: ts("09:45:00")},
+			{topic: "in", part: 2, flags: wmOwned | wmIdle},
+		}), "10:00:00", 0, 2}, // every one idle: evaluated where it is
+	}
+	w := testWorker(t)
+	for i, s := range steps {
+		r := &kgo.Record{Offset: int64(i), Value: s.value}
+		if bytes.HasPrefix(s.value, []byte{kindConn}) {
+			r.Key = []byte("45.1.1.1")
+		}
+		if err := w.process(batch{recs: []*kgo.Record{r}, hwm: 1 << 40}); err != nil {
+			t.Fatal(err)
+		}
+		var sw string
+		if w.hasSW {
+			sw = w.sw.String()[11:19]
+		}
+		if sw != s.sw || w.held.len() != s.held || w.points != s.evals {
+			t.Errorf("step %d: stream time %q held %d evaluations %d, want %q %d %d", i, sw, w.held.len(), w.points, s.sw, s.held, s.evals)
+		}
+		if i == 2 {
+			if o := w.recordOffset(); o != 0 {
+				t.Errorf("with offset 0 held, a restart must read from 0, not %d", o)
+			}
+		}
+	}
+	if o := w.recordOffset(); o != int64(len(steps)) {
+		t.Errorf("record offset %d, want %d", o, len(steps))
+	}
+	// Other filters than the detector's: refused, naming both.
+	other := appendWatermark(nil, "profile=seed;actions=ConnectionFailed", nil)
+	err := w.process(batch{recs: []*kgo.Record{{Offset: int64(len(steps)), Value: other}}})
+	if err == nil || !strings.Contains(err.Error(), "ConnectionFailed") || !strings.Contains(err.Error(), fp) {
+		t.Errorf("a watermark with other filters: %v", err)
+	}
+}
+
+// testWorker is a detection worker on scratch state that keeps its alerts.
+func testWorker(t *testing.T) *worker {
+	t.Helper()
+	s, err := New(Brokers("127.0.0.1:1"), StateDir(t.TempDir()), Params(testParams()), Logger(testLogger(t)),
+		CreateTopics(false, -1, -1), EvalInterval(10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := state.Open(s.cfg.stateDir, s.cfg.params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	d := &detector{s: s, store: st, topic: "t", workers: make(map[int32]*worker), ready: make(chan struct{})}
+	d.work, d.cancelWork = context.WithCancel(context.Background())
+	t.Cleanup(d.cancelWork)
+	part, err := st.Partition(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := newWorker(d, 0, part, -1)
+	w.sink = &replay{}
+	return w
+}
