@@ -307,6 +307,7 @@ func TestScaleOut(t *testing.T) {
 	// Two: the second joins at a random point of the backlog.
 	stopA := start(t, instance(2, t.TempDir()))
 	waitIngest(2, 0.1+0.5*rnd.Float64())
+	t.Logf("2 instances: the second joins at %.0f%% of the input", 100*ingestProgress(2))
 	stopB := start(t, instance(2, t.TempDir()))
 	finish(2)
 	if err := stopA(); err != nil {
@@ -322,14 +323,17 @@ func TestScaleOut(t *testing.T) {
 	stopA = start(t, a)
 	j1 := 0.05 + 0.3*rnd.Float64()
 	waitIngest(3, j1)
+	t.Logf("3 instances: the second joins at %.0f%%", 100*ingestProgress(3))
 	b := instance(3, t.TempDir())
 	stopB = start(t, b)
 	waitIngest(3, j1+0.05+0.25*rnd.Float64())
+	t.Logf("3 instances: the third joins at %.0f%%", 100*ingestProgress(3))
 	c := instance(3, t.TempDir())
 	stopC := start(t, c)
-	victim := []*Service{a, b, c}[rnd.IntN(3)]
+	v := rnd.IntN(3)
 	waitIngest(3, min(0.95, ingestProgress(3)+0.05+0.2*rnd.Float64()))
-	victim.crash()
+	t.Logf("3 instances: instance %d killed at %.0f%%", v+1, 100*ingestProgress(3))
+	[]*Service{a, b, c}[v].crash()
 	finish(3)
 	for _, stop := range []func() error{stopA, stopB, stopC} {
 		if err := stop(); err != nil {
