@@ -42,6 +42,9 @@ type detector struct {
 	mu      sync.Mutex
 	workers map[int32]*worker
 	ready   chan struct{} // closed once cl is set: callbacks may run before NewClient returns
+	// released says since when (wall time) a partition whose state is on
+	// disk has not been owned: it is dropped after orphanTTL.
+	released map[int32]time.Time
 
 	errOnce    sync.Once
 	err        error
@@ -52,7 +55,8 @@ type detector struct {
 }
 
 func newDetector(s *Service) (*detector, error) {
-	d := &detector{s: s, topic: s.cfg.repartition, workers: make(map[int32]*worker), ready: make(chan struct{})}
+	d := &detector{s: s, topic: s.cfg.repartition, workers: make(map[int32]*worker), ready: make(chan struct{}),
+		released: make(map[int32]time.Time)}
 	c, err := newAlertCodec(s.cfg.alertFormat, s.cfg.alertSchemaID)
 	if err != nil {
 		return nil, err
@@ -63,6 +67,13 @@ func newDetector(s *Service) (*detector, error) {
 		return nil, err
 	}
 	d.store = st
+	// States left by an earlier run count as released now: the group
+	// gives them back to this process, or they are collected.
+	if offs, err := st.Offsets(); err == nil {
+		for p := range offs {
+			d.released[p] = time.Now()
+		}
+	}
 	d.work, d.cancelWork = context.WithCancel(context.Background())
 	opts := s.clientOpts("beacon-detect",
 		kgo.ConsumerGroup(s.cfg.group+".detect"),
@@ -131,6 +142,7 @@ func (d *detector) run(ctx context.Context) error {
 		})
 		if time.Since(lastCommit) >= d.s.cfg.commitInterval {
 			d.commit(ctx, nil)
+			d.collect()
 			lastCommit = time.Now()
 		}
 		d.cl.AllowRebalance()
@@ -177,6 +189,41 @@ func (d *detector) crash() error {
 	d.cl.CloseAllowingRebalance()
 	d.store.Close()
 	return nil
+}
+
+// orphanTTL is how long the state of a partition this process no longer
+// owns stays on disk: long enough for a broker outage or a rebalance to
+// give it back (then work resumes from its own offset, with no rebuild),
+// short enough not to keep every partition a process ever owned.
+const orphanTTL = time.Hour
+
+// collect drops the states released more than orphanTTL ago.
+func (d *detector) collect() {
+	d.mu.Lock()
+	var old []int32
+	for p, at := range d.released {
+		if _, owned := d.workers[p]; !owned && time.Since(at) > orphanTTL {
+			old = append(old, p)
+			delete(d.released, p)
+		}
+	}
+	d.mu.Unlock()
+	for _, p := range old {
+		if err := d.store.DropPartition(p); err != nil {
+			d.s.log.Warn("dropping an unclaimed partition state failed", zap.Int32("partition", p), zap.Error(err))
+			continue
+		}
+		d.s.log.Info("unclaimed partition state dropped", zap.Int32("partition", p), zap.Duration("after", orphanTTL))
+	}
+}
+
+// release records that the partitions' states are kept but not owned.
+func (d *detector) release(ws []*worker) {
+	d.mu.Lock()
+	for _, w := range ws {
+		d.released[w.id] = time.Now()
+	}
+	d.mu.Unlock()
 }
 
 // take removes the workers of the given partitions (all when nil) from
@@ -265,9 +312,21 @@ func (d *detector) assigned(ctx context.Context, offsets map[string]map[int32]kg
 		if committed < 0 {
 			committed = -1
 		}
+		d.mu.Lock()
+		delete(d.released, p)
+		d.mu.Unlock()
 		part, err := d.store.Partition(p)
 		if err != nil {
-			return nil, err
+			// A state that does not load is dropped and rebuilt from the
+			// repartition topic; the other partitions go on.
+			d.s.log.Error("partition state unreadable, rebuilding it", zap.Int32("partition", p), zap.Error(err))
+			d.s.m.dropped.WithLabelValues("corrupt").Inc()
+			if err := d.store.DropPartition(p); err != nil {
+				return nil, err
+			}
+			if part, err = d.store.Partition(p); err != nil {
+				return nil, err
+			}
 		}
 		recorded, has := part.Offset()
 		if has {
@@ -409,11 +468,12 @@ func (d *detector) scanConnTime(ctx context.Context, p int32, from, end int64) (
 	}
 }
 
-// revoked stops the workers of partitions that move, commits the offsets
-// of their last evaluation points so that the next owner starts there, and
-// drops their state: the next owner has its own, and
-// keeping stale state would only cost disk. At shutdown (the group is left
-// after close) there is nothing left to do.
+// revoked stops the workers of partitions that move and commits the
+// offsets of their last evaluation points so that the next owner starts
+// there. Their state stays on disk: if the partition comes back, work
+// resumes from the state's own offset (catching up, alerts muted, to what
+// the other owner committed) instead of a rebuild; otherwise it is
+// collected after orphanTTL.
 func (d *detector) revoked(ctx context.Context, _ *kgo.Client, revoked map[string][]int32) {
 	if d.s.crashed.Load() || len(revoked[d.topic]) == 0 {
 		return
@@ -423,32 +483,26 @@ func (d *detector) revoked(ctx context.Context, _ *kgo.Client, revoked map[strin
 		w.stop(true)
 	}
 	d.commit(ctx, ws)
-	if d.shutting.Load() {
-		return
-	}
+	d.release(ws)
 	for _, w := range ws {
-		if err := d.store.DropPartition(w.id); err != nil {
-			d.fail(err)
-		}
-		d.s.log.Info("partition revoked", zap.Int32("partition", w.id))
+		d.s.log.Info("partition revoked, state kept", zap.Int32("partition", w.id))
 	}
 }
 
 // lost stops the workers at once: another member may already own the
-// partitions, so nothing is committed, and the state is dropped.
+// partitions, so nothing is committed. The state stays on disk, as for a
+// revoke: a broker outage that loses the session gives the partitions back
+// with their state.
 func (d *detector) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
 	if d.s.crashed.Load() {
 		return
 	}
-	for _, w := range d.take(lost[d.topic]) {
+	ws := d.take(lost[d.topic])
+	for _, w := range ws {
 		w.stop(false)
-		if !d.shutting.Load() {
-			if err := d.store.DropPartition(w.id); err != nil {
-				d.fail(err)
-			}
-		}
-		d.s.log.Warn("partition lost", zap.Int32("partition", w.id))
+		d.s.log.Warn("partition lost, state kept", zap.Int32("partition", w.id))
 	}
+	d.release(ws)
 }
 
 // beacons returns the current rows of every owned partition.

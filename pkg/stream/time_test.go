@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -447,4 +448,82 @@ func testWorker(t *testing.T) *worker {
 	w := newWorker(d, 0, part, -1)
 	w.sink = &replay{}
 	return w
+}
+
+// TestCorruptPartition: a partition state that no longer loads (every
+// value of partition 1 overwritten on disk while the detector is down) is
+// dropped and rebuilt from the repartition topic while the other
+// partitions resume from their own state: the detector keeps running,
+// rebuilds exactly one partition, ends with hunt's rows, and its alert IDs
+// are those of an uninterrupted run.
+func TestCorruptPartition(t *testing.T) {
+	const parts = 3
+	_, addr := newCluster(t, parts, "alerts-ref")
+	rs, _ := records(t, testFleet(7))
+	half := len(rs) / 2
+	p := testParams()
+	dir := t.TempDir()
+	adm := kadm.NewClient(newClient(t, addr))
+	produceJSON(t, addr, rs[:half])
+	ingestAll(t, addr, Params(p))
+	stop := start(t, service(t, addr, dir, testLogger(t), Params(p), WithRole(RoleDetect)))
+	detectedAll(t, adm, "test.detect", 60*time.Second)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	db, err := pebble.Open(dir, &pebble.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lo, hi := []byte{0, 0, 0, 1}, []byte{0, 0, 0, 2}
+	it, err := db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for ok := it.First(); ok; ok = it.Next() {
+		if err := db.Set(bytes.Clone(it.Key()), []byte{0xff, 0xff, 0xff}, pebble.Sync); err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	it.Close()
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n == 0 {
+		t.Fatal("partition 1 has no state to corrupt")
+	}
+
+	produceJSON(t, addr, rs[half:])
+	ingestAll(t, addr, Params(p))
+	reg := prometheus.NewRegistry()
+	s := service(t, addr, dir, testLogger(t), Params(p), WithRole(RoleDetect), Registry(reg))
+	stop = start(t, s)
+	detectedAll(t, adm, "test.detect", 60*time.Second)
+	got := getBeacons(t, s, "")
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if n := counterValue(t, reg, "beacon_partition_rebuilds_total", "", ""); n != 1 {
+		t.Errorf("partition_rebuilds_total = %v, want 1 (only the corrupt partition)", n)
+	}
+	if want := jsonl(huntByPartition(p, rs, parts)); got != want {
+		t.Errorf("/beacons differs from hunt:\n%s", diffLines(got, want))
+	}
+
+	ref := service(t, addr, t.TempDir(), testLogger(t), Params(p), WithRole(RoleDetect), Group("ref"), AlertTopic("alerts-ref"))
+	stop = start(t, ref)
+	detectedAll(t, adm, "ref.detect", 60*time.Second)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	want, gotIDs := alertIDs(alertsOn(t, addr, "alerts-ref")), alertIDs(alertsOf(t, addr))
+	if d := setDiff(gotIDs, want); len(d) > 0 || len(gotIDs) != len(want) {
+		t.Errorf("alert IDs: %d, uninterrupted %d; differing %v", len(gotIDs), len(want), d)
+	}
+	if len(want) < 3 {
+		t.Errorf("only %d alerts: the test shows nothing", len(want))
+	}
 }
