@@ -94,6 +94,7 @@ type detectConfig struct {
 	alertLink                     string
 	reAlert, warmup, evalInterval time.Duration
 	domainMargin                  time.Duration
+	futureTolerance               time.Duration
 	params                        beacon.Params
 }
 
@@ -156,7 +157,8 @@ func registerDetectFlags(fs *flag.FlagSet, c *detectConfig) {
 	fs.IntVar(&c.alertSchemaID, "alert-schema-id", -1, "frame Avro alerts in the Confluent wire format with this schema id (-1: raw Avro)")
 	fs.DurationVar(&c.reAlert, "realert-interval", 0, "alert a tuple at most once per period of this length of event time, aligned to the Unix epoch (default: the lookback)")
 	fs.DurationVar(&c.warmup, "warmup", 0, "no alerts until a partition has seen this much event time, so that its window is full (default: the lookback; -1s: none)")
-	fs.DurationVar(&c.evalInterval, "eval-interval", 10*time.Second, "how often, in stream time, a partition catching up evaluates its beacon set (a replay always catches up); a caught-up one evaluates after every fetch")
+	fs.DurationVar(&c.evalInterval, "eval-interval", 10*time.Second, "evaluation points are the ends of intervals of this much stream time that hold a connection (and, live, the moment every input partition is idle)")
+	fs.DurationVar(&c.futureTolerance, "future-tolerance", time.Hour, "an event dated more than this after its Kafka record or the clock is a bad record (reason future): run dead-letters it, replay reports it")
 	fs.DurationVar(&c.domainMargin, "domain-margin", time.Hour, "ingest forwards a domain observation at once only when newer than the last forwarded by this much; the newest in between follows within the margin")
 	addParamFlags(fs, &c.params)
 }
@@ -264,6 +266,7 @@ func (c *detectConfig) options() ([]stream.Opt, error) {
 		stream.AlertLink(c.alertLink),
 		stream.EvalInterval(c.evalInterval),
 		stream.DomainMargin(c.domainMargin),
+		stream.FutureTolerance(c.futureTolerance),
 	}
 	if c.reAlert != 0 {
 		opts = append(opts, stream.ReAlertInterval(c.reAlert))

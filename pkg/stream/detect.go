@@ -45,6 +45,11 @@ type detector struct {
 	// released says since when (wall time) a partition whose state is on
 	// disk has not been owned: it is dropped after orphanTTL.
 	released map[int32]time.Time
+	// seeks are the start offsets that rebuilding workers found, for the
+	// poll loop to apply (SetOffsets belongs to the polling goroutine).
+	seeks []seek
+	// rebuilt counts the rebuilds of each partition after a state error.
+	rebuilt map[int32]int
 
 	errOnce    sync.Once
 	err        error
@@ -56,7 +61,7 @@ type detector struct {
 
 func newDetector(s *Service) (*detector, error) {
 	d := &detector{s: s, topic: s.cfg.repartition, workers: make(map[int32]*worker), ready: make(chan struct{}),
-		released: make(map[int32]time.Time)}
+		released: make(map[int32]time.Time), rebuilt: make(map[int32]int)}
 	c, err := newAlertCodec(s.cfg.alertFormat, s.cfg.alertSchemaID)
 	if err != nil {
 		return nil, err
@@ -140,6 +145,7 @@ func (d *detector) run(ctx context.Context) error {
 				w.send(batch{recs: p.Records, hwm: p.HighWatermark})
 			}
 		})
+		d.applySeeks()
 		if time.Since(lastCommit) >= d.s.cfg.commitInterval {
 			d.commit(ctx, nil)
 			d.collect()
@@ -348,24 +354,30 @@ func (d *detector) assigned(ctx context.Context, offsets map[string]map[int32]kg
 			}
 		}
 		start := o
+		rebuild := false
 		switch {
 		case has:
 			start = kgo.NewOffset().At(recorded)
 			d.s.log.Info("partition assigned", zap.Int32("partition", p), zap.Int64("state_offset", recorded),
 				zap.Int64("committed", committed))
 		case committed >= 0:
-			from, err := d.rebuildStart(ctx, p, committed)
-			if err != nil {
-				return nil, err
-			}
-			start = kgo.NewOffset().At(from)
-			d.s.m.rebuilds.Inc()
+			// Where the rebuild starts takes reading the topic: the worker
+			// finds it, outside this callback, while the partition is
+			// paused, and the poll loop seeks there.
+			rebuild = true
+			d.cl.PauseFetchPartitions(map[string][]int32{d.topic: {p}})
 			d.s.log.Info("partition assigned without state, rebuilding", zap.Int32("partition", p),
-				zap.Int64("from", from), zap.Int64("committed", committed))
+				zap.Int64("committed", committed))
 		default:
 			d.s.log.Info("partition assigned, never consumed", zap.Int32("partition", p))
 		}
+		if !rebuild {
+			d.cl.ResumeFetchPartitions(map[string][]int32{d.topic: {p}}) // paused by an earlier rebuild
+		}
 		w := newWorker(d, p, part, committed)
+		if rebuild {
+			w.rebuild, w.next = true, math.MaxInt64 // nothing counts until the seek
+		}
 		d.mu.Lock()
 		if old := d.workers[p]; old != nil { // cannot happen: revoke runs first
 			d.mu.Unlock()
@@ -556,6 +568,93 @@ type batch struct {
 	end bool
 	// done, when not nil, is closed once the batch is processed.
 	done chan struct{}
+	// seek: the poll loop moved the partition to offset from (the start
+	// of a rebuild); records before it were fetched before the move.
+	seek bool
+	from int64
+}
+
+// seek is a rebuild start for the poll loop to apply.
+type seek struct {
+	w    *worker
+	from int64
+}
+
+// applySeeks moves rebuilding partitions to where their rebuild starts
+// and resumes them. It runs in the poll loop, before AllowRebalance.
+func (d *detector) applySeeks() {
+	d.mu.Lock()
+	seeks := d.seeks
+	d.seeks = nil
+	d.mu.Unlock()
+	for _, sk := range seeks {
+		d.mu.Lock()
+		current := d.workers[sk.w.id] == sk.w
+		d.mu.Unlock()
+		if !current {
+			continue
+		}
+		d.cl.SetOffsets(map[string]map[int32]kgo.EpochOffset{d.topic: {sk.w.id: {Epoch: -1, Offset: sk.from}}})
+		sk.w.send(batch{seek: true, from: sk.from})
+		d.cl.ResumeFetchPartitions(map[string][]int32{d.topic: {sk.w.id}})
+	}
+}
+
+// fatalError marks an error that stops the detector; any other error of
+// a worker is taken for a broken partition state, which is rebuilt.
+type fatalError struct{ error }
+
+func (e fatalError) Unwrap() error { return e.error }
+
+// maxRebuilds bounds the rebuilds of one partition after state errors: a
+// state that keeps failing (a full disk) stops the process instead.
+const maxRebuilds = 3
+
+// recover replaces a worker whose state failed by one rebuilding the
+// partition from the repartition topic, alerts muted up to what the
+// failed one acknowledged; the other partitions go on. It reports false
+// when the partition failed too often.
+func (d *detector) recover(w *worker, cause error) bool {
+	if d.shutting.Load() {
+		return true
+	}
+	d.mu.Lock()
+	if d.workers[w.id] != w {
+		d.mu.Unlock()
+		return true // revoked meanwhile
+	}
+	d.rebuilt[w.id]++
+	if d.rebuilt[w.id] > maxRebuilds {
+		d.mu.Unlock()
+		return false
+	}
+	d.mu.Unlock()
+	d.s.log.Error("partition state failed, rebuilding it", zap.Int32("partition", w.id), zap.Error(cause))
+	d.s.m.dropped.WithLabelValues("corrupt").Inc()
+	d.cl.PauseFetchPartitions(map[string][]int32{d.topic: {w.id}})
+	go func() {
+		<-w.done
+		if err := d.store.DropPartition(w.id); err != nil {
+			d.fail(fmt.Errorf("partition %d: %w", w.id, err))
+			return
+		}
+		part, err := d.store.Partition(w.id)
+		if err != nil {
+			d.fail(fmt.Errorf("partition %d: %w", w.id, err))
+			return
+		}
+		nw := newWorker(d, w.id, part, max(w.committed, w.acked.Load()))
+		nw.rebuild, nw.next = true, math.MaxInt64
+		d.mu.Lock()
+		if d.workers[w.id] != w {
+			d.mu.Unlock()
+			return
+		}
+		d.workers[w.id] = nw
+		d.mu.Unlock()
+		go nw.run()
+	}()
+	return true
 }
 
 // alertSink takes the alerts of an evaluation point and returns once they
@@ -593,6 +692,7 @@ type worker struct {
 	quit chan struct{}
 	done chan struct{}
 
+	rebuild    bool         // find the rebuild's start first (see detector.assigned)
 	final      atomic.Bool  // at stop: apply and publish what is held
 	committed  int64        // Kafka's committed offset at assignment, -1 if none
 	acked      atomic.Int64 // offsets below are applied and their alerts acknowledged
@@ -695,9 +795,25 @@ func (w *worker) stop(final bool) {
 func (w *worker) run() {
 	defer close(w.done)
 	fail := func(err error) {
-		if !w.d.s.crashed.Load() && !errors.Is(err, errStopped) {
+		if w.d.s.crashed.Load() || errors.Is(err, errStopped) {
+			return
+		}
+		var fe fatalError
+		if errors.As(err, &fe) || !w.d.recover(w, err) {
 			w.d.fail(fmt.Errorf("partition %d: %w", w.id, err))
 		}
+	}
+	if w.rebuild {
+		from, err := w.d.rebuildStart(w.d.work, w.id, w.committed)
+		if err != nil {
+			fail(fatalError{err})
+			return
+		}
+		w.d.s.m.rebuilds.Inc()
+		w.log.Info("rebuilding partition state", zap.Int64("from", from), zap.Int64("committed", w.committed))
+		w.d.mu.Lock()
+		w.d.seeks = append(w.d.seeks, seek{w, from})
+		w.d.mu.Unlock()
 	}
 	// A state recorded at an evaluation point whose alerts may not have
 	// been published (a crash between the two) is evaluated again at that
@@ -768,6 +884,16 @@ func (w *worker) tick(t beacon.Time) int64 {
 }
 
 func (w *worker) process(b batch) error {
+	if b.seek {
+		w.next, w.rebuild = b.from, false
+		if w.applied < 0 {
+			w.applied = b.from
+		}
+		return nil
+	}
+	if w.rebuild {
+		return nil // fetched before the seek
+	}
 	for _, r := range b.recs {
 		if w.d.s.crashed.Load() {
 			return errStopped
@@ -874,8 +1000,8 @@ func (w *worker) take(it *item, onTime bool) error {
 // input partitions and moves stream time.
 func (w *worker) watermark(it *item) error {
 	if want := filterFingerprint(w.d.s.cfg.profile, &w.d.s.cfg.params); it.fingerprint != want {
-		return fmt.Errorf("%w: ingest filters %q, this detector's %q (use the same parameters, or a new --group)",
-			errFilters, it.fingerprint, want)
+		return fatalError{fmt.Errorf("%w: ingest filters %q, this detector's %q (use the same parameters, or a new --group)",
+			errFilters, it.fingerprint, want)}
 	}
 	for i := range it.sources {
 		s := &it.sources[i]
@@ -1104,7 +1230,10 @@ func (w *worker) evaluate() error {
 		if w.applied <= w.committed {
 			m.muted.Add(float64(len(alerts)))
 		} else if err := w.sink.publish(w, alerts); err != nil {
-			return err
+			if errors.Is(err, errStopped) {
+				return err
+			}
+			return fatalError{err}
 		}
 	}
 	w.acked.Store(w.applied)

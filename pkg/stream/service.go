@@ -83,6 +83,10 @@ func New(opts ...Opt) (*Service, error) {
 		return nil, fmt.Errorf("stream: evaluation interval must be at least 1s, got %s", c.evalInterval)
 	case c.domainMargin < 0:
 		return nil, fmt.Errorf("stream: domain margin must not be negative, got %s", c.domainMargin)
+	case c.futureTolerance < 0:
+		return nil, fmt.Errorf("stream: future tolerance must not be negative, got %s", c.futureTolerance)
+	case c.maxHeld < 1:
+		return nil, fmt.Errorf("stream: max held records must be at least 1, got %d", c.maxHeld)
 	case c.commitInterval <= 0:
 		return nil, fmt.Errorf("stream: commit interval must be positive, got %s", c.commitInterval)
 	case c.maxRecord < 64:

@@ -3,6 +3,7 @@ package stream
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -472,7 +473,7 @@ func TestCorruptPartition(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	db, err := pebble.Open(dir, &pebble.Options{})
+	db, err := pebble.Open(dir, &pebble.Options{Logger: quiet{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -526,4 +527,76 @@ func TestCorruptPartition(t *testing.T) {
 	if len(want) < 3 {
 		t.Errorf("only %d alerts: the test shows nothing", len(want))
 	}
+}
+
+// TestPartitionFailsRunning: the state of one partition fails under a
+// running detector (dropped underneath it, as a corrupt block would make
+// every read fail). That partition is rebuilt from the repartition topic
+// while the others keep running; the detector does not stop, ends with
+// hunt's rows, and publishes the alert IDs of an uninterrupted run.
+func TestPartitionFailsRunning(t *testing.T) {
+	const parts = 3
+	_, addr := newCluster(t, parts, "alerts-ref")
+	rs, _ := records(t, testFleet(8))
+	half := len(rs) / 2
+	p := testParams()
+	adm := kadm.NewClient(newClient(t, addr))
+	produceJSON(t, addr, rs[:half])
+	ingestAll(t, addr, Params(p))
+
+	reg := prometheus.NewRegistry()
+	s := service(t, addr, t.TempDir(), testLogger(t), Params(p), WithRole(RoleDetect), Registry(reg))
+	stop := start(t, s)
+	detectedAll(t, adm, "test.detect", 60*time.Second)
+	// Between two batches of its worker (a Partition is not safe for
+	// concurrent use): every later use of the state fails.
+	d := s.det.Load()
+	d.mu.Lock()
+	w := d.workers[1]
+	d.mu.Unlock()
+	w.mu.Lock()
+	err := d.store.DropPartition(1)
+	w.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	produceJSON(t, addr, rs[half:])
+	ingestAll(t, addr, Params(p))
+	detectedAll(t, adm, "test.detect", 90*time.Second)
+	got := getBeacons(t, s, "")
+	if err := stop(); err != nil {
+		t.Fatalf("the detector stopped: %v", err)
+	}
+	if n := counterValue(t, reg, "beacon_events_dropped_total", "reason", "corrupt"); n != 1 {
+		t.Errorf("events_dropped_total{reason=corrupt} = %v, want 1", n)
+	}
+	if n := counterValue(t, reg, "beacon_partition_rebuilds_total", "", ""); n != 1 {
+		t.Errorf("partition_rebuilds_total = %v, want 1", n)
+	}
+	if w := jsonl(huntByPartition(p, rs, parts)); got != w {
+		t.Errorf("/beacons differs from hunt:\n%s", diffLines(got, w))
+	}
+
+	ref := service(t, addr, t.TempDir(), testLogger(t), Params(p), WithRole(RoleDetect), Group("ref"), AlertTopic("alerts-ref"))
+	stop = start(t, ref)
+	detectedAll(t, adm, "ref.detect", 60*time.Second)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	want := alertIDs(alertsOn(t, addr, "alerts-ref"))
+	gotIDs := alertIDs(alertsOf(t, addr))
+	if d := setDiff(gotIDs, want); len(d) > 0 || len(gotIDs) != len(want) {
+		t.Errorf("alert IDs: %d, uninterrupted %d; differing %v", len(gotIDs), len(want), d)
+	}
+	if len(want) < 3 {
+		t.Errorf("only %d alerts: the test shows nothing", len(want))
+	}
+}
+
+type quiet struct{}
+
+func (quiet) Infof(string, ...any)  {}
+func (quiet) Errorf(string, ...any) {}
+func (quiet) Fatalf(f string, a ...any) {
+	panic(fmt.Sprintf(f, a...))
 }
