@@ -72,7 +72,7 @@ const idleAfter = 3 * time.Second
 
 // wmEvery is how often, in wall time, ingest repeats an unchanged
 // watermark (it writes a changed one after every poll).
-const wmEvery = time.Second
+const wmEvery = time.Minute
 
 // reasonFuture is the dead-letter reason of a record holding an event
 // dated more than the future tolerance after its record or the wall clock.
