@@ -3,6 +3,7 @@ package stream
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"strings"
@@ -599,4 +600,115 @@ func (quiet) Infof(string, ...any)  {}
 func (quiet) Errorf(string, ...any) {}
 func (quiet) Fatalf(f string, a ...any) {
 	panic(fmt.Sprintf(f, a...))
+}
+
+// TestWatermarkFormat: watermark records and released data records round
+// trip, and every truncation or unknown flag is refused.
+func TestWatermarkFormat(t *testing.T) {
+	ts := mustTime(t, "2024-05-01T10:00:00.1234567Z")
+	srcs := []source{
+		{topic: "events", part: 0, flags: wmOwned | wmHasTime, time: ts},
+		{topic: "events", part: 7, flags: wmOwned | wmIdle},
+		{topic: "other", part: 1 << 20},
+		{topic: "events", part: 2, flags: wmOwned | wmHasTime | wmIdle, time: -5},
+	}
+	v := appendWatermark(nil, "profile=seed;actions=ConnectionSuccess", srcs)
+	var it item
+	if err := decodeItem(nil, v, &it); err != nil {
+		t.Fatal(err)
+	}
+	if it.kind != kindWatermark || it.fingerprint != "profile=seed;actions=ConnectionSuccess" || len(it.sources) != len(srcs) {
+		t.Fatalf("watermark round trip: %+v", it)
+	}
+	for i := range srcs {
+		if it.sources[i] != srcs[i] {
+			t.Errorf("source %d: %+v, want %+v", i, it.sources[i], srcs[i])
+		}
+	}
+	for i := range v {
+		if decodeItem(nil, v[:i], &it) == nil {
+			t.Errorf("watermark prefix of %d bytes decoded", i)
+		}
+	}
+	bad := bytes.Clone(v)
+	bad[len(bad)-1-binaryLen(-5)] = 0x40 // flags of the last source
+	if decodeItem(nil, bad, &it) == nil {
+		t.Error("unknown watermark flags decoded")
+	}
+	if decodeItem(nil, append([]byte{kindWatermark | kindReleased}, v[1:]...), &it) == nil {
+		t.Error("a released watermark decoded")
+	}
+
+	// A connection released a minute after its time.
+	rel := ts + 60*beacon.Second
+	e := beacon.Event{Timestamp: ts, DeviceId: "d1", FileName: "a.exe", RemoteIP: "45.77.1.10", RemotePort: 443, HasPort: true}
+	cv := appendConn(nil, &e, rel)
+	if cv[0] != kindConn|kindReleased {
+		t.Fatalf("kind %#x", cv[0])
+	}
+	if err := decodeItem([]byte(e.RemoteIP), cv, &it); err != nil || it.kind != kindConn || it.time != ts || it.release != rel || it.port != 443 {
+		t.Errorf("released connection: %+v %v", it, err)
+	}
+	if on := appendConn(nil, &e, ts-1); on[0] != kindConn {
+		t.Errorf("a release before the time is the time: kind %#x", on[0])
+	}
+	if err := decodeItem(nil, appendDomain(nil, ts, rel, "x.com"), &it); err != nil || it.kind != kindDomain || it.release != rel || it.domain != "x.com" {
+		t.Errorf("released domain: %+v %v", it, err)
+	}
+	e.HasPort = false
+	if err := decodeItem(nil, appendConn(nil, &e, rel), &it); err != nil || it.kind != kindNoPort || it.release != rel {
+		t.Errorf("released no-port: %+v %v", it, err)
+	}
+	for i := range cv {
+		if decodeItem(nil, cv[:i], &it) == nil {
+			t.Errorf("released connection prefix of %d bytes decoded", i)
+		}
+	}
+}
+
+func binaryLen(v int64) int { return len(binary.AppendVarint(nil, v)) }
+
+// TestMetaRoundTrip: the meta blob (alert bookkeeping and time state)
+// comes back as written; truncated, it restores nothing.
+func TestMetaRoundTrip(t *testing.T) {
+	ts := mustTime(t, "2024-05-01T10:00:00Z")
+	w := testWorker(t)
+	w.first, w.hasFirst = ts, true
+	w.epoch = 476258
+	w.alerted[beacon.Tuple{DeviceId: "d", DeviceName: "n", AccountName: "a", AccountDomain: "c", FileName: "f.exe", RemoteIP: "45.1.1.1", RemotePort: 443}] = struct{}{}
+	w.sw, w.hasSW = ts+5*beacon.Second, true
+	w.open, w.hasOpen = 171455760, true
+	w.unconfirmed = true
+	w.lastEval, w.hasLastEval = ts, true
+	w.srcs[tp{"events", 0}] = &srcMark{time: ts, hasTime: true}
+	w.srcs[tp{"events", 1}] = &srcMark{idle: true}
+	w.srcs[tp{"other", 3}] = &srcMark{}
+	b := w.encodeMeta()
+
+	r := testWorker(t)
+	r.loadMeta(b)
+	if r.first != w.first || !r.hasFirst || r.epoch != w.epoch || len(r.alerted) != 1 || r.sw != w.sw || !r.hasSW ||
+		r.open != w.open || !r.hasOpen || !r.unconfirmed || r.lastEval != w.lastEval || !r.hasLastEval || len(r.srcs) != 3 {
+		t.Fatalf("meta round trip: %+v", r)
+	}
+	for k, m := range w.srcs {
+		if got := r.srcs[k]; got == nil || *got != *m {
+			t.Errorf("source %v: %+v, want %+v", k, got, m)
+		}
+	}
+	for k := range w.alerted {
+		if _, ok := r.alerted[k]; !ok {
+			t.Errorf("alerted %v lost", k)
+		}
+	}
+	if !bytes.Equal(r.encodeMeta(), b) {
+		t.Error("re-encoding differs")
+	}
+	x := testWorker(t)
+	for i := 1; i < len(b); i++ {
+		x.loadMeta(b[:i])
+		if x.hasSW || x.hasFirst || len(x.srcs) != 0 {
+			t.Fatalf("a blob cut to %d bytes restored something", i)
+		}
+	}
 }
