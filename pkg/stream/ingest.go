@@ -302,6 +302,7 @@ func (in *ingest) poll(fetches kgo.Fetches) {
 			in.merge.skipTo(p.Topic, p.Partition, next)
 		}
 	})
+	in.initProgress()
 	pause, resume := in.merge.emit(in.event, in.markOffset)
 	if len(pause) > 0 {
 		in.cl.PauseFetchPartitions(pause)
@@ -524,6 +525,93 @@ func (in *ingest) watermarkIdle(quiet time.Duration) {
 		in.cl.Produce(context.Background(), &kgo.Record{
 			Topic: in.s.cfg.repartition, Partition: int32(p), Value: v, Timestamp: now,
 		}, in.promise)
+	}
+}
+
+// initProgress starts the watermark of newly assigned input partitions
+// where their previous reader's was, from the newest watermark records in
+// the repartition topic: an event out of order just after the committed
+// offset is then released where the previous reader would have released
+// it, not at its own time. It runs in the poll loop, before the
+// partitions' first events are handed on; without a previous watermark
+// (a first reader, or one whose watermarks are too far back) the
+// partition starts from its first event.
+func (in *ingest) initProgress() {
+	mps := in.merge.needProg()
+	if len(mps) == 0 || in.s.cfg.repartition == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	last, err := lastWatermarks(ctx, in.s, 4096)
+	if err != nil {
+		in.s.log.Warn("reading the previous watermarks failed; new input partitions start from their first event", zap.Error(err))
+		return
+	}
+	in.merge.mu.Lock()
+	defer in.merge.mu.Unlock()
+	for _, mp := range mps {
+		if t, ok := last[tp{mp.topic, mp.id}]; ok && (!mp.hasProg || t > mp.prog) {
+			mp.prog, mp.hasProg = t, true
+		}
+	}
+}
+
+// lastWatermarks returns, per input partition, the newest time among the
+// watermark records in the last span records of repartition partition 0
+// (every writer writes every watermark to every partition).
+func lastWatermarks(ctx context.Context, s *Service, span int64) (map[tp]beacon.Time, error) {
+	cl, err := kgo.NewClient(s.clientOpts("beacon-watermarks")...)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	ends, err := adm.ListEndOffsets(ctx, s.cfg.repartition)
+	if err != nil {
+		return nil, err
+	}
+	starts, err := adm.ListStartOffsets(ctx, s.cfg.repartition)
+	if err != nil {
+		return nil, err
+	}
+	end, start := int64(0), int64(0)
+	if lo, ok := ends.Lookup(s.cfg.repartition, 0); ok && lo.Err == nil {
+		end = lo.Offset
+	}
+	if lo, ok := starts.Lookup(s.cfg.repartition, 0); ok && lo.Err == nil {
+		start = lo.Offset
+	}
+	out := make(map[tp]beacon.Time)
+	from := max(start, end-span)
+	if from >= end {
+		return out, nil
+	}
+	cl.AddConsumePartitions(map[string]map[int32]kgo.Offset{s.cfg.repartition: {0: kgo.NewOffset().At(from)}})
+	var it item
+	for {
+		fs := cl.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		done := false
+		fs.EachRecord(func(r *kgo.Record) {
+			if r.Offset+1 >= end {
+				done = true
+			}
+			if r.Key != nil || len(r.Value) == 0 || r.Value[0] != kindWatermark || decodeItem(nil, r.Value, &it) != nil {
+				return
+			}
+			for _, src := range it.sources {
+				k := tp{src.topic, src.part}
+				if t, ok := out[k]; src.flags&wmHasTime != 0 && (!ok || src.time > t) {
+					out[k] = src.time
+				}
+			}
+		})
+		if done {
+			return out, nil
+		}
 	}
 }
 

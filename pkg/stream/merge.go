@@ -52,6 +52,9 @@ type mpart struct {
 	prog      beacon.Time
 	hasProg   bool
 	lastEvent time.Time
+	// needProg: newly assigned, its watermark is still to be taken from
+	// the previous reader's (ingest.initProgress).
+	needProg bool
 }
 
 // caughtUp reports whether the partition has handed on everything up to
@@ -98,7 +101,7 @@ func (m *merger) assign(topic string, p int32, position, end int64) {
 		m.parts[i].next, m.parts[i].hwm = position, end
 		return
 	}
-	m.parts = slices.Insert(m.parts, i, &mpart{topic: topic, id: p, next: position, hwm: end, lastEvent: time.Now()})
+	m.parts = slices.Insert(m.parts, i, &mpart{topic: topic, id: p, next: position, hwm: end, lastEvent: time.Now(), needProg: true})
 }
 
 // revoke forgets a partition and what it queued: its offsets were not
@@ -241,6 +244,21 @@ func (m *merger) sources(dst []source, universe []tp, idleAfter time.Duration, n
 		dst = append(dst, s)
 	}
 	return dst
+}
+
+// needProg returns the partitions whose watermark is still to be
+// initialized, and clears their flag.
+func (m *merger) needProg() []*mpart {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []*mpart
+	for _, mp := range m.parts {
+		if mp.needProg {
+			mp.needProg = false
+			out = append(out, mp)
+		}
+	}
+	return out
 }
 
 func addTP(m map[string][]int32, t string, p int32) map[string][]int32 {
