@@ -729,14 +729,17 @@ type worker struct {
 	scratch     item      // watermark decoding
 
 	// Alert bookkeeping, recorded in the partition's meta blob.
-	first     beacon.Time // stream time where the warm-up started
-	hasFirst  bool
-	warm      bool
-	epoch     int64
-	alerted   map[beacon.Tuple]struct{} // tuples alerted in epoch
-	members   map[beacon.Destination][]beacon.Tuple
-	nMembers  int
-	metaDirty bool
+	first    beacon.Time // stream time where the warm-up started
+	hasFirst bool
+	warm     bool
+	epoch    int64
+	alerted  map[beacon.Tuple]struct{} // tuples alerted in epoch
+	// alertedEnc caches the encoded alerted set (nil: to encode): the
+	// meta blob is written at every point, the set changes far less often.
+	alertedEnc []byte
+	members    map[beacon.Destination][]beacon.Tuple
+	nMembers   int
+	metaDirty  bool
 }
 
 // srcMark is what a partition knows of one input partition's watermark.
@@ -1161,6 +1164,7 @@ func (w *worker) evaluate() error {
 		// A new period: every member is due again.
 		w.epoch = e
 		clear(w.alerted)
+		w.alertedEnc = nil
 		w.metaDirty = true
 		all = true
 	}
@@ -1217,6 +1221,7 @@ func (w *worker) evaluate() error {
 				return fmt.Errorf("partition %d: member %v has no row", w.id, *t)
 			}
 			w.alerted[*t] = struct{}{}
+			w.alertedEnc = nil
 			w.metaDirty = true
 			alerts = append(alerts, w.newAlert(t, e, now, row))
 		}
@@ -1341,13 +1346,17 @@ func (w *worker) encodeMeta() []byte {
 	}
 	b = binary.AppendVarint(b, first)
 	b = binary.AppendVarint(b, w.epoch)
-	b = binary.AppendUvarint(b, uint64(len(w.alerted)))
-	for t := range w.alerted {
-		for _, s := range [...]string{t.DeviceId, t.DeviceName, t.AccountName, t.AccountDomain, t.FileName, t.RemoteIP} {
-			b = appendString(b, s)
+	if w.alertedEnc == nil {
+		a := binary.AppendUvarint(nil, uint64(len(w.alerted)))
+		for t := range w.alerted {
+			for _, s := range [...]string{t.DeviceId, t.DeviceName, t.AccountName, t.AccountDomain, t.FileName, t.RemoteIP} {
+				a = appendString(a, s)
+			}
+			a = binary.AppendVarint(a, int64(t.RemotePort))
 		}
-		b = binary.AppendVarint(b, int64(t.RemotePort))
+		w.alertedEnc = a
 	}
+	b = append(b, w.alertedEnc...)
 	var flags byte
 	if w.hasSW {
 		flags |= metaHasSW
@@ -1514,15 +1523,37 @@ type held struct {
 	released bool
 }
 
-// heldQueue orders the held records by release time (then offset) and
-// remembers the first offset still held, in offset order.
+// heldQueue orders the held records by release time and remembers the
+// first offset still held. Records mostly arrive in release order: those
+// go to a FIFO of values (no allocation, no sifting); the others, out of
+// order, to a heap, with a FIFO of pointers in offset order beside it.
 type heldQueue struct {
+	run  []held // release times nondecreasing, offsets increasing
+	head int
 	heap []*held // by (release, offset)
-	fifo []*held // in offset order; released ones are dropped from the front
+	fifo []*held // the heap's records in offset order; released ones are dropped from the front
 }
 
-func (q *heldQueue) len() int   { return len(q.heap) }
-func (q *heldQueue) min() *held { return q.heap[0] }
+func (q *heldQueue) len() int { return len(q.run) - q.head + len(q.heap) }
+
+func (q *heldQueue) fromRun() bool {
+	if q.head == len(q.run) {
+		return false
+	}
+	if len(q.heap) == 0 {
+		return true
+	}
+	a, b := &q.run[q.head], q.heap[0]
+	return a.it.release < b.it.release || a.it.release == b.it.release && a.offset < b.offset
+}
+
+func (q *heldQueue) min() *held {
+	if q.fromRun() {
+		return &q.run[q.head]
+	}
+	return q.heap[0]
+}
+
 func (q *heldQueue) less(i, j int) bool {
 	a, b := q.heap[i], q.heap[j]
 	if a.it.release != b.it.release {
@@ -1532,6 +1563,10 @@ func (q *heldQueue) less(i, j int) bool {
 }
 
 func (q *heldQueue) push(h held) {
+	if n := len(q.run); n == q.head || q.run[n-1].it.release <= h.it.release {
+		q.run = append(q.run, h)
+		return
+	}
 	p := &h
 	q.fifo = append(q.fifo, p)
 	q.heap = append(q.heap, p)
@@ -1545,7 +1580,22 @@ func (q *heldQueue) push(h held) {
 	}
 }
 
-func (q *heldQueue) pop() *held {
+// pop removes and returns the record with the smallest release time.
+func (q *heldQueue) pop() held {
+	if q.fromRun() {
+		h := q.run[q.head]
+		q.run[q.head] = held{}
+		q.head++
+		if q.head == len(q.run) {
+			q.run, q.head = q.run[:0], 0
+		} else if q.head > 4096 && q.head*2 > len(q.run) {
+			// Keep the backing array from growing without end.
+			n := copy(q.run, q.run[q.head:])
+			clear(q.run[n:])
+			q.run, q.head = q.run[:n], 0
+		}
+		return h
+	}
 	top := q.heap[0]
 	last := len(q.heap) - 1
 	q.heap[0] = q.heap[last]
@@ -1577,12 +1627,16 @@ func (q *heldQueue) pop() *held {
 			q.fifo = nil
 		}
 	}
-	return top
+	return *top
 }
 
 func (q *heldQueue) firstOffset() (int64, bool) {
-	if len(q.fifo) == 0 {
-		return 0, false
+	o, ok := int64(0), false
+	if q.head < len(q.run) {
+		o, ok = q.run[q.head].offset, true
 	}
-	return q.fifo[0].offset, true
+	if len(q.fifo) > 0 && (!ok || q.fifo[0].offset < o) {
+		o, ok = q.fifo[0].offset, true
+	}
+	return o, ok
 }

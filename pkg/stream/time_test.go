@@ -715,3 +715,51 @@ func TestMetaRoundTrip(t *testing.T) {
 
 // symDiff is what one of two ID sets has and the other has not.
 func symDiff(a, b []string) []string { return append(setDiff(a, b), setDiff(b, a)...) }
+
+// TestHeldQueue: records come out in release order whatever the mix of
+// in-order and out-of-order arrivals, and the first offset still held is
+// always the smallest one left.
+func TestHeldQueue(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(1, 2))
+	var q heldQueue
+	left := map[int64]beacon.Time{}
+	var off int64
+	base := beacon.Time(1000)
+	for round := 0; round < 20000; round++ {
+		if rnd.IntN(3) > 0 {
+			rel := base + beacon.Time(rnd.IntN(50))
+			if rnd.IntN(10) == 0 {
+				rel -= beacon.Time(rnd.IntN(200))
+			}
+			base += beacon.Time(rnd.IntN(3))
+			q.push(held{it: item{release: rel}, offset: off})
+			left[off] = rel
+			off++
+		} else if q.len() > 0 {
+			min := q.min().it.release
+			h := q.pop()
+			if h.it.release != min {
+				t.Fatalf("min %d, popped %d", min, h.it.release)
+			}
+			for _, r := range left {
+				if r < h.it.release {
+					t.Fatalf("popped %d while %d is held", h.it.release, r)
+				}
+			}
+			delete(left, h.offset)
+		}
+		first, ok := q.firstOffset()
+		want, wok := int64(-1), false
+		for o := range left {
+			if !wok || o < want {
+				want, wok = o, true
+			}
+		}
+		if ok != wok || ok && first != want {
+			t.Fatalf("round %d: first offset %d %v, want %d %v", round, first, ok, want, wok)
+		}
+		if q.len() != len(left) {
+			t.Fatalf("len %d, want %d", q.len(), len(left))
+		}
+	}
+}
