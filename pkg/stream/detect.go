@@ -927,7 +927,7 @@ func (w *worker) process(b batch) error {
 		}
 		if !w.hasSW || it.release > w.sw {
 			// Ahead of stream time: it waits.
-			w.held.push(held{it: *it, offset: r.Offset})
+			w.held.push(held{rec: r, release: it.release, offset: r.Offset})
 			if w.held.len() > w.d.s.cfg.maxHeld {
 				w.forced++
 				if w.forced == 1 || w.forced%100_000 == 0 {
@@ -935,7 +935,7 @@ func (w *worker) process(b batch) error {
 						zap.Int("held", w.held.len()), zap.Int64("released", w.forced))
 				}
 				w.d.s.m.dropped.WithLabelValues("forced").Inc()
-				if err := w.advance(w.held.min().it.release); err != nil {
+				if err := w.advance(w.held.min().release); err != nil {
 					return err
 				}
 			}
@@ -1072,9 +1072,15 @@ func (w *worker) advance(t beacon.Time) error {
 		return nil
 	}
 	w.sw, w.hasSW, w.metaDirty = t, true, true
-	for w.held.len() > 0 && w.held.min().it.release <= t {
+	for w.held.len() > 0 && w.held.min().release <= t {
 		h := w.held.pop()
-		if err := w.take(&h.it, true); err != nil {
+		// Decoded again: holding the record costs less than holding its
+		// decoded form (one pointer for the collector, not a dozen).
+		it := &w.scratch
+		if err := decodeItem(h.rec.Key, h.rec.Value, it); err != nil {
+			return err
+		}
+		if err := w.take(it, true); err != nil {
 			return err
 		}
 	}
@@ -1518,7 +1524,8 @@ func (r *metaReader) str() string {
 
 // held is a record waiting for stream time to reach its release time.
 type held struct {
-	it       item
+	rec      *kgo.Record
+	release  beacon.Time
 	offset   int64
 	released bool
 }
@@ -1544,7 +1551,7 @@ func (q *heldQueue) fromRun() bool {
 		return true
 	}
 	a, b := &q.run[q.head], q.heap[0]
-	return a.it.release < b.it.release || a.it.release == b.it.release && a.offset < b.offset
+	return a.release < b.release || a.release == b.release && a.offset < b.offset
 }
 
 func (q *heldQueue) min() *held {
@@ -1556,14 +1563,14 @@ func (q *heldQueue) min() *held {
 
 func (q *heldQueue) less(i, j int) bool {
 	a, b := q.heap[i], q.heap[j]
-	if a.it.release != b.it.release {
-		return a.it.release < b.it.release
+	if a.release != b.release {
+		return a.release < b.release
 	}
 	return a.offset < b.offset
 }
 
 func (q *heldQueue) push(h held) {
-	if n := len(q.run); n == q.head || q.run[n-1].it.release <= h.it.release {
+	if n := len(q.run); n == q.head || q.run[n-1].release <= h.release {
 		q.run = append(q.run, h)
 		return
 	}

@@ -732,18 +732,18 @@ func TestHeldQueue(t *testing.T) {
 				rel -= beacon.Time(rnd.IntN(200))
 			}
 			base += beacon.Time(rnd.IntN(3))
-			q.push(held{it: item{release: rel}, offset: off})
+			q.push(held{release: rel, offset: off})
 			left[off] = rel
 			off++
 		} else if q.len() > 0 {
-			min := q.min().it.release
+			min := q.min().release
 			h := q.pop()
-			if h.it.release != min {
-				t.Fatalf("min %d, popped %d", min, h.it.release)
+			if h.release != min {
+				t.Fatalf("min %d, popped %d", min, h.release)
 			}
 			for _, r := range left {
-				if r < h.it.release {
-					t.Fatalf("popped %d while %d is held", h.it.release, r)
+				if r < h.release {
+					t.Fatalf("popped %d while %d is held", h.release, r)
 				}
 			}
 			delete(left, h.offset)
