@@ -956,9 +956,10 @@ func (w *worker) process(b batch) error {
 		}
 		return w.flush()
 	}
-	// Nothing pending after the last point (only watermarks came): the
-	// offset moves on, so that lag shows zero.
-	if w.n == 0 && !w.hasOpen && w.held.len() == 0 && w.next > w.applied {
+	// Caught up with nothing pending after the last point (only
+	// watermarks came): the offset moves on, so that lag shows zero.
+	caughtUp := len(b.recs) > 0 && b.recs[len(b.recs)-1].Offset+1 >= b.hwm
+	if caughtUp && w.n == 0 && !w.hasOpen && w.held.len() == 0 && w.next > w.applied {
 		if err := w.flush(); err != nil {
 			return err
 		}
