@@ -51,9 +51,9 @@ type detector struct {
 	// rebuilt counts the rebuilds of each partition after a state error.
 	rebuilt map[int32]int
 
-	errOnce    sync.Once
-	err        error
-	cancelPoll context.CancelFunc
+	errMu      sync.Mutex
+	err        error              // the first fatal error; under errMu
+	cancelPoll context.CancelFunc // stops run's poll; under errMu
 	shutting   atomic.Bool
 
 	late atomic.Int64 // connections dropped as older than their window
@@ -104,18 +104,32 @@ func newDetector(s *Service) (*detector, error) {
 
 // fail records the first fatal error and stops polling.
 func (d *detector) fail(err error) {
-	d.errOnce.Do(func() {
+	d.errMu.Lock()
+	defer d.errMu.Unlock()
+	if d.err == nil {
 		d.err = err
 		if d.cancelPoll != nil {
 			d.cancelPoll()
 		}
-	})
+	}
+}
+
+// failed returns the first fatal error, if any.
+func (d *detector) failed() error {
+	d.errMu.Lock()
+	defer d.errMu.Unlock()
+	return d.err
 }
 
 func (d *detector) run(ctx context.Context) error {
 	pollCtx, cancel := context.WithCancel(ctx)
-	d.cancelPoll = cancel
 	defer cancel()
+	d.errMu.Lock()
+	d.cancelPoll = cancel
+	if d.err != nil { // failed before run started
+		cancel()
+	}
+	d.errMu.Unlock()
 	lastCommit := time.Now()
 	for {
 		pctx, pcancel := context.WithTimeout(pollCtx, d.s.cfg.commitInterval)
@@ -124,14 +138,14 @@ func (d *detector) run(ctx context.Context) error {
 		if d.s.crashed.Load() {
 			return d.crash()
 		}
-		if d.err != nil {
+		if err := d.failed(); err != nil {
 			d.cl.AllowRebalance()
 			d.close(false)
-			return d.err
+			return err
 		}
 		fetches.EachError(func(t string, p int32, err error) {
 			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
-				d.s.log.Warn("repartition fetch error", zap.String("topic", t), zap.Int32("partition", p), zap.Error(err))
+				d.s.quiet.Warn("repartition fetch error", zap.String("topic", t), zap.Int32("partition", p), zap.Error(err))
 			}
 		})
 		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
@@ -154,7 +168,7 @@ func (d *detector) run(ctx context.Context) error {
 		d.cl.AllowRebalance()
 		if ctx.Err() != nil {
 			d.close(true)
-			return d.err
+			return d.failed()
 		}
 	}
 }
@@ -547,6 +561,7 @@ type partitionStatus struct {
 	Offset     int64  `json:"offset"`
 	Replaying  bool   `json:"replaying"`
 	Beacons    int    `json:"beacons"`
+	Lag        int64  `json:"lag"` // records between Offset and the topic's end, as of the last watch (/readyz)
 }
 
 func (d *detector) status() []partitionStatus {

@@ -179,11 +179,22 @@ func (in *ingest) run(ctx context.Context) error {
 		if ctx.Err() != nil && fetches.NumRecords() == 0 {
 			return in.shutdown()
 		}
+		failed := false
 		fetches.EachError(func(t string, p int32, err error) {
 			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
-				in.s.log.Warn("input fetch error", zap.String("topic", t), zap.Int32("partition", p), zap.Error(err))
+				failed = true
+				in.s.quiet.Warn("input fetch error", zap.String("topic", t), zap.Int32("partition", p), zap.Error(err))
 			}
 		})
+		if failed && fetches.NumRecords() == 0 {
+			// A poll with errors only returns at once (a recreated topic
+			// keeps failing until the watch subscribes to it again): wait
+			// instead of spinning.
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
 		in.now = time.Now()
 		in.poll(fetches)
 		if d := in.s.cfg.batchDelay; d > 0 {
@@ -377,6 +388,14 @@ func (in *ingest) assigned(ctx context.Context, offsets map[string]map[int32]kgo
 			}
 			pos := o.EpochOffset().Offset
 			switch {
+			case pos > end:
+				// Committed past the end: the topic was deleted and
+				// recreated under the same name (the offsets are the old
+				// topic's), or truncated. Read the new one from its start.
+				in.s.log.Warn("committed input offset is past the partition's end: reading it from its start",
+					zap.String("topic", t), zap.Int32("partition", p), zap.Int64("committed", pos), zap.Int64("end", end))
+				pos = start
+				ps[p] = kgo.NewOffset().At(start)
 			case pos >= 0:
 			case in.s.cfg.fromLatest:
 				pos = end

@@ -104,6 +104,13 @@ func (m *merger) assign(topic string, p int32, position, end int64) {
 	m.parts = slices.Insert(m.parts, i, &mpart{topic: topic, id: p, next: position, hwm: end, lastEvent: time.Now(), needProg: true})
 }
 
+// assigned returns how many partitions are tracked (/readyz).
+func (m *merger) assigned() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.parts)
+}
+
 // revoke forgets a partition and what it queued: its offsets were not
 // committed past the last emitted record, so the next owner reads them.
 func (m *merger) revoke(topic string, p int32) {

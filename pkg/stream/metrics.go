@@ -21,6 +21,7 @@ type metrics struct {
 	streamTime  *prometheus.GaugeVec
 	beacons     *prometheus.GaugeVec
 	rebuilds    prometheus.Counter
+	suppressed  prometheus.Counter
 }
 
 const namespace = "beacon"
@@ -68,9 +69,13 @@ func newMetrics(reg *prometheus.Registry, stateDir string) *metrics {
 			Namespace: namespace, Name: "partition_rebuilds_total",
 			Help: "Partitions assigned without local state and rebuilt from the repartition topic.",
 		}),
+		suppressed: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "log_lines_suppressed_total",
+			Help: "Repeated warnings not logged: the Kafka client's, and the service's own fetch errors, beyond a few per 30 s per message.",
+		}),
 	}
 	reg.MustRegister(m.eventsIn, m.dropped, m.late, m.forwarded, m.alerts, m.muted, m.evalSeconds,
-		m.streamTime, m.beacons, m.rebuilds)
+		m.streamTime, m.beacons, m.rebuilds, m.suppressed)
 	if stateDir != "" {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "state_bytes",

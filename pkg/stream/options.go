@@ -98,6 +98,9 @@ type cfg struct {
 	createTopics   bool
 	partitions     int32
 	replication    int16
+	instanceID     string // "" derives one from the state directory; "none" for dynamic membership
+	watchInterval  time.Duration
+	readyMaxLag    int64
 
 	log      *zap.Logger
 	registry *prometheus.Registry
@@ -129,6 +132,8 @@ func defaults() cfg {
 		createTopics:    true,
 		partitions:      -1,
 		replication:     -1,
+		watchInterval:   5 * time.Second,
+		readyMaxLag:     100_000,
 	}
 }
 
@@ -272,6 +277,30 @@ func CreateTopics(create bool, partitions int32, replication int16) Opt {
 	return optFn(func(c *cfg) { c.createTopics, c.partitions, c.replication = create, partitions, replication })
 }
 
+// InstanceID sets the static group membership ID of this process (KIP-345)
+// in the ingest and detection groups. A restarted process with the same ID
+// takes its partitions back at once, without a rebalance and without
+// waiting out the session timeout of the member it replaces. By default a
+// process with a state directory uses the ID stored in it (created at
+// first start, so that two processes never share one); one without (an
+// ingest-only process) is a dynamic member. "none" makes any process a
+// dynamic member: use it when instances come and go often, since a static
+// member that stops for good keeps its partitions until the session
+// timeout expires (it does not leave the group when it shuts down).
+func InstanceID(id string) Opt { return optFn(func(c *cfg) { c.instanceID = id }) }
+
+// WatchInterval sets how often the service checks the cluster (default
+// 5s): broker reachable, input topics present (and recreated ones
+// subscribed again), own topics present (created again with CreateTopics),
+// the repartition topic's end offsets for /readyz's lag.
+func WatchInterval(d time.Duration) Opt { return optFn(func(c *cfg) { c.watchInterval = d }) }
+
+// ReadyMaxLag sets how many records an owned repartition partition may be
+// behind its end with /readyz still ready (default 100000; 0: no bound).
+// A process catching up on a backlog is not ready: its /beacons is not
+// yet the window's.
+func ReadyMaxLag(n int64) Opt { return optFn(func(c *cfg) { c.readyMaxLag = n }) }
+
 // Logger sets the logger (default: none).
 func Logger(l *zap.Logger) Opt { return optFn(func(c *cfg) { c.log = l }) }
 
@@ -280,8 +309,8 @@ func Logger(l *zap.Logger) Opt { return optFn(func(c *cfg) { c.log = l }) }
 // /metrics).
 func Registry(r *prometheus.Registry) Opt { return optFn(func(c *cfg) { c.registry = r }) }
 
-// HTTPListener makes Run serve /metrics, /healthz and /beacons on l, and
-// close it at shutdown.
+// HTTPListener makes Run serve /metrics, /livez, /readyz, /healthz and
+// /beacons on l, and close it at shutdown.
 func HTTPListener(l net.Listener) Opt { return optFn(func(c *cfg) { c.listener = l }) }
 
 // SASL returns the franz-go option for a SASL mechanism: PLAIN,

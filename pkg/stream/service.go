@@ -17,20 +17,26 @@ package stream
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/plugin/kprom"
+	"github.com/twmb/franz-go/plugin/kzap"
 	"go.uber.org/zap"
-	"golang.org/x/sync/errgroup"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/beaconhunt/beacon/pkg/beacon"
 )
@@ -43,6 +49,12 @@ type Service struct {
 	reg *prometheus.Registry
 	m   *metrics
 	det atomic.Pointer[detector]
+	in  atomic.Pointer[ingest]
+
+	quiet      *zap.Logger // s.log for repeating warnings: a few per message per clientLogTick
+	instanceID string      // static group membership; "" for dynamic
+	health     health
+	fatal      atomic.Pointer[error] // why the last Run ended, if it failed
 
 	recent recentAlerts // the page's recent alerts (page.go)
 
@@ -91,6 +103,10 @@ func New(opts ...Opt) (*Service, error) {
 		return nil, fmt.Errorf("stream: commit interval must be positive, got %s", c.commitInterval)
 	case c.maxRecord < 64:
 		return nil, fmt.Errorf("stream: max record bytes must be at least 64, got %d", c.maxRecord)
+	case c.watchInterval < 10*time.Millisecond:
+		return nil, fmt.Errorf("stream: watch interval must be at least 10ms, got %s", c.watchInterval)
+	case c.readyMaxLag < 0:
+		return nil, fmt.Errorf("stream: ready max lag must not be negative, got %d", c.readyMaxLag)
 	case c.profile != beacon.ProfileSeed && c.profile != beacon.ProfileRobust:
 		return nil, fmt.Errorf("stream: unknown profile %q", c.profile)
 	}
@@ -114,6 +130,7 @@ func New(opts ...Opt) (*Service, error) {
 		s.reg = prometheus.NewRegistry()
 	}
 	s.m = newMetrics(s.reg, c.stateDir)
+	s.quiet = s.log.WithOptions(zap.WrapCore(s.limitRepeats))
 	return s, nil
 }
 
@@ -123,55 +140,163 @@ func New(opts ...Opt) (*Service, error) {
 // whose alerts are published and acknowledged and whose state and offset
 // are in Pebble, and commits that offset to Kafka. It returns the first
 // error of any part; a clean shutdown returns nil.
+//
+// Every part (ingest, detection, the topic watch, HTTP) is built before
+// any runs, so that a part that cannot be built (a state directory of
+// other parameters, say) leaves nothing running. They then run as one
+// group, as Prometheus' run groups do: the first to return ends them all,
+// its error the cause, and Run returns once every one has.
 func (s *Service) Run(ctx context.Context) error {
 	if !s.running.CompareAndSwap(false, true) {
 		return errors.New("stream: service already running")
 	}
 	defer s.running.Store(false)
+	s.fatal.Store(nil)
+	if err := s.resolveInstanceID(); err != nil {
+		return err
+	}
+	s.log.Info("beacon service starting", s.startFields()...)
 	if s.cfg.createTopics {
 		if err := s.ensureTopics(ctx); err != nil {
 			return err
 		}
 	}
-	g, gctx := errgroup.WithContext(ctx)
-	if s.cfg.role != RoleDetect {
-		in, err := newIngest(s)
-		if err != nil {
-			return err
-		}
-		g.Go(func() error { return in.run(gctx) })
+	actors, err := s.build()
+	if err != nil {
+		return err
 	}
-	if s.cfg.role != RoleIngest {
-		d, err := newDetector(s)
-		if err != nil {
-			return err
-		}
-		s.det.Store(d)
-		g.Go(func() error { return d.run(gctx) })
+	err = runGroup(ctx, actors)
+	if s.crashed.Load() { // a test's kill: the parts stop without a word
+		err = nil
 	}
-	if l := s.cfg.listener; l != nil {
-		srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
-		g.Go(func() error {
-			if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				return fmt.Errorf("http: %w", err)
-			}
-			return nil
-		})
-		g.Go(func() error {
-			<-gctx.Done()
-			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			return srv.Shutdown(sctx)
-		})
+	if err != nil {
+		s.fatal.Store(&err)
 	}
-	s.log.Info("beacon service started", zap.Strings("brokers", s.cfg.brokers), zap.String("role", string(s.cfg.role)),
-		zap.String("group", s.cfg.group))
-	err := g.Wait()
 	if err != nil && errors.Is(err, context.Canceled) && ctx.Err() != nil {
 		err = nil
 	}
 	return err
 }
+
+// startFields is the start-up line: what an operator checks first.
+func (s *Service) startFields() []zap.Field {
+	f := []zap.Field{zap.Strings("brokers", s.cfg.brokers), zap.String("role", string(s.cfg.role)),
+		zap.String("group", s.cfg.group), zap.String("profile", s.cfg.profile)}
+	if s.cfg.role != RoleDetect {
+		f = append(f, zap.Strings("input_topics", s.cfg.inputTopics))
+	}
+	f = append(f, zap.String("repartition_topic", s.cfg.repartition))
+	if s.cfg.role != RoleIngest {
+		f = append(f, zap.String("alert_topic", s.cfg.alertTopic), zap.String("state_dir", s.cfg.stateDir))
+	}
+	f = append(f, zap.String("dead_letter_topic", s.cfg.deadLetter), zap.String("instance_id", s.instanceID),
+		zap.Duration("lookback", s.cfg.params.Lookback), zap.Duration("warmup", s.cfg.warmup),
+		zap.Duration("realert_interval", s.cfg.reAlert))
+	return f
+}
+
+// actor is one part of the service under the run group: run works until
+// ctx is done (or it fails) and returns.
+type actor struct {
+	name string
+	run  func(ctx context.Context) error
+}
+
+// build creates every part of the service, or none: on an error it closes
+// what it built.
+func (s *Service) build() ([]actor, error) {
+	var actors []actor
+	var closers []func()
+	undo := func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+		s.in.Store(nil)
+		s.det.Store(nil)
+	}
+	w, err := newWatch(s)
+	if err != nil {
+		return nil, err
+	}
+	closers = append(closers, w.close)
+	actors = append(actors, actor{"topic watch", w.run})
+	if s.cfg.role != RoleDetect {
+		in, err := newIngest(s)
+		if err != nil {
+			undo()
+			return nil, err
+		}
+		closers = append(closers, in.cl.Close)
+		s.in.Store(in)
+		actors = append(actors, actor{"ingest", in.run})
+	}
+	if s.cfg.role != RoleIngest {
+		d, err := newDetector(s)
+		if err != nil {
+			undo()
+			return nil, err
+		}
+		closers = append(closers, func() { d.cl.Close(); d.store.Close() })
+		s.det.Store(d)
+		actors = append(actors, actor{"detection", d.run})
+	}
+	if l := s.cfg.listener; l != nil {
+		srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		actors = append(actors, actor{"http", func(ctx context.Context) error {
+			errc := make(chan error, 1)
+			go func() { errc <- srv.Serve(l) }()
+			select {
+			case err := <-errc:
+				return err
+			case <-ctx.Done():
+			}
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			err := srv.Shutdown(sctx)
+			<-errc
+			return err
+		}})
+	}
+	return actors, nil
+}
+
+// runGroup runs the actors until the first returns, then cancels the
+// others' context with its error as the cause (errActorStopped when it
+// returned nil before ctx was done) and waits for all of them. It returns
+// the first error, named by its actor.
+func runGroup(ctx context.Context, actors []actor) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	type result struct {
+		name string
+		err  error
+	}
+	done := make(chan result, len(actors))
+	for _, a := range actors {
+		go func() { done <- result{a.name, a.run(ctx)} }()
+	}
+	first := <-done
+	var err error
+	switch {
+	case first.err != nil:
+		err = fmt.Errorf("%s: %w", first.name, first.err)
+	case ctx.Err() == nil:
+		// A part that ends on its own ends the process: a detector without
+		// ingest would look alive and never alert.
+		err = fmt.Errorf("%s: %w", first.name, errActorStopped)
+	}
+	cancel(err)
+	for range len(actors) - 1 {
+		if r := <-done; err == nil && r.err != nil && !errors.Is(r.err, context.Canceled) {
+			err = fmt.Errorf("%s: %w", r.name, r.err)
+		}
+	}
+	return err
+}
+
+// errActorStopped is the cause when a part returned without an error
+// while the others were meant to go on.
+var errActorStopped = errors.New("stopped unexpectedly")
 
 // crash makes the running service stop the way a killed process would:
 // nothing more is published, applied or committed (tests).
@@ -184,7 +309,7 @@ func (s *Service) clientOpts(id string, extra ...kgo.Opt) []kgo.Opt {
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(s.cfg.brokers...),
 		kgo.ClientID(id),
-		kgo.WithLogger(kgoLogger{s.log.With(zap.String("client", id))}),
+		kgo.WithLogger(s.clientLogger(id)),
 	}
 	if id == "beacon-ingest" || id == "beacon-detect" {
 		opts = append(opts, kgo.WithHooks(kprom.NewMetrics(namespace, kprom.Registerer(s.reg), kprom.Gatherer(s.reg), kprom.WithClientLabel())))
@@ -195,11 +320,62 @@ func (s *Service) clientOpts(id string, extra ...kgo.Opt) []kgo.Opt {
 
 // groupOpts are the options of the consumer groups.
 func (s *Service) groupOpts() []kgo.Opt {
+	var opts []kgo.Opt
+	if s.instanceID != "" {
+		opts = append(opts, kgo.InstanceID(s.instanceID))
+	}
 	if s.cfg.sessionTimeout <= 0 {
+		return opts
+	}
+	return append(opts, kgo.SessionTimeout(s.cfg.sessionTimeout),
+		kgo.HeartbeatInterval(min(3*time.Second, max(s.cfg.sessionTimeout/10, 100*time.Millisecond))))
+}
+
+// instanceIDFile holds a process's static membership ID in its state
+// directory (Pebble ignores files it does not know).
+const instanceIDFile = "beacon-instance-id"
+
+// resolveInstanceID decides the static membership ID: the configured one,
+// none, or the one stored in the state directory, created at first start
+// from the host name and random bits so that copies of one deployment
+// (same path on many hosts) do not fence each other.
+func (s *Service) resolveInstanceID() error {
+	switch id := s.cfg.instanceID; {
+	case id == "none":
+		s.instanceID = ""
+		return nil
+	case id != "":
+		s.instanceID = id
+		return nil
+	case s.cfg.role == RoleIngest || s.cfg.stateDir == "":
+		s.instanceID = ""
 		return nil
 	}
-	return []kgo.Opt{kgo.SessionTimeout(s.cfg.sessionTimeout),
-		kgo.HeartbeatInterval(min(3*time.Second, max(s.cfg.sessionTimeout/10, 100*time.Millisecond)))}
+	path := filepath.Join(s.cfg.stateDir, instanceIDFile)
+	if b, err := os.ReadFile(path); err == nil {
+		if id := strings.TrimSpace(string(b)); id != "" {
+			s.instanceID = id
+			return nil
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("stream: reading the instance id: %w", err)
+	}
+	if err := os.MkdirAll(s.cfg.stateDir, 0o755); err != nil {
+		return fmt.Errorf("stream: %w", err)
+	}
+	host, _ := os.Hostname()
+	var rnd [6]byte
+	rand.Read(rnd[:])
+	id := "beacon-" + host + "-" + hex.EncodeToString(rnd[:])
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(id+"\n"), 0o644); err != nil {
+		return fmt.Errorf("stream: writing the instance id: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("stream: writing the instance id: %w", err)
+	}
+	s.instanceID = id
+	return nil
 }
 
 // ensureTopics creates the topics the service writes and the repartition
@@ -210,27 +386,11 @@ func (s *Service) ensureTopics(ctx context.Context) error {
 		return err
 	}
 	defer cl.Close()
-	adm := kadm.NewClient(cl)
 	topics := []string{s.cfg.repartition, s.cfg.deadLetter}
 	if s.cfg.role != RoleIngest {
 		topics = append(topics, s.cfg.alertTopic)
 	}
-	resp, err := adm.CreateTopics(ctx, s.cfg.partitions, s.cfg.replication, nil, topics...)
-	if err != nil {
-		return fmt.Errorf("creating topics: %w", err)
-	}
-	for _, r := range resp.Sorted() {
-		switch {
-		case r.Err == nil:
-			s.log.Info("topic created", zap.String("topic", r.Topic), zap.Int32("partitions", r.NumPartitions))
-		case errors.Is(r.Err, kerr.TopicAlreadyExists):
-		default:
-			// Some services (Event Hubs without management rights) refuse
-			// creation; the topics may exist anyway.
-			s.log.Warn("could not create topic", zap.String("topic", r.Topic), zap.Error(r.Err))
-		}
-	}
-	return nil
+	return s.createTopics(ctx, kadm.NewClient(cl), topics...)
 }
 
 // deadLetter sends a record that does not decode to the dead-letter topic,
@@ -283,39 +443,34 @@ func (s *Service) Beacons() ([]beacon.Row, error) {
 	return d.beacons()
 }
 
-// kgoLogger routes franz-go's logs to zap.
-type kgoLogger struct{ l *zap.Logger }
-
-func (k kgoLogger) Level() kgo.LogLevel {
-	switch {
-	case k.l.Core().Enabled(zap.DebugLevel):
-		return kgo.LogLevelDebug
-	case k.l.Core().Enabled(zap.InfoLevel):
-		return kgo.LogLevelInfo
-	case k.l.Core().Enabled(zap.WarnLevel):
+// clientLogger is franz-go's logger: its chatter (connections, joins,
+// flushes: info and debug) shows with --log-level debug only; its warnings
+// and errors always do, each message at most clientLogBurst times per
+// clientLogTick, so that a broker outage or a stalled topic, which make
+// the client repeat itself many times a second, cannot flood the log.
+// Suppressed lines are counted in beacon_log_lines_suppressed_total.
+func (s *Service) clientLogger(id string) kgo.Logger {
+	l := s.log.With(zap.String("client", id)).WithOptions(zap.WrapCore(s.limitRepeats))
+	debug := s.log.Core().Enabled(zap.DebugLevel)
+	return kzap.New(l, kzap.LevelFn(func() kgo.LogLevel {
+		if debug {
+			return kgo.LogLevelDebug
+		}
 		return kgo.LogLevelWarn
-	}
-	return kgo.LogLevelError
+	}))
 }
 
-func (k kgoLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
-	lvl := zap.DebugLevel
-	switch level {
-	case kgo.LogLevelError:
-		lvl = zap.ErrorLevel
-	case kgo.LogLevelWarn:
-		lvl = zap.WarnLevel
-	case kgo.LogLevelInfo:
-		lvl = zap.InfoLevel
-	}
-	ce := k.l.Check(lvl, msg)
-	if ce == nil {
-		return
-	}
-	fields := make([]zap.Field, 0, len(keyvals)/2)
-	for i := 0; i+1 < len(keyvals); i += 2 {
-		key, _ := keyvals[i].(string)
-		fields = append(fields, zap.Any(key, keyvals[i+1]))
-	}
-	ce.Write(fields...)
+// limitRepeats lets through clientLogBurst lines of each message per
+// clientLogTick and counts the others.
+func (s *Service) limitRepeats(c zapcore.Core) zapcore.Core {
+	return zapcore.NewSamplerWithOptions(c, clientLogTick, clientLogBurst, 0, zapcore.SamplerHook(func(_ zapcore.Entry, d zapcore.SamplingDecision) {
+		if d&zapcore.LogDropped != 0 {
+			s.m.suppressed.Inc()
+		}
+	}))
 }
+
+const (
+	clientLogTick  = 30 * time.Second
+	clientLogBurst = 3
+)
