@@ -326,7 +326,7 @@ func (d *detector) assigned(ctx context.Context, offsets map[string]map[int32]kg
 	if len(parts) == 0 {
 		return offsets, nil
 	}
-	var starts kadm.ListedOffsets
+	var starts, ends kadm.ListedOffsets
 	for p, o := range parts {
 		committed := o.EpochOffset().Offset
 		if committed < 0 {
@@ -348,6 +348,14 @@ func (d *detector) assigned(ctx context.Context, offsets map[string]map[int32]kg
 				return nil, err
 			}
 		}
+		if ends == nil {
+			if ends, err = d.adm.ListEndOffsets(ctx, d.topic); err != nil {
+				return nil, err
+			}
+		}
+		if le, ok := ends.Lookup(d.topic, p); ok && le.Err == nil && committed > le.Offset {
+			committed = -1 // the offsets of a topic since deleted (see below)
+		}
 		recorded, has := part.Offset()
 		if has {
 			if starts == nil {
@@ -355,7 +363,20 @@ func (d *detector) assigned(ctx context.Context, offsets map[string]map[int32]kg
 					return nil, err
 				}
 			}
-			if ls, ok := starts.Lookup(d.topic, p); ok && ls.Err == nil && recorded < ls.Offset {
+			if le, ok := ends.Lookup(d.topic, p); ok && le.Err == nil && recorded > le.Offset {
+				// The state is ahead of the topic: the topic was deleted and
+				// created again (a broker that lost its data). Its offsets
+				// mean nothing here; resuming would skip the new records.
+				d.s.log.Warn("partition state is past the topic's end (topic recreated?), rebuilding",
+					zap.Int32("partition", p), zap.Int64("recorded", recorded), zap.Int64("end", le.Offset))
+				if err := d.store.DropPartition(p); err != nil {
+					return nil, err
+				}
+				if part, err = d.store.Partition(p); err != nil {
+					return nil, err
+				}
+				has = false
+			} else if ls, ok := starts.Lookup(d.topic, p); ok && ls.Err == nil && recorded < ls.Offset {
 				d.s.log.Warn("partition state older than the topic's retention, rebuilding",
 					zap.Int32("partition", p), zap.Int64("recorded", recorded), zap.Int64("log_start", ls.Offset))
 				if err := d.store.DropPartition(p); err != nil {

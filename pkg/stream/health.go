@@ -67,11 +67,12 @@ func (w *watch) run(ctx context.Context) error {
 	}
 }
 
-// say logs msg once per change of what is said about topic.
+// say logs once per change of what is said about topic ("" for the
+// broker); during log, w.state[topic] is still what was said before.
 func (w *watch) say(topic, what string, log func()) {
 	if w.state[topic] != what {
-		w.state[topic] = what
 		log()
+		w.state[topic] = what
 	}
 }
 
@@ -103,8 +104,8 @@ func (w *watch) check(ctx context.Context) error {
 		return nil
 	}
 	w.say("", "up", func() {
-		if len(w.state) > 1 { // not the first check
-			s.log.Info("broker reachable again")
+		if w.state[""] == "down" {
+			s.log.Info("broker reachable again", zap.Strings("brokers", s.cfg.brokers))
 		}
 	})
 	var missing []string
@@ -119,7 +120,11 @@ func (w *watch) check(ctx context.Context) error {
 		case td.Err != nil:
 			w.say(t, td.Err.Error(), func() { s.log.Warn("input topic unavailable", zap.String("topic", t), zap.Error(td.Err)) })
 		default:
-			w.say(t, "ok", func() {})
+			w.say(t, "ok", func() {
+				if in := s.in.Load(); in != nil && w.state[t] != "" {
+					in.cl.ForceMetadataRefresh() // it was missing: subscribe without waiting for the client's own refresh
+				}
+			})
 			if old, seen := w.ids[t]; seen && old != td.ID {
 				s.log.Warn("input topic was recreated: consuming it again from its start",
 					zap.String("topic", t), zap.String("old_id", old.String()), zap.String("new_id", td.ID.String()))
@@ -131,13 +136,16 @@ func (w *watch) check(ctx context.Context) error {
 			w.ids[t] = td.ID
 		}
 	}
-	var create []string
+	var create, gone []string
 	for _, t := range own {
 		td, ok := md.Topics[t]
 		switch {
 		case !ok || errors.Is(td.Err, kerr.UnknownTopicOrPartition):
 			if s.cfg.createTopics {
 				create = append(create, t)
+				if _, seen := w.ids[t]; seen {
+					gone = append(gone, t)
+				}
 			} else {
 				w.say(t, "missing", func() {
 					s.log.Warn("topic does not exist and --create-topics is off", zap.String("topic", t))
@@ -153,13 +161,13 @@ func (w *watch) check(ctx context.Context) error {
 		}
 	}
 	if len(create) > 0 {
-		// The topics get new IDs; a client that held the old ones stops
-		// the service at the next check (above), so delete what we knew.
-		for _, t := range create {
-			delete(w.ids, t)
-		}
 		if err := s.createTopics(cctx, w.adm, create...); err != nil {
 			s.log.Warn("could not create missing topics", zap.Strings("topics", create), zap.Error(err))
+		}
+		if len(gone) > 0 {
+			// The clients hold the old topics' IDs, which franz-go never
+			// trades for new ones: start again with new clients.
+			return fmt.Errorf("topics %v disappeared (a broker that lost its data?) and were created again: restart, so that every client uses the new topics", gone)
 		}
 	}
 	var ends map[int32]int64
