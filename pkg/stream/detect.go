@@ -143,11 +143,19 @@ func (d *detector) run(ctx context.Context) error {
 			d.close(false)
 			return err
 		}
+		failed := false
 		fetches.EachError(func(t string, p int32, err error) {
 			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+				failed = true
 				d.s.quiet.Warn("repartition fetch error", zap.String("topic", t), zap.Int32("partition", p), zap.Error(err))
 			}
 		})
+		if failed && fetches.NumRecords() == 0 { // errors only return at once: wait instead of spinning
+			select {
+			case <-pollCtx.Done():
+			case <-time.After(time.Second):
+			}
+		}
 		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
 			if len(p.Records) == 0 {
 				return

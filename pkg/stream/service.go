@@ -58,8 +58,9 @@ type Service struct {
 
 	recent recentAlerts // the page's recent alerts (page.go)
 
-	running atomic.Bool
-	crashed atomic.Bool // test hook: stop as a killed process would
+	running      atomic.Bool
+	crashed      atomic.Bool          // test hook: stop as a killed process would
+	onSuppressed func(message string) // test hook: a log line suppressed
 }
 
 // New checks the options and returns a service ready to Run.
@@ -460,14 +461,36 @@ func (s *Service) clientLogger(id string) kgo.Logger {
 	}))
 }
 
-// limitRepeats lets through clientLogBurst lines of each message per
-// clientLogTick and counts the others.
+// limitRepeats lets through clientLogBurst warnings (and errors) of each
+// message per clientLogTick and counts the others; debug and info lines
+// pass (asked for with --log-level debug, they should all show).
 func (s *Service) limitRepeats(c zapcore.Core) zapcore.Core {
-	return zapcore.NewSamplerWithOptions(c, clientLogTick, clientLogBurst, 0, zapcore.SamplerHook(func(_ zapcore.Entry, d zapcore.SamplingDecision) {
-		if d&zapcore.LogDropped != 0 {
-			s.m.suppressed.Inc()
-		}
-	}))
+	return warnLimit{Core: c, limited: zapcore.NewSamplerWithOptions(c, clientLogTick, clientLogBurst, 0,
+		zapcore.SamplerHook(func(e zapcore.Entry, d zapcore.SamplingDecision) {
+			if d&zapcore.LogDropped != 0 {
+				s.m.suppressed.Inc()
+				if h := s.onSuppressed; h != nil {
+					h(e.Message)
+				}
+			}
+		}))}
+}
+
+// warnLimit sends warnings and errors through a sampler, the rest around it.
+type warnLimit struct {
+	zapcore.Core // all lines
+	limited      zapcore.Core
+}
+
+func (c warnLimit) With(f []zapcore.Field) zapcore.Core {
+	return warnLimit{Core: c.Core.With(f), limited: c.limited.With(f)}
+}
+
+func (c warnLimit) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	if e.Level >= zapcore.WarnLevel {
+		return c.limited.Check(e, ce)
+	}
+	return c.Core.Check(e, ce)
 }
 
 const (
