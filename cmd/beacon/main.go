@@ -36,6 +36,7 @@ func commands() []command {
 		{"hunt", "the seed query over exported DeviceNetworkEvents files (JSON, Streaming API envelope, CSV)", runHunt},
 		{"replay", "backtest a topic's history through the streaming path", runReplay},
 		{"simulate", "labelled synthetic DeviceNetworkEvents to a file or a topic", runSimulate},
+		{"health", "ask a running detector whether it is ready (exit 0) or not (1): a container healthcheck", runHealth},
 	}
 }
 

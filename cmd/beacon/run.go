@@ -38,8 +38,11 @@ case, '-' as '_', e.g. BEACON_SASL_PASSWORD) or in the YAML file given by
 --config (or BEACON_CONFIG), keyed by flag name. Precedence: flags, then
 environment, then file, then defaults. Keep secrets out of flags.
 
-HTTP (--listen): /metrics (Prometheus), /healthz, /beacons (the current
-beacon set, the columns of 'hunt'; ?format=csv or table).
+HTTP (--listen): /metrics (Prometheus), /livez (the process works),
+/readyz (broker reachable, input topics present, partitions owned, lag
+within --ready-max-lag; JSON with the reasons; 'beacon health' asks it),
+/healthz (an alias of /readyz), /beacons (the current beacon set, the
+columns of 'hunt'; ?format=csv or table).
 
 Examples:
   beacon run --brokers kafka:9092 --state-dir /var/lib/beacon
@@ -65,6 +68,8 @@ type runConfig struct {
 	fromLatest                      bool
 	sessionTimeout, commitInterval  time.Duration
 	listen                          string
+	instanceID                      string
+	readyMaxLag                     int64
 	logLevel, logFormat             string
 	config                          string
 }
@@ -119,7 +124,9 @@ func registerRunFlags(fs *flag.FlagSet, c *runConfig) {
 	fs.BoolVar(&c.fromLatest, "from-latest", false, "a new ingest group starts at the end of the input topics instead of backfilling from their beginning")
 	fs.DurationVar(&c.sessionTimeout, "session-timeout", 45*time.Second, "consumer group session timeout: how long a dead process keeps its partitions")
 	fs.DurationVar(&c.commitInterval, "commit-interval", 5*time.Second, "how often consumed offsets are committed to Kafka")
-	fs.StringVar(&c.listen, "listen", "127.0.0.1:9464", "HTTP address of the page (/), /beacons, /metrics and /healthz (empty: none)")
+	fs.StringVar(&c.listen, "listen", "127.0.0.1:9464", "HTTP address of the page (/), /beacons, /metrics, /livez, /readyz and /healthz (empty: none)")
+	fs.StringVar(&c.instanceID, "instance-id", "", "static group membership ID, so that a restarted process takes its partitions back at once (default: one stored in --state-dir; none: dynamic membership)")
+	fs.Int64Var(&c.readyMaxLag, "ready-max-lag", 100_000, "/readyz fails while an owned partition is more records than this behind (0: no bound)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "json", "log format: json or console")
 }
@@ -228,6 +235,8 @@ func (c *runConfig) options(log *zap.Logger) ([]stream.Opt, error) {
 		stream.CreateTopics(c.createTopics, int32(c.partitions), int16(c.replication)),
 		stream.SessionTimeout(c.sessionTimeout),
 		stream.CommitInterval(c.commitInterval),
+		stream.InstanceID(c.instanceID),
+		stream.ReadyMaxLag(c.readyMaxLag),
 		stream.Logger(log),
 	}
 	opts = append(opts, detect...)
