@@ -1,0 +1,165 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"gopkg.in/yaml.v3"
+)
+
+// compose is the part of docker-compose.yml the walk-through uses.
+type compose struct {
+	Services map[string]struct {
+		Command     []string          `yaml:"command"`
+		Entrypoint  []string          `yaml:"entrypoint"`
+		Environment map[string]string `yaml:"environment"`
+		Healthcheck struct {
+			Test []string `yaml:"test"`
+		} `yaml:"healthcheck"`
+	} `yaml:"services"`
+}
+
+// TestComposeWalkthrough runs docker-compose.yml's walk-through — the
+// beacon service as configured there, then the simulate service's command,
+// then the beacon service's healthcheck — with the embedded broker in
+// place of Kafka, and checks that it ends with alerts on the alert topic,
+// a beacon set on /beacons and a healthy service. Before, the simulated
+// day ended exactly when the default warm-up (the lookback) did, and the
+// walk-through never alerted.
+func TestComposeWalkthrough(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "docker-compose.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c compose
+	if err := yaml.Unmarshal(b, &c); err != nil {
+		t.Fatal(err)
+	}
+	svc, sim, init := c.Services["beacon"], c.Services["simulate"], c.Services["init-topics"]
+	if len(svc.Command) == 0 || len(sim.Command) == 0 || len(init.Entrypoint) == 0 || len(svc.Healthcheck.Test) < 3 {
+		t.Fatalf("docker-compose.yml lacks the beacon or simulate command, init-topics or the healthcheck: %+v", c)
+	}
+	flagOf := func(args []string, name string) string {
+		if i := slices.Index(args, name); i >= 0 && i+1 < len(args) {
+			return args[i+1]
+		}
+		t.Fatalf("%q has no %s", args, name)
+		return ""
+	}
+	topic := flagOf(init.Entrypoint, "--topic")
+	parts, err := strconv.Atoi(flagOf(init.Entrypoint, "--partitions"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(int32(parts), topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Close()
+	addr := cluster.ListenAddrs()[0]
+	kafka := "kafka:9092"
+	httpAddr := freePort(t)
+	for k, v := range svc.Environment {
+		switch k {
+		case "BEACON_BROKERS":
+			v = strings.ReplaceAll(v, kafka, addr)
+		case "BEACON_STATE_DIR":
+			v = filepath.Join(t.TempDir(), "state")
+		case "BEACON_LISTEN": // loopback only here
+			v = httpAddr
+		}
+		t.Setenv(k, v)
+	}
+	port := httpAddr[strings.LastIndex(httpAddr, ":")+1:]
+	health := slices.Clone(svc.Healthcheck.Test[2:]) // after CMD and the binary
+	for i := range health {
+		health[i] = strings.ReplaceAll(health[i], "127.0.0.1:9464", "127.0.0.1:"+port)
+	}
+	if err := run(context.Background(), health, stdio{strings.NewReader(""), io.Discard, io.Discard}); err == nil {
+		t.Fatal("the healthcheck passes with no service running")
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var errOut syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, svc.Command, stdio{strings.NewReader(""), io.Discard, &errOut}) }()
+
+	simArgs := slices.Clone(sim.Command)
+	for i := range simArgs {
+		simArgs[i] = strings.ReplaceAll(simArgs[i], kafka, addr)
+	}
+	if err := run(ctx, simArgs, stdio{strings.NewReader(""), io.Discard, io.Discard}); err != nil {
+		t.Fatalf("%q: %v", simArgs, err)
+	}
+
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	alerts := func() int64 {
+		ends, err := adm.ListEndOffsets(context.Background(), "beacon.alerts")
+		if err != nil {
+			return 0
+		}
+		var n int64
+		ends.Each(func(o kadm.ListedOffset) { n += max(o.Offset, 0) })
+		return n
+	}
+	var healthOut syncBuffer
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		err := run(ctx, health, stdio{strings.NewReader(""), &healthOut, io.Discard})
+		if err == nil && committedAll(adm) {
+			// Alerts are acknowledged before the offsets after them are
+			// committed: all is read, all that alerts has.
+			if alerts() == 0 {
+				t.Fatalf("the walk-through read everything and published no alert\n%.3000s", errOut.String())
+			}
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("beacon run returned: %v\n%s", err, errOut.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no alerts and a healthy service after 3 minutes: %d alerts, healthcheck %v\n%s", alerts(), err, errOut.String())
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	resp, err := http.Get("http://" + httpAddr + "/beacons?format=table")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if strings.HasPrefix(string(body), "0 beacon") || !strings.Contains(string(body), "beacon(s)") {
+		t.Errorf("/beacons?format=table:\n%s", body)
+	}
+	t.Logf("%d alerts; /beacons: %s", alerts(), strings.SplitN(string(body), "\n", 2)[0])
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("beacon run: %v\n%s", err, errOut.String())
+	}
+	// The start-up line names what an operator checks first.
+	for _, want := range []string{`"msg":"beacon service starting"`, `"brokers":["` + addr + `"]`, `"input_topics":["` + topic + `"]`,
+		`"group":"beacon"`, `"profile":"seed"`, `"state_dir":"`} {
+		if !strings.Contains(errOut.String(), want) {
+			t.Errorf("the log lacks %s:\n%.2000s", want, errOut.String())
+		}
+	}
+}
