@@ -450,3 +450,73 @@ func TestLimitRepeats(t *testing.T) {
 		t.Errorf("suppressed %v, want %v", got, want)
 	}
 }
+
+// owned returns how many repartition and input partitions a running
+// service owns.
+func owned(s *Service) (repartition, input int) {
+	if d := s.det.Load(); d != nil {
+		repartition = len(d.status())
+	}
+	if in := s.in.Load(); in != nil {
+		input = in.merge.assigned()
+	}
+	return repartition, input
+}
+
+// TestStaticMembershipRestart: a process killed and restarted on the same
+// state directory rejoins both groups under the instance ID stored there
+// and owns its partitions again long before the dead member's session
+// would have expired (a dynamic member waits that long: the group cannot
+// rebalance until the dead member is gone). The kill is the crash hook,
+// which for a static member does not leave the group (franz-go never
+// leaves with an instance ID), as a kill -9 would not.
+func TestStaticMembershipRestart(t *testing.T) {
+	c, addr := newCluster(t, 2)
+	produceJSON(t, addr, firstRecords(t, 2000))
+	dir := t.TempDir()
+	const session = 40 * time.Second
+	svc := func() *Service {
+		return service(t, addr, dir, testLogger(t), Params(testParams()), SessionTimeout(session))
+	}
+	waitOwned := func(s *Service, within time.Duration) time.Duration {
+		t.Helper()
+		began := time.Now()
+		for {
+			if r, in := owned(s); r == 2 && in == 3 {
+				return time.Since(began)
+			}
+			if time.Since(began) > within {
+				r, in := owned(s)
+				t.Fatalf("owns %d of 2 repartition and %d of 3 input partitions after %s", r, in, within)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	a := svc()
+	stopA := start(t, a)
+	waitOwned(a, 30*time.Second)
+	a.crash()
+	if err := stopA(); err != nil {
+		t.Fatal(err)
+	}
+	b := svc()
+	if b.resolveInstanceID(); b.instanceID != a.instanceID || a.instanceID == "" {
+		t.Fatalf("instance IDs %q and %q, want the same one", a.instanceID, b.instanceID)
+	}
+	stopB := start(t, b)
+	took := waitOwned(b, session/2)
+	t.Logf("the restarted process owned its partitions after %s (session timeout %s)", took.Round(time.Millisecond), session)
+	for _, g := range []string{"test.ingest", "test.detect"} {
+		gi := c.GroupInfo(g)
+		if gi == nil || len(gi.Members) != 1 {
+			t.Errorf("group %s: %+v, want one member", g, gi)
+			continue
+		}
+		if id := gi.Members[0].InstanceID; id == nil || *id != a.instanceID {
+			t.Errorf("group %s: member instance %v, want %q", g, id, a.instanceID)
+		}
+	}
+	if err := stopB(); err != nil {
+		t.Fatal(err)
+	}
+}
