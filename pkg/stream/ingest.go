@@ -122,7 +122,9 @@ func newIngest(s *Service) (*ingest, error) {
 					in.merge.revoke(t, p)
 				}
 			}
-			s.log.Warn("input partitions lost", zap.Any("partitions", lost))
+			if len(lost) > 0 { // franz-go calls it with none while the broker is away, every second
+				s.log.Warn("input partitions lost", zap.Any("partitions", lost))
+			}
 		}),
 		// Small fetches per partition keep the input partitions in step
 		// when ingest catches up on a backlog: records of one poll are
