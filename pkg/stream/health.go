@@ -162,7 +162,7 @@ func (w *watch) check(ctx context.Context) error {
 	}
 	if len(create) > 0 {
 		if err := s.createTopics(cctx, w.adm, create...); err != nil {
-			s.log.Warn("could not create missing topics", zap.Strings("topics", create), zap.Error(err))
+			s.quiet.Warn("could not create missing topics", zap.Strings("topics", create), zap.Error(err))
 		}
 		if len(gone) > 0 {
 			// The clients hold the old topics' IDs, which franz-go never
