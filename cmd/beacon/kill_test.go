@@ -100,7 +100,11 @@ func TestKillRestart(t *testing.T) {
 	}
 	defer cluster.Close()
 	addr := cluster.ListenAddrs()[0]
-	g, err := fleet.New(fleet.Config{Seed: 9, Devices: 150, Duration: 12 * time.Hour, Sleeps: []time.Duration{30 * time.Second, time.Minute}})
+	fc := fleet.Config{Seed: 9, Devices: 150, Duration: 12 * time.Hour, Sleeps: []time.Duration{30 * time.Second, time.Minute}}
+	if raceEnabled {
+		fc.Devices, fc.Duration = 30, 6*time.Hour
+	}
+	g, err := fleet.New(fc)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -100,6 +100,9 @@ func TestComposeWalkthrough(t *testing.T) {
 	for i := range simArgs {
 		simArgs[i] = strings.ReplaceAll(simArgs[i], kafka, addr)
 	}
+	if raceEnabled { // the same day and two hours, of a smaller fleet (the last --devices wins)
+		simArgs = append(simArgs, "--devices", "40")
+	}
 	if err := run(ctx, simArgs, stdio{strings.NewReader(""), io.Discard, io.Discard}); err != nil {
 		t.Fatalf("%q: %v", simArgs, err)
 	}
