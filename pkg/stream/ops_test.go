@@ -103,12 +103,16 @@ func TestRunErrorStopsEverything(t *testing.T) {
 		}
 		st.Close()
 		before := ownGoroutines()
-		s := service(t, addr, dir, testLogger(t), Params(testParams()))
+		l, base := listen(t)
+		s := service(t, addr, dir, testLogger(t), Params(testParams()), HTTPListener(l))
 		err = s.Run(context.Background())
 		if err == nil || !strings.Contains(err.Error(), "lookback") {
 			t.Fatalf("Run: %v, want the state's parameter mismatch", err)
 		}
 		waitGoroutines(t, before)
+		if _, err := http.Get(base + "/livez"); err == nil {
+			t.Error("the HTTP listener is still open after Run failed")
+		}
 	})
 
 	t.Run("http fails while running", func(t *testing.T) {

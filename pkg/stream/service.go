@@ -153,6 +153,12 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	defer s.running.Store(false)
 	s.fatal.Store(nil)
+	built := false
+	defer func() {
+		if l := s.cfg.listener; l != nil && !built { // the HTTP part closes it once it runs
+			l.Close()
+		}
+	}()
 	if err := s.resolveInstanceID(); err != nil {
 		return err
 	}
@@ -166,15 +172,16 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	built = true
 	err = runGroup(ctx, actors)
 	if s.crashed.Load() { // a test's kill: the parts stop without a word
 		err = nil
 	}
-	if err != nil {
-		s.fatal.Store(&err)
-	}
 	if err != nil && errors.Is(err, context.Canceled) && ctx.Err() != nil {
 		err = nil
+	}
+	if err != nil {
+		s.fatal.Store(&err)
 	}
 	return err
 }
