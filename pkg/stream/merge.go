@@ -35,6 +35,8 @@ type merger struct {
 	// offsets are fixed and known, so waiting always ends), which makes
 	// the output a function of the input alone.
 	exact bool
+
+	out []emitted // emit's steps, run once the lock is released; only emit uses it
 }
 
 type mpart struct {
@@ -150,7 +152,45 @@ func (m *merger) add(fp *kgo.FetchTopicPartition, decode func(r *kgo.Record, pus
 // emit hands on events in order while no partition that may deliver older
 // ones is empty, calling mark with the offset to commit after each
 // completed record. It returns the partitions to pause and to resume.
+//
+// The order is decided under the lock, but event and mark run after it is
+// released, in that order: event produces, which can block while the
+// client's buffer is full, and the rebalance callbacks must not wait for
+// that to take the lock.
 func (m *merger) emit(event func(*mpart, *beacon.Event), mark func(topic string, p int32, epoch int32, next int64)) (pause, resume map[string][]int32) {
+	pause, resume = m.order()
+	for i := range m.out {
+		o := &m.out[i]
+		if o.event {
+			event(o.mp, &o.ev)
+		}
+		if o.mark {
+			mark(o.topic, o.id, o.epoch, o.next)
+		}
+	}
+	clear(m.out)
+	m.out = m.out[:0]
+	return pause, resume
+}
+
+// emitted is one step of emit: an event, a mark, or an event and the mark
+// of the record it completes.
+type emitted struct {
+	mp          *mpart // the event's partition; event may update its watermark (ingest goroutine only)
+	ev          beacon.Event
+	event, mark bool
+	topic       string
+	id          int32
+	epoch       int32
+	next        int64
+}
+
+// order appends emit's steps to m.out.
+func (m *merger) order() (pause, resume map[string][]int32) {
+	mark := func(topic string, p int32, epoch int32, next int64) {
+		m.out = append(m.out, emitted{mark: true, topic: topic, id: p, epoch: epoch, next: next})
+	}
+	event := func(mp *mpart, e *beacon.Event) { m.out = append(m.out, emitted{mp: mp, ev: *e, event: true}) }
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	waiting := false
@@ -190,7 +230,8 @@ func (m *merger) emit(event func(*mpart, *beacon.Event), mark func(topic string,
 		e := &best.q[best.head]
 		event(best, &e.ev)
 		if e.last {
-			mark(best.topic, best.id, e.epoch, e.offset+1)
+			o := &m.out[len(m.out)-1]
+			o.mark, o.topic, o.id, o.epoch, o.next = true, best.topic, best.id, e.epoch, e.offset+1
 		}
 		best.head++
 	}
