@@ -24,6 +24,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/beaconhunt/beacon/pkg/beacon"
 	"github.com/beaconhunt/beacon/pkg/fleet"
 	"github.com/beaconhunt/beacon/pkg/state"
 )
@@ -522,5 +523,36 @@ func TestStaticMembershipRestart(t *testing.T) {
 	}
 	if err := stopB(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestMergerCallsOutUnlocked: emit's callbacks (which produce, and can
+// block) run without the merger's lock, so a rebalance callback that takes
+// it meanwhile (revoke, assign) does not wait for them.
+func TestMergerCallsOutUnlocked(t *testing.T) {
+	var m merger
+	m.assign("in", 0, 0, 2)
+	m.add(&kgo.FetchTopicPartition{Topic: "in", FetchPartition: kgo.FetchPartition{Partition: 0, HighWatermark: 2,
+		Records: []*kgo.Record{{Topic: "in", Offset: 0}, {Topic: "in", Offset: 1}}}},
+		func(r *kgo.Record, push func(*beacon.Event)) { push(&beacon.Event{Timestamp: beacon.Time(r.Offset + 1)}) })
+	done := make(chan []int64, 1)
+	go func() {
+		var seen []int64
+		m.emit(func(e *beacon.Event) {
+			m.assigned() // takes the lock: deadlocks if emit holds it
+			seen = append(seen, int64(e.Timestamp))
+		}, func(_ string, _, _ int32, next int64) {
+			m.revoke("other", 0) // likewise
+			seen = append(seen, -next)
+		})
+		done <- seen
+	}()
+	select {
+	case seen := <-done:
+		if want := []int64{1, -1, 2, -2}; !slices.Equal(seen, want) {
+			t.Errorf("events and marks %v, want %v (event, then the mark of its record)", seen, want)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("emit's callbacks wait for the merger's lock: emit holds it while calling out")
 	}
 }
