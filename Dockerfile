@@ -22,7 +22,8 @@ COPY --from=build --chown=65532:65532 /out/var/lib/beacon /var/lib/beacon
 # The detector's Pebble state; mount a volume here to keep it across restarts.
 VOLUME /var/lib/beacon
 WORKDIR /var/lib/beacon
-# /metrics, /healthz, /beacons (run listens on 127.0.0.1 unless told otherwise).
+# /metrics, /livez, /readyz, /beacons (run listens on 127.0.0.1 unless told
+# otherwise). No curl in the image: `beacon health` is the healthcheck.
 EXPOSE 9464
 USER nonroot:nonroot
 ENTRYPOINT ["/usr/local/bin/beacon"]
