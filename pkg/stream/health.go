@@ -199,8 +199,9 @@ type readiness struct {
 // ready decides readiness: the broker answered the last check, every input
 // topic exists, this process owns partitions (an instance beyond the
 // partition count stays not ready: it serves nothing), no part failed, and
-// every owned partition is at most ReadyMaxLag records behind the end of
-// the repartition topic.
+// every owned partition is at most ReadyMaxLag records behind: repartition
+// partitions behind the topic's end as of the last check, input partitions
+// behind their high watermark as of their last fetch.
 func (s *Service) ready() readiness {
 	r := readiness{Role: s.cfg.role}
 	if !s.running.Load() || s.crashed.Load() {
@@ -224,8 +225,13 @@ func (s *Service) ready() readiness {
 	for _, t := range missing {
 		r.Reasons = append(r.Reasons, "input topic "+t+" does not exist")
 	}
-	if in := s.in.Load(); in != nil && in.merge.assigned() == 0 {
-		r.Reasons = append(r.Reasons, "no input partition assigned")
+	if in := s.in.Load(); in != nil {
+		switch n, lag := in.merge.assigned(); {
+		case n == 0:
+			r.Reasons = append(r.Reasons, "no input partition assigned")
+		case s.cfg.readyMaxLag > 0 && lag > s.cfg.readyMaxLag:
+			r.Reasons = append(r.Reasons, fmt.Sprintf("an input partition is %d records behind (bound %d)", lag, s.cfg.readyMaxLag))
+		}
 	}
 	if d := s.det.Load(); d != nil {
 		r.Parts = d.status()

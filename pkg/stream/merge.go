@@ -106,11 +106,15 @@ func (m *merger) assign(topic string, p int32, position, end int64) {
 	m.parts = slices.Insert(m.parts, i, &mpart{topic: topic, id: p, next: position, hwm: end, lastEvent: time.Now(), needProg: true})
 }
 
-// assigned returns how many partitions are tracked (/readyz).
-func (m *merger) assigned() int {
+// assigned returns how many partitions are tracked, and the most records
+// one of them is behind its high watermark as of its last fetch (/readyz).
+func (m *merger) assigned() (n int, lag int64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return len(m.parts)
+	for _, mp := range m.parts {
+		lag = max(lag, mp.hwm-mp.next)
+	}
+	return len(m.parts), lag
 }
 
 // revoke forgets a partition and what it queued: its offsets were not

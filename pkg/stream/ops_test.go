@@ -463,7 +463,7 @@ func owned(s *Service) (repartition, input int) {
 		repartition = len(d.status())
 	}
 	if in := s.in.Load(); in != nil {
-		input = in.merge.assigned()
+		input, _ = in.merge.assigned()
 	}
 	return repartition, input
 }
@@ -556,5 +556,24 @@ func TestMergerCallsOutUnlocked(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("emit's callbacks wait for the merger's lock: emit holds it while calling out")
+	}
+}
+
+// TestReadyLag: a process far behind its input is not ready, and says by
+// how much; it becomes ready once it has caught up.
+func TestReadyLag(t *testing.T) {
+	_, addr := newCluster(t, 2)
+	produceJSON(t, addr, firstRecords(t, 3000))
+	l, base := listen(t)
+	s := service(t, addr, t.TempDir(), testLogger(t), Params(testParams()), HTTPListener(l), WatchInterval(50*time.Millisecond),
+		ReadyMaxLag(50), ClientOpts(kgo.FetchMaxPartitionBytes(4<<10)), optFn(func(c *cfg) { c.batchDelay = 20 * time.Millisecond }))
+	stop := start(t, s)
+	r := waitReady(t, base, "lagging", func(code int, r readiness) bool {
+		return code == 503 && strings.Contains(strings.Join(r.Reasons, ";"), "records behind (bound 50)")
+	})
+	t.Logf("while catching up: %v", r.Reasons)
+	waitReady(t, base, "caught up", func(code int, r readiness) bool { return code == 200 })
+	if err := stop(); err != nil {
+		t.Fatal(err)
 	}
 }
