@@ -38,7 +38,8 @@ case, '-' as '_', e.g. BEACON_SASL_PASSWORD) or in the YAML file given by
 --config (or BEACON_CONFIG), keyed by flag name. Precedence: flags, then
 environment, then file, then defaults. Keep secrets out of flags.
 
-HTTP (--listen): /metrics (Prometheus), /livez (the process works),
+HTTP (--listen): the page (/, the current beacons for people), /metrics
+(Prometheus), /livez (the process works),
 /readyz (broker reachable, input topics present, partitions owned, lag
 within --ready-max-lag; JSON with the reasons; 'beacon health' asks it),
 /healthz (an alias of /readyz), /beacons (the current beacon set, the
