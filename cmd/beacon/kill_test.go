@@ -221,6 +221,12 @@ func TestKillRestart(t *testing.T) {
 	if n1 < n0 {
 		t.Errorf("the killed run wrote %d repartition records, fewer than the clean run's %d", n1, n0)
 	}
+	// A kill re-sends at most the poll in flight: 256 KiB per input
+	// partition, some 750 events each, 2250 for the 3 (twice that as
+	// slack). Committing every 5 s instead re-sent 56 % of the topic.
+	if limit := int64(2 * 2 * 2250); n1-n0 > limit {
+		t.Errorf("the kills re-sent %d repartition records, more than a poll each (%d)", n1-n0, limit)
+	}
 	want, got := alerts("clean.alerts"), alerts("killed.alerts")
 	if len(want) == 0 {
 		t.Fatal("the clean run published no alert")
