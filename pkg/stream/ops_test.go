@@ -18,6 +18,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/zap"
@@ -540,7 +541,7 @@ func TestMergerCallsOutUnlocked(t *testing.T) {
 	done := make(chan []int64, 1)
 	go func() {
 		var seen []int64
-		m.emit(func(e *beacon.Event) {
+		m.emit(func(_ *mpart, e *beacon.Event) {
 			m.assigned() // takes the lock: deadlocks if emit holds it
 			seen = append(seen, int64(e.Timestamp))
 		}, func(_ string, _, _ int32, next int64) {
@@ -575,5 +576,78 @@ func TestReadyLag(t *testing.T) {
 	waitReady(t, base, "caught up", func(code int, r readiness) bool { return code == 200 })
 	if err := stop(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestPausedBroker: the broker goes away for a few seconds and comes back
+// with its data (kfake persisted in a directory, on the same port). The
+// service stays live, is not ready while the broker is away and says why,
+// keeps its partitions' state (no rebuild) and goes on with new input.
+func TestPausedBroker(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	data := t.TempDir()
+	broker := func() *kfake.Cluster {
+		c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(port), kfake.DataDir(data),
+			kfake.SeedTopics(3, tInput), kfake.SeedTopics(2, tRepart), kfake.SeedTopics(2, tAlerts), kfake.SeedTopics(1, tDead),
+			kfake.GroupMinSessionTimeout(500*time.Millisecond))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	c := broker()
+	addr := c.ListenAddrs()[0]
+	rs := firstRecords(t, 4000)
+	produceJSON(t, addr, rs[:2000])
+	hl, base := listen(t)
+	log, logs := observed(t)
+	s := service(t, addr, t.TempDir(), log, Params(testParams()), HTTPListener(hl),
+		WatchInterval(100*time.Millisecond), SessionTimeout(10*time.Second))
+	stop := start(t, s)
+	waitReady(t, base, "ready", func(code int, r readiness) bool { return code == 200 })
+	waitCounter(t, s, "beacon_events_in_total", "ingest", 2000)
+	waitReady(t, base, "state on both partitions", func(code int, r readiness) bool {
+		return len(r.Parts) == 2 && r.Parts[0].Offset > 0 && r.Parts[1].Offset > 0 && r.Parts[0].Lag == 0 && r.Parts[1].Lag == 0
+	})
+	before := logs.Len()
+
+	c.Close()
+	r := waitReady(t, base, "not ready without a broker", func(code int, r readiness) bool {
+		return code == 503 && strings.Contains(strings.Join(r.Reasons, ";"), "broker unreachable")
+	})
+	t.Logf("without the broker: %v", r.Reasons)
+	var lv liveness
+	if code := getJSON(t, base+"/livez", &lv); code != 200 {
+		t.Errorf("/livez %d %+v during a broker outage: restarting would not help", code, lv)
+	}
+	time.Sleep(3 * time.Second)
+	c = broker()
+	defer c.Close()
+	waitReady(t, base, "ready again", func(code int, r readiness) bool { return code == 200 })
+	produceJSON(t, addr, rs[2000:])
+	waitCounter(t, s, "beacon_events_in_total", "ingest", 4000)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if n := metric(t, s, "beacon_partition_rebuilds_total", ""); n != 0 {
+		t.Errorf("%v partitions rebuilt after a pause of the broker: the state was dropped", n)
+	}
+	// Each partition that came back resumed from its state.
+	resumed := map[any]bool{}
+	for _, e := range logs.All()[before:] {
+		switch {
+		case e.Message == "partition assigned":
+			resumed[e.ContextMap()["partition"]] = true
+		case strings.HasPrefix(e.Message, "partition assigned"):
+			t.Errorf("after the pause: %q %v: the state was dropped", e.Message, e.ContextMap())
+		}
+	}
+	if len(resumed) != 2 {
+		t.Errorf("partitions resumed from their state after the pause: %v, want both", resumed)
 	}
 }
