@@ -205,8 +205,8 @@ func BenchmarkEvaluate(b *testing.B) {
 					b.Fatalf("%d rows, %d candidates", len(rows), len(ds.cands))
 				}
 				var mine []*tuple
-				for _, tp := range part.tuples {
-					if tp.dest == ds {
+				for _, tp := range part.allTuples() {
+					if tp.dest == ds.idx {
 						mine = append(mine, tp)
 					}
 				}
@@ -219,7 +219,9 @@ func BenchmarkEvaluate(b *testing.B) {
 						b.Fatal(err)
 					}
 				}
-				b.ReportMetric(float64(len(ds.cands[0].hist)), "bins")
+				var buf [2]beacon.Bin
+				sum := part.summary(part.tup(ds.cands[0]), &buf)
+				b.ReportMetric(float64(len(sum.Hist)), "bins")
 			})
 		}
 	}
