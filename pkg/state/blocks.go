@@ -56,13 +56,13 @@ const blockOverhead = 112
 
 // block is one cached block of a tuple.
 type block struct {
-	id         uint32 // the tuple's
 	start      beacon.Time
 	ts         []beacon.Time // sorted, distinct; may hold dead timestamps
-	dirty      bool          // changed since the last commit: in Partition.dirtyBlocks
-	deleted    bool          // dropped (its key deleted in the batch)
 	prev, next *block        // LRU list, most recent after the sentinel
 	charged    int64
+	id         uint32 // the tuple's
+	dirty      bool   // changed since the last commit: in Partition.dirtyBlocks
+	deleted    bool   // dropped (its key deleted in the batch)
 }
 
 type blockKey struct {
