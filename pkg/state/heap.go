@@ -67,7 +67,7 @@ func (h *timeHeap[T]) pop() T {
 		h.swap(i, j)
 		i = j
 	}
-	if n == 0 || cap(h.keys) > 1024 && n < cap(h.keys)/4 {
+	if cap(h.keys) > 1024 && n < cap(h.keys)/4 {
 		// Give back what a burst left (a load, a mass expiry).
 		h.keys, h.xs = append([]beacon.Time(nil), h.keys...), append([]T(nil), h.xs...)
 	}

@@ -216,7 +216,7 @@ func (p *Partition) prinOf(tp *tuple) *principal {
 type principalKey struct{ deviceId, deviceName, accountName, accountDomain string }
 
 // principal is a principalKey shared by every tuple that has it (a device
-// talks to many destinations): a tuple holds a pointer, not four strings.
+// talks to many destinations): a tuple holds its index, not four strings.
 type principal struct {
 	principalKey
 	idx  uint32 // in Partition.prinAt
