@@ -56,17 +56,17 @@ const blockOverhead = 112
 
 // block is one cached block of a tuple.
 type block struct {
-	tp         *tuple
 	start      beacon.Time
 	ts         []beacon.Time // sorted, distinct; may hold dead timestamps
-	dirty      bool          // changed since the last commit: in Partition.dirtyBlocks
-	deleted    bool          // dropped (its key deleted in the batch)
 	prev, next *block        // LRU list, most recent after the sentinel
 	charged    int64
+	id         uint32 // the tuple's
+	dirty      bool   // changed since the last commit: in Partition.dirtyBlocks
+	deleted    bool   // dropped (its key deleted in the batch)
 }
 
 type blockKey struct {
-	id    uint64
+	id    uint32
 	start beacon.Time
 }
 
@@ -180,60 +180,20 @@ func decodeBlock(dst []beacon.Time, start beacon.Time, b []byte) ([]beacon.Time,
 // noBlock is tuple.b0 of a tuple without blocks.
 const noBlock = beacon.Time(math.MinInt64)
 
-// nblocks counts tp's blocks: b0, then more. Most tuples have one, which
-// then costs no allocation.
-func (tp *tuple) nblocks() int {
-	switch {
-	case tp.b0 == noBlock:
-		return 0
-	case tp.more == nil:
-		return 1
-	}
-	return 1 + len(*tp.more)
-}
-
-func (tp *tuple) blockAt(i int) beacon.Time {
-	if i == 0 {
-		return tp.b0
-	}
-	return (*tp.more)[i-1]
-}
-
-// blockStarts returns the starts of tp's blocks, ascending (a copy).
-func (tp *tuple) blockStarts() []beacon.Time {
-	n := tp.nblocks()
-	out := make([]beacon.Time, n, n+1)
-	for i := range out {
-		out[i] = tp.blockAt(i)
-	}
-	return out
-}
-
-func (tp *tuple) setBlocks(starts []beacon.Time) {
-	tp.b0, tp.more = noBlock, nil
-	if len(starts) > 0 {
-		tp.b0 = starts[0]
-	}
-	if len(starts) > 1 {
-		more := slices.Clone(starts[1:])
-		tp.more = &more
-	}
-}
-
 // blockIndex is the index of the block of tp covering t, -1 when t is
 // before the first block (or there is none).
-func blockIndex(tp *tuple, t beacon.Time) int {
-	return sort.Search(tp.nblocks(), func(i int) bool { return tp.blockAt(i) > t }) - 1
+func (p *Partition) blockIndex(tp *tuple, t beacon.Time) int {
+	return sort.Search(p.nblocks(tp), func(i int) bool { return p.blockAt(tp, i) > t }) - 1
 }
 
 // block returns tp's i-th block, from the cache or from Pebble.
 func (p *Partition) block(tp *tuple, i int) (*block, error) {
-	k := blockKey{tp.id, tp.blockAt(i)}
+	k := blockKey{tp.id, p.blockAt(tp, i)}
 	if b := p.cache[k]; b != nil {
 		p.lruFront(b)
 		return b, nil
 	}
-	p.key = tsKey(p.key, p.id, tp.id, k.start)
+	p.key = tsKey(p.key, p.id, uint64(tp.id), k.start)
 	v, closer, err := p.s.db.Get(p.key)
 	if err != nil {
 		return nil, p.corruptErr(tp, "block missing", err)
@@ -243,14 +203,14 @@ func (p *Partition) block(tp *tuple, i int) (*block, error) {
 	if err != nil {
 		return nil, p.corruptErr(tp, "block", err)
 	}
-	b := &block{tp: tp, start: k.start, ts: ts}
+	b := &block{id: tp.id, start: k.start, ts: ts}
 	p.cacheAdd(b)
 	return b, nil
 }
 
 func (p *Partition) cacheAdd(b *block) {
 	p.shrinkCache(0)
-	p.cache[blockKey{b.tp.id, b.start}] = b
+	p.cache[blockKey{b.id, b.start}] = b
 	b.charged = blockOverhead + int64(cap(b.ts))*8
 	p.cached += b.charged
 	p.s.cached.Add(b.charged)
@@ -259,7 +219,7 @@ func (p *Partition) cacheAdd(b *block) {
 }
 
 func (p *Partition) cacheDrop(b *block) {
-	delete(p.cache, blockKey{b.tp.id, b.start})
+	delete(p.cache, blockKey{b.id, b.start})
 	b.prev.next, b.next.prev = b.next, b.prev
 	b.prev, b.next = nil, nil
 	p.cached -= b.charged
@@ -320,8 +280,8 @@ func (p *Partition) dirtyBlock(b *block) {
 
 // newBlock adds a block at index i of tp's blocks.
 func (p *Partition) newBlock(tp *tuple, i int, start beacon.Time, ts []beacon.Time) *block {
-	tp.setBlocks(slices.Insert(tp.blockStarts(), i, start))
-	b := &block{tp: tp, start: start, ts: ts}
+	p.setBlocks(tp, slices.Insert(p.blockStarts(tp), i, start))
+	b := &block{id: tp.id, start: start, ts: ts}
 	p.cacheAdd(b)
 	p.dirtyBlock(b)
 	return b
@@ -329,13 +289,13 @@ func (p *Partition) newBlock(tp *tuple, i int, start beacon.Time, ts []beacon.Ti
 
 // dropBlock deletes tp's i-th block.
 func (p *Partition) dropBlock(tp *tuple, i int) {
-	k := blockKey{tp.id, tp.blockAt(i)}
+	k := blockKey{tp.id, p.blockAt(tp, i)}
 	if b := p.cache[k]; b != nil {
 		b.deleted = true
 		p.cacheDrop(b)
 	}
-	p.batch.Delete(tsKey(p.key, p.id, tp.id, k.start), nil)
-	tp.setBlocks(slices.Delete(tp.blockStarts(), i, i+1))
+	p.batch.Delete(tsKey(p.key, p.id, uint64(tp.id), k.start), nil)
+	p.setBlocks(tp, slices.Delete(p.blockStarts(tp), i, i+1))
 }
 
 // dead counts the block's timestamps before the window start.
@@ -358,17 +318,17 @@ func (p *Partition) trim(b *block) {
 // insertTS adds t (≥ the window start) to tp's stored set; added is false
 // when it is there already.
 func (p *Partition) insertTS(tp *tuple, t beacon.Time) (added bool, err error) {
-	if tp.nblocks() == 0 {
+	if p.nblocks(tp) == 0 {
 		p.newBlock(tp, 0, t, []beacon.Time{t})
 		return true, nil
 	}
-	i := blockIndex(tp, t)
+	i := p.blockIndex(tp, t)
 	if i < 0 { // before every block: the first one now starts at t
 		b, err := p.block(tp, 0)
 		if err != nil {
 			return false, err
 		}
-		p.batch.Delete(tsKey(p.key, p.id, tp.id, b.start), nil)
+		p.batch.Delete(tsKey(p.key, p.id, uint64(tp.id), b.start), nil)
 		delete(p.cache, blockKey{tp.id, b.start})
 		b.start, tp.b0 = t, t
 		p.cache[blockKey{tp.id, t}] = b
@@ -382,7 +342,7 @@ func (p *Partition) insertTS(tp *tuple, t beacon.Time) (added bool, err error) {
 	if found {
 		return false, nil
 	}
-	if j == len(b.ts) && i == tp.nblocks()-1 && len(b.ts)-p.dead(b) >= blockMax {
+	if j == len(b.ts) && i == p.nblocks(tp)-1 && len(b.ts)-p.dead(b) >= blockMax {
 		// In order, the tail full: a new tail.
 		p.newBlock(tp, i+1, t, append(make([]beacon.Time, 0, 4), t))
 		return true, nil
@@ -406,7 +366,7 @@ func (p *Partition) insertTS(tp *tuple, t beacon.Time) (added bool, err error) {
 
 // nextTS returns tp's smallest stored timestamp ≥ t.
 func (p *Partition) nextTS(tp *tuple, t beacon.Time) (beacon.Time, bool, error) {
-	for i := max(blockIndex(tp, t), 0); i < tp.nblocks(); i++ {
+	for i := max(p.blockIndex(tp, t), 0); i < p.nblocks(tp); i++ {
 		b, err := p.block(tp, i)
 		if err != nil {
 			return 0, false, err
@@ -420,7 +380,7 @@ func (p *Partition) nextTS(tp *tuple, t beacon.Time) (beacon.Time, bool, error) 
 
 // prevTS returns tp's largest stored timestamp < t (possibly dead).
 func (p *Partition) prevTS(tp *tuple, t beacon.Time) (beacon.Time, bool, error) {
-	for i := blockIndex(tp, t-1); i >= 0; i-- {
+	for i := p.blockIndex(tp, t-1); i >= 0; i-- {
 		b, err := p.block(tp, i)
 		if err != nil {
 			return 0, false, err
@@ -434,7 +394,7 @@ func (p *Partition) prevTS(tp *tuple, t beacon.Time) (beacon.Time, bool, error) 
 
 // rangeTS appends tp's stored timestamps in [lo, hi] to dst.
 func (p *Partition) rangeTS(dst []beacon.Time, tp *tuple, lo, hi beacon.Time) ([]beacon.Time, error) {
-	for i := max(blockIndex(tp, lo), 0); i < tp.nblocks() && tp.blockAt(i) <= hi; i++ {
+	for i := max(p.blockIndex(tp, lo), 0); i < p.nblocks(tp) && p.blockAt(tp, i) <= hi; i++ {
 		b, err := p.block(tp, i)
 		if err != nil {
 			return nil, err
@@ -455,9 +415,9 @@ func (p *Partition) rangeTS(dst []beacon.Time, tp *tuple, lo, hi beacon.Time) ([
 func (p *Partition) dropDead(tp *tuple) {
 	low := tp.first
 	if tp.distinct == 0 {
-		low = p.pend[tp]
+		low = p.pend[tp.id]
 	}
-	for tp.nblocks() > 1 && tp.blockAt(1) <= low {
+	for p.nblocks(tp) > 1 && p.blockAt(tp, 1) <= low {
 		p.dropBlock(tp, 0)
 	}
 }
@@ -471,7 +431,7 @@ func (p *Partition) writeBlocks() {
 		}
 		p.trim(b)
 		p.val = appendBlock(p.val[:0], b.start, b.ts)
-		p.batch.Set(tsKey(p.key, p.id, b.tp.id, b.start), p.val, nil)
+		p.batch.Set(tsKey(p.key, p.id, uint64(b.id), b.start), p.val, nil)
 	}
 	clear(p.dirtyBlocks)
 	p.dirtyBlocks = p.dirtyBlocks[:0]

@@ -138,7 +138,7 @@ func TestBlockSplit(t *testing.T) {
 			ts = append(ts, base+beacon.Time(i)*10*beacon.Second)
 		}
 		apply(ts...)
-		before := part.lookup(&tu, part.hash(&tu)).nblocks()
+		before := part.nblocks(part.lookup(&tu, part.hash(&tu)))
 		rng := rand.New(rand.NewPCG(6, 6))
 		for range 3 * blockMax { // into the second block, in small batches
 			x := base + beacon.Time(blockMax)*10*beacon.Second + beacon.Time(rng.Int64N(int64(blockMax*10*beacon.Second)))
@@ -146,8 +146,8 @@ func TestBlockSplit(t *testing.T) {
 		}
 		apply(base-5*60*beacon.Second, base-beacon.Second) // before the first block
 		tp := part.lookup(&tu, part.hash(&tu))
-		if tp.nblocks() <= before || tp.b0 != base-5*60*beacon.Second {
-			t.Fatalf("budget %d: blocks %v (had %d): no split or no new start", budget, tp.blockStarts(), before)
+		if part.nblocks(tp) <= before || tp.b0 != base-5*60*beacon.Second {
+			t.Fatalf("budget %d: blocks %v (had %d): no split or no new start", budget, part.blockStarts(tp), before)
 		}
 		s.Close()
 	}

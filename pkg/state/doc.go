@@ -60,7 +60,7 @@
 //
 //	key                                   value
 //	pid 'h'                               header: layout version, next offset (varint,
-//	                                      −1 none), stream time, next tuple id
+//	                                      −1 none), stream time, tuple slots in use
 //	pid 'm'                               the caller's blob (Apply's meta)
 //	pid 'k' id(8)                         tuple: its seven columns (written once)
 //	pid 't' id(8) start(8)                a block of the tuple's timestamps in
@@ -68,8 +68,11 @@
 //	pid 'd' ip 0x00 domain                newest time the (ip, domain) pair was seen
 //	0xFF 0xFF "state-cfg"                 layout version, lookback and end offset
 //
-// Tuple ids are assigned per partition in order of first sight and never
-// reused; a tuple whose window empties is deleted with its blocks.
+// Tuple ids are per partition and 32-bit: a tuple's id is its slot in the
+// in-memory arena, and a tuple whose window empties is deleted with its
+// blocks and its id given to the next new tuple, so ids stay below the most
+// tuples the partition held at once. Layout 3 (ids reused) refuses a store
+// of layout 2 (ids never reused, so sparse) with ErrParamsChanged.
 // docs/state.md has the measured bytes per tuple and per timestamp.
 //
 // # Durability

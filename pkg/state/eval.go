@@ -84,7 +84,7 @@ func (p *Partition) Row(t beacon.Tuple) (row beacon.Row, ok bool, err error) {
 	}
 	for _, k := range kept {
 		if cands[k].Tuple == t {
-			row, err = p.render(ds.cands[k], &cands[k], p.domainsOf(ds.ip), devices)
+			row, err = p.render(p.tup(ds.cands[k]), &cands[k], p.domainsOf(ds.ip), devices)
 			return row, err == nil, err
 		}
 	}
@@ -103,13 +103,15 @@ func (p *Partition) decide(ds *dest) (cands []beacon.Candidate, kept []int, devi
 		return nil, nil, 0, nil
 	}
 	cands = make([]beacon.Candidate, 0, len(ds.cands))
-	for _, tp := range ds.cands {
-		sum := tp.summary()
+	var buf [2]beacon.Bin
+	for _, id := range ds.cands {
+		tp := p.tup(id)
+		sum := p.summary(tp, &buf)
 		st, ok := p.p.Candidate(int64(tp.distinct), &sum)
 		if !ok {
 			return nil, nil, 0, p.corrupt(tp, "candidate status")
 		}
-		cands = append(cands, beacon.Candidate{Tuple: tp.tuple(), Stats: st})
+		cands = append(cands, beacon.Candidate{Tuple: p.columns(tp), Stats: st})
 	}
 	kept, devices = p.p.SelectDestination(cands)
 	return cands, kept, devices, nil
@@ -137,7 +139,7 @@ func (p *Partition) evaluate(ds *dest, rows []beacon.Row) ([]beacon.Row, error) 
 	domains := p.domainsOf(ds.ip)
 	n := len(rows)
 	for _, k := range kept {
-		row, err := p.render(ds.cands[k], &cands[k], domains, devices)
+		row, err := p.render(p.tup(ds.cands[k]), &cands[k], domains, devices)
 		if err != nil {
 			return nil, err
 		}
@@ -152,21 +154,23 @@ func (p *Partition) evaluate(ds *dest, rows []beacon.Row) ([]beacon.Row, error) 
 // refresh asks Params.Candidate again about the tuples that changed since
 // the destination was last evaluated, and only about them.
 func (p *Partition) refresh(ds *dest) {
-	for _, tp := range ds.stale {
-		tp.stale = false
-		if tp.dest == nil {
-			continue // deleted
+	var buf [2]beacon.Bin
+	for _, id := range ds.stale {
+		tp := p.tup(id)
+		if tp.dest != ds.idx {
+			continue // deleted (its slot free, or another tuple's)
 		}
-		sum := tp.summary()
+		tp.stale = false
+		sum := p.summary(tp, &buf)
 		if _, ok := p.p.Candidate(int64(tp.distinct), &sum); ok != tp.cand {
-			ds.setCand(tp, ok)
+			p.setCand(ds, tp, ok)
 		}
 	}
 	clear(ds.stale)
 	ds.stale = ds.stale[:0]
 	if cap(ds.stale) > 1024 {
 		// A burst (a load, a popular destination's first batches) left a
-		// long list: give it back rather than keep 8 B per tuple.
+		// long list: give it back rather than keep 4 B per tuple.
 		ds.stale = nil
 	}
 }

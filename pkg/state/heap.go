@@ -13,51 +13,63 @@ import "github.com/beaconhunt/beacon/pkg/beacon"
 // pops it checks that and drops it. Keys only ever decrease between pops
 // (an out-of-order timestamp before a tuple's first), so stale entries are
 // few and leave the heap as soon as the window passes them.
-type timeHeap[T any] struct{ a []heapEntry[T] }
-
-type heapEntry[T any] struct {
-	key beacon.Time
-	x   T
+//
+// Keys and items are two parallel slices, not a slice of pairs: a tuple's
+// entry is then 12 bytes (an 8-byte time, a 4-byte tuple id) instead of a
+// pair padded to 16.
+type timeHeap[T any] struct {
+	keys []beacon.Time
+	xs   []T
 }
 
-func (h *timeHeap[T]) len() int           { return len(h.a) }
-func (h *timeHeap[T]) top() *heapEntry[T] { return &h.a[0] }
+func (h *timeHeap[T]) len() int            { return len(h.keys) }
+func (h *timeHeap[T]) topKey() beacon.Time { return h.keys[0] }
+func (h *timeHeap[T]) swap(i, j int) {
+	h.keys[i], h.keys[j] = h.keys[j], h.keys[i]
+	h.xs[i], h.xs[j] = h.xs[j], h.xs[i]
+}
+func (h *timeHeap[T]) less(i, j int) bool { return h.keys[i] < h.keys[j] }
 
 func (h *timeHeap[T]) push(key beacon.Time, x T) {
-	h.a = append(h.a, heapEntry[T]{key, x})
-	j := len(h.a) - 1
+	h.keys = append(h.keys, key)
+	h.xs = append(h.xs, x)
+	j := len(h.keys) - 1
 	for j > 0 {
 		i := (j - 1) / 2
-		if h.a[i].key <= h.a[j].key {
+		if !h.less(j, i) {
 			break
 		}
-		h.a[i], h.a[j] = h.a[j], h.a[i]
+		h.swap(i, j)
 		j = i
 	}
 }
 
 // pop removes and returns the top entry's item.
 func (h *timeHeap[T]) pop() T {
-	x := h.a[0].x
-	n := len(h.a) - 1
-	h.a[0] = h.a[n]
-	var zero heapEntry[T]
-	h.a[n] = zero // drop the reference
-	h.a = h.a[:n]
+	x := h.xs[0]
+	n := len(h.keys) - 1
+	h.keys[0], h.xs[0] = h.keys[n], h.xs[n]
+	var zero T
+	h.xs[n] = zero // drop the reference
+	h.keys, h.xs = h.keys[:n], h.xs[:n]
 	i := 0
 	for {
 		j := 2*i + 1
 		if j >= n {
 			break
 		}
-		if r := j + 1; r < n && h.a[r].key < h.a[j].key {
+		if r := j + 1; r < n && h.less(r, j) {
 			j = r
 		}
-		if h.a[j].key >= h.a[i].key {
+		if !h.less(j, i) {
 			break
 		}
-		h.a[i], h.a[j] = h.a[j], h.a[i]
+		h.swap(i, j)
 		i = j
+	}
+	if cap(h.keys) > 1024 && n < cap(h.keys)/4 {
+		// Give back what a burst left (a load, a mass expiry).
+		h.keys, h.xs = append([]beacon.Time(nil), h.keys...), append([]T(nil), h.xs...)
 	}
 	return x
 }

@@ -13,7 +13,7 @@ import (
 // [id, id+1) drops it; the next byte is the kind. Partition ids are
 // non-negative int32s, so 0xFF… is free for store-wide keys.
 const (
-	kindHeader = 'h' // pid h → header (offset, stream time, next tuple id)
+	kindHeader = 'h' // pid h → header (offset, stream time, tuple slots in use)
 	kindMeta   = 'm' // pid m → the caller's opaque blob
 	kindTuple  = 'k' // pid k id → the tuple's seven columns (written once)
 	kindBlock  = 't' // pid t id start → a block of timestamps (blocks.go)
@@ -23,7 +23,7 @@ const (
 	tupleLen = pidLen + 1 + 8      // pid kind id
 	tsKeyLen = tupleLen + 8        // pid t id start
 	maxPID   = math.MaxInt32       // ids are int32 ≥ 0
-	version  = 2                   // layout version (2: timestamp blocks), in header and config
+	version  = 3                   // layout version (2: timestamp blocks; 3: tuple ids reused, < 2³²), in header and config
 	cfgKey   = "\xff\xffstate-cfg" // store-wide: lookback and end offset the state was built with
 )
 
@@ -67,7 +67,7 @@ type header struct {
 	offset    int64 // next offset to consume; -1 when none was recorded
 	stream    beacon.Time
 	hasStream bool
-	nextID    uint64
+	nextID    uint64 // tuple slots handed out (ids are below it); informative, a load recounts
 }
 
 func (h *header) append(b []byte) []byte {

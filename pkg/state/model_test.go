@@ -239,15 +239,19 @@ func (m *model) checkTuples(part *Partition, full bool) {
 			t.Fatalf("p%d: tuple %v missing (window %d, pending %d)", m.pid, tu, len(win), len(pend))
 		}
 		want := beacon.SummaryOf(beacon.Deltas(win, nil))
-		if sum := tp.summary(); int(tp.distinct) != len(win) || !sum.Equal(&want) || tp.pending != int32(len(pend)) {
+		var buf [2]beacon.Bin
+		if sum := part.summary(tp, &buf); int(tp.distinct) != len(win) || !sum.Equal(&want) || tp.pending != int32(len(pend)) {
 			t.Fatalf("p%d check %d: tuple %v: distinct %d pending %d summary %+v, want %d %d %+v",
-				m.pid, m.checks, tu, tp.distinct, tp.pending, tp.summary(), len(win), len(pend), want)
+				m.pid, m.checks, tu, tp.distinct, tp.pending, sum, len(win), len(pend), want)
+		}
+		if h := part.extHist(tp); h != nil && len(h) < 2 {
+			t.Fatalf("p%d: tuple %v: %d bins out of line", m.pid, tu, len(h))
 		}
 		if len(win) > 0 && (tp.first != win[0] || tp.last != win[len(win)-1]) {
 			t.Fatalf("p%d: tuple %v: window [%v, %v], want [%v, %v]", m.pid, tu, tp.first, tp.last, win[0], win[len(win)-1])
 		}
-		if len(pend) > 0 && part.pend[tp] != pend[0] {
-			t.Fatalf("p%d: tuple %v: pending min %v, want %v", m.pid, tu, part.pend[tp], pend[0])
+		if len(pend) > 0 && part.pend[tp.id] != pend[0] {
+			t.Fatalf("p%d: tuple %v: pending min %v, want %v", m.pid, tu, part.pend[tp.id], pend[0])
 		}
 		if full {
 			if err := part.Flush(); err != nil {
@@ -270,18 +274,19 @@ func (m *model) checkTuples(part *Partition, full bool) {
 		devices := map[string]int32{}
 		n, ntuples := 0, 0
 		for _, tp := range part.allTuples() {
-			if tp.dest != ds {
+			if tp.dest != ds.idx {
 				continue
 			}
 			ntuples++
-			if sum := tp.summary(); func() bool { _, ok := m.p.Candidate(int64(tp.distinct), &sum); return ok }() != tp.cand {
-				t.Fatalf("p%d check %d: %v: candidate %v", m.pid, m.checks, tp.tuple(), tp.cand)
+			var buf [2]beacon.Bin
+			if sum := part.summary(tp, &buf); func() bool { _, ok := m.p.Candidate(int64(tp.distinct), &sum); return ok }() != tp.cand {
+				t.Fatalf("p%d check %d: %v: candidate %v", m.pid, m.checks, part.columns(tp), tp.cand)
 			}
 			if tp.cand {
-				devices[tp.prin.deviceId]++
+				devices[part.prinOf(tp).deviceId]++
 				n++
-				if ds.cands[tp.candPos] != tp {
-					t.Fatalf("p%d: %v: candidate list broken", m.pid, tp.tuple())
+				if ds.cands[tp.candPos] != tp.id {
+					t.Fatalf("p%d: %v: candidate list broken", m.pid, part.columns(tp))
 				}
 			}
 		}
@@ -297,14 +302,29 @@ func (m *model) checkTuples(part *Partition, full bool) {
 	}
 }
 
-// allTuples lists the partition's tuples.
+// allTuples lists the partition's tuples, checking the arena's and the
+// index's accounts.
 func (p *Partition) allTuples() []*tuple {
 	var out []*tuple
-	for _, tp := range p.tuples {
-		out = append(out, tp)
+	for id := range p.arena.n {
+		if tp := p.tup(id); tp.dest != 0 {
+			if tp.id != id {
+				panic(fmt.Sprintf("tuple in slot %d has id %d", id, tp.id))
+			}
+			out = append(out, tp)
+		}
 	}
-	for _, more := range p.collide {
-		out = append(out, more...)
+	for i, s := range p.index.slots {
+		if s != 0 {
+			tp := p.tup(uint32(s) - 1)
+			cols := p.columns(tp)
+			if tp.dest == 0 || uint32(p.hash(&cols)) != uint32(s>>32) || p.lookup(&cols, p.hash(&cols)) != tp {
+				panic(fmt.Sprintf("index slot %d: %x (tuple %d, dest %d)", i, s, tp.id, tp.dest))
+			}
+		}
+	}
+	if len(out) != p.arena.live || len(out)+len(p.arena.free) != int(p.arena.n) || p.index.n != len(out) {
+		panic(fmt.Sprintf("%d tuples, arena %d live of %d with %d free, index %d", len(out), p.arena.live, p.arena.n, len(p.arena.free), p.index.n))
 	}
 	return out
 }
@@ -314,8 +334,8 @@ func (p *Partition) allTuples() []*tuple {
 // match the tuple's block index, and hold a live timestamp each: a block of
 // dead ones only is deleted, not kept.
 func (m *model) stored(part *Partition, tp *tuple) []beacon.Time {
-	lo := idKey(nil, part.id, kindBlock, tp.id)
-	hi := idKey(nil, part.id, kindBlock, tp.id+1)
+	lo := idKey(nil, part.id, kindBlock, uint64(tp.id))
+	hi := idKey(nil, part.id, kindBlock, uint64(tp.id)+1)
 	it, err := part.s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
 	if err != nil {
 		m.t.Fatal(err)
@@ -333,7 +353,7 @@ func (m *model) stored(part *Partition, tp *tuple) []beacon.Time {
 		live := 0
 		for _, t := range ts {
 			if t < start || len(out) > 0 && t <= out[len(out)-1] {
-				m.t.Fatalf("p%d: tuple %v: block at %v out of order: %v", m.pid, tp.tuple(), start, ts)
+				m.t.Fatalf("p%d: tuple %v: block at %v out of order: %v", m.pid, part.columns(tp), start, ts)
 			}
 			if t >= from {
 				out = append(out, t)
@@ -341,11 +361,11 @@ func (m *model) stored(part *Partition, tp *tuple) []beacon.Time {
 			}
 		}
 		if live == 0 {
-			m.t.Fatalf("p%d: tuple %v: block at %v holds dead timestamps only", m.pid, tp.tuple(), start)
+			m.t.Fatalf("p%d: tuple %v: block at %v holds dead timestamps only", m.pid, part.columns(tp), start)
 		}
 	}
-	if !slices.Equal(starts, tp.blockStarts()) {
-		m.t.Fatalf("p%d: tuple %v: blocks %v in Pebble, index %v", m.pid, tp.tuple(), starts, tp.blockStarts())
+	if !slices.Equal(starts, part.blockStarts(tp)) {
+		m.t.Fatalf("p%d: tuple %v: blocks %v in Pebble, index %v", m.pid, part.columns(tp), starts, part.blockStarts(tp))
 	}
 	return out
 }

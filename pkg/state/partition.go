@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"math"
 	"slices"
 	"strings"
 
@@ -64,23 +65,29 @@ type Partition struct {
 	h   header
 	err error
 
-	meta    []byte
-	seed    maphash.Seed
-	tuples  map[uint64]*tuple      // by hash of the seven columns
-	collide map[uint64][]*tuple    // more tuples of a hash (rare)
-	pend    map[*tuple]beacon.Time // oldest pending timestamp of the tuples with some (EndOffset > 1s)
-	ntuples int
-	dests   map[beacon.Destination]*dest
-	prins   map[principalKey]*principal
-	ips     map[string]*ipState
-	evictQ  timeHeap[*tuple]  // tuples with a window, by first timestamp (stale: key ≠ first)
-	pendQ   timeHeap[*tuple]  // tuples with timestamps beyond the window end, by the oldest (stale: key ≠ pend[tp])
-	domainQ timeHeap[*domain] // domains, each once, by a time ≤ their newest
-	dirty   []beacon.Destination
-	due     []*tuple
-	work    []item
-	batch   *pebble.Batch
-	from    beacon.Time // the window start at the current stream time
+	meta     []byte
+	seed     maphash.Seed
+	arena    tupleArena             // the tuples, by id (tuples.go)
+	index    tupleIndex             // tuple ids by hash of the seven columns
+	exts     []tupleExt             // what few tuples need: more blocks, a longer histogram
+	extFree  []uint32               // free entries of exts
+	pend     map[uint32]beacon.Time // oldest pending timestamp of the tuples with some (EndOffset > 1s)
+	ntuples  int
+	dests    map[beacon.Destination]*dest
+	destAt   []*dest // by tuple.dest; 0 is nil
+	destFree []uint32
+	prins    map[principalKey]*principal
+	prinAt   []*principal // by tuple.prin; 0 is nil
+	prinFree []uint32
+	ips      map[string]*ipState
+	evictQ   timeHeap[uint32]  // tuples with a window, by first timestamp (stale: key ≠ first)
+	pendQ    timeHeap[uint32]  // tuples with timestamps beyond the window end, by the oldest (stale: key ≠ pend[id])
+	domainQ  timeHeap[*domain] // domains, each once, by a time ≤ their newest
+	dirty    []beacon.Destination
+	due      []*tuple
+	work     []item
+	batch    *pebble.Batch
+	from     beacon.Time // the window start at the current stream time
 
 	// Timestamp blocks cached decoded (blocks.go): an LRU list (lru is its
 	// sentinel) charged to the store's block budget; the changed ones are
@@ -95,56 +102,6 @@ type Partition struct {
 	key, val []byte
 }
 
-// tuple is the in-memory state of one tuple. Its admitted timestamps (in
-// the window) are [first, last] with distinct members; pending ones (only
-// when EndOffset > 1s) are newer than the window end and wait for it. The
-// timestamps themselves are in blocks (blocks.go), whose starts are in
-// blocks. A deleted tuple has no dest.
-//
-// It is kept small (96 bytes) because there may be millions: the columns
-// are two shared pointers, the summary is its histogram alone (N, Σd and Σd²
-// are derived from it when a decision needs them), and a destination counts
-// its tuples rather than listing them.
-type tuple struct {
-	prin     *principal // device and account; dest has the rest of the columns
-	dest     *dest
-	id       uint64
-	first    beacon.Time
-	last     beacon.Time
-	hist     []beacon.Bin   // the deltas' histogram (beacon.Summary.Hist)
-	b0       beacon.Time    // the first block's start (noBlock: none)
-	more     *[]beacon.Time // the other blocks' starts, ascending
-	distinct int32
-	pending  int32
-	candPos  int32 // in dest.cands, when cand
-	cand     bool  // a candidate (Params.Candidate), as of the last evaluation
-	stale    bool  // changed since: in dest.stale
-}
-
-// summary is the tuple's delta summary, for Params.Candidate.
-func (tp *tuple) summary() beacon.Summary {
-	s := beacon.Summary{Hist: tp.hist}
-	for _, b := range tp.hist {
-		s.N += b.Count
-		s.Sum += b.Count * b.Delta
-		s.SumSq += b.Count * b.Delta * b.Delta
-	}
-	return s
-}
-
-func (tp *tuple) addDelta(d int64) {
-	s := beacon.Summary{Hist: tp.hist}
-	s.Add(d)
-	tp.hist = s.Hist
-}
-
-func (tp *tuple) removeDelta(d int64) bool {
-	s := beacon.Summary{Hist: tp.hist}
-	ok := s.Remove(d)
-	tp.hist = s.Hist
-	return ok
-}
-
 // dest is a destination (process, IP, port): the unit of the device cap.
 // It knows which of its tuples are candidates and how many candidate tuples
 // each device has, so that deciding it costs the tuples changed since the
@@ -153,9 +110,10 @@ func (tp *tuple) removeDelta(d int64) bool {
 type dest struct {
 	key     beacon.Destination
 	ip      *ipState
+	idx     uint32 // in Partition.destAt
 	ntuples int32
-	stale   []*tuple         // changed since the last evaluation
-	cands   []*tuple         // candidates as of the last evaluation
+	stale   []uint32         // tuples changed since the last evaluation (a deleted one's id may be reused)
+	cands   []uint32         // candidate tuples as of the last evaluation
 	devices map[string]int32 // DeviceId → candidates among cands
 	dirty   bool
 }
@@ -184,10 +142,11 @@ func newPartition(s *Store, id int32) *Partition {
 		s: s, id: id, p: &s.p,
 		h:      header{offset: -1},
 		seed:   maphash.MakeSeed(),
-		tuples: make(map[uint64]*tuple),
 		dests:  make(map[beacon.Destination]*dest),
+		destAt: []*dest{nil},
 		prins:  make(map[principalKey]*principal),
-		pend:   make(map[*tuple]beacon.Time),
+		prinAt: []*principal{nil},
+		pend:   make(map[uint32]beacon.Time),
 		ips:    make(map[string]*ipState),
 		batch:  s.db.NewBatch(),
 		cache:  make(map[blockKey]*block),
@@ -226,53 +185,73 @@ func (p *Partition) setStream(t beacon.Time) {
 
 func (p *Partition) hash(t *beacon.Tuple) uint64 { return t.Hash(p.seed) & p.s.hashMask }
 
+// lookup finds the tuple with columns t and hash (nil: none).
 func (p *Partition) lookup(t *beacon.Tuple, hash uint64) *tuple {
-	tp := p.tuples[hash]
-	if tp == nil || tp.is(t) {
-		return tp
+	x := &p.index
+	if len(x.slots) == 0 {
+		return nil
 	}
-	for _, tp := range p.collide[hash] {
-		if tp.is(t) {
-			return tp
+	h := uint32(hash)
+	mask := len(x.slots) - 1
+	for i := x.home(h); ; i = (i + 1) & mask {
+		s := x.slots[i]
+		if s == 0 {
+			return nil
+		}
+		if uint32(s>>32) == h {
+			if tp := p.arena.at(uint32(s) - 1); p.is(tp, t) {
+				return tp
+			}
 		}
 	}
-	return nil
+}
+
+func (p *Partition) tup(id uint32) *tuple   { return p.arena.at(id) }
+func (p *Partition) destOf(tp *tuple) *dest { return p.destAt[tp.dest] }
+func (p *Partition) prinOf(tp *tuple) *principal {
+	return p.prinAt[tp.prin]
 }
 
 // principalKey is who a tuple is about: its device and account columns.
 type principalKey struct{ deviceId, deviceName, accountName, accountDomain string }
 
 // principal is a principalKey shared by every tuple that has it (a device
-// talks to many destinations): a tuple holds a pointer, not four strings.
+// talks to many destinations): a tuple holds its index, not four strings.
 type principal struct {
 	principalKey
+	idx  uint32 // in Partition.prinAt
 	refs int32
 }
 
-// tuple returns tp's seven columns.
-func (tp *tuple) tuple() beacon.Tuple {
-	pr, d := &tp.prin.principalKey, &tp.dest.key
+// columns returns tp's seven columns.
+func (p *Partition) columns(tp *tuple) beacon.Tuple {
+	pr, d := &p.prinOf(tp).principalKey, &p.destOf(tp).key
 	return beacon.Tuple{DeviceId: pr.deviceId, DeviceName: pr.deviceName, AccountName: pr.accountName,
 		AccountDomain: pr.accountDomain, FileName: d.FileName, RemoteIP: d.RemoteIP, RemotePort: d.RemotePort}
 }
 
-func (tp *tuple) is(t *beacon.Tuple) bool {
-	pr := tp.prin
+func (p *Partition) is(tp *tuple, t *beacon.Tuple) bool {
+	pr := p.prinOf(tp)
 	return pr.deviceId == t.DeviceId && pr.deviceName == t.DeviceName && pr.accountName == t.AccountName &&
-		pr.accountDomain == t.AccountDomain && tp.dest.key == t.Destination()
+		pr.accountDomain == t.AccountDomain && p.destOf(tp).key == t.Destination()
+}
+
+// slot returns a free index of a table whose entry 0 is unused.
+func slot[T any](tab *[]T, free *[]uint32) uint32 {
+	if k := len(*free); k > 0 {
+		i := (*free)[k-1]
+		*free = (*free)[:k-1]
+		return i
+	}
+	var zero T
+	*tab = append(*tab, zero)
+	return uint32(len(*tab) - 1)
 }
 
 // addTuple links a tuple with columns t into the maps (not the queues),
 // sharing (or copying) the strings.
 func (p *Partition) addTuple(tp *tuple, t *beacon.Tuple, hash uint64) {
-	if p.tuples[hash] == nil {
-		p.tuples[hash] = tp
-	} else {
-		if p.collide == nil {
-			p.collide = make(map[uint64][]*tuple)
-		}
-		p.collide[hash] = append(p.collide[hash], tp)
-	}
+	p.index.add(uint32(hash), tp.id)
 	p.ntuples++
 	pk := principalKey{t.DeviceId, t.DeviceName, t.AccountName, t.AccountDomain}
 	pr := p.prins[pk]
@@ -282,9 +261,11 @@ func (p *Partition) addTuple(tp *tuple, t *beacon.Tuple, hash uint64) {
 		n0, n1, n2 := len(pk.deviceId), len(pk.deviceId)+len(pk.deviceName), len(pk.deviceId)+len(pk.deviceName)+len(pk.accountName)
 		pr = &principal{principalKey: principalKey{all[:n0], all[n0:n1], all[n1:n2], all[n2:]}}
 		p.prins[pr.principalKey] = pr
+		pr.idx = slot(&p.prinAt, &p.prinFree)
+		p.prinAt[pr.idx] = pr
 	}
 	pr.refs++
-	tp.prin = pr
+	tp.prin = pr.idx
 	dk := t.Destination()
 	d := p.dests[dk]
 	if d == nil {
@@ -296,71 +277,63 @@ func (p *Partition) addTuple(tp *tuple, t *beacon.Tuple, hash uint64) {
 		d = &dest{key: beacon.Destination{FileName: strings.Clone(dk.FileName), RemoteIP: ip.ip, RemotePort: dk.RemotePort}, ip: ip}
 		p.dests[d.key] = d
 		ip.dests = append(ip.dests, d)
+		d.idx = slot(&p.destAt, &p.destFree)
+		p.destAt[d.idx] = d
 	}
-	tp.dest = d
+	tp.dest = d.idx
 	d.ntuples++
 	tp.stale = true // candidate or not: known at the next evaluation
-	d.stale = append(d.stale, tp)
+	d.stale = append(d.stale, tp.id)
 }
 
 // newTuple creates a tuple and writes its columns.
 func (p *Partition) newTuple(t *beacon.Tuple, hash uint64) *tuple {
-	tp := &tuple{id: p.h.nextID, b0: noBlock}
-	p.h.nextID++
+	tp := p.arena.alloc()
+	tp.b0 = noBlock
+	p.h.nextID = uint64(p.arena.n)
 	p.addTuple(tp, t, hash)
 	p.val = appendTuple(p.val[:0], t)
-	p.batch.Set(idKey(p.key, p.id, kindTuple, tp.id), p.val, nil)
+	p.batch.Set(idKey(p.key, p.id, kindTuple, uint64(tp.id)), p.val, nil)
 	return tp
 }
 
 // deleteTuple removes a tuple whose window and pending set are empty.
 func (p *Partition) deleteTuple(tp *tuple) {
-	p.batch.Delete(idKey(p.key, p.id, kindTuple, tp.id), nil)
-	for tp.nblocks() > 0 {
-		p.dropBlock(tp, tp.nblocks()-1)
+	p.batch.Delete(idKey(p.key, p.id, kindTuple, uint64(tp.id)), nil)
+	for p.nblocks(tp) > 0 {
+		p.dropBlock(tp, p.nblocks(tp)-1)
 	}
-	delete(p.pend, tp)
-	cols := tp.tuple()
-	hash := p.hash(&cols)
-	if pr := tp.prin; pr.refs == 1 {
+	delete(p.pend, tp.id)
+	cols := p.columns(tp)
+	p.index.remove(uint32(p.hash(&cols)), tp.id)
+	d := p.destOf(tp)
+	p.markDirty(d)
+	if tp.cand {
+		p.setCand(d, tp, false)
+	}
+	if pr := p.prinOf(tp); pr.refs == 1 {
 		delete(p.prins, pr.principalKey)
+		p.prinAt[pr.idx] = nil
+		p.prinFree = append(p.prinFree, pr.idx)
 	} else {
 		pr.refs--
 	}
-	if more := p.collide[hash]; p.tuples[hash] == tp {
-		if len(more) == 0 {
-			delete(p.tuples, hash)
-		} else {
-			p.tuples[hash] = more[len(more)-1]
-			p.setCollide(hash, more[:len(more)-1])
-		}
-	} else {
-		i := slices.Index(more, tp)
-		p.setCollide(hash, slices.Delete(more, i, i+1))
-	}
 	p.ntuples--
-	d := tp.dest
-	p.markDirty(d)
-	if tp.cand {
-		d.setCand(tp, false)
+	if tp.ext != 0 {
+		p.exts[tp.ext-1] = tupleExt{}
+		p.dropExtIfEmpty(tp)
 	}
-	tp.dest = nil // dead; dest.stale may still hold it
+	p.arena.release(tp) // dest.stale may still hold its id
 	if d.ntuples--; d.ntuples > 0 {
 		return
 	}
 	delete(p.dests, d.key)
+	p.destAt[d.idx] = nil
+	p.destFree = append(p.destFree, d.idx)
 	ip := d.ip
 	i := slices.Index(ip.dests, d)
 	ip.dests = slices.Delete(ip.dests, i, i+1)
 	p.dropIPIfEmpty(ip)
-}
-
-func (p *Partition) setCollide(hash uint64, more []*tuple) {
-	if len(more) == 0 {
-		delete(p.collide, hash)
-	} else {
-		p.collide[hash] = more
-	}
 }
 
 func (p *Partition) dropIPIfEmpty(ip *ipState) {
@@ -378,32 +351,33 @@ func (p *Partition) markDirty(d *dest) {
 
 // touch records that tp's window changed.
 func (p *Partition) touch(tp *tuple) {
-	p.markDirty(tp.dest)
+	d := p.destOf(tp)
+	p.markDirty(d)
 	if !tp.stale {
 		tp.stale = true
-		tp.dest.stale = append(tp.dest.stale, tp)
+		d.stale = append(d.stale, tp.id)
 	}
 }
 
-// setCand records that tp became (or stopped being) a candidate.
-func (d *dest) setCand(tp *tuple, cand bool) {
+// setCand records that tp, of d, became (or stopped being) a candidate.
+func (p *Partition) setCand(d *dest, tp *tuple, cand bool) {
 	tp.cand = cand
+	dev := p.prinOf(tp).deviceId
 	if cand {
 		tp.candPos = int32(len(d.cands))
-		d.cands = append(d.cands, tp)
+		d.cands = append(d.cands, tp.id)
 		if d.devices == nil {
 			d.devices = make(map[string]int32)
 		}
-		d.devices[tp.prin.deviceId]++
+		d.devices[dev]++
 		return
 	}
 	last := d.cands[len(d.cands)-1]
 	d.cands[tp.candPos] = last
-	last.candPos = tp.candPos
-	d.cands[len(d.cands)-1] = nil
+	p.tup(last).candPos = tp.candPos
 	d.cands = d.cands[:len(d.cands)-1]
-	if d.devices[tp.prin.deviceId]--; d.devices[tp.prin.deviceId] == 0 {
-		delete(d.devices, tp.prin.deviceId)
+	if d.devices[dev]--; d.devices[dev] == 0 {
+		delete(d.devices, dev)
 	}
 }
 
@@ -523,10 +497,10 @@ func (p *Partition) advance(t beacon.Time, st *ApplyStats) error {
 	// Tuples are visited in key order (by id), not in queue order: the
 	// blocks missing from the cache are then read in key order.
 	due := p.due[:0]
-	for p.pendQ.len() > 0 && p.pendQ.top().key <= to {
-		key := p.pendQ.top().key
-		tp := p.pendQ.pop()
-		if tp.dest != nil && tp.pending > 0 && key == p.pend[tp] {
+	for p.pendQ.len() > 0 && p.pendQ.topKey() <= to {
+		key := p.pendQ.topKey()
+		tp := p.tup(p.pendQ.pop())
+		if tp.dest != 0 && tp.pending > 0 && key == p.pend[tp.id] {
 			due = append(due, tp)
 		}
 	}
@@ -540,10 +514,10 @@ func (p *Partition) advance(t beacon.Time, st *ApplyStats) error {
 		}
 	}
 	due = due[:0]
-	for p.evictQ.len() > 0 && p.evictQ.top().key < from {
-		key := p.evictQ.top().key
-		tp := p.evictQ.pop()
-		if tp.dest != nil && tp.distinct > 0 && key == tp.first {
+	for p.evictQ.len() > 0 && p.evictQ.topKey() < from {
+		key := p.evictQ.topKey()
+		tp := p.tup(p.evictQ.pop())
+		if tp.dest != 0 && tp.distinct > 0 && key == tp.first {
 			due = append(due, tp)
 		}
 	}
@@ -559,7 +533,7 @@ func (p *Partition) advance(t beacon.Time, st *ApplyStats) error {
 	clear(due)
 	p.due = due[:0]
 	bound := p.p.DomainsFrom(p.now())
-	for p.domainQ.len() > 0 && p.domainQ.top().key <= bound {
+	for p.domainQ.len() > 0 && p.domainQ.topKey() <= bound {
 		d := p.domainQ.pop()
 		if d.time > bound { // seen again since it was queued
 			p.domainQ.push(d.time, d)
@@ -592,12 +566,12 @@ func (p *Partition) corruptErr(tp *tuple, what string, err error) error {
 // are all newer than its last, so each adds one delta. It goes back to
 // pendQ if some remain pending.
 func (p *Partition) admit(tp *tuple, to beacon.Time) error {
-	t := p.pend[tp]
+	t := p.pend[tp.id]
 	for {
 		p.addLast(tp, t)
 		tp.pending--
 		if tp.pending == 0 {
-			delete(p.pend, tp)
+			delete(p.pend, tp.id)
 			break
 		}
 		next, ok, err := p.nextTS(tp, t+1)
@@ -608,8 +582,8 @@ func (p *Partition) admit(tp *tuple, to beacon.Time) error {
 			return p.corrupt(tp, "pending count")
 		}
 		if t = next; t > to {
-			p.pend[tp] = t
-			p.pendQ.push(t, tp)
+			p.pend[tp.id] = t
+			p.pendQ.push(t, tp.id)
 			break
 		}
 	}
@@ -621,10 +595,10 @@ func (p *Partition) admit(tp *tuple, to beacon.Time) error {
 func (p *Partition) addLast(tp *tuple, t beacon.Time) {
 	if tp.distinct == 0 {
 		tp.first, tp.last, tp.distinct = t, t, 1
-		p.evictQ.push(t, tp)
+		p.evictQ.push(t, tp.id)
 		return
 	}
-	tp.addDelta(beacon.DatetimeDiffSeconds(t, tp.last))
+	p.addDelta(tp, beacon.DatetimeDiffSeconds(t, tp.last))
 	tp.last = t
 	tp.distinct++
 }
@@ -647,7 +621,7 @@ func (p *Partition) evict(tp *tuple, from beacon.Time, st *ApplyStats) error {
 		if !ok || t1 > tp.last {
 			return p.corrupt(tp, "window shorter than its count")
 		}
-		if !tp.removeDelta(beacon.DatetimeDiffSeconds(t1, t0)) {
+		if !p.removeDelta(tp, beacon.DatetimeDiffSeconds(t1, t0)) {
 			return p.corrupt(tp, "delta missing from summary")
 		}
 		tp.first = t1
@@ -658,7 +632,7 @@ func (p *Partition) evict(tp *tuple, from beacon.Time, st *ApplyStats) error {
 	p.touch(tp)
 	switch {
 	case tp.distinct > 0:
-		p.evictQ.push(tp.first, tp)
+		p.evictQ.push(tp.first, tp.id)
 		p.dropDead(tp)
 	case tp.pending == 0:
 		p.deleteTuple(tp)
@@ -726,9 +700,9 @@ func (p *Partition) insertOne(tp *tuple, t, to beacon.Time) (bool, error) {
 			return false, err
 		}
 		tp.pending++
-		if tp.pending == 1 || t < p.pend[tp] {
-			p.pend[tp] = t
-			p.pendQ.push(t, tp) // an older entry, if any, is now stale
+		if tp.pending == 1 || t < p.pend[tp.id] {
+			p.pend[tp.id] = t
+			p.pendQ.push(t, tp.id) // an older entry, if any, is now stale
 		}
 		return true, nil
 	}
@@ -743,10 +717,10 @@ func (p *Partition) insertOne(tp *tuple, t, to beacon.Time) (bool, error) {
 	case tp.distinct == 0 || t > tp.last: // in order: one more delta
 		p.addLast(tp, t)
 	case t < tp.first: // new first: one more delta, at the front
-		tp.addDelta(beacon.DatetimeDiffSeconds(tp.first, t))
+		p.addDelta(tp, beacon.DatetimeDiffSeconds(tp.first, t))
 		tp.first = t
 		tp.distinct++
-		p.evictQ.push(t, tp) // the older entry is now stale
+		p.evictQ.push(t, tp.id) // the older entry is now stale
 	default: // inside: split the delta between its neighbours
 		prev, ok1, err := p.prevTS(tp, t)
 		if err != nil {
@@ -768,11 +742,11 @@ func (p *Partition) insertOne(tp *tuple, t, to beacon.Time) (bool, error) {
 
 // splitSummary replaces the delta prev→next with prev→t→next.
 func (p *Partition) splitSummary(tp *tuple, prev, t, next beacon.Time) error {
-	if !tp.removeDelta(beacon.DatetimeDiffSeconds(next, prev)) {
+	if !p.removeDelta(tp, beacon.DatetimeDiffSeconds(next, prev)) {
 		return p.corrupt(tp, "split delta missing from summary")
 	}
-	tp.addDelta(beacon.DatetimeDiffSeconds(t, prev))
-	tp.addDelta(beacon.DatetimeDiffSeconds(next, t))
+	p.addDelta(tp, beacon.DatetimeDiffSeconds(t, prev))
+	p.addDelta(tp, beacon.DatetimeDiffSeconds(next, t))
 	tp.distinct++
 	return nil
 }
@@ -882,7 +856,7 @@ func loadPartition(s *Store, id int32) (*Partition, error) {
 	// Kinds sort d < h < k < m < t: domains create the IPs that tuples
 	// then join, the header (window) comes before the blocks, and every
 	// tuple's columns before its blocks, which are in time order.
-	byID := make(map[uint64]*tuple)
+	byID := make(map[uint32]*tuple)
 	var from, to beacon.Time
 	var cur *tuple
 	var ts []beacon.Time
@@ -898,7 +872,7 @@ func loadPartition(s *Store, id int32) (*Partition, error) {
 		// addTuple linked it when its columns were read, addLast queued it
 		// for eviction.
 		if tp.pending > 0 {
-			p.pendQ.push(p.pend[tp], tp)
+			p.pendQ.push(p.pend[tp.id], tp.id)
 		}
 		return nil
 	}
@@ -926,15 +900,21 @@ func loadPartition(s *Store, id int32) (*Partition, error) {
 			if err != nil {
 				return nil, bad(k, err)
 			}
-			tp := &tuple{id: binary.BigEndian.Uint64(k[pidLen+1:]), b0: noBlock}
+			id := binary.BigEndian.Uint64(k[pidLen+1:])
+			if id >= math.MaxUint32 || uint32(id) < p.arena.n {
+				return nil, bad(k, errCorrupt) // ids are 32-bit, and keys come in order
+			}
+			tp := p.arena.allocAt(uint32(id))
+			tp.b0 = noBlock
 			p.addTuple(tp, &t, p.hash(&t)) // linked now: the columns are shared at once
 			byID[tp.id] = tp
 		case kindBlock:
 			if len(k) != tsKeyLen {
 				return nil, bad(k, errCorrupt)
 			}
-			tid := binary.BigEndian.Uint64(k[pidLen+1:])
-			if cur == nil || cur.id != tid {
+			tid64 := binary.BigEndian.Uint64(k[pidLen+1:])
+			tid := uint32(tid64)
+			if cur == nil || uint64(cur.id) != tid64 {
 				if err := finish(); err != nil {
 					return nil, err
 				}
@@ -947,10 +927,10 @@ func loadPartition(s *Store, id int32) (*Partition, error) {
 			if ts, err = decodeBlock(ts[:0], start, v); err != nil {
 				return nil, bad(k, err)
 			}
-			if len(ts) == 0 || !p.h.hasStream || ts[0] < start || (cur.nblocks() > 0 && start <= cur.blockAt(cur.nblocks()-1)) {
+			if len(ts) == 0 || !p.h.hasStream || ts[0] < start || (p.nblocks(cur) > 0 && start <= p.blockAt(cur, p.nblocks(cur)-1)) {
 				return nil, bad(k, errCorrupt)
 			}
-			cur.setBlocks(append(cur.blockStarts(), start))
+			p.setBlocks(cur, append(p.blockStarts(cur), start))
 			for _, t := range ts {
 				switch {
 				case t < from: // dead: left in a block the window moved into
@@ -961,7 +941,7 @@ func loadPartition(s *Store, id int32) (*Partition, error) {
 					p.addLast(cur, t)
 				default:
 					if cur.pending == 0 {
-						p.pend[cur] = t
+						p.pend[cur.id] = t
 					}
 					cur.pending++
 				}
@@ -997,6 +977,7 @@ func loadPartition(s *Store, id int32) (*Partition, error) {
 	if len(byID) != 0 {
 		return nil, fmt.Errorf("state: partition %d: %d tuples without timestamps: %w", id, len(byID), errCorrupt)
 	}
+	p.h.nextID = uint64(p.arena.n)
 	for _, d := range p.dests {
 		p.markDirty(d)
 	}

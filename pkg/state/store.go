@@ -85,10 +85,18 @@ func WithMemTableSize(bytes int64) Option {
 // back (WithCommitEvery) and rows being rendered. Use it to fit a process
 // into a memory limit (`--memory-limit`): when the caches are full, blocks
 // that are not hot are dropped from memory and read again from Pebble on
-// use (slower, never out of memory). The tuple index — about 170 bytes per
+// use (slower, never out of memory). The tuple index — about 105 bytes per
 // live tuple (docs/state.md) — is not part of it: size the limit for the
 // tuples the partitions hold. Options after it override its parts. At least
-// 16 MiB.
+// 16 MiB. Without it: a 32 MiB block cache (what covers the hot tail blocks
+// of a few hundred thousand tuples), Pebble's cache at 64 MiB and two 32 MiB
+// memtables.
+//
+// It does not set the Go memory limit: the garbage collector lets the heap
+// grow to twice what is live before collecting (GOGC=100), so a process
+// that must stay under a limit should also call debug.SetMemoryLimit (what
+// `--memory-limit` is for) with the index, this budget and that slack in
+// mind (docs/state.md, Footprint).
 func WithMemoryBudget(bytes int64) Option {
 	return optFunc(func(c *config) {
 		bytes = max(bytes, 16<<20)
@@ -144,7 +152,7 @@ func Open(dir string, p beacon.Params, opts ...Option) (*Store, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	cfg := config{cacheSize: 64 << 20, memTableSize: 32 << 20, blockBudget: 64 << 20, commitEvery: 1}
+	cfg := config{cacheSize: 64 << 20, memTableSize: 32 << 20, blockBudget: 32 << 20, commitEvery: 1}
 	for _, o := range opts {
 		o.apply(&cfg)
 	}
