@@ -435,24 +435,89 @@ func TestOutlierLowBoundIsCountMax(t *testing.T) {
 	}
 }
 
-// Order: Jitter asc, avg asc, then the tuple columns asc.
+// Order: Jitter asc, TimeDeltaInSeconds_avg asc, then the seven tuple
+// columns asc (ordinal; ports as numbers). The rows are made so that every
+// key disagrees with the ones after it: the lowest jitter has the highest
+// avg and the last tuple; rows tied on Jitter and avg differ first in one
+// column and then, the other way round, in the next, so that dropping any
+// one key from CompareRows reorders them. The expected order is written
+// out by hand, not computed.
 func TestOrder(t *testing.T) {
-	p := Seed()
-	var evs []Event
-	evs = append(evs, beaconEvents("b", "x.exe", "8.8.8.8", 443, series(t0, every(20, 60*Second)...))...)
-	evs = append(evs, beaconEvents("a", "x.exe", "8.8.8.8", 443, series(t0, every(20, 60*Second)...))...)
-	evs = append(evs, beaconEvents("a", "x.exe", "8.8.4.4", 443, series(t0, every(20, 30*Second)...))...)
-	gaps := every(20, 60*Second)
-	gaps[10] = 61 * Second
-	evs = append(evs, beaconEvents("0", "x.exe", "1.1.1.1", 443, series(t0, gaps...))...)
-	rows := hunt(p, 0, evs)
-	var got []string
-	for _, r := range rows {
-		got = append(got, r.DeviceId+"/"+r.RemoteIP)
+	type spec struct {
+		tu   Tuple
+		gaps []Time // gap pattern, repeated to 20 gaps
 	}
-	want := "[a/8.8.4.4 a/8.8.8.8 b/8.8.8.8 0/1.1.1.1]"
-	if fmt.Sprint(got) != want {
-		t.Fatalf("order %v, want %s", got, want)
+	alt := func(a, b int) []Time { return []Time{Time(a) * Second, Time(b) * Second} }
+	perfect := func(g int) []Time { return []Time{Time(g) * Second} }
+	// (The rows of other keys go to another IP, to stay under the device cap.)
+	base := Tuple{"c", "n", "u", "d", "f.exe", "100.0.0.1", 443}
+	with := func(edit func(*Tuple)) Tuple { x := base; edit(&x); return x }
+	// In the expected order:
+	want := []spec{
+		// Jitter 0, avg 30: first, though its tuple sorts last.
+		{with(func(x *Tuple) { x.DeviceId, x.RemoteIP = "zz-fast", "100.0.1.1" }), perfect(30)},
+		// Jitter 0, avg 60: ties on both keys, broken column by column.
+		{with(func(x *Tuple) { x.DeviceId = "Zed" }), perfect(60)}, // ordinal: 'Z' < 'a'
+		{with(func(x *Tuple) { x.DeviceId = "c0a"; x.DeviceName = "z" }), perfect(60)},
+		{with(func(x *Tuple) { x.DeviceId = "c0b"; x.DeviceName = "a" }), perfect(60)},
+		{with(func(x *Tuple) { x.DeviceId = "c1"; x.DeviceName = "a"; x.AccountName = "z" }), perfect(60)},
+		{with(func(x *Tuple) { x.DeviceId = "c1"; x.DeviceName = "b"; x.AccountName = "a" }), perfect(60)},
+		{with(func(x *Tuple) { x.DeviceId = "c2"; x.AccountName = "a"; x.AccountDomain = "z" }), perfect(60)},
+		{with(func(x *Tuple) { x.DeviceId = "c2"; x.AccountName = "b"; x.AccountDomain = "a" }), perfect(60)},
+		{with(func(x *Tuple) { x.DeviceId = "c3"; x.AccountDomain = "a"; x.FileName = "z.exe" }), perfect(60)},
+		{with(func(x *Tuple) { x.DeviceId = "c3"; x.AccountDomain = "b"; x.FileName = "a.exe" }), perfect(60)},
+		{with(func(x *Tuple) { x.DeviceId = "c4"; x.FileName = "a.exe"; x.RemoteIP = "100.0.0.9" }), perfect(60)},
+		{with(func(x *Tuple) { x.DeviceId = "c4"; x.FileName = "b.exe"; x.RemoteIP = "100.0.0.1" }), perfect(60)},
+		{with(func(x *Tuple) { x.DeviceId = "c5"; x.RemoteIP = "100.0.0.1"; x.RemotePort = 9000 }), perfect(60)},
+		{with(func(x *Tuple) { x.DeviceId = "c5"; x.RemoteIP = "100.0.0.2"; x.RemotePort = 80 }), perfect(60)},
+		// Only the port differs: numeric order, not text ("1000" < "443").
+		{with(func(x *Tuple) { x.DeviceId = "c6"; x.RemotePort = 7 }), perfect(60)},
+		{with(func(x *Tuple) { x.DeviceId = "c6"; x.RemotePort = 9 }), perfect(60)},
+		{with(func(x *Tuple) { x.DeviceId = "c6"; x.RemotePort = 80 }), perfect(60)},
+		{with(func(x *Tuple) { x.DeviceId = "c6"; x.RemotePort = 443 }), perfect(60)},
+		{with(func(x *Tuple) { x.DeviceId = "c6"; x.RemotePort = 1000 }), perfect(60)},
+		{with(func(x *Tuple) { x.DeviceId = "c6"; x.RemotePort = 8080 }), perfect(60)},
+		{with(func(x *Tuple) { x.DeviceId = "c6"; x.RemotePort = 8443 }), perfect(60)},
+		{with(func(x *Tuple) { x.DeviceId = "c6"; x.RemotePort = 65535 }), perfect(60)},
+		// Jitter 0, avg 90: after every avg 60, though its tuple sorts first.
+		{with(func(x *Tuple) { x.DeviceId, x.RemoteIP = "a-slow", "100.0.1.1" }), perfect(90)},
+		// Jitter ≈ 8.6 (avg 60), ≈ 17 (avg 120), ≈ 34 (avg 60): jitter
+		// decides against avg and against the tuple.
+		{with(func(x *Tuple) { x.DeviceId, x.RemoteIP = "y", "100.0.1.1" }), alt(55, 65)},
+		{with(func(x *Tuple) { x.DeviceId, x.RemoteIP = "b", "100.0.1.1" }), alt(100, 140)},
+		{with(func(x *Tuple) { x.DeviceId, x.RemoteIP = "a", "100.0.1.1" }), alt(40, 80)},
+	}
+	var evs []Event
+	for _, s := range want {
+		var gaps []Time
+		for len(gaps) < 20 {
+			gaps = append(gaps, s.gaps...)
+		}
+		for _, ts := range series(t0, gaps...) {
+			e := conn(s.tu.DeviceId, s.tu.FileName, s.tu.RemoteIP, s.tu.RemotePort, ts)
+			e.DeviceName, e.AccountName, e.AccountDomain = s.tu.DeviceName, s.tu.AccountName, s.tu.AccountDomain
+			evs = append(evs, e)
+		}
+	}
+	// Feed the events newest tuple first, so arrival order cannot pass for
+	// the answer.
+	for i, j := 0, len(evs)-1; i < j; i, j = i+1, j-1 {
+		evs[i], evs[j] = evs[j], evs[i]
+	}
+	for run := 0; run < 5; run++ { // Hunt's map order differs from run to run
+		rows := hunt(Seed(), 0, evs)
+		if len(rows) != len(want) {
+			t.Fatalf("%d rows, want %d", len(rows), len(want))
+		}
+		for i := range want {
+			if rows[i].Tuple != want[i].tu {
+				t.Fatalf("row %d is %+v (jitter %v avg %v), want %+v", i, rows[i].Tuple, rows[i].Jitter, rows[i].Avg, want[i].tu)
+			}
+		}
+		// The keys really disagree: jitter ascends while avg does not.
+		if !(rows[len(rows)-3].Jitter < rows[len(rows)-2].Jitter && rows[len(rows)-2].Avg > rows[len(rows)-1].Avg) {
+			t.Fatal("the test rows no longer make Jitter and avg disagree")
+		}
 	}
 }
 

@@ -467,7 +467,7 @@ func referenceQuery(p Params, now int64, evs []Event) []refRow {
 // fields of Row are not the query's columns and are left out).
 func asRef(r *Row) refRow {
 	return refRow{
-		Key: refKey{r.DeviceId, r.DeviceName, r.AccountName, r.AccountDomain, r.FileName, r.RemoteIP, r.RemotePort, true},
+		Key:   refKey{r.DeviceId, r.DeviceName, r.AccountName, r.AccountDomain, r.FileName, r.RemoteIP, r.RemotePort, true},
 		Count: r.Count, MinTimestamp: int64(r.MinTimestamp), MaxTimestamp: int64(r.MaxTimestamp), Duration: r.Duration,
 		Percentiles: r.Percentiles, TimeDeltaList: r.TimeDeltaList, Min: r.Min, Max: r.Max, MinIndex: r.MinIndex,
 		MaxIndex: r.MaxIndex, Avg: r.Avg, Stdev: r.Stdev, Variance: r.Variance, Jitter: r.Jitter, P10: r.P10, P90: r.P90,
