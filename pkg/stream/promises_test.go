@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/beaconhunt/beacon/internal/testkit"
 	"github.com/beaconhunt/beacon/pkg/beacon"
 )
 
@@ -174,4 +175,59 @@ func TestEveryParamChangesFingerprint(t *testing.T) {
 	if len(seen) < 12 {
 		t.Fatalf("only %d fingerprints: Params has fewer fields than the query's parameters?", len(seen))
 	}
+}
+
+// connEvent is a connection that passes every filter of the query.
+func connEvent(dev, ip string, ts beacon.Time) beacon.Event {
+	return beacon.Event{Timestamp: ts, DeviceId: dev, DeviceName: dev + ".contoso.local", ActionType: "ConnectionSuccess",
+		RemoteIP: ip, RemoteIPType: "Public", RemotePort: 443, HasPort: true, RemoteUrl: "c2.example.org",
+		AccountName: "alice", AccountDomain: "contoso", FileName: "implant.exe"}
+}
+
+// TestWarmupExactlyReached: alerts wait until a partition's stream time is
+// the warm-up past its first connection — "at least", so a beacon whose
+// last callback lands exactly at the end of the warm-up is alerted, and
+// one a tick earlier is not (the stream then ends: no later evaluation
+// point could hide an off-by-one).
+func TestWarmupExactlyReached(t *testing.T) {
+	p := testParams()
+	const warm = 20 * time.Minute
+	t0 := mustTime(t, "2024-05-01T10:00:00Z")
+	for _, c := range []struct {
+		name   string
+		last   beacon.Time
+		alerts int
+	}{
+		{"last callback exactly at the warm-up's end", t0.Add(warm), 1},
+		{"a tick before", t0.Add(warm) - beacon.Tick, 0},
+	} {
+		var evs []beacon.Event
+		for ts := t0; ts < t0.Add(warm); ts = ts.Add(time.Minute) {
+			evs = append(evs, connEvent("dev1", "45.77.1.10", ts))
+		}
+		evs = append(evs, connEvent("dev1", "45.77.1.10", c.last))
+		if rows := huntEvents(p, evs); len(rows) != 1 {
+			t.Fatalf("%s: the batch query finds %d rows; the case needs the beacon in the set", c.name, len(rows))
+		}
+		cl := testkit.NewCluster(t, []testkit.Topic{{Name: tInput, Partitions: 1}})
+		cl.ProduceEvents(t, tInput, evs)
+		res := replayOf(t, cl.Addr, ReplayOptions{Partitions: 1}, Params(p), Warmup(warm))
+		if len(res.Alerts) != c.alerts {
+			t.Errorf("%s: %d alerts, want %d (stream time %s, first connection %s, warm-up %s)",
+				c.name, len(res.Alerts), c.alerts, res.Now, t0, warm)
+		}
+	}
+}
+
+// huntEvents is `beacon hunt` with its default now.
+func huntEvents(p beacon.Params, evs []beacon.Event) []beacon.Row {
+	h := beacon.NewHunt(p)
+	for i := range evs {
+		h.Add(&evs[i])
+	}
+	now, ok := h.DefaultNow()
+	if !ok {
+		return nil
+	}
+	return h.Rows(now)
 }
