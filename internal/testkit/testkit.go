@@ -40,6 +40,9 @@ type Topic struct {
 type Cluster struct {
 	*kfake.Cluster
 	Addr string
+
+	adminOnce sync.Once
+	admin     *kadm.Client
 }
 
 // NewCluster starts a one-broker cluster on loopback with the topics.
@@ -73,8 +76,12 @@ func (c *Cluster) Client(t testing.TB, opts ...kgo.Opt) *kgo.Client {
 	return cl
 }
 
-// Admin returns an admin client of the cluster.
-func (c *Cluster) Admin(t testing.TB) *kadm.Client { return kadm.NewClient(c.Client(t)) }
+// Admin returns the cluster's admin client, one for the test: polling
+// loops call it often, and a client per call would pile up connections.
+func (c *Cluster) Admin(t testing.TB) *kadm.Client {
+	c.adminOnce.Do(func() { c.admin = kadm.NewClient(c.Client(t)) })
+	return c.admin
+}
 
 // Produce writes records synchronously; a record without a topic goes to
 // topic.
