@@ -1,6 +1,7 @@
 package stream
 
 import (
+	"context"
 	"fmt"
 	"sort"
 	"strings"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
 
 	"github.com/beaconhunt/beacon/internal/testkit"
 	"github.com/beaconhunt/beacon/pkg/beacon"
@@ -100,4 +102,71 @@ func TestRowsEqualHuntPastTheDomainsDay(t *testing.T) {
 		t.Errorf("partition_rebuilds_total = %v, want %d", n, parts)
 	}
 	t.Logf("%d records; rows equal hunt live and after a rebuild", len(rs))
+}
+
+// TestRowsEqualHuntAfterRetention: a detector that saw the first hour and
+// went down; meanwhile the rest of a fleet longer than lookback + 1 day
+// arrives and retention removes, from the repartition topic, everything
+// older than the Domains day before its end — more than the detector had
+// applied, so its state cannot be resumed across the hole. Back up, it
+// rebuilds, and its rows equal the batch query's over every event: what
+// retention removed was older than anything the rows depend on.
+func TestRowsEqualHuntAfterRetention(t *testing.T) {
+	const parts = 2
+	cl := testkit.NewCluster(t, []testkit.Topic{{Name: tInput, Partitions: 3}, {Name: tRepart, Partitions: parts},
+		{Name: tAlerts, Partitions: 2}, {Name: tDead, Partitions: 1}})
+	rs := longFleet(t)
+	p := testParams()
+	end := rs[len(rs)-1].Timestamp
+	firstHour := 0
+	for firstHour < len(rs) && rs[firstHour].Timestamp < rs[0].Timestamp.Add(time.Hour) {
+		firstHour++
+	}
+	dir := t.TempDir()
+	produceJSON(t, cl.Addr, rs[:firstHour])
+	ingestAll(t, cl.Addr, Params(p))
+	first := service(t, cl.Addr, dir, testLogger(t), Params(p), WithRole(RoleDetect))
+	stop := start(t, first)
+	cl.WaitCommitted(t, 60*time.Second, "test.detect", tRepart)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	applied := cl.EndOffsets(t, tRepart)
+
+	produceJSON(t, cl.Addr, rs[firstHour:])
+	ingestAll(t, cl.Addr, Params(p))
+	// Retention: the repartition records older than end − lookback − 1 d − 10 min.
+	keep := end.Add(-p.Lookback - 24*time.Hour - 10*time.Minute).Go().UnixMilli()
+	adm := cl.Admin(t)
+	listed, err := adm.ListOffsetsAfterMilli(context.Background(), keep, tRepart)
+	if err != nil {
+		t.Fatal(err)
+	}
+	del := kadm.Offsets{}
+	listed.Each(func(o kadm.ListedOffset) {
+		if o.Offset <= applied[o.Partition] {
+			t.Fatalf("partition %d: retention up to %d does not pass the %d records the detector applied", o.Partition, o.Offset, applied[o.Partition])
+		}
+		del.Add(kadm.Offset{Topic: tRepart, Partition: o.Partition, At: o.Offset})
+	})
+	if _, err := adm.DeleteRecords(context.Background(), del); err != nil {
+		t.Fatal(err)
+	}
+
+	reg := prometheus.NewRegistry()
+	again := service(t, cl.Addr, dir, testLogger(t), Params(p), WithRole(RoleDetect), Registry(reg))
+	stop = start(t, again)
+	cl.WaitCommitted(t, 60*time.Second, "test.detect", tRepart)
+	want := jsonl(huntByPartition(p, rs, parts))
+	var got string
+	testkit.WaitFor(t, 30*time.Second, "the rows after retention to equal hunt's", func() (bool, string) {
+		got = getBeacons(t, again, "")
+		return got == want, diffLines(got, want)
+	})
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if n := counterValue(t, reg, "beacon_partition_rebuilds_total", "", ""); n != parts {
+		t.Errorf("partition_rebuilds_total = %v, want %d (state older than retention is rebuilt)", n, parts)
+	}
 }
