@@ -57,13 +57,16 @@ func refIPv4IsPrivate(s string) (private, ok bool) {
 	if !a.Is4() {
 		return false, false
 	}
-	for _, block := range []string{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"} {
-		if netip.MustParsePrefix(block).Contains(a) {
+	for _, block := range refPrivate {
+		if block.Contains(a) {
 			return true, true
 		}
 	}
 	return false, true
 }
+
+var refPrivate = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("172.16.0.0/12"),
+	netip.MustParsePrefix("192.168.0.0/16")}
 
 // refRowFilter is the query's where clauses other than time:
 //
@@ -282,24 +285,23 @@ func refSeriesOutliers(list []int64) (scores []float64, p10, p90 float64) {
 	return scores, p10, p90
 }
 
-// refSampleVariance is Σ(x − mean)²/(n − 1) in exact rational arithmetic,
-// rounded once to float64; 0 for a single value.
+// refSampleVariance is Σ(x − mean)²/(n − 1), exactly: with S = Σx and
+// Q = Σx², Σ(x − S/n)² = Q − S²/n, so the variance is the rational
+// (nQ − S²)/(n(n − 1)) in big integers, rounded once to float64; 0 for a
+// single value.
 func refSampleVariance(list []int64) float64 {
 	n := int64(len(list))
 	if n < 2 {
 		return 0
 	}
-	mean := new(big.Rat).SetFrac(big.NewInt(0), big.NewInt(1))
+	sum, sumSq := new(big.Int), new(big.Int)
 	for _, d := range list {
-		mean.Add(mean, new(big.Rat).SetInt64(d))
+		x := big.NewInt(d)
+		sum.Add(sum, x)
+		sumSq.Add(sumSq, x.Mul(x, x))
 	}
-	mean.Quo(mean, new(big.Rat).SetInt64(n))
-	ss := new(big.Rat)
-	for _, d := range list {
-		dev := new(big.Rat).Sub(new(big.Rat).SetInt64(d), mean)
-		ss.Add(ss, dev.Mul(dev, dev))
-	}
-	v, _ := ss.Quo(ss, new(big.Rat).SetInt64(n-1)).Float64()
+	num := new(big.Int).Sub(new(big.Int).Mul(big.NewInt(n), sumSq), new(big.Int).Mul(sum, sum))
+	v, _ := new(big.Rat).SetFrac(num, big.NewInt(n*(n-1))).Float64()
 	return v
 }
 
@@ -391,13 +393,19 @@ func referenceQuery(p Params, now int64, evs []Event) []refRow {
 	// Domains: every event with Timestamp > ago(starttime+1d), no other filter.
 	domFrom := now - int64((p.Lookback+24*time.Hour)/100)
 	domains := map[string]map[string]bool{}
+	domainOf := map[string]string{} // refDomain is a function of the URL alone: computed once per URL
 	for i := range evs {
 		if int64(evs[i].Timestamp) > domFrom {
-			ip := evs[i].RemoteIP
+			ip, url := evs[i].RemoteIP, evs[i].RemoteUrl
 			if domains[ip] == nil {
 				domains[ip] = map[string]bool{}
 			}
-			domains[ip][refDomain(evs[i].RemoteUrl)] = true
+			d, ok := domainOf[url]
+			if !ok {
+				d = refDomain(url)
+				domainOf[url] = d
+			}
+			domains[ip][d] = true
 		}
 	}
 	// PotentialBeacons: dcount(DeviceId) by process, IP, port over the
