@@ -225,10 +225,16 @@ func ParamsFingerprint(p *beacon.Params) string {
 	if p.OutlierThresholdLow != nil {
 		low = *p.OutlierThresholdLow
 	}
-	return fmt.Sprintf("lookback=%d;end=%d;tdmin=%d;min=%d;max=%d;jitter=%g;omax=%g;ocount=%d;olow=%g;devices=%d;actions=%s;sleep=%g,%g",
+	fp := fmt.Sprintf("lookback=%d;end=%d;tdmin=%d;min=%d;max=%d;jitter=%g;omax=%g;ocount=%d;olow=%g;devices=%d;actions=%s;sleep=%g,%g",
 		p.Lookback, p.EndOffset, p.TimeDeltaThresholdMin, p.TotalEventsThresholdMin, p.EventsMax(),
 		p.JitterThreshold, p.OutlierThresholdMax, p.OutlierCountMax, low, p.CompromisedDeviceCountMax,
 		strings.Join(actions, ","), p.SleepMin, p.SleepMax)
+	// The robust profile's own parameters count only under it, so a seed
+	// fingerprint (and every seed alert ID) stays what it was.
+	if p.Profile == beacon.ProfileRobust {
+		fp += fmt.Sprintf(";profile=robust;robust=%+v", p.Robust)
+	}
+	return fp
 }
 
 // Key returns the record key of the alert: the tuple's seven columns as a
