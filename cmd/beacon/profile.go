@@ -122,16 +122,21 @@ func writeHuntScore(w io.Writer, path string, p *beacon.Params, rows []beacon.Ro
 // applyAllowFile drops the rows an allow list matches and reports how many
 // on w.
 func applyAllowFile(path string, rows []beacon.Row, w io.Writer) ([]beacon.Row, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	a, err := beacon.ReadAllowList(f, path)
+	a, err := readAllowFile(path)
 	if err != nil {
 		return nil, err
 	}
 	rows, n := a.Filter(rows)
 	fmt.Fprintf(w, "beacon: allow list %s (%d entries) suppressed %d row(s)\n", path, a.Len(), n)
 	return rows, nil
+}
+
+// readAllowFile reads an allow list (--allow) from a file.
+func readAllowFile(path string) (*beacon.AllowList, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return beacon.ReadAllowList(f, path)
 }

@@ -101,6 +101,7 @@ type detectConfig struct {
 	reAlert, warmup, evalInterval time.Duration
 	domainMargin                  time.Duration
 	futureTolerance               time.Duration
+	allow                         string // --allow FILE
 	params                        beacon.Params
 }
 
@@ -168,6 +169,7 @@ func registerDetectFlags(fs *flag.FlagSet, c *detectConfig) {
 	fs.DurationVar(&c.evalInterval, "eval-interval", 10*time.Second, "evaluation points are the ends of intervals of this much stream time that hold a connection (and, live, the moment every input partition is idle)")
 	fs.DurationVar(&c.futureTolerance, "future-tolerance", time.Hour, "an event dated more than this after its Kafka record or the clock is a bad record (reason future): run dead-letters it, replay reports it")
 	fs.DurationVar(&c.domainMargin, "domain-margin", time.Hour, "ingest forwards a domain observation at once only when newer than the last forwarded by this much; the newest in between follows within the margin")
+	fs.StringVar(&c.allow, "allow", "", "suppress known-good beacons: a file of `process|ip|port|domain|device VALUE` lines (docs/robust.md); they are not alerted, not in /beacons or replay's rows, and counted in beacon_beacons_allowed_total")
 	addParamFlags(fs, &c.params)
 }
 
@@ -283,6 +285,13 @@ func (c *detectConfig) options() ([]stream.Opt, error) {
 	}
 	if c.warmup != 0 {
 		opts = append(opts, stream.Warmup(c.warmup))
+	}
+	if c.allow != "" {
+		a, err := readAllowFile(c.allow)
+		if err != nil {
+			return nil, fmt.Errorf("--allow: %w", err)
+		}
+		opts = append(opts, stream.Allow(a))
 	}
 	return opts, nil
 }
