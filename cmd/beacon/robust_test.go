@@ -1,7 +1,9 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,7 +15,8 @@ import (
 // six partitions, holding two simulated days with every implant trait
 // (IPv6, failed connections, aggregated reports, mixed-case names…), ends
 // with byte for byte the rows of hunt --profile robust over the same
-// events: the same tuples, order and Score.
+// events: the same tuples, order and Score. Among them is an IPv6 C2
+// whose row names its domains (RemoteUrl), in both.
 func TestReplayEqualsHuntRobust(t *testing.T) {
 	t.Parallel()
 	devices := 40
@@ -40,6 +43,22 @@ func TestReplayEqualsHuntRobust(t *testing.T) {
 	}
 	if n := strings.Count(want, "\n"); n < 5 {
 		t.Errorf("hunt --profile robust finds only %d beacons: the test fleet is too easy to pass", n)
+	}
+	v6 := 0
+	for _, line := range strings.Split(strings.TrimSpace(want), "\n") {
+		var r struct {
+			RemoteIP string
+			Domains  []string
+		}
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("hunt row %q: %v", line, err)
+		}
+		if a, err := netip.ParseAddr(r.RemoteIP); err == nil && a.Is6() && len(r.Domains) > 0 && r.Domains[0] != "" {
+			v6++
+		}
+	}
+	if v6 == 0 {
+		t.Errorf("no IPv6 row with Domains among the robust rows:\n%s", want)
 	}
 	if !strings.Contains(want, `"Score":`) {
 		t.Errorf("robust rows carry no Score:\n%.300s", want)

@@ -213,6 +213,17 @@ var nonPublic = func() []netip.Prefix {
 	return out
 }()
 
+// DomainIP reports whether RemoteIP can be a beacon's under the profile,
+// so that its domains (RemoteUrl) are worth keeping for the Domains
+// column: seed's public IPv4 (the package's DomainIP), robust's public
+// IPv4 and IPv6 (PublicIP). Hunt, pkg/stream's ingest and pkg/state ask it.
+func (p *Params) DomainIP(ip string) bool {
+	if p.Profile == ProfileRobust {
+		return PublicIP(ip)
+	}
+	return DomainIP(ip)
+}
+
 // TupleOf returns the event's group key under the profile: robust compares
 // process and account names case-insensitively, so it lower-cases them.
 func (p *Params) TupleOf(e *Event) Tuple {
@@ -518,6 +529,11 @@ func (p *Params) robustSelect(cands []Candidate) (kept []int, devices int64) {
 
 // newRobustRow renders a kept robust candidate.
 func newRobustRow(c *Candidate, ts []Time, domains []string, devices int64) Row {
+	// Connections without a RemoteUrl name no domain: seed's make_set keeps
+	// their "", robust leaves it out.
+	if i := slices.Index(domains, ""); i >= 0 {
+		domains = slices.Delete(slices.Clone(domains), i, i+1)
+	}
 	deltas := Deltas(ts, nil)
 	minI, maxI := MinMaxIndex(deltas)
 	r := Row{
