@@ -176,6 +176,7 @@ func registerDetectFlags(fs *flag.FlagSet, c *detectConfig) {
 func runRun(ctx context.Context, args []string, s stdio) error {
 	var c runConfig
 	c.params, _ = profileParams(args, beacon.ProfileSeed)
+	started := c.params.Profile
 	fs := newFlags("run", runUsage, s)
 	registerRunFlags(fs, &c)
 	if err := parseFlags(fs, args); err != nil {
@@ -186,6 +187,9 @@ func runRun(ctx context.Context, args []string, s stdio) error {
 	}
 	if err := layerConfig(fs, c.config, os.LookupEnv); err != nil {
 		return usagef("run: %v", err)
+	}
+	if again, ok := reprofile(args, started, *c.profileFlag); ok {
+		return runRun(ctx, again, s) // profile: in the config file or env
 	}
 	log, err := newLogger(c.logLevel, c.logFormat, s)
 	if err != nil {
