@@ -193,6 +193,10 @@ func PublicIP(s string) bool {
 	if !a.IsGlobalUnicast() || a.IsPrivate() {
 		return false
 	}
+	nonPublic := nonPublic6
+	if a.Is4() {
+		nonPublic = nonPublic4 // every event asks: test only its family's
+	}
 	for _, pf := range nonPublic {
 		if pf.Contains(a) {
 			return false
@@ -201,17 +205,19 @@ func PublicIP(s string) bool {
 	return true
 }
 
-var nonPublic = func() []netip.Prefix {
-	var out []netip.Prefix
-	for _, s := range []string{
-		"0.0.0.0/8", "100.64.0.0/10", "192.0.0.0/24", "192.0.2.0/24", "198.18.0.0/15",
-		"198.51.100.0/24", "203.0.113.0/24", "240.0.0.0/4",
-		"100::/64", "2001:db8::/32", "3fff::/20", "fec0::/10", "::/8",
-	} {
-		out = append(out, netip.MustParsePrefix(s))
+var (
+	nonPublic4 = prefixes("0.0.0.0/8", "100.64.0.0/10", "192.0.0.0/24", "192.0.2.0/24", "198.18.0.0/15",
+		"198.51.100.0/24", "203.0.113.0/24", "240.0.0.0/4")
+	nonPublic6 = prefixes("100::/64", "2001:db8::/32", "3fff::/20", "fec0::/10", "::/8")
+)
+
+func prefixes(ss ...string) []netip.Prefix {
+	out := make([]netip.Prefix, len(ss))
+	for i, s := range ss {
+		out[i] = netip.MustParsePrefix(s)
 	}
 	return out
-}()
+}
 
 // DomainIP reports whether RemoteIP can be a beacon's under the profile,
 // so that its domains (RemoteUrl) are worth keeping for the Domains
