@@ -37,6 +37,25 @@ func profileParams(args []string, def string) (beacon.Params, string) {
 	return p, def
 }
 
+// reprofile handles a profile chosen by the config file or the
+// environment (profile: robust, BEACON_PROFILE): parsing started from the
+// defaults of started (profileParams read the command line only), so when
+// the profile in effect after layering, name, is another, it returns args
+// with --profile=name in front for the caller to parse again, every
+// parameter not set then starting from name's defaults. The command line's
+// --profile, if any, is later in args and still wins.
+func reprofile(args []string, started, name string) ([]string, bool) {
+	want, err := beacon.ProfileParams(name)
+	if err != nil {
+		return nil, false // reported by checkProfile
+	}
+	from, _ := beacon.ProfileParams(started)
+	if want.Profile == from.Profile {
+		return nil, false
+	}
+	return append([]string{"--profile=" + name}, args...), true
+}
+
 // addProfileFlags registers --profile and the robust profile's own
 // parameters; checkProfile validates the choice after parsing.
 func addProfileFlags(fs *flag.FlagSet, p *beacon.Params, def string) *string {
@@ -122,16 +141,21 @@ func writeHuntScore(w io.Writer, path string, p *beacon.Params, rows []beacon.Ro
 // applyAllowFile drops the rows an allow list matches and reports how many
 // on w.
 func applyAllowFile(path string, rows []beacon.Row, w io.Writer) ([]beacon.Row, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	a, err := beacon.ReadAllowList(f, path)
+	a, err := readAllowFile(path)
 	if err != nil {
 		return nil, err
 	}
 	rows, n := a.Filter(rows)
 	fmt.Fprintf(w, "beacon: allow list %s (%d entries) suppressed %d row(s)\n", path, a.Len(), n)
 	return rows, nil
+}
+
+// readAllowFile reads an allow list (--allow) from a file.
+func readAllowFile(path string) (*beacon.AllowList, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return beacon.ReadAllowList(f, path)
 }

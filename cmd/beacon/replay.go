@@ -149,6 +149,7 @@ func configKnown(replay *flag.FlagSet) func(string) bool {
 func runReplay(ctx context.Context, args []string, s stdio) error {
 	var c replayConfig
 	c.params, _ = profileParams(args, beacon.ProfileSeed)
+	started := c.params.Profile
 	fs := newFlags("replay", replayUsage, s)
 	registerReplayFlags(fs, &c)
 	if err := parseFlags(fs, args); err != nil {
@@ -159,6 +160,9 @@ func runReplay(ctx context.Context, args []string, s stdio) error {
 	}
 	if err := layerConfigOf(fs, c.config, os.LookupEnv, replayLayered(), configKnown(fs)); err != nil {
 		return usagef("replay: %v", err)
+	}
+	if again, ok := reprofile(args, started, *c.profileFlag); ok {
+		return runReplay(ctx, again, s) // profile: in the config file or env
 	}
 	if err := c.check(); err != nil {
 		return err

@@ -101,6 +101,7 @@ type detectConfig struct {
 	reAlert, warmup, evalInterval time.Duration
 	domainMargin                  time.Duration
 	futureTolerance               time.Duration
+	allow                         string // --allow FILE
 	params                        beacon.Params
 }
 
@@ -168,12 +169,14 @@ func registerDetectFlags(fs *flag.FlagSet, c *detectConfig) {
 	fs.DurationVar(&c.evalInterval, "eval-interval", 10*time.Second, "evaluation points are the ends of intervals of this much stream time that hold a connection (and, live, the moment every input partition is idle)")
 	fs.DurationVar(&c.futureTolerance, "future-tolerance", time.Hour, "an event dated more than this after its Kafka record or the clock is a bad record (reason future): run dead-letters it, replay reports it")
 	fs.DurationVar(&c.domainMargin, "domain-margin", time.Hour, "ingest forwards a domain observation at once only when newer than the last forwarded by this much; the newest in between follows within the margin")
+	fs.StringVar(&c.allow, "allow", "", "suppress known-good beacons: a file of `process|ip|port|domain|device VALUE` lines (docs/robust.md); they are not alerted, not in /beacons or replay's rows, and counted in beacon_beacons_allowed_total")
 	addParamFlags(fs, &c.params)
 }
 
 func runRun(ctx context.Context, args []string, s stdio) error {
 	var c runConfig
 	c.params, _ = profileParams(args, beacon.ProfileSeed)
+	started := c.params.Profile
 	fs := newFlags("run", runUsage, s)
 	registerRunFlags(fs, &c)
 	if err := parseFlags(fs, args); err != nil {
@@ -184,6 +187,9 @@ func runRun(ctx context.Context, args []string, s stdio) error {
 	}
 	if err := layerConfig(fs, c.config, os.LookupEnv); err != nil {
 		return usagef("run: %v", err)
+	}
+	if again, ok := reprofile(args, started, *c.profileFlag); ok {
+		return runRun(ctx, again, s) // profile: in the config file or env
 	}
 	log, err := newLogger(c.logLevel, c.logFormat, s)
 	if err != nil {
@@ -283,6 +289,13 @@ func (c *detectConfig) options() ([]stream.Opt, error) {
 	}
 	if c.warmup != 0 {
 		opts = append(opts, stream.Warmup(c.warmup))
+	}
+	if c.allow != "" {
+		a, err := readAllowFile(c.allow)
+		if err != nil {
+			return nil, fmt.Errorf("--allow: %w", err)
+		}
+		opts = append(opts, stream.Allow(a))
 	}
 	return opts, nil
 }

@@ -165,7 +165,7 @@ func (h *shard) intern(s string) string {
 }
 
 func (h *shard) add(e *Event) {
-	if DomainIP(e.RemoteIP) {
+	if h.p.DomainIP(e.RemoteIP) {
 		h.addDomain(e)
 	}
 	if !h.p.Connection(e) {

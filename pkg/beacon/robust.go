@@ -193,6 +193,10 @@ func PublicIP(s string) bool {
 	if !a.IsGlobalUnicast() || a.IsPrivate() {
 		return false
 	}
+	nonPublic := nonPublic6
+	if a.Is4() {
+		nonPublic = nonPublic4 // every event asks: test only its family's
+	}
 	for _, pf := range nonPublic {
 		if pf.Contains(a) {
 			return false
@@ -201,17 +205,30 @@ func PublicIP(s string) bool {
 	return true
 }
 
-var nonPublic = func() []netip.Prefix {
-	var out []netip.Prefix
-	for _, s := range []string{
-		"0.0.0.0/8", "100.64.0.0/10", "192.0.0.0/24", "192.0.2.0/24", "198.18.0.0/15",
-		"198.51.100.0/24", "203.0.113.0/24", "240.0.0.0/4",
-		"100::/64", "2001:db8::/32", "3fff::/20", "fec0::/10", "::/8",
-	} {
-		out = append(out, netip.MustParsePrefix(s))
+var (
+	nonPublic4 = prefixes("0.0.0.0/8", "100.64.0.0/10", "192.0.0.0/24", "192.0.2.0/24", "198.18.0.0/15",
+		"198.51.100.0/24", "203.0.113.0/24", "240.0.0.0/4")
+	nonPublic6 = prefixes("100::/64", "2001:db8::/32", "3fff::/20", "fec0::/10", "::/8")
+)
+
+func prefixes(ss ...string) []netip.Prefix {
+	out := make([]netip.Prefix, len(ss))
+	for i, s := range ss {
+		out[i] = netip.MustParsePrefix(s)
 	}
 	return out
-}()
+}
+
+// DomainIP reports whether RemoteIP can be a beacon's under the profile,
+// so that its domains (RemoteUrl) are worth keeping for the Domains
+// column: seed's public IPv4 (the package's DomainIP), robust's public
+// IPv4 and IPv6 (PublicIP). Hunt, pkg/stream's ingest and pkg/state ask it.
+func (p *Params) DomainIP(ip string) bool {
+	if p.Profile == ProfileRobust {
+		return PublicIP(ip)
+	}
+	return DomainIP(ip)
+}
 
 // TupleOf returns the event's group key under the profile: robust compares
 // process and account names case-insensitively, so it lower-cases them.
@@ -518,6 +535,11 @@ func (p *Params) robustSelect(cands []Candidate) (kept []int, devices int64) {
 
 // newRobustRow renders a kept robust candidate.
 func newRobustRow(c *Candidate, ts []Time, domains []string, devices int64) Row {
+	// Connections without a RemoteUrl name no domain: seed's make_set keeps
+	// their "", robust leaves it out.
+	if i := slices.Index(domains, ""); i >= 0 {
+		domains = slices.Delete(slices.Clone(domains), i, i+1)
+	}
 	deltas := Deltas(ts, nil)
 	minI, maxI := MinMaxIndex(deltas)
 	r := Row{

@@ -305,3 +305,29 @@ func TestPublicIP(t *testing.T) {
 		}
 	}
 }
+
+// TestRobustIPv6Domains: a robust row of an IPv6 C2 carries the domains of
+// its RemoteUrl, as an IPv4 row does; seed keeps the query's join (public
+// IPv4 only).
+func TestRobustIPv6Domains(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	const ip = "2a05:d018:1:2::3"
+	evs := revents("v6", "powershell.exe", ip, rtimer(rng, 60, 0.1, 24*time.Hour), "ConnectionSuccess")
+	for i := range evs {
+		if i%3 == 0 {
+			evs[i].RemoteUrl = "https://cdn.update.contoso-cloud.com/api"
+		}
+	}
+	rows := robustRows(t, Robust(), evs)
+	r, ok := rows["v6"]
+	if !ok {
+		t.Fatalf("IPv6 C2 not reported")
+	}
+	if len(r.Domains) != 1 || r.Domains[0] != "update.contoso-cloud.com" {
+		t.Errorf("Domains %q, want [update.contoso-cloud.com]", r.Domains)
+	}
+	seed := Seed()
+	if !seed.DomainIP("93.1.2.3") || seed.DomainIP(ip) || !(&Params{Profile: ProfileRobust}).DomainIP(ip) {
+		t.Errorf("DomainIP: seed keeps public IPv4 only, robust public IPv4 and IPv6")
+	}
+}

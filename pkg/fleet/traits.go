@@ -55,6 +55,11 @@ func (g *Generator) applyTrait(w *world, rng *rand.Rand, tm *timer, tr string, f
 		tm.work = true
 	case TraitIPv6:
 		tm.rec.RemoteIP = w.addrs.v6(pick(rng, "2a05:d018:", "2600:1f18:", "2a01:4f8:"))
+		if tm.url == "" {
+			// A host name (and so Domains) for every IPv6 C2, drawn from
+			// the timer's own stream so other actors are unchanged.
+			tm.url = c2Host(tm.rng)
+		}
 	case TraitAggregated:
 		tm.aggregated = true
 		tm.rec.ActionType = AggregatedReport

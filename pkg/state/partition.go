@@ -752,7 +752,7 @@ func (p *Partition) splitSummary(tp *tuple, prev, t, next beacon.Time) error {
 }
 
 // domains records domain observations, deduplicated per (IP, domain) to the
-// newest time. Only IPs that can be a beacon's (public IPv4) are kept: the
+// newest time. Only IPs that can be a beacon's (Params.DomainIP) are kept: the
 // Domains join is on RemoteIP.
 func (p *Partition) domains(obs []DomainSeen, st *ApplyStats) {
 	var bound beacon.Time
@@ -764,7 +764,7 @@ func (p *Partition) domains(obs []DomainSeen, st *ApplyStats) {
 		if p.h.hasStream && o.Time <= bound {
 			continue
 		}
-		if !beacon.DomainIP(o.IP) {
+		if !p.p.DomainIP(o.IP) {
 			continue
 		}
 		ip := p.ips[o.IP]

@@ -1274,6 +1274,10 @@ func (w *worker) evaluate() error {
 			w.alerted[*t] = struct{}{}
 			w.alertedEnc = nil
 			w.metaDirty = true
+			if a := w.d.s.cfg.allow; a != nil && a.Allowed(&row) {
+				w.d.s.m.allowed.Inc() // handled for this re-alert period, like an alert
+				continue
+			}
 			alerts = append(alerts, w.newAlert(t, e, now, row))
 		}
 		// A destination's alerts go out in the query's output order.
@@ -1356,7 +1360,11 @@ func (w *worker) beacons() ([]beacon.Row, error) {
 		return nil, errStopped
 	default:
 	}
-	return w.part.Beacons()
+	rows, err := w.part.Beacons()
+	if a := w.d.s.cfg.allow; a != nil && err == nil {
+		rows, _ = a.Filter(rows)
+	}
+	return rows, err
 }
 
 func (w *worker) status() partitionStatus {

@@ -482,7 +482,7 @@ func (in *ingest) event(mp *mpart, e *beacon.Event) {
 		}
 	}
 	in.dedup.advance(e.Timestamp)
-	if beacon.DomainIP(e.RemoteIP) {
+	if in.s.cfg.params.DomainIP(e.RemoteIP) {
 		d, ok := in.urls[e.RemoteUrl]
 		if !ok {
 			d = beacon.DomainOf(e.RemoteUrl)

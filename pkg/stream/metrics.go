@@ -17,6 +17,7 @@ type metrics struct {
 	forwarded   *prometheus.CounterVec // repartition records written, by kind
 	alerts      prometheus.Counter
 	muted       prometheus.Counter
+	allowed     prometheus.Counter
 	evalSeconds prometheus.Histogram
 	streamTime  *prometheus.GaugeVec
 	beacons     *prometheus.GaugeVec
@@ -52,6 +53,10 @@ func newMetrics(reg *prometheus.Registry, stateDir string) *metrics {
 			Namespace: namespace, Name: "alerts_muted_total",
 			Help: "Alerts found while rebuilding a partition below its committed offset: the previous owner published them.",
 		}),
+		allowed: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "beacons_allowed_total",
+			Help: "Beacon-set members not alerted because the allow list (--allow) matches them.",
+		}),
 		evalSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: namespace, Name: "evaluation_seconds",
 			Help:    "Time to evaluate the dirty destinations of a partition at one evaluation point (and publish its alerts).",
@@ -74,7 +79,7 @@ func newMetrics(reg *prometheus.Registry, stateDir string) *metrics {
 			Help: "Repeated warnings not logged: the Kafka client's, and the service's own fetch errors, beyond a few per 30 s per message.",
 		}),
 	}
-	reg.MustRegister(m.eventsIn, m.dropped, m.late, m.forwarded, m.alerts, m.muted, m.evalSeconds,
+	reg.MustRegister(m.eventsIn, m.dropped, m.late, m.forwarded, m.alerts, m.muted, m.allowed, m.evalSeconds,
 		m.streamTime, m.beacons, m.rebuilds, m.suppressed)
 	if stateDir != "" {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{

@@ -76,6 +76,7 @@ type cfg struct {
 	stateDir    string
 	params      beacon.Params
 	profile     string
+	allow       *beacon.AllowList
 
 	reAlert      time.Duration
 	warmup       time.Duration
@@ -188,6 +189,13 @@ func Params(p beacon.Params) Opt {
 		}
 	})
 }
+
+// Allow suppresses known-good rows (beacon.AllowList, `--allow FILE`):
+// a beacon-set member the list matches is not alerted (it is counted in
+// beacon_beacons_allowed_total, once per re-alert period, like an alert)
+// and is left out of /beacons and of a replay's final rows. Use it for
+// periodic software analysts have vetted; nil (the default) allows none.
+func Allow(a *beacon.AllowList) Opt { return optFn(func(c *cfg) { c.allow = a }) }
 
 // ReAlertInterval bounds repeats: a tuple is alerted at most once per
 // period of this length of event time, periods aligned to the Unix epoch

@@ -729,6 +729,9 @@ func (r *replay) finalSet() error {
 		if err != nil {
 			return err
 		}
+		if a := r.s.cfg.allow; a != nil {
+			rs, _ = a.Filter(rs)
+		}
 		rows = append(rows, rs...)
 	}
 	beacon.SortRows(rows)
