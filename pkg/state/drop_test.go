@@ -210,10 +210,16 @@ func TestConcurrentPartitions(t *testing.T) {
 			errs <- nil
 		}()
 	}
+	// Wait for every writer before failing: a Fatal with writers still
+	// running would close the store under them.
+	var first error
 	for range 3 {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
+		if err := <-errs; err != nil && first == nil {
+			first = err
 		}
+	}
+	if first != nil {
+		t.Fatal(first)
 	}
 	for pid := range int32(3) {
 		p, _ := s.Partition(pid)
