@@ -169,7 +169,8 @@ func (p *Partition) Offset() (offset int64, ok bool) { return p.h.offset, p.h.of
 func (p *Partition) StreamTime() (beacon.Time, bool) { return p.h.stream, p.h.hasStream }
 
 // Meta is the blob last recorded by Apply (nil if none). It must not be
-// modified.
+// modified, and the next Apply with a blob overwrites it: copy what is
+// kept.
 func (p *Partition) Meta() []byte { return p.meta }
 
 // now is the query's now for the current stream time.
@@ -436,7 +437,12 @@ func (p *Partition) Apply(conns []Conn, domains []DomainSeen, nextOffset int64, 
 		// batch by its size each time. The commit writes the last one,
 		// with the offset of the same Apply, so what a crash leaves is as
 		// consistent as before.
-		p.meta, p.metaDirty = bytes.Clone(meta), true
+		if p.meta == nil {
+			p.meta = bytes.Clone(meta)
+		} else {
+			p.meta = append(p.meta[:0], meta...) // a blob per point, often tens of KiB: no garbage
+		}
+		p.metaDirty = true
 	}
 	return st, p.maybeCommit()
 }
