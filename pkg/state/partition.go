@@ -65,29 +65,30 @@ type Partition struct {
 	h   header
 	err error
 
-	meta     []byte
-	seed     maphash.Seed
-	arena    tupleArena             // the tuples, by id (tuples.go)
-	index    tupleIndex             // tuple ids by hash of the seven columns
-	exts     []tupleExt             // what few tuples need: more blocks, a longer histogram
-	extFree  []uint32               // free entries of exts
-	pend     map[uint32]beacon.Time // oldest pending timestamp of the tuples with some (EndOffset > 1s)
-	ntuples  int
-	dests    map[beacon.Destination]*dest
-	destAt   []*dest // by tuple.dest; 0 is nil
-	destFree []uint32
-	prins    map[principalKey]*principal
-	prinAt   []*principal // by tuple.prin; 0 is nil
-	prinFree []uint32
-	ips      map[string]*ipState
-	evictQ   timeHeap[uint32]  // tuples with a window, by first timestamp (stale: key ≠ first)
-	pendQ    timeHeap[uint32]  // tuples with timestamps beyond the window end, by the oldest (stale: key ≠ pend[id])
-	domainQ  timeHeap[*domain] // domains, each once, by a time ≤ their newest
-	dirty    []beacon.Destination
-	due      []*tuple
-	work     []item
-	batch    *pebble.Batch
-	from     beacon.Time // the window start at the current stream time
+	meta      []byte
+	metaDirty bool // meta changed since the last commit
+	seed      maphash.Seed
+	arena     tupleArena             // the tuples, by id (tuples.go)
+	index     tupleIndex             // tuple ids by hash of the seven columns
+	exts      []tupleExt             // what few tuples need: more blocks, a longer histogram
+	extFree   []uint32               // free entries of exts
+	pend      map[uint32]beacon.Time // oldest pending timestamp of the tuples with some (EndOffset > 1s)
+	ntuples   int
+	dests     map[beacon.Destination]*dest
+	destAt    []*dest // by tuple.dest; 0 is nil
+	destFree  []uint32
+	prins     map[principalKey]*principal
+	prinAt    []*principal // by tuple.prin; 0 is nil
+	prinFree  []uint32
+	ips       map[string]*ipState
+	evictQ    timeHeap[uint32]  // tuples with a window, by first timestamp (stale: key ≠ first)
+	pendQ     timeHeap[uint32]  // tuples with timestamps beyond the window end, by the oldest (stale: key ≠ pend[id])
+	domainQ   timeHeap[*domain] // domains, each once, by a time ≤ their newest
+	dirty     []beacon.Destination
+	due       []*tuple
+	work      []item
+	batch     *pebble.Batch
+	from      beacon.Time // the window start at the current stream time
 
 	// Timestamp blocks cached decoded (blocks.go): an LRU list (lru is its
 	// sentinel) charged to the store's block budget; the changed ones are
@@ -168,7 +169,8 @@ func (p *Partition) Offset() (offset int64, ok bool) { return p.h.offset, p.h.of
 func (p *Partition) StreamTime() (beacon.Time, bool) { return p.h.stream, p.h.hasStream }
 
 // Meta is the blob last recorded by Apply (nil if none). It must not be
-// modified.
+// modified, and the next Apply with a blob overwrites it: copy what is
+// kept.
 func (p *Partition) Meta() []byte { return p.meta }
 
 // now is the query's now for the current stream time.
@@ -430,8 +432,17 @@ func (p *Partition) Apply(conns []Conn, domains []DomainSeen, nextOffset int64, 
 		p.h.offset = nextOffset
 	}
 	if meta != nil {
-		p.meta = bytes.Clone(meta)
-		p.batch.Set(kindKey(p.key, p.id, kindMeta), meta, nil)
+		// Written with the commit that makes it durable, not per call:
+		// with WithCommitEvery a blob set at every Apply would grow the
+		// batch by its size each time. The commit writes the last one,
+		// with the offset of the same Apply, so what a crash leaves is as
+		// consistent as before.
+		if p.meta == nil {
+			p.meta = bytes.Clone(meta)
+		} else {
+			p.meta = append(p.meta[:0], meta...) // a blob per point, often tens of KiB: no garbage
+		}
+		p.metaDirty = true
 	}
 	return st, p.maybeCommit()
 }
@@ -831,6 +842,10 @@ func (p *Partition) commit() error {
 	p.writeBlocks()
 	p.val = p.h.append(p.val[:0])
 	p.batch.Set(kindKey(p.key, p.id, kindHeader), p.val, nil)
+	if p.metaDirty {
+		p.batch.Set(kindKey(p.key, p.id, kindMeta), p.meta, nil)
+		p.metaDirty = false
+	}
 	if err := p.batch.Commit(p.s.wo); err != nil {
 		return p.fail(err)
 	}

@@ -781,6 +781,7 @@ type worker struct {
 	// alertedEnc caches the encoded alerted set (nil: to encode): the
 	// meta blob is written at every point, the set changes far less often.
 	alertedEnc []byte
+	metaBuf    []byte // encodeMeta's, reused
 	members    map[beacon.Destination][]beacon.Tuple
 	nMembers   int
 	metaDirty  bool
@@ -1397,8 +1398,11 @@ const (
 	metaLastEval    = 8
 )
 
+// encodeMeta returns the blob in a buffer of the worker's that the next
+// call overwrites (Partition.Apply copies it).
 func (w *worker) encodeMeta() []byte {
-	b := []byte{metaVersion}
+	b := append(w.metaBuf[:0], metaVersion)
+	defer func() { w.metaBuf = b }()
 	first := int64(w.first)
 	if !w.hasFirst {
 		first = math.MinInt64
