@@ -212,15 +212,15 @@ func (d *decoder) object(dst []beacon.Event) ([]beacon.Event, error) {
 	}
 	for {
 		d.ws()
-		key, err := d.key()
+		c, err := d.keyCol()
 		if err != nil {
 			return dst, err
 		}
-		switch string(key) {
-		case "records", "Results", "results":
+		switch c {
+		case colRecords, colResultsUpper, colResults:
 			if d.i < len(d.b) && d.b[d.i] == '[' {
 				r.container = true
-				d.path = append(d.path, pathSeg{key: containerKey(key), idx: -1})
+				d.path = append(d.path, pathSeg{key: colNames[c], idx: -1})
 				dst, err = d.rows(dst)
 				d.path = d.path[:len(d.path)-1]
 				if err != nil {
@@ -229,7 +229,7 @@ func (d *decoder) object(dst []beacon.Event) ([]beacon.Event, error) {
 			} else if err = d.skip(); err != nil {
 				return dst, err
 			}
-		case "properties":
+		case colProperties:
 			if d.i < len(d.b) && d.b[d.i] == '{' {
 				if err = d.columns(&ev, &r); err != nil {
 					return dst, err
@@ -237,20 +237,20 @@ func (d *decoder) object(dst []beacon.Event) ([]beacon.Event, error) {
 			} else if err = d.skip(); err != nil {
 				return dst, err
 			}
-		case "tenantId":
-			v, err := d.stringValue(key)
+		case colTenantId:
+			v, err := d.stringValue()
 			if err != nil {
 				return dst, err
 			}
 			ev.TenantId = v
-		case "category", "Type":
+		case colCategory, colType:
 			v, _, err := d.scalar()
 			if err != nil {
 				return dst, err
 			}
 			r.category = v
 		default:
-			if err = d.column(key, &ev, &r); err != nil {
+			if err = d.column(c, &ev, &r); err != nil {
 				return dst, err
 			}
 		}
@@ -281,18 +281,6 @@ func (d *decoder) object(dst []beacon.Event) ([]beacon.Event, error) {
 type pathSeg struct {
 	key string // records, Results or results; "" for an index
 	idx int
-}
-
-// containerKey returns key as a constant string, so that entering a
-// container allocates nothing.
-func containerKey(key []byte) string {
-	switch string(key) {
-	case "records":
-		return "records"
-	case "Results":
-		return "Results"
-	}
-	return "results"
 }
 
 // pathString renders the path, e.g. records[3]; only errors need it.
@@ -428,11 +416,11 @@ func (d *decoder) columns(ev *beacon.Event, r *row) error {
 	}
 	for {
 		d.ws()
-		key, err := d.key()
+		c, err := d.keyCol()
 		if err != nil {
 			return err
 		}
-		if err := d.column(key, ev, r); err != nil {
+		if err := d.column(c, ev, r); err != nil {
 			return err
 		}
 		d.ws()
@@ -491,10 +479,10 @@ func (d *decoder) key() ([]byte, error) {
 // column stores the value of a DeviceNetworkEvents column; other keys are
 // skipped. A wrong value is noted in r (the value is consumed); the error
 // returned is a syntax error.
-func (d *decoder) column(key []byte, ev *beacon.Event, r *row) error {
+func (d *decoder) column(c col, ev *beacon.Event, r *row) error {
 	var dst *string
-	switch string(key) {
-	case "Timestamp":
+	switch c {
+	case colTimestamp:
 		v, null, err := d.scalar()
 		if err != nil {
 			return err
@@ -511,7 +499,7 @@ func (d *decoder) column(key []byte, ev *beacon.Event, r *row) error {
 		ev.Timestamp = t
 		r.timestamp = true
 		return nil
-	case "RemotePort":
+	case colRemotePort:
 		v, null, err := d.scalar()
 		if err != nil {
 			return err
@@ -527,7 +515,7 @@ func (d *decoder) column(key []byte, ev *beacon.Event, r *row) error {
 		}
 		ev.RemotePort, ev.HasPort = p, true
 		return nil
-	case "AdditionalFields":
+	case colAdditionalFields:
 		switch d.b[d.i] {
 		case '"':
 			start := d.i + 1
@@ -546,33 +534,33 @@ func (d *decoder) column(key []byte, ev *beacon.Event, r *row) error {
 			return nil
 		}
 		return d.skip()
-	case "DeviceId":
+	case colDeviceId:
 		dst = &ev.DeviceId
-	case "DeviceName":
+	case colDeviceName:
 		dst = &ev.DeviceName
-	case "ActionType":
+	case colActionType:
 		dst = &ev.ActionType
-	case "RemoteIP":
+	case colRemoteIP:
 		dst = &ev.RemoteIP
-	case "RemoteIPType":
+	case colRemoteIPType:
 		dst = &ev.RemoteIPType
-	case "RemoteUrl":
+	case colRemoteUrl:
 		dst = &ev.RemoteUrl
-	case "InitiatingProcessAccountName":
+	case colAccountName:
 		dst = &ev.AccountName
-	case "InitiatingProcessAccountDomain":
+	case colAccountDomain:
 		dst = &ev.AccountDomain
-	case "InitiatingProcessFileName":
+	case colFileName:
 		dst = &ev.FileName
-	case "InitiatingProcessSHA256":
+	case colSHA256:
 		dst = &ev.SHA256
-	case "InitiatingProcessSHA1":
+	case colSHA1:
 		dst = &ev.SHA1
-	case "InitiatingProcessFolderPath":
+	case colFolderPath:
 		dst = &ev.FolderPath
-	case "InitiatingProcessCommandLine":
+	case colCommandLine:
 		dst = &ev.CommandLine
-	case "InitiatingProcessId", "ReportId":
+	case colProcessId, colReportId:
 		if d.queryOnly {
 			return d.skip()
 		}
@@ -583,11 +571,11 @@ func (d *decoder) column(key []byte, ev *beacon.Event, r *row) error {
 		var n int64
 		if !null && len(v) > 0 {
 			if n, err = parseInt(v); err != nil {
-				r.fail(fmt.Errorf("%s %q is not an integer", key, v))
+				r.fail(fmt.Errorf("%s %q is not an integer", colNames[c], v))
 				return nil
 			}
 		}
-		if key[0] == 'R' {
+		if c == colReportId {
 			ev.ReportId = n
 		} else {
 			ev.ProcessId = n
@@ -599,7 +587,7 @@ func (d *decoder) column(key []byte, ev *beacon.Event, r *row) error {
 	if d.queryOnly && (dst == &ev.SHA256 || dst == &ev.SHA1 || dst == &ev.FolderPath || dst == &ev.CommandLine) {
 		return d.skip()
 	}
-	v, err := d.stringValue(key)
+	v, err := d.stringValue()
 	if err != nil {
 		return err
 	}
@@ -615,7 +603,7 @@ func (r *row) fail(err error) {
 
 // stringValue reads a string column: null is "" (Kusto strings have no
 // null); a number or boolean is kept as its text.
-func (d *decoder) stringValue(key []byte) (string, error) {
+func (d *decoder) stringValue() (string, error) {
 	v, null, err := d.scalar()
 	if err != nil {
 		return "", err
