@@ -95,6 +95,11 @@ type decoder struct {
 	errs      []*RowError
 	other     int       // records of other tables, left out
 	path      []pathSeg // where the decoder is, for errors
+	// The last date timestamp parsed: its ten bytes and its midnight.
+	dateW    uint64
+	dateH    uint16
+	dateOK   bool
+	midnight beacon.Time
 }
 
 const maxDepth = 64
@@ -491,7 +496,7 @@ func (d *decoder) column(c col, ev *beacon.Event, r *row) error {
 			r.fail(errors.New("Timestamp is null"))
 			return nil
 		}
-		t, err := beacon.ParseTime(v)
+		t, err := d.timestamp(v)
 		if err != nil {
 			r.fail(fmt.Errorf("Timestamp %q: %w", v, err))
 			return nil
