@@ -93,8 +93,9 @@ type decoder struct {
 	rowErr    *RowError // first row error of the message
 	collect   bool      // keep every row error in errs, not only the first
 	errs      []*RowError
-	other     int       // records of other tables, left out
-	path      []pathSeg // where the decoder is, for errors
+	other     int             // records of other tables, left out
+	path      []pathSeg       // where the decoder is, for errors
+	last      [numCols]string // each column's last plain string value (see plain)
 	// The last date timestamp parsed: its ten bytes and its midnight.
 	dateW    uint64
 	dateH    uint16
@@ -243,12 +244,20 @@ func (d *decoder) object(dst []beacon.Event) ([]beacon.Event, error) {
 				return dst, err
 			}
 		case colTenantId:
+			if v, ok := d.plain(c); ok {
+				ev.TenantId = bytesString(v)
+				break
+			}
 			v, err := d.stringValue()
 			if err != nil {
 				return dst, err
 			}
 			ev.TenantId = v
 		case colCategory, colType:
+			if v, ok := d.plain(c); ok {
+				r.category = v
+				break
+			}
 			v, _, err := d.scalar()
 			if err != nil {
 				return dst, err
@@ -592,12 +601,43 @@ func (d *decoder) column(c col, ev *beacon.Event, r *row) error {
 	if d.queryOnly && (dst == &ev.SHA256 || dst == &ev.SHA1 || dst == &ev.FolderPath || dst == &ev.CommandLine) {
 		return d.skip()
 	}
+	if v, ok := d.plain(c); ok {
+		*dst = bytesString(v)
+		return nil
+	}
 	v, err := d.stringValue()
 	if err != nil {
 		return err
 	}
 	*dst = v
 	return nil
+}
+
+// plain reads a string value without escapes, the common case, and tells
+// whether it did; anything else is left to the caller's slow path. The
+// column's last plain value is tried first: when the same bytes and a
+// closing quote follow, the value is those bytes (they hold no quote,
+// escape or control character, or its scan would have stopped in them),
+// one comparison instead of a scan.
+func (d *decoder) plain(c col) ([]byte, bool) {
+	b, i := d.b, d.i
+	if i >= len(b) || b[i] != '"' {
+		return nil, false
+	}
+	if p := d.last[c]; len(p) > 0 {
+		end := i + 1 + len(p)
+		if end < len(b) && b[end] == '"' && string(b[i+1:end]) == p {
+			d.i = end + 1
+			return b[i+1 : end], true
+		}
+	}
+	j := scanPlain(b, i+1)
+	if j >= len(b) || b[j] != '"' {
+		return nil, false
+	}
+	d.i = j + 1
+	d.last[c] = bytesString(b[i+1 : j])
+	return b[i+1 : j], true
 }
 
 func (r *row) fail(err error) {
