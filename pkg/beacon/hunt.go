@@ -38,9 +38,11 @@ type shard struct {
 	mu   sync.Mutex // AddBatch may be called from several goroutines
 	p    *Params
 	seed maphash.Seed
-	// index finds a tuple's position in tuples.
-	index  map[Tuple]int32
-	tuples []Tuple
+	// index finds a tuple's position in tuples by its hash (huntindex.go).
+	hx          hashIndex
+	index       slots
+	tuples      []Tuple
+	tupleHashes []uint64
 	// Each kept event is (tuple index, timestamp), in arrival order; Rows
 	// groups them with a counting sort, so no per-tuple slice is grown.
 	evTuple []int32
@@ -48,7 +50,7 @@ type shard struct {
 	// For the Domains enrichment, the newest Timestamp of each distinct
 	// (RemoteIP, RemoteUrl), found by urlIndex; domains are derived only
 	// for the IPs of candidates, at the end.
-	urlIndex map[ipURLKey]int32
+	urlIndex slots
 	urlSeen  []ipURL
 	strs     map[string]string
 	newest   Time
@@ -61,11 +63,10 @@ func NewHunt(p Params) *Hunt {
 	n := runtime.GOMAXPROCS(0)
 	for range n {
 		h.shards = append(h.shards, &shard{
-			p:        &h.p,
-			seed:     h.seed,
-			index:    make(map[Tuple]int32),
-			urlIndex: make(map[ipURLKey]int32),
-			strs:     make(map[string]string),
+			p:    &h.p,
+			seed: h.seed,
+			hx:   newHashIndex(h.seed),
+			strs: make(map[string]string),
 		})
 	}
 	h.routes.New = func() any { return &route{idx: make([][]int32, n), done: make([]bool, n)} }
@@ -177,17 +178,8 @@ func (h *shard) add(e *Event) {
 	if !e.HasPort {
 		return // null == null is null in Kusto: such rows never pair up
 	}
-	// Go's map hashes and compares the tuple by value in one probe:
-	// cheaper than hashing it with Tuple.Hash and walking a chain.
 	t := h.p.TupleOf(e)
-	i, ok := h.index[t]
-	if !ok {
-		i = int32(len(h.tuples))
-		t = Tuple{h.intern(t.DeviceId), h.intern(t.DeviceName), h.intern(t.AccountName),
-			h.intern(t.AccountDomain), h.intern(t.FileName), h.intern(t.RemoteIP), t.RemotePort}
-		h.tuples = append(h.tuples, t)
-		h.index[t] = i
-	}
+	i := h.tupleIndex(&t)
 	h.evTuple = append(h.evTuple, i)
 	h.evTime = append(h.evTime, e.Timestamp)
 }
@@ -195,23 +187,8 @@ func (h *shard) add(e *Event) {
 type ipURL struct {
 	ip, url string
 	newest  Time
+	hash    uint64 // pairHash(ip, url), to grow urlIndex
 }
-
-func (h *shard) addDomain(e *Event) {
-	k := ipURLKey{e.RemoteIP, e.RemoteUrl}
-	if i, ok := h.urlIndex[k]; ok {
-		if e.Timestamp > h.urlSeen[i].newest {
-			h.urlSeen[i].newest = e.Timestamp
-		}
-		return
-	}
-	ip, url := h.intern(e.RemoteIP), cloneString(e.RemoteUrl)
-	h.urlIndex[ipURLKey{ip, url}] = int32(len(h.urlSeen))
-	h.urlSeen = append(h.urlSeen, ipURL{ip, url, e.Timestamp})
-}
-
-// ipURLKey finds the urlSeen entry of a (RemoteIP, RemoteUrl).
-type ipURLKey struct{ ip, url string }
 
 // Events is the number of events added.
 func (h *Hunt) Events() int64 { return h.events.Load() }

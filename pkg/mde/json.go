@@ -93,8 +93,14 @@ type decoder struct {
 	rowErr    *RowError // first row error of the message
 	collect   bool      // keep every row error in errs, not only the first
 	errs      []*RowError
-	other     int       // records of other tables, left out
-	path      []pathSeg // where the decoder is, for errors
+	other     int             // records of other tables, left out
+	path      []pathSeg       // where the decoder is, for errors
+	last      [numCols]string // each column's last plain string value (see plain)
+	// The last date timestamp parsed: its ten bytes and its midnight.
+	dateW    uint64
+	dateH    uint16
+	dateOK   bool
+	midnight beacon.Time
 }
 
 const maxDepth = 64
@@ -212,15 +218,15 @@ func (d *decoder) object(dst []beacon.Event) ([]beacon.Event, error) {
 	}
 	for {
 		d.ws()
-		key, err := d.key()
+		c, err := d.keyCol()
 		if err != nil {
 			return dst, err
 		}
-		switch string(key) {
-		case "records", "Results", "results":
+		switch c {
+		case colRecords, colResultsUpper, colResults:
 			if d.i < len(d.b) && d.b[d.i] == '[' {
 				r.container = true
-				d.path = append(d.path, pathSeg{key: containerKey(key), idx: -1})
+				d.path = append(d.path, pathSeg{key: colNames[c], idx: -1})
 				dst, err = d.rows(dst)
 				d.path = d.path[:len(d.path)-1]
 				if err != nil {
@@ -229,7 +235,7 @@ func (d *decoder) object(dst []beacon.Event) ([]beacon.Event, error) {
 			} else if err = d.skip(); err != nil {
 				return dst, err
 			}
-		case "properties":
+		case colProperties:
 			if d.i < len(d.b) && d.b[d.i] == '{' {
 				if err = d.columns(&ev, &r); err != nil {
 					return dst, err
@@ -237,20 +243,28 @@ func (d *decoder) object(dst []beacon.Event) ([]beacon.Event, error) {
 			} else if err = d.skip(); err != nil {
 				return dst, err
 			}
-		case "tenantId":
-			v, err := d.stringValue(key)
+		case colTenantId:
+			if v, ok := d.plain(c); ok {
+				ev.TenantId = bytesString(v)
+				break
+			}
+			v, err := d.stringValue()
 			if err != nil {
 				return dst, err
 			}
 			ev.TenantId = v
-		case "category", "Type":
+		case colCategory, colType:
+			if v, ok := d.plain(c); ok {
+				r.category = v
+				break
+			}
 			v, _, err := d.scalar()
 			if err != nil {
 				return dst, err
 			}
 			r.category = v
 		default:
-			if err = d.column(key, &ev, &r); err != nil {
+			if err = d.column(c, &ev, &r); err != nil {
 				return dst, err
 			}
 		}
@@ -281,18 +295,6 @@ func (d *decoder) object(dst []beacon.Event) ([]beacon.Event, error) {
 type pathSeg struct {
 	key string // records, Results or results; "" for an index
 	idx int
-}
-
-// containerKey returns key as a constant string, so that entering a
-// container allocates nothing.
-func containerKey(key []byte) string {
-	switch string(key) {
-	case "records":
-		return "records"
-	case "Results":
-		return "Results"
-	}
-	return "results"
 }
 
 // pathString renders the path, e.g. records[3]; only errors need it.
@@ -428,11 +430,11 @@ func (d *decoder) columns(ev *beacon.Event, r *row) error {
 	}
 	for {
 		d.ws()
-		key, err := d.key()
+		c, err := d.keyCol()
 		if err != nil {
 			return err
 		}
-		if err := d.column(key, ev, r); err != nil {
+		if err := d.column(c, ev, r); err != nil {
 			return err
 		}
 		d.ws()
@@ -491,10 +493,10 @@ func (d *decoder) key() ([]byte, error) {
 // column stores the value of a DeviceNetworkEvents column; other keys are
 // skipped. A wrong value is noted in r (the value is consumed); the error
 // returned is a syntax error.
-func (d *decoder) column(key []byte, ev *beacon.Event, r *row) error {
+func (d *decoder) column(c col, ev *beacon.Event, r *row) error {
 	var dst *string
-	switch string(key) {
-	case "Timestamp":
+	switch c {
+	case colTimestamp:
 		v, null, err := d.scalar()
 		if err != nil {
 			return err
@@ -503,7 +505,7 @@ func (d *decoder) column(key []byte, ev *beacon.Event, r *row) error {
 			r.fail(errors.New("Timestamp is null"))
 			return nil
 		}
-		t, err := beacon.ParseTime(v)
+		t, err := d.timestamp(v)
 		if err != nil {
 			r.fail(fmt.Errorf("Timestamp %q: %w", v, err))
 			return nil
@@ -511,7 +513,7 @@ func (d *decoder) column(key []byte, ev *beacon.Event, r *row) error {
 		ev.Timestamp = t
 		r.timestamp = true
 		return nil
-	case "RemotePort":
+	case colRemotePort:
 		v, null, err := d.scalar()
 		if err != nil {
 			return err
@@ -527,7 +529,7 @@ func (d *decoder) column(key []byte, ev *beacon.Event, r *row) error {
 		}
 		ev.RemotePort, ev.HasPort = p, true
 		return nil
-	case "AdditionalFields":
+	case colAdditionalFields:
 		switch d.b[d.i] {
 		case '"':
 			start := d.i + 1
@@ -546,33 +548,33 @@ func (d *decoder) column(key []byte, ev *beacon.Event, r *row) error {
 			return nil
 		}
 		return d.skip()
-	case "DeviceId":
+	case colDeviceId:
 		dst = &ev.DeviceId
-	case "DeviceName":
+	case colDeviceName:
 		dst = &ev.DeviceName
-	case "ActionType":
+	case colActionType:
 		dst = &ev.ActionType
-	case "RemoteIP":
+	case colRemoteIP:
 		dst = &ev.RemoteIP
-	case "RemoteIPType":
+	case colRemoteIPType:
 		dst = &ev.RemoteIPType
-	case "RemoteUrl":
+	case colRemoteUrl:
 		dst = &ev.RemoteUrl
-	case "InitiatingProcessAccountName":
+	case colAccountName:
 		dst = &ev.AccountName
-	case "InitiatingProcessAccountDomain":
+	case colAccountDomain:
 		dst = &ev.AccountDomain
-	case "InitiatingProcessFileName":
+	case colFileName:
 		dst = &ev.FileName
-	case "InitiatingProcessSHA256":
+	case colSHA256:
 		dst = &ev.SHA256
-	case "InitiatingProcessSHA1":
+	case colSHA1:
 		dst = &ev.SHA1
-	case "InitiatingProcessFolderPath":
+	case colFolderPath:
 		dst = &ev.FolderPath
-	case "InitiatingProcessCommandLine":
+	case colCommandLine:
 		dst = &ev.CommandLine
-	case "InitiatingProcessId", "ReportId":
+	case colProcessId, colReportId:
 		if d.queryOnly {
 			return d.skip()
 		}
@@ -583,11 +585,11 @@ func (d *decoder) column(key []byte, ev *beacon.Event, r *row) error {
 		var n int64
 		if !null && len(v) > 0 {
 			if n, err = parseInt(v); err != nil {
-				r.fail(fmt.Errorf("%s %q is not an integer", key, v))
+				r.fail(fmt.Errorf("%s %q is not an integer", colNames[c], v))
 				return nil
 			}
 		}
-		if key[0] == 'R' {
+		if c == colReportId {
 			ev.ReportId = n
 		} else {
 			ev.ProcessId = n
@@ -599,12 +601,43 @@ func (d *decoder) column(key []byte, ev *beacon.Event, r *row) error {
 	if d.queryOnly && (dst == &ev.SHA256 || dst == &ev.SHA1 || dst == &ev.FolderPath || dst == &ev.CommandLine) {
 		return d.skip()
 	}
-	v, err := d.stringValue(key)
+	if v, ok := d.plain(c); ok {
+		*dst = bytesString(v)
+		return nil
+	}
+	v, err := d.stringValue()
 	if err != nil {
 		return err
 	}
 	*dst = v
 	return nil
+}
+
+// plain reads a string value without escapes, the common case, and tells
+// whether it did; anything else is left to the caller's slow path. The
+// column's last plain value is tried first: when the same bytes and a
+// closing quote follow, the value is those bytes (they hold no quote,
+// escape or control character, or its scan would have stopped in them),
+// one comparison instead of a scan.
+func (d *decoder) plain(c col) ([]byte, bool) {
+	b, i := d.b, d.i
+	if i >= len(b) || b[i] != '"' {
+		return nil, false
+	}
+	if p := d.last[c]; len(p) > 0 {
+		end := i + 1 + len(p)
+		if end < len(b) && b[end] == '"' && string(b[i+1:end]) == p {
+			d.i = end + 1
+			return b[i+1 : end], true
+		}
+	}
+	j := scanPlain(b, i+1)
+	if j >= len(b) || b[j] != '"' {
+		return nil, false
+	}
+	d.i = j + 1
+	d.last[c] = bytesString(b[i+1 : j])
+	return b[i+1 : j], true
 }
 
 func (r *row) fail(err error) {
@@ -615,7 +648,7 @@ func (r *row) fail(err error) {
 
 // stringValue reads a string column: null is "" (Kusto strings have no
 // null); a number or boolean is kept as its text.
-func (d *decoder) stringValue(key []byte) (string, error) {
+func (d *decoder) stringValue() (string, error) {
 	v, null, err := d.scalar()
 	if err != nil {
 		return "", err
