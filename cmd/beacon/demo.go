@@ -256,10 +256,12 @@ func (c *demoConfig) produce(ctx context.Context, addr string, gen *fleet.Genera
 	first := gen.Start()
 	var pending []fleet.Record
 	var newest beacon.Time
-	var perr atomic.Value
+	// The first produce error. Errors of different concrete types arrive
+	// (kerr.Error, context errors…), which an atomic.Value cannot hold.
+	var perr atomic.Pointer[error]
 	promise := func(_ *kgo.Record, err error) {
 		if err != nil {
-			perr.CompareAndSwap(nil, err)
+			perr.CompareAndSwap(nil, &err)
 		}
 	}
 	send := func() error {
@@ -282,8 +284,8 @@ func (c *demoConfig) produce(ctx context.Context, addr string, gen *fleet.Genera
 		}
 		c.producedEvents.Add(int64(len(pending)))
 		pending = pending[:0]
-		if e, ok := perr.Load().(error); ok {
-			return e
+		if e := perr.Load(); e != nil {
+			return *e
 		}
 		return nil
 	}
