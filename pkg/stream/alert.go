@@ -540,10 +540,9 @@ func (w *worker) newAlert(t *beacon.Tuple, epoch int64, now beacon.Time, row bea
 	return a
 }
 
-// pivots returns the newest event's pivots of a tuple. The repartition
-// records and the state do not carry them yet (they hold the seven tuple
-// columns and the time only), so they are zero until that plumbing lands.
-func (w *worker) pivots(*beacon.Tuple) Pivots { return Pivots{} }
+// pivots returns the pivots of the tuple's newest event that this
+// partition has seen with them (pivots.go); zero when none.
+func (w *worker) pivots(t *beacon.Tuple) Pivots { return w.pivotsOf.get(t) }
 
 // Link templates (--alert-link) are Go text/template text over LinkData,
 // e.g. https://security.microsoft.com/machines/v2/{{.DeviceId}}/overview;

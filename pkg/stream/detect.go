@@ -772,6 +772,8 @@ type worker struct {
 	points      int       // evaluations so far (tests)
 	scratch     item      // watermark decoding
 
+	pivotsOf pivotStore // the newest pivots per tuple, for alerts (pivots.go)
+
 	// Alert bookkeeping, recorded in the partition's meta blob.
 	first    beacon.Time // stream time where the warm-up started
 	hasFirst bool
@@ -1031,6 +1033,7 @@ func (w *worker) take(it *item, onTime bool) error {
 	switch it.kind {
 	case kindConn:
 		w.conns = append(w.conns, state.Conn{Tuple: it.tupleKey(), Time: it.time})
+		w.pivotsOf.observe(it)
 	case kindNoPort:
 		if !w.hasNoPort || it.time > w.noPort {
 			w.noPort, w.hasNoPort = it.time, true

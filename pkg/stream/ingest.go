@@ -31,6 +31,8 @@ type ingest struct {
 	dedup *domainDedup
 	urls  map[string]string // RemoteUrl → domain, a bounded cache
 
+	pivots pivotWriter // what was last written of each tuple's pivots (pivots.go)
+
 	merge merger
 	ready chan struct{}                        // closed once cl is set: callbacks may run before NewClient returns
 	marks map[string]map[int32]kgo.EpochOffset // offsets to mark after the flush
@@ -508,6 +510,9 @@ func (in *ingest) event(mp *mpart, e *beacon.Event) {
 	in.s.cfg.params.Normalize(e) // robust: case-insensitive names
 	start := len(in.arena)
 	in.arena = appendConn(in.arena, e, rel)
+	if e.HasPort {
+		in.arena = in.pivots.append(in.arena, e)
+	}
 	in.produce(e.RemoteIP, start, e.Timestamp)
 }
 

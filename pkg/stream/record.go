@@ -14,7 +14,12 @@ import (
 // time (docs/streaming.md, "Repartition format" and "Time"):
 //
 //	0x01 connection  varint ticks | varint port | 5 × (uvarint len, bytes):
-//	                 DeviceId, DeviceName, AccountName, AccountDomain, FileName
+//	                 DeviceId, DeviceName, AccountName, AccountDomain, FileName |
+//	                 optional pivots section (pivots.go): byte flags |
+//	                 5 × (uvarint len, bytes): TenantId, SHA256, SHA1,
+//	                 FolderPath, CommandLine | varint ProcessId, when flags&1 |
+//	                 4 bytes checksum of them, when flags&2 |
+//	                 varint ReportId, when flags&4
 //	0x02 no-port     varint ticks
 //	                 a connection whose RemotePort was null: it moves stream
 //	                 time but never forms a tuple (null == null is null)
@@ -66,6 +71,7 @@ type item struct {
 	port    int32
 	tuple   [5]string // DeviceId, DeviceName, AccountName, AccountDomain, FileName
 	domain  string
+	pv      pivotItem // connections: their pivots section, flags 0 when none
 
 	// watermark records
 	fingerprint string
@@ -171,6 +177,12 @@ func decodeItem(key, value []byte, it *item) error {
 		for i := range it.tuple {
 			var err error
 			if it.tuple[i], b, err = readString(b); err != nil {
+				return fmt.Errorf("connection: %w", err)
+			}
+		}
+		if len(b) > 0 {
+			var err error
+			if b, err = decodePivots(b, &it.pv); err != nil {
 				return fmt.Errorf("connection: %w", err)
 			}
 		}
