@@ -1,0 +1,309 @@
+package stream
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/beaconhunt/beacon/pkg/beacon"
+	"github.com/beaconhunt/beacon/pkg/fleet"
+)
+
+// TestPivotsFormat: the pivots section of a connection record round-trips
+// in full, as a checksum, and with ReportId alone; a record without it (as
+// written before pivots existed) still decodes, with none; bad sections
+// are rejected and every truncation fails cleanly.
+func TestPivotsFormat(t *testing.T) {
+	ts := mustTime(t, "2024-05-01T10:00:00.1234567Z")
+	e := beacon.Event{Timestamp: ts, DeviceId: "d1", DeviceName: "wks-1", AccountName: "alice", AccountDomain: "contoso",
+		FileName: "rundll32.exe", RemoteIP: "45.77.1.10", RemotePort: 443, HasPort: true}
+	old := appendConn(nil, &e, ts)
+	p := Pivots{TenantId: "8f5d9a1e-1d2c-4c1b-9b5e-2f0d7e3a4b6c", SHA256: strings.Repeat("ab", 32), SHA1: strings.Repeat("cd", 20),
+		FolderPath: `C:\Windows\System32\rundll32.exe`, CommandLine: `rundll32.exe C:\Users\Public\x.dll,Start`,
+		ProcessId: 4242, ReportId: 98765}
+	sum := pivotSum(&p)
+	for _, c := range []struct {
+		name string
+		p    Pivots
+		full bool
+		want pivotItem
+	}{
+		{"full", p, true, pivotItem{pvFull | pvReport, sum, p}},
+		{"checksum", p, false, pivotItem{pvSame | pvReport, sum, Pivots{ReportId: p.ReportId}}},
+		{"full without ReportId", Pivots{SHA256: p.SHA256, ProcessId: -1}, true,
+			pivotItem{pvFull, pivotSum(&Pivots{SHA256: p.SHA256, ProcessId: -1}), Pivots{SHA256: p.SHA256, ProcessId: -1}}},
+		{"ReportId only", Pivots{ReportId: 7}, false, pivotItem{pvSame | pvReport, pivotSum(&Pivots{}), Pivots{ReportId: 7}}},
+	} {
+		v := appendPivots(append([]byte(nil), old...), &c.p, pivotSum(&c.p), c.full)
+		var it item
+		if err := decodeItem([]byte(e.RemoteIP), v, &it); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if it.kind != kindConn || it.tupleKey() != e.Tuple() || it.pv != c.want {
+			t.Errorf("%s: got %+v, want %+v", c.name, it.pv, c.want)
+		}
+		for i := len(old) + 1; i < len(v); i++ {
+			if err := decodeItem(nil, v[:i], &it); err == nil {
+				t.Errorf("%s: truncated to %d of %d bytes, decoded", c.name, i, len(v))
+			}
+		}
+	}
+	if v := appendPivots(nil, &Pivots{}, 0, true); len(v) != 0 {
+		t.Errorf("no pivots: %x, want nothing", v)
+	}
+	var it item
+	if err := decodeItem([]byte(e.RemoteIP), old, &it); err != nil || it.pv != (pivotItem{}) {
+		t.Errorf("a record without pivots: %+v %v", it.pv, err)
+	}
+	full := appendPivots(append([]byte(nil), old...), &p, sum, true)
+	for _, bad := range [][]byte{
+		append(append([]byte(nil), old...), 0),                          // no flags
+		append(append([]byte(nil), old...), 0x08),                       // unknown flag
+		append(append([]byte(nil), old...), pvFull|pvSame),              // both
+		append(append([]byte(nil), old...), pvReport, 0),                // ReportId 0 is written as none
+		append(append([]byte(nil), full...), 0),                         // trailing bytes
+		appendPivots(appendDomain(nil, ts, ts, "a.com"), &p, sum, true), // only connections carry pivots
+	} {
+		if err := decodeItem(nil, bad, &it); err == nil {
+			t.Errorf("%x decoded", bad)
+		}
+	}
+	if n := len(full) - len(old); n < 200 {
+		t.Errorf("full pivots take %d bytes", n)
+	} else if m := len(appendPivots(nil, &p, sum, false)); m > 10 {
+		t.Errorf("unchanged pivots take %d bytes, want at most 10", m)
+	} else {
+		t.Logf("connection %d bytes; pivots in full +%d, unchanged +%d", len(old), n, m)
+	}
+}
+
+// TestPivotsNewest: ingest writes a tuple's pivots in full when they
+// change and every pivotRefresh, otherwise their checksum; a partition
+// keeps the newest event's (greatest Timestamp, not the last to arrive),
+// applies a checksum only to the pivots it matches, and stays bounded.
+func TestPivotsNewest(t *testing.T) {
+	t0 := mustTime(t, "2024-05-01T10:00:00Z")
+	ev := func(sec int, cmd string, report int64) *beacon.Event {
+		return &beacon.Event{Timestamp: t0 + beacon.Time(sec)*beacon.Second, DeviceId: "d1", DeviceName: "wks-1",
+			FileName: "rundll32.exe", RemoteIP: "45.77.1.10", RemotePort: 443, HasPort: true,
+			TenantId: "t1", SHA256: "aa", CommandLine: cmd, ProcessId: 10, ReportId: report}
+	}
+	var pw pivotWriter
+	var ps pivotStore
+	send := func(e *beacon.Event) (flags byte) {
+		v := pw.append(appendConn(nil, e, e.Timestamp), e)
+		var it item
+		if err := decodeItem([]byte(e.RemoteIP), v, &it); err != nil {
+			t.Fatal(err)
+		}
+		ps.observe(&it)
+		return it.pv.flags &^ pvReport
+	}
+	tu := ev(0, "", 0).Tuple()
+	check := func(step, cmd string, report int64) {
+		t.Helper()
+		if got := ps.get(&tu); got.CommandLine != cmd || got.ReportId != report || got.TenantId != "t1" {
+			t.Errorf("%s: pivots %+v, want command line %q, report %d", step, got, cmd, report)
+		}
+	}
+	for i, c := range []struct {
+		e      *beacon.Event
+		flags  byte
+		cmd    string
+		report int64
+		step   string
+	}{
+		{ev(0, "a", 1), pvFull, "a", 1, "first"},
+		{ev(60, "a", 2), pvSame, "a", 2, "unchanged"},
+		{ev(120, "b", 3), pvFull, "b", 3, "changed"},
+		{ev(30, "c", 4), pvFull, "b", 3, "older, changed: ingest writes it, the partition keeps the newer"},
+		{ev(180, "c", 5), pvSame, "b", 3, "a checksum of pivots the partition does not hold as newest"},
+		{ev(240, "b", 6), pvFull, "b", 6, "changed back"},
+		{ev(240+int(pivotRefresh/beacon.Second), "b", 7), pvFull, "b", 7, "refresh"},
+		{ev(241+int(pivotRefresh/beacon.Second), "b", 0), pvSame, "b", 0, "no ReportId"},
+	} {
+		if f := send(c.e); f != c.flags {
+			t.Errorf("%d %s: flags %#x, want %#x", i, c.step, f, c.flags)
+		}
+		check(c.step, c.cmd, c.report)
+	}
+
+	// A fresh partition (a restart) learns nothing from checksums.
+	ps = pivotStore{}
+	send(ev(250+int(pivotRefresh/beacon.Second), "b", 8)) // within the refresh: a checksum
+	if got := ps.get(&tu); got != (Pivots{}) {
+		t.Errorf("after a restart, a checksum gave %+v", got)
+	}
+
+	// Bounded: many tuples, at most maxPivots held; the latest are kept.
+	ps = pivotStore{}
+	e := ev(0, "x", 1)
+	for i := range maxPivots + maxPivots/2 {
+		e.DeviceId = strconv.Itoa(i)
+		pw.append(nil, e) // the writer is bounded the same way
+		v := appendPivots(appendConn(nil, e, e.Timestamp), &Pivots{CommandLine: "x", ReportId: 1}, 0, true)
+		var it item
+		if err := decodeItem([]byte(e.RemoteIP), v, &it); err != nil {
+			t.Fatal(err)
+		}
+		ps.observe(&it)
+	}
+	if n := ps.m.len(); n > maxPivots || n < maxPivots/2 {
+		t.Errorf("%d tuples held, want between %d and %d", n, maxPivots/2, maxPivots)
+	}
+	if n := pw.sent.len(); n > maxPivots {
+		t.Errorf("ingest remembers %d tuples, more than %d", n, maxPivots)
+	}
+	last := e.Tuple()
+	if got := ps.get(&last); got.CommandLine != "x" {
+		t.Errorf("the newest tuple's pivots are gone: %+v", got)
+	}
+}
+
+// pivotsOf is the test fleet's pivots of an event: the hash of its binary,
+// a command line and a process id that change every 20 minutes, a report
+// id per event, and a tenant per device.
+func pivotsOf(r *fleet.Record) Pivots {
+	gen := int64(r.Timestamp / (20 * 60 * beacon.Second))
+	h := sha256.Sum256([]byte(r.FileName))
+	return Pivots{
+		TenantId: "tenant-" + r.DeviceId[len(r.DeviceId)-1:], SHA256: hex.EncodeToString(h[:]),
+		SHA1: hex.EncodeToString(h[:20]), FolderPath: `C:\Windows\System32\` + r.FileName,
+		CommandLine: fmt.Sprintf(`%s -k beacon --gen %d`, r.FileName, gen), ProcessId: 1000 + gen%5000,
+		ReportId: int64(r.Timestamp / beacon.Second),
+	}
+}
+
+// produceWithPivots writes the fleet's records as Streaming API envelopes
+// of up to 20 records, each with its pivots.
+func produceWithPivots(t *testing.T, addr string, rs []fleet.Record) {
+	t.Helper()
+	cl := newClient(t, addr, kgo.RecordPartitioner(kgo.RoundRobinPartitioner()), kgo.ProducerBatchMaxBytes(256<<10))
+	var recs []*kgo.Record
+	for i := 0; i < len(rs); i += 20 {
+		b := []byte(`{"records":[`)
+		for j := i; j < min(i+20, len(rs)); j++ {
+			if j > i {
+				b = append(b, ',')
+			}
+			p := pivotsOf(&rs[j])
+			r := rs[j]
+			r.ProcessId = p.ProcessId
+			props := fleet.AppendJSON(nil, &r)
+			extra, _ := json.Marshal(map[string]any{"InitiatingProcessSHA256": p.SHA256, "InitiatingProcessSHA1": p.SHA1,
+				"InitiatingProcessFolderPath": p.FolderPath, "InitiatingProcessCommandLine": p.CommandLine, "ReportId": p.ReportId})
+			props = append(append(props[:len(props)-1], ','), extra[1:]...) // both objects' members
+			b = fmt.Appendf(b, `{"time":"2024-05-01T00:00:00Z","tenantId":%q,"operationName":"Publish","category":"AdvancedHunting-DeviceNetworkEvents","properties":%s}`,
+				p.TenantId, props)
+		}
+		recs = append(recs, &kgo.Record{Topic: tInput, Value: append(b, "]}"...)})
+	}
+	if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestAlertPivots: events carry tenantId, SHA256, SHA1, folder path,
+// command line, process id and ReportId; a replay over 3 partitions alerts
+// with the pivots of the tuple's newest event at the alert's stream time,
+// and its ECS and OCSF documents carry them.
+func TestAlertPivots(t *testing.T) {
+	_, addr := newCluster(t, 2)
+	cfg := testFleet(4)
+	cfg.LateRate = -1 // so that an alert's partition has every event up to its stream time
+	rs, _ := records(t, cfg)
+	produceWithPivots(t, addr, rs)
+	p := testParams()
+	res := replayOf(t, addr, ReplayOptions{Partitions: 3}, Params(p), Warmup(30*time.Minute))
+	if len(res.Alerts) < 5 {
+		t.Fatalf("only %d alerts", len(res.Alerts))
+	}
+	byTuple := make(map[beacon.Tuple][]*fleet.Record)
+	for i := range rs {
+		if p.Connection(&rs[i].Event) && rs[i].HasPort {
+			tu := rs[i].Tuple()
+			byTuple[tu] = append(byTuple[tu], &rs[i])
+		}
+	}
+	changed := 0
+	seen := make(map[beacon.Tuple]string)
+	for _, a := range res.Alerts {
+		var newest *fleet.Record
+		for _, r := range byTuple[a.Row.Tuple] {
+			if r.Timestamp <= a.StreamTime && (newest == nil || r.Timestamp > newest.Timestamp) {
+				newest = r
+			}
+		}
+		if newest == nil {
+			t.Fatalf("alert %v at %s: no event", a.Row.Tuple, a.StreamTime)
+		}
+		want := pivotsOf(newest)
+		if a.Pivots != want {
+			t.Errorf("alert %v at %s:\n got %+v\nwant %+v (the event at %s)", a.Row.Tuple, a.StreamTime, a.Pivots, want, newest.Timestamp)
+			continue
+		}
+		if prev, ok := seen[a.Row.Tuple]; ok && prev != want.CommandLine {
+			changed++
+		}
+		seen[a.Row.Tuple] = want.CommandLine
+
+		var ecs, ocsf map[string]any
+		if err := json.Unmarshal(a.AppendECS(nil), &ecs); err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(a.AppendOCSF(nil), &ocsf); err != nil {
+			t.Fatal(err)
+		}
+		for path, v := range map[string]any{"process.hash.sha256": want.SHA256, "process.hash.sha1": want.SHA1,
+			"process.command_line": want.CommandLine, "process.pid": float64(want.ProcessId),
+			"process.executable": want.FolderPath, "organization.id": want.TenantId} {
+			if got := lookup(ecs, path); got != v {
+				t.Errorf("ECS %s = %v, want %v", path, got, v)
+			}
+		}
+		for path, v := range map[string]any{"metadata.tenant_uid": want.TenantId,
+			"evidences.0.actor.process.cmd_line": want.CommandLine, "evidences.0.actor.process.pid": float64(want.ProcessId),
+			"evidences.0.actor.process.file.path":           want.FolderPath,
+			"evidences.0.actor.process.file.hashes.0.value": want.SHA256} {
+			if got := lookup(ocsf, path); got != v {
+				t.Errorf("OCSF %s = %v, want %v", path, got, v)
+			}
+		}
+		back, err := DecodeAlert(AlertOCSF, a.AppendOCSF(nil))
+		if err != nil || back.Pivots.CommandLine != want.CommandLine || back.Pivots.ReportId != want.ReportId {
+			t.Errorf("OCSF decoded back: %+v %v", back.Pivots, err)
+		}
+	}
+	if changed == 0 {
+		t.Error("no tuple was alerted again with a changed command line: the test does not see pivots change")
+	}
+	t.Logf("%d alerts, %d re-alerts with a changed command line", len(res.Alerts), changed)
+}
+
+// lookup follows a dotted path through decoded JSON; a number indexes an
+// array.
+func lookup(v any, path string) any {
+	for _, k := range strings.Split(path, ".") {
+		switch x := v.(type) {
+		case map[string]any:
+			v = x[k]
+		case []any:
+			i, err := strconv.Atoi(k)
+			if err != nil || i >= len(x) {
+				return nil
+			}
+			v = x[i]
+		default:
+			return nil
+		}
+	}
+	return v
+}
