@@ -110,7 +110,7 @@ func decodePivots(b []byte, pv *pivotItem) ([]byte, error) {
 		return nil, errShort
 	}
 	pv.flags, b = b[0], b[1:]
-	if pv.flags&^(pvFull|pvSame|pvReport) != 0 || pv.flags&(pvFull|pvSame) == pvFull|pvSame || pv.flags == 0 {
+	if k := pv.flags & (pvFull | pvSame); pv.flags&^(pvFull|pvSame|pvReport) != 0 || k != pvFull && k != pvSame {
 		return nil, fmt.Errorf("pivots: bad flags %#x", pv.flags)
 	}
 	var err error
