@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/beaconhunt/beacon/pkg/beacon"
@@ -217,15 +218,64 @@ func produceWithPivots(t *testing.T, addr string, rs []fleet.Record) {
 // and its ECS and OCSF documents carry them.
 func TestAlertPivots(t *testing.T) {
 	_, addr := newCluster(t, 2)
+	rs := pivotFleet(t)
+	produceWithPivots(t, addr, rs)
+	res := replayOf(t, addr, ReplayOptions{Partitions: 3}, Params(testParams()), Warmup(30*time.Minute))
+	checkPivots(t, rs, res.Alerts, true)
+}
+
+// TestLiveAlertPivots: the same through beacon run, its repartition topic
+// and its alert topic, in ECS.
+func TestLiveAlertPivots(t *testing.T) {
+	_, addr := newCluster(t, 2)
+	rs := pivotFleet(t)
+	produceWithPivots(t, addr, rs)
+	s := service(t, addr, t.TempDir(), testLogger(t), Params(testParams()), Warmup(30*time.Minute), WithAlertFormat(AlertECS))
+	stop := start(t, s)
+	waitDrained(t, addr, 90*time.Second)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	total := 0
+	for _, e := range endOffsets(t, kadm.NewClient(newClient(t, addr)), tAlerts) {
+		total += int(e)
+	}
+	cl := newClient(t, addr, kgo.ConsumeTopics(tAlerts), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var got []Alert
+	for len(got) < total {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("read %d of %d alerts", len(got), total)
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			a, err := DecodeAlert(AlertECS, r.Value)
+			if err != nil {
+				t.Fatalf("alert %d/%d: %v", r.Partition, r.Offset, err)
+			}
+			got = append(got, a)
+		})
+	}
+	checkPivots(t, rs, got, false)
+}
+
+func pivotFleet(t *testing.T) []fleet.Record {
 	cfg := testFleet(4)
 	cfg.LateRate = -1 // so that an alert's partition has every event up to its stream time
 	rs, _ := records(t, cfg)
-	produceWithPivots(t, addr, rs)
-	p := testParams()
-	res := replayOf(t, addr, ReplayOptions{Partitions: 3}, Params(p), Warmup(30*time.Minute))
-	if len(res.Alerts) < 5 {
-		t.Fatalf("only %d alerts", len(res.Alerts))
+	return rs
+}
+
+// checkPivots: every alert carries the pivots of its tuple's newest event
+// at its stream time, in ECS and OCSF too; some tuple is alerted again
+// with changed ones.
+func checkPivots(t *testing.T, rs []fleet.Record, alerts []Alert, needChange bool) {
+	t.Helper()
+	if len(alerts) < 5 {
+		t.Fatalf("only %d alerts", len(alerts))
 	}
+	p := testParams()
 	byTuple := make(map[beacon.Tuple][]*fleet.Record)
 	for i := range rs {
 		if p.Connection(&rs[i].Event) && rs[i].HasPort {
@@ -235,7 +285,7 @@ func TestAlertPivots(t *testing.T) {
 	}
 	changed := 0
 	seen := make(map[beacon.Tuple]string)
-	for _, a := range res.Alerts {
+	for _, a := range alerts {
 		var newest *fleet.Record
 		for _, r := range byTuple[a.Row.Tuple] {
 			if r.Timestamp <= a.StreamTime && (newest == nil || r.Timestamp > newest.Timestamp) {
@@ -278,14 +328,14 @@ func TestAlertPivots(t *testing.T) {
 			}
 		}
 		back, err := DecodeAlert(AlertOCSF, a.AppendOCSF(nil))
-		if err != nil || back.Pivots.CommandLine != want.CommandLine || back.Pivots.ReportId != want.ReportId {
+		if err != nil || back.Pivots != want {
 			t.Errorf("OCSF decoded back: %+v %v", back.Pivots, err)
 		}
 	}
-	if changed == 0 {
+	if needChange && changed == 0 {
 		t.Error("no tuple was alerted again with a changed command line: the test does not see pivots change")
 	}
-	t.Logf("%d alerts, %d re-alerts with a changed command line", len(res.Alerts), changed)
+	t.Logf("%d alerts, %d re-alerts with a changed command line", len(alerts), changed)
 }
 
 // lookup follows a dotted path through decoded JSON; a number indexes an
