@@ -59,15 +59,15 @@ type pivotItem struct {
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // pivotSum is the checksum of a pivots' process fields and tenant (not
-// ReportId). Ingest and detectors compute it alike, in any process.
-func pivotSum(p *Pivots) uint32 {
-	var buf [binary.MaxVarintLen64]byte
-	c := uint32(0)
+// ReportId). Ingest and detectors compute it alike, in any process. buf is
+// scratch space, returned for reuse (what crc32 reads escapes).
+func pivotSum(p *Pivots, buf []byte) (uint32, []byte) {
+	b := buf[:0]
 	for _, s := range [...]string{p.TenantId, p.SHA256, p.SHA1, p.FolderPath, p.CommandLine} {
-		c = crc32.Update(c, castagnoli, binary.AppendUvarint(buf[:0], uint64(len(s))))
-		c = crc32.Update(c, castagnoli, []byte(s))
+		b = appendString(b, s)
 	}
-	return crc32.Update(c, castagnoli, binary.AppendVarint(buf[:0], p.ProcessId))
+	b = binary.AppendVarint(b, p.ProcessId)
+	return crc32.Checksum(b, castagnoli), b
 }
 
 // eventPivots are an event's pivots.
@@ -126,7 +126,7 @@ func decodePivots(b []byte, pv *pivotItem) ([]byte, error) {
 			return nil, errors.New("pivots: bad process id")
 		}
 		pv.ProcessId, b = id, b[n:]
-		pv.sum = pivotSum(&pv.Pivots)
+		pv.sum, _ = pivotSum(&pv.Pivots, nil) // rare: one allocation
 	case pv.flags&pvSame != 0:
 		if len(b) < 4 {
 			return nil, fmt.Errorf("pivots: %w", errShort)
@@ -199,7 +199,10 @@ type sentPivots struct {
 
 // pivotWriter decides, per connection, whether ingest writes the pivots
 // in full. One goroutine uses it.
-type pivotWriter struct{ sent lru2[sentPivots] }
+type pivotWriter struct {
+	sent lru2[sentPivots]
+	buf  []byte // pivotSum's
+}
 
 // append appends the pivots section of a connection event.
 func (pw *pivotWriter) append(b []byte, e *beacon.Event) []byte {
@@ -210,11 +213,12 @@ func (pw *pivotWriter) append(b []byte, e *beacon.Event) []byte {
 	if pw.sent.max == 0 {
 		pw.sent.max = maxPivots
 	}
-	sum := pivotSum(&p)
+	var sum uint32
+	sum, pw.buf = pivotSum(&p, pw.buf)
 	t := e.Tuple()
 	k := tupleHash(&t)
 	last, ok := pw.sent.get(k)
-	full := !ok || last.sum != sum || e.Timestamp-last.full >= pivotRefresh || e.Timestamp < last.full
+	full := !ok || last.sum != sum || e.Timestamp-last.full >= pivotRefresh
 	if full {
 		pw.sent.put(k, sentPivots{sum: sum, full: e.Timestamp})
 	}
