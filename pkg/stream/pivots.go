@@ -22,7 +22,7 @@ import (
 //
 // A record without the section (every record written before pivots
 // existed, and events with no pivot at all) says nothing about them. The
-// six process fields take about 300 bytes, and they rarely change for a
+// six process fields take about 220 bytes, and they rarely change for a
 // tuple, so ingest writes them in full only when they differ from what it
 // last wrote for the tuple, or pivotRefresh of event time after it last
 // wrote them in full (so that a restarted detector, or one that several
