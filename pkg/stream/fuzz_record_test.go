@@ -16,6 +16,9 @@ import (
 // seeds and `go test -fuzz FuzzRepartitionRecord` starts from real shapes.
 func FuzzRepartitionRecord(f *testing.F) {
 	f.Add([]byte("45.77.1.10"), []byte{kindNoPort, 0x02})
+	for _, v := range pivotSeeds() {
+		f.Add([]byte("45.77.1.10"), v)
+	}
 	f.Fuzz(func(t *testing.T, key, value []byte) {
 		var it item
 		if err := decodeItem(key, value, &it); err != nil {
@@ -27,6 +30,9 @@ func FuzzRepartitionRecord(f *testing.F) {
 			tu := it.tupleKey()
 			e := eventOf(&tu, it.time, it.kind == kindConn)
 			again = appendConn(nil, &e, it.release)
+			if it.pv.flags != 0 {
+				again = appendPivots(again, &it.pv.Pivots, it.pv.sum, it.pv.flags&pvFull != 0)
+			}
 		case kindDomain:
 			again = appendDomain(nil, it.time, it.release, it.domain)
 		default:

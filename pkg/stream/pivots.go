@@ -77,11 +77,8 @@ func eventPivots(e *beacon.Event) Pivots {
 }
 
 // appendPivots appends a pivots section with the process fields in full
-// (full) or as their checksum; nothing when p is all zero.
+// (full) or as their checksum sum.
 func appendPivots(b []byte, p *Pivots, sum uint32, full bool) []byte {
-	if *p == (Pivots{}) {
-		return b
-	}
 	flags := pvSame
 	if full {
 		flags = pvFull
@@ -204,7 +201,8 @@ type pivotWriter struct {
 	buf  []byte // pivotSum's
 }
 
-// append appends the pivots section of a connection event.
+// append appends the pivots section of a connection event; nothing when
+// it has no pivot at all.
 func (pw *pivotWriter) append(b []byte, e *beacon.Event) []byte {
 	p := eventPivots(e)
 	if p == (Pivots{}) {

@@ -57,7 +57,8 @@ func TestPivotsFormat(t *testing.T) {
 			}
 		}
 	}
-	if v := appendPivots(nil, &Pivots{}, 0, true); len(v) != 0 {
+	var pw pivotWriter
+	if v := pw.append(nil, &e); len(v) != 0 {
 		t.Errorf("no pivots: %x, want nothing", v)
 	}
 	var it item
@@ -382,3 +383,15 @@ func BenchmarkPivotWriter(b *testing.B) {
 }
 
 func sum0(p *Pivots) uint32 { s, _ := pivotSum(p, nil); return s }
+
+// pivotSeeds are connection records with pivots, in full and as a
+// checksum, for FuzzRepartitionRecord.
+func pivotSeeds() [][]byte {
+	e := beacon.Event{Timestamp: 1, DeviceId: "d1", FileName: "rundll32.exe", RemoteIP: "45.77.1.10", RemotePort: 443, HasPort: true,
+		TenantId: "t", SHA256: "ab", CommandLine: "x", ProcessId: 9, ReportId: 3}
+	var pw pivotWriter
+	full := pw.append(appendConn(nil, &e, 1), &e)
+	e.Timestamp = 2
+	same := pw.append(appendConn(nil, &e, 5), &e)
+	return [][]byte{full, same}
+}
