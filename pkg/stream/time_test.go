@@ -4,8 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -236,9 +240,9 @@ func TestScaleOut(t *testing.T) {
 	rs, _ := records(t, fc)
 	produceJSON(t, addr, rs)
 	p := testParams()
-	seed := time.Now().UnixNano()
+	seed := testSeed(t)
 	rnd := rand.New(rand.NewPCG(uint64(seed), 1))
-	t.Logf("seed %d", seed)
+	t.Logf("seed %d (BEACON_TEST_SEED=%d reproduces the join and kill points)", seed, seed)
 
 	instance := func(n int, dir string) *Service {
 		name := string(rune('0' + n))
@@ -290,8 +294,10 @@ func TestScaleOut(t *testing.T) {
 		t.Fatalf("only %d alerts alone", len(ref))
 	}
 	byID := make(map[string]string)
+	rowOf := make(map[string]beacon.Row)
 	for i := range ref {
 		byID[ref[i].ID] = jsonl([]beacon.Row{ref[i].Row})
+		rowOf[ref[i].ID] = ref[i].Row
 	}
 	check := func(n int) {
 		got := alertsOn(t, addr, "alerts-"+string(rune('0'+n)))
@@ -301,7 +307,7 @@ func TestScaleOut(t *testing.T) {
 		}
 		for i := range got {
 			if want, ok := byID[got[i].ID]; ok && jsonl([]beacon.Row{got[i].Row}) != want {
-				t.Errorf("%d instances: alert %s row differs:\n%s", n, got[i].ID, diffLines(jsonl([]beacon.Row{got[i].Row}), want))
+				t.Errorf("%d instances: alert %s row differs: %s\n%s", n, got[i].ID, rowFieldDiff(got[i].Row, rowOf[got[i].ID]), diffLines(jsonl([]beacon.Row{got[i].Row}), want))
 			}
 		}
 		t.Logf("%d instances: %d alerts (%d distinct), alone %d", n, len(got), len(ids), len(ref))
@@ -344,6 +350,45 @@ func TestScaleOut(t *testing.T) {
 		}
 	}
 	check(3)
+}
+
+// testSeed is BEACON_TEST_SEED when set (to replay a failure), else the
+// clock.
+func testSeed(t *testing.T) int64 {
+	t.Helper()
+	if v := os.Getenv("BEACON_TEST_SEED"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			t.Fatalf("BEACON_TEST_SEED=%q: %v", v, err)
+		}
+		return n
+	}
+	return time.Now().UnixNano()
+}
+
+// rowFieldDiff names the JSON fields in which got and want differ, with
+// both values.
+func rowFieldDiff(got, want beacon.Row) string {
+	var g, w map[string]any
+	if err := json.Unmarshal([]byte(jsonl([]beacon.Row{got})), &g); err != nil {
+		return err.Error()
+	}
+	if err := json.Unmarshal([]byte(jsonl([]beacon.Row{want})), &w); err != nil {
+		return err.Error()
+	}
+	var out []string
+	for k, wv := range w {
+		if gv := g[k]; fmt.Sprint(gv) != fmt.Sprint(wv) {
+			out = append(out, fmt.Sprintf("%s: got %v, want %v", k, gv, wv))
+		}
+	}
+	for k, gv := range g {
+		if _, ok := w[k]; !ok {
+			out = append(out, fmt.Sprintf("%s: got %v, want absent", k, gv))
+		}
+	}
+	sort.Strings(out)
+	return strings.Join(out, "; ")
 }
 
 // TestWatermarkHoldsEvaluation: a partition's stream time is the minimum
