@@ -232,6 +232,7 @@ func (in *ingest) run(ctx context.Context) error {
 		}
 		if len(in.marks) > 0 {
 			in.cl.MarkCommitOffsets(in.marks)
+			marked := in.marks
 			in.marks = make(map[string]map[int32]kgo.EpochOffset)
 			// Commit now, not at the next auto-commit: a kill re-sends
 			// what was written after the last commit, and a backlog is
@@ -240,6 +241,8 @@ func (in *ingest) run(ctx context.Context) error {
 			// per poll is one small request beside a poll's produce.
 			if err := in.cl.CommitMarkedOffsets(ctx); err != nil && ctx.Err() == nil && !in.s.crashed.Load() {
 				in.s.quiet.Warn("committing input offsets failed", zap.Error(err))
+			} else if h := in.s.afterCommit; h != nil && err == nil {
+				h(marked)
 			}
 		}
 		in.cl.AllowRebalance()

@@ -352,6 +352,84 @@ func TestScaleOut(t *testing.T) {
 	check(3)
 }
 
+// TestCommitCoveredByWatermark: whenever ingest has committed an input
+// offset — the point where a kill leaves the partition to a new reader —
+// the watermarks already in repartition partition 0 (what the new reader
+// starts from, ingest.initProgress) cover every event before that offset:
+// the newest Timestamp there is at least that of every event the commit
+// covers. Committing before the poll's watermark was acknowledged broke
+// this and, after a kill, released an event out of order just after the
+// commit earlier than one reader does (a row of TestScaleOut differed).
+func TestCommitCoveredByWatermark(t *testing.T) {
+	_, addr := newCluster(t, 4)
+	fc := testFleet(3)
+	fc.Duration = 3 * time.Hour
+	rs, _ := records(t, fc)
+	produceJSON(t, addr, rs)
+	// The newest event time of each input partition before each offset.
+	dec, err := newInputDecoder(InputJSON, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	upTo := map[tp][]beacon.Time{} // [o]: newest before offset o
+	for _, r := range readAll(t, addr, tInput) {
+		k := tp{r.Topic, r.Partition}
+		for int64(len(upTo[k])) <= r.Offset {
+			prev := beacon.Time(0)
+			if n := len(upTo[k]); n > 0 {
+				prev = upTo[k][n-1]
+			}
+			upTo[k] = append(upTo[k], prev)
+		}
+		newest := upTo[k][r.Offset]
+		if _, err := dec.decode(r.Value, func(e *beacon.Event) { newest = max(newest, e.Timestamp) }); err != nil {
+			t.Fatal(err)
+		}
+		upTo[k] = append(upTo[k], newest)
+	}
+	t.Logf("%d records, input partitions %d", len(rs), len(upTo))
+	s := service(t, addr, t.TempDir(), testLogger(t), Params(testParams()), WithRole(RoleIngest),
+		ClientOpts(kgo.FetchMaxPartitionBytes(16<<10), kgo.FetchMaxBytes(64<<10)))
+	var checked, covered int
+	var failures []string
+	s.afterCommit = func(committed map[string]map[int32]kgo.EpochOffset) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		last, err := lastWatermarks(ctx, s, 4096)
+		if err != nil {
+			failures = append(failures, err.Error())
+			return
+		}
+		for topic, ps := range committed {
+			for p, eo := range ps {
+				k := tp{topic, p}
+				if eo.Offset <= 0 || eo.Offset >= int64(len(upTo[k])) {
+					continue
+				}
+				checked++
+				want := upTo[k][eo.Offset]
+				if got, ok := last[k]; !ok || got < want {
+					failures = append(failures, fmt.Sprintf("%s/%d committed at %d: watermark %v (found %v), newest event before it %v", topic, p, eo.Offset, got, ok, want))
+				} else {
+					covered++
+				}
+			}
+		}
+	}
+	stop := start(t, s)
+	waitCommitted(t, kadm.NewClient(newClient(t, addr)), "test.ingest", tInput, 90*time.Second)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if len(failures) > 0 {
+		t.Errorf("%d of %d commits ahead of the watermarks, e.g.:\n%s", len(failures), checked, strings.Join(failures[:min(5, len(failures))], "\n"))
+	}
+	if checked < 10 {
+		t.Errorf("only %d commits checked: the test shows nothing", checked)
+	}
+	t.Logf("%d committed offsets checked, %d covered", checked, covered)
+}
+
 // testSeed is BEACON_TEST_SEED when set (to replay a failure), else the
 // clock.
 func testSeed(t *testing.T) int64 {
