@@ -61,6 +61,7 @@ type ingest struct {
 	lastWM    []byte
 	lastWMAt  time.Time
 	wmSources []source
+	wmPending bool       // a watermark was produced and not yet flushed
 	wmMu      sync.Mutex // guards universe and nparts, set by assigned
 	now       time.Time  // wall time of the current poll
 
@@ -216,8 +217,24 @@ func (in *ingest) run(ctx context.Context) error {
 		if err := in.flush(ctx); err != nil {
 			return err
 		}
+		// The watermark of what this poll handed on is written, after its
+		// records were acknowledged, and acknowledged itself before the
+		// poll's offsets are committed and before a rebalance may move the
+		// partitions: a new reader of an input partition starts from the
+		// committed offset with the last watermark it finds
+		// (initProgress), so that watermark must cover every event before
+		// that offset. Committing first, as the first cut did, let a kill
+		// (or a revoke, racing the asynchronous produce) leave the commit
+		// ahead of the watermarks: the new reader then released an event
+		// out of order just after the commit at its own time, earlier than
+		// one reader does, and a row differed (TestScaleOut).
+		in.watermark(false)
+		if err := in.flush(ctx); err != nil {
+			return err
+		}
 		if len(in.marks) > 0 {
 			in.cl.MarkCommitOffsets(in.marks)
+			marked := in.marks
 			in.marks = make(map[string]map[int32]kgo.EpochOffset)
 			// Commit now, not at the next auto-commit: a kill re-sends
 			// what was written after the last commit, and a backlog is
@@ -226,9 +243,10 @@ func (in *ingest) run(ctx context.Context) error {
 			// per poll is one small request beside a poll's produce.
 			if err := in.cl.CommitMarkedOffsets(ctx); err != nil && ctx.Err() == nil && !in.s.crashed.Load() {
 				in.s.quiet.Warn("committing input offsets failed", zap.Error(err))
+			} else if h := in.s.afterCommit; h != nil && err == nil {
+				h(marked)
 			}
 		}
-		in.watermark(false)
 		in.cl.AllowRebalance()
 		if ctx.Err() != nil {
 			return in.shutdown()
@@ -259,9 +277,11 @@ func (in *ingest) shutdown() error {
 	return nil
 }
 
-// flush waits until every record of the poll is acknowledged.
+// flush waits until every record of the poll, and any watermark written
+// since the last flush, is acknowledged.
 func (in *ingest) flush(ctx context.Context) error {
-	if len(in.recs) > 0 {
+	if len(in.recs) > 0 || in.wmPending {
+		in.wmPending = false
 		fctx := ctx
 		if ctx.Err() != nil { // shutting down: still finish what was started
 			var cancel context.CancelFunc
@@ -555,6 +575,7 @@ func (in *ingest) watermarkIdle(quiet time.Duration) {
 		return
 	}
 	in.lastWM, in.lastWMAt = v, now
+	in.wmPending = true
 	for p := range nparts {
 		in.cl.Produce(context.Background(), &kgo.Record{
 			Topic: in.s.cfg.repartition, Partition: int32(p), Value: v, Timestamp: now,

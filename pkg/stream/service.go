@@ -61,6 +61,9 @@ type Service struct {
 	running      atomic.Bool
 	crashed      atomic.Bool          // test hook: stop as a killed process would
 	onSuppressed func(message string) // test hook: a log line suppressed
+	// test hook: ingest committed these input offsets (called in its
+	// poll loop, right after the commit, where a kill may strike)
+	afterCommit func(committed map[string]map[int32]kgo.EpochOffset)
 }
 
 // New checks the options and returns a service ready to Run.

@@ -4,8 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -236,9 +240,9 @@ func TestScaleOut(t *testing.T) {
 	rs, _ := records(t, fc)
 	produceJSON(t, addr, rs)
 	p := testParams()
-	seed := time.Now().UnixNano()
+	seed := testSeed(t)
 	rnd := rand.New(rand.NewPCG(uint64(seed), 1))
-	t.Logf("seed %d", seed)
+	t.Logf("seed %d (BEACON_TEST_SEED=%d reproduces the join and kill points)", seed, seed)
 
 	instance := func(n int, dir string) *Service {
 		name := string(rune('0' + n))
@@ -290,8 +294,10 @@ func TestScaleOut(t *testing.T) {
 		t.Fatalf("only %d alerts alone", len(ref))
 	}
 	byID := make(map[string]string)
+	rowOf := make(map[string]beacon.Row)
 	for i := range ref {
 		byID[ref[i].ID] = jsonl([]beacon.Row{ref[i].Row})
+		rowOf[ref[i].ID] = ref[i].Row
 	}
 	check := func(n int) {
 		got := alertsOn(t, addr, "alerts-"+string(rune('0'+n)))
@@ -301,7 +307,7 @@ func TestScaleOut(t *testing.T) {
 		}
 		for i := range got {
 			if want, ok := byID[got[i].ID]; ok && jsonl([]beacon.Row{got[i].Row}) != want {
-				t.Errorf("%d instances: alert %s row differs:\n%s", n, got[i].ID, diffLines(jsonl([]beacon.Row{got[i].Row}), want))
+				t.Errorf("%d instances: alert %s row differs: %s\n%s", n, got[i].ID, rowFieldDiff(got[i].Row, rowOf[got[i].ID]), diffLines(jsonl([]beacon.Row{got[i].Row}), want))
 			}
 		}
 		t.Logf("%d instances: %d alerts (%d distinct), alone %d", n, len(got), len(ids), len(ref))
@@ -344,6 +350,123 @@ func TestScaleOut(t *testing.T) {
 		}
 	}
 	check(3)
+}
+
+// TestCommitCoveredByWatermark: whenever ingest has committed an input
+// offset — the point where a kill leaves the partition to a new reader —
+// the watermarks already in repartition partition 0 (what the new reader
+// starts from, ingest.initProgress) cover every event before that offset:
+// the newest Timestamp there is at least that of every event the commit
+// covers. Committing before the poll's watermark was acknowledged broke
+// this and, after a kill, released an event out of order just after the
+// commit earlier than one reader does (a row of TestScaleOut differed).
+func TestCommitCoveredByWatermark(t *testing.T) {
+	_, addr := newCluster(t, 4)
+	fc := testFleet(3)
+	fc.Duration = 3 * time.Hour
+	rs, _ := records(t, fc)
+	produceJSON(t, addr, rs)
+	// The newest event time of each input partition before each offset.
+	dec, err := newInputDecoder(InputJSON, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	upTo := map[tp][]beacon.Time{} // [o]: newest before offset o
+	for _, r := range readAll(t, addr, tInput) {
+		k := tp{r.Topic, r.Partition}
+		for int64(len(upTo[k])) <= r.Offset {
+			prev := beacon.Time(0)
+			if n := len(upTo[k]); n > 0 {
+				prev = upTo[k][n-1]
+			}
+			upTo[k] = append(upTo[k], prev)
+		}
+		newest := upTo[k][r.Offset]
+		if _, err := dec.decode(r.Value, func(e *beacon.Event) { newest = max(newest, e.Timestamp) }); err != nil {
+			t.Fatal(err)
+		}
+		upTo[k] = append(upTo[k], newest)
+	}
+	t.Logf("%d records, input partitions %d", len(rs), len(upTo))
+	s := service(t, addr, t.TempDir(), testLogger(t), Params(testParams()), WithRole(RoleIngest),
+		ClientOpts(kgo.FetchMaxPartitionBytes(16<<10), kgo.FetchMaxBytes(64<<10)))
+	var checked, covered int
+	var failures []string
+	s.afterCommit = func(committed map[string]map[int32]kgo.EpochOffset) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		last, err := lastWatermarks(ctx, s, 4096)
+		if err != nil {
+			failures = append(failures, err.Error())
+			return
+		}
+		for topic, ps := range committed {
+			for p, eo := range ps {
+				k := tp{topic, p}
+				if eo.Offset <= 0 || eo.Offset >= int64(len(upTo[k])) {
+					continue
+				}
+				checked++
+				want := upTo[k][eo.Offset]
+				if got, ok := last[k]; !ok || got < want {
+					failures = append(failures, fmt.Sprintf("%s/%d committed at %d: watermark %v (found %v), newest event before it %v", topic, p, eo.Offset, got, ok, want))
+				} else {
+					covered++
+				}
+			}
+		}
+	}
+	stop := start(t, s)
+	waitCommitted(t, kadm.NewClient(newClient(t, addr)), "test.ingest", tInput, 90*time.Second)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if len(failures) > 0 {
+		t.Errorf("%d of %d commits ahead of the watermarks, e.g.:\n%s", len(failures), checked, strings.Join(failures[:min(5, len(failures))], "\n"))
+	}
+	if checked < 10 {
+		t.Errorf("only %d commits checked: the test shows nothing", checked)
+	}
+	t.Logf("%d committed offsets checked, %d covered", checked, covered)
+}
+
+// testSeed is BEACON_TEST_SEED when set (to replay a failure), else the
+// clock.
+func testSeed(t *testing.T) int64 {
+	t.Helper()
+	if v := os.Getenv("BEACON_TEST_SEED"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			t.Fatalf("BEACON_TEST_SEED=%q: %v", v, err)
+		}
+		return n
+	}
+	return time.Now().UnixNano()
+}
+
+// rowFieldDiff names the JSON fields in which got and want differ, with
+// both values.
+func rowFieldDiff(got, want beacon.Row) string {
+	var g, w map[string]any
+	if err := json.Unmarshal([]byte(jsonl([]beacon.Row{got})), &g); err != nil {
+		return err.Error()
+	}
+	if err := json.Unmarshal([]byte(jsonl([]beacon.Row{want})), &w); err != nil {
+		return err.Error()
+	}
+	var out []string
+	for k, wv := range w {
+		if gv := g[k]; fmt.Sprint(gv) != fmt.Sprint(wv) {
+			out = append(out, fmt.Sprintf("%s: got %v, want %v", k, gv, wv))
+		}
+	}
+	for k, gv := range g {
+		if _, ok := w[k]; !ok {
+			out = append(out, fmt.Sprintf("%s: got %v, want absent", k, gv))
+		}
+	}
+	sort.Strings(out)
+	return strings.Join(out, "; ")
 }
 
 // TestWatermarkHoldsEvaluation: a partition's stream time is the minimum
