@@ -367,7 +367,13 @@ func diffLines(a, b string) string {
 			y = bl[i]
 		}
 		if x != y {
-			out = append(out, fmt.Sprintf("line %d:\n  got  %.300s\n  want %.300s", i+1, x, y))
+			// Show where the lines part, not only how they start.
+			at := 0
+			for at < min(len(x), len(y)) && x[at] == y[at] {
+				at++
+			}
+			from := max(0, at-60)
+			out = append(out, fmt.Sprintf("line %d, from byte %d:\n  got  …%.300s\n  want …%.300s", i+1, from, x[min(from, len(x)):], y[min(from, len(y)):]))
 		}
 		if len(out) > 5 {
 			break

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -94,7 +95,12 @@ func TestReplayClockPoison(t *testing.T) {
 		if len(ref.Alerts) < 5 {
 			t.Fatalf("%d partitions: only %d alerts in the clean replay", n, len(ref.Alerts))
 		}
-		if got, want := alertLines(res.Alerts), alertLines(ref.Alerts); got != want {
+		// Pivots (tenantId…) are the newest event's and come from the
+		// record's shape: produceJSON wraps runs of rows in envelopes, and
+		// the two poisoned rows shift those runs, so a tuple's newest event
+		// may sit in an envelope (with a tenantId) in one input and not in
+		// the other. Everything else must be equal.
+		if got, want := alertLines(withoutPivots(res.Alerts)), alertLines(withoutPivots(ref.Alerts)); got != want {
 			t.Errorf("%d partitions: alerts differ from the clean replay's:\n%s", n, diffLines(got, want))
 		}
 		t.Logf("%d partitions: %d alerts, %d rows, late %d", n, len(res.Alerts), len(res.Rows), res.Late)
@@ -102,6 +108,15 @@ func TestReplayClockPoison(t *testing.T) {
 }
 
 // alertLines is the alerts as JSON lines, in order.
+// withoutPivots returns copies of as with no pivots.
+func withoutPivots(as []Alert) []Alert {
+	out := slices.Clone(as)
+	for i := range out {
+		out[i].Pivots = Pivots{}
+	}
+	return out
+}
+
 func alertLines(as []Alert) string {
 	var b []byte
 	for i := range as {
