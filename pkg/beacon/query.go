@@ -195,22 +195,31 @@ func NewRow(c *Candidate, ts []Time, domains []string, devices int64) Row {
 	if c.R.On {
 		return newRobustRow(c, ts, domains, devices)
 	}
+	// max_Timestamp is the second-to-last timestamp: the query summarizes
+	// only rows that have a next one.
+	r := baseRow(c, ts, ts[len(ts)-2], domains, devices)
+	r.explainSeed()
+	return r
+}
+
+// baseRow is the part of a row both profiles render alike: the tuple, its
+// statistics, the deltas in time order with their min/max index, and the
+// span from the first timestamp to last.
+func baseRow(c *Candidate, ts []Time, last Time, domains []string, devices int64) Row {
 	deltas := Deltas(ts, nil)
 	minI, maxI := MinMaxIndex(deltas)
-	r := Row{
+	return Row{
 		Tuple:         c.Tuple,
 		Stats:         c.Stats,
 		MinTimestamp:  ts[0],
-		MaxTimestamp:  ts[len(ts)-2],
+		MaxTimestamp:  last,
+		Duration:      DatetimeDiffSeconds(last, ts[0]),
 		TimeDeltaList: deltas,
 		MinIndex:      minI,
 		MaxIndex:      maxI,
 		Domains:       domains,
 		DeviceCount:   devices,
 	}
-	r.Duration = DatetimeDiffSeconds(r.MaxTimestamp, r.MinTimestamp)
-	r.explainSeed()
-	return r
 }
 
 // CompareRows is the output order: Jitter asc, TimeDeltaInSeconds_avg asc,

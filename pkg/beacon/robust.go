@@ -540,21 +540,8 @@ func newRobustRow(c *Candidate, ts []Time, domains []string, devices int64) Row 
 	if i := slices.Index(domains, ""); i >= 0 {
 		domains = slices.Delete(slices.Clone(domains), i, i+1)
 	}
-	deltas := Deltas(ts, nil)
-	minI, maxI := MinMaxIndex(deltas)
-	r := Row{
-		Tuple:         c.Tuple,
-		Stats:         c.Stats,
-		MinTimestamp:  ts[0],
-		MaxTimestamp:  ts[len(ts)-1],
-		TimeDeltaList: deltas,
-		MinIndex:      minI,
-		MaxIndex:      maxI,
-		Domains:       domains,
-		DeviceCount:   devices,
-	}
-	r.Duration = DatetimeDiffSeconds(r.MaxTimestamp, r.MinTimestamp)
-	r.R.GapHistogram = gapHistogram(deltas, c.R.Period)
+	r := baseRow(c, ts, ts[len(ts)-1], domains, devices) // LastSeen: the newest callback
+	r.R.GapHistogram = gapHistogram(r.TimeDeltaList, c.R.Period)
 	r.Score = c.R.Score
 	r.Severity = c.R.Severity()
 	r.PeriodSeconds = c.R.Period
