@@ -371,29 +371,30 @@ func (d *detector) assigned(ctx context.Context, offsets map[string]map[int32]kg
 					return nil, err
 				}
 			}
+			// fresh drops the partition's state and opens it empty.
+			fresh := func() error {
+				if err := d.store.DropPartition(p); err != nil {
+					return err
+				}
+				part, err = d.store.Partition(p)
+				has = false
+				return err
+			}
 			if le, ok := ends.Lookup(d.topic, p); ok && le.Err == nil && recorded > le.Offset {
 				// The state is ahead of the topic: the topic was deleted and
 				// created again (a broker that lost its data). Its offsets
 				// mean nothing here; resuming would skip the new records.
 				d.s.log.Warn("partition state is past the topic's end (topic recreated?), rebuilding",
 					zap.Int32("partition", p), zap.Int64("recorded", recorded), zap.Int64("end", le.Offset))
-				if err := d.store.DropPartition(p); err != nil {
+				if err := fresh(); err != nil {
 					return nil, err
 				}
-				if part, err = d.store.Partition(p); err != nil {
-					return nil, err
-				}
-				has = false
 			} else if ls, ok := starts.Lookup(d.topic, p); ok && ls.Err == nil && recorded < ls.Offset {
 				d.s.log.Warn("partition state older than the topic's retention, rebuilding",
 					zap.Int32("partition", p), zap.Int64("recorded", recorded), zap.Int64("log_start", ls.Offset))
-				if err := d.store.DropPartition(p); err != nil {
+				if err := fresh(); err != nil {
 					return nil, err
 				}
-				if part, err = d.store.Partition(p); err != nil {
-					return nil, err
-				}
-				has = false
 			}
 		}
 		start := o
