@@ -2,13 +2,11 @@ package stream
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -765,9 +763,7 @@ type worker struct {
 	hasSW       bool
 	open        int64 // interval with released connections not yet evaluated
 	hasOpen     bool
-	unconfirmed bool        // the state is at an evaluation point whose alerts may be unpublished
-	lastEval    beacon.Time // stream time of the last evaluation
-	hasLastEval bool
+	unconfirmed bool      // the state is at an evaluation point whose alerts may be unpublished
 	held        heldQueue // records waiting for W
 	forced      int64     // records released by the MaxHeld bound
 	points      int       // evaluations so far (tests)
@@ -775,19 +771,12 @@ type worker struct {
 
 	pivotsOf pivotStore // the newest pivots per tuple, for alerts (pivots.go)
 
-	// Alert bookkeeping, recorded in the partition's meta blob.
-	first    beacon.Time // stream time where the warm-up started
-	hasFirst bool
-	warm     bool
-	epoch    int64
-	alerted  map[beacon.Tuple]struct{} // tuples alerted in epoch
-	// alertedEnc caches the encoded alerted set (nil: to encode): the
-	// meta blob is written at every point, the set changes far less often.
-	alertedEnc []byte
-	metaBuf    []byte // encodeMeta's, reused
-	members    map[beacon.Destination][]beacon.Tuple
-	nMembers   int
-	metaDirty  bool
+	book      alertBook // alert bookkeeping, recorded in the meta blob (alerting.go)
+	metaErr   error     // the meta blob loaded did not decode: run stops on it
+	metaBuf   []byte    // encodeMeta's, reused
+	members   map[beacon.Destination][]beacon.Tuple
+	nMembers  int
+	metaDirty bool
 }
 
 // srcMark is what a partition knows of one input partition's watermark.
@@ -805,7 +794,6 @@ func newWorker(d *detector, id int32, part *state.Partition, committed int64) *w
 		quit:      make(chan struct{}),
 		done:      make(chan struct{}),
 		committed: committed,
-		alerted:   make(map[beacon.Tuple]struct{}),
 		members:   make(map[beacon.Destination][]beacon.Tuple),
 		srcs:      make(map[tp]*srcMark),
 		applied:   -1,
@@ -815,8 +803,8 @@ func newWorker(d *detector, id int32, part *state.Partition, committed int64) *w
 		w.applied, w.next = o, o
 		w.acked.Store(o)
 	}
-	w.epoch = -1 << 63
-	w.loadMeta(part.Meta())
+	w.book = newAlertBook(d.s.cfg.warmup, d.s.cfg.params.Lookback, d.s.cfg.reAlert)
+	w.metaErr = w.loadMeta(part.Meta())
 	return w
 }
 
@@ -853,6 +841,12 @@ func (w *worker) run() {
 		if errors.As(err, &fe) || !w.d.recover(w, err) {
 			w.d.fail(fmt.Errorf("partition %d: %w", w.id, err))
 		}
+	}
+	if w.metaErr != nil {
+		// A state whose bookkeeping this build cannot read: rebuilt
+		// (alerting.go, metaVersion).
+		fail(w.metaErr)
+		return
 	}
 	if w.rebuild {
 		from, err := w.d.rebuildStart(w.d.work, w.id, w.committed)
@@ -1212,29 +1206,9 @@ func (w *worker) evaluate() error {
 		w.acked.Store(w.applied)
 		return nil
 	}
-	cfg := &w.d.s.cfg
-	e := EpochOf(now, cfg.reAlert)
+	e, all := w.book.at(now)
+	w.metaDirty = true
 	dirty := w.part.Dirty()
-	all := false
-	if e != w.epoch {
-		// A new period: every member is due again.
-		w.epoch = e
-		clear(w.alerted)
-		w.alertedEnc = nil
-		w.metaDirty = true
-		all = true
-	}
-	// The warm-up runs on stream time from the first evaluation, and
-	// again after stream time jumped by more than the lookback (the
-	// window then restarted empty: a 1970 record first in a partition
-	// must not end the warm-up at once).
-	if !w.hasFirst || w.hasLastEval && now-w.lastEval > beacon.Time(cfg.params.Lookback/100) {
-		w.first, w.hasFirst, w.warm = now, true, false
-	}
-	w.lastEval, w.hasLastEval, w.metaDirty = now, true, true
-	if !w.warm && now-w.first >= beacon.Time(cfg.warmup/100) {
-		w.warm, all = true, true // every member is now alerted
-	}
 	if all {
 		seen := make(map[beacon.Destination]bool, len(dirty))
 		for _, k := range dirty {
@@ -1263,10 +1237,7 @@ func (w *worker) evaluate() error {
 		first := len(alerts)
 		for i := range ts {
 			t := &ts[i]
-			if !w.warm {
-				continue
-			}
-			if _, done := w.alerted[*t]; done {
+			if !w.book.claim(t) {
 				continue
 			}
 			row, ok, err := w.part.Row(*t)
@@ -1276,9 +1247,6 @@ func (w *worker) evaluate() error {
 			if !ok {
 				return fmt.Errorf("partition %d: member %v has no row", w.id, *t)
 			}
-			w.alerted[*t] = struct{}{}
-			w.alertedEnc = nil
-			w.metaDirty = true
 			if a := w.d.s.cfg.allow; a != nil && a.Allowed(&row) {
 				w.d.s.m.allowed.Inc() // handled for this re-alert period, like an alert
 				continue
@@ -1379,208 +1347,6 @@ func (w *worker) status() partitionStatus {
 		st.StreamTime = t.String()
 	}
 	return st
-}
-
-// The meta blob (version 2):
-//
-//	byte 2 | varint warm-up start (MinInt64: none) | varint epoch |
-//	uvarint n, n × alerted tuple (6 × (uvarint len, bytes), varint port) |
-//	byte flags (1 stream time, 2 open, 4 unconfirmed, 8 last evaluation) |
-//	varint stream time | varint open interval | varint last evaluation
-//	  (each present when its flag is) |
-//	uvarint m, m × (uvarint len, topic | uvarint partition | byte flags
-//	  (wmHasTime, wmIdle) | varint time when wmHasTime)
-//
-// The records held for stream time are not in it: the recorded offset is
-// the first of them, so a restart reads them again.
-const metaVersion = 2
-
-const (
-	metaHasSW       = 1
-	metaOpen        = 2
-	metaUnconfirmed = 4
-	metaLastEval    = 8
-)
-
-// encodeMeta returns the blob in a buffer of the worker's that the next
-// call overwrites (Partition.Apply copies it).
-func (w *worker) encodeMeta() []byte {
-	b := append(w.metaBuf[:0], metaVersion)
-	defer func() { w.metaBuf = b }()
-	first := int64(w.first)
-	if !w.hasFirst {
-		first = math.MinInt64
-	}
-	b = binary.AppendVarint(b, first)
-	b = binary.AppendVarint(b, w.epoch)
-	if w.alertedEnc == nil {
-		a := binary.AppendUvarint(nil, uint64(len(w.alerted)))
-		for t := range w.alerted {
-			for _, s := range [...]string{t.DeviceId, t.DeviceName, t.AccountName, t.AccountDomain, t.FileName, t.RemoteIP} {
-				a = appendString(a, s)
-			}
-			a = binary.AppendVarint(a, int64(t.RemotePort))
-		}
-		w.alertedEnc = a
-	}
-	b = append(b, w.alertedEnc...)
-	var flags byte
-	if w.hasSW {
-		flags |= metaHasSW
-	}
-	if w.hasOpen {
-		flags |= metaOpen
-	}
-	if w.unconfirmed {
-		flags |= metaUnconfirmed
-	}
-	if w.hasLastEval {
-		flags |= metaLastEval
-	}
-	b = append(b, flags)
-	if w.hasSW {
-		b = binary.AppendVarint(b, int64(w.sw))
-	}
-	if w.hasOpen {
-		b = binary.AppendVarint(b, w.open)
-	}
-	if w.hasLastEval {
-		b = binary.AppendVarint(b, int64(w.lastEval))
-	}
-	keys := make([]tp, 0, len(w.srcs))
-	for k := range w.srcs {
-		keys = append(keys, k)
-	}
-	slices.SortFunc(keys, func(a, b tp) int {
-		if c := strings.Compare(a.topic, b.topic); c != 0 {
-			return c
-		}
-		return int(a.p) - int(b.p)
-	})
-	b = binary.AppendUvarint(b, uint64(len(keys)))
-	for _, k := range keys {
-		m := w.srcs[k]
-		b = appendString(b, k.topic)
-		b = binary.AppendUvarint(b, uint64(k.p))
-		var f byte
-		if m.hasTime {
-			f |= wmHasTime
-		}
-		if m.idle {
-			f |= wmIdle
-		}
-		b = append(b, f)
-		if m.hasTime {
-			b = binary.AppendVarint(b, int64(m.time))
-		}
-	}
-	return b
-}
-
-// loadMeta restores what encodeMeta wrote; an unreadable blob (or one of
-// an older version) restores nothing, and alerts may then repeat, with
-// their IDs.
-func (w *worker) loadMeta(b []byte) {
-	if len(b) < 1 {
-		return
-	}
-	if b[0] != metaVersion {
-		w.log.Warn("alert bookkeeping of another version, alerts may repeat")
-		return
-	}
-	r := metaReader{b: b[1:]}
-	first := r.varint()
-	e := r.varint()
-	cnt := r.uvarint()
-	alerted := make(map[beacon.Tuple]struct{})
-	for i := uint64(0); i < cnt && r.err == nil; i++ {
-		var f [6]string
-		for j := range f {
-			f[j] = r.str()
-		}
-		p := r.varint()
-		alerted[beacon.Tuple{DeviceId: f[0], DeviceName: f[1], AccountName: f[2], AccountDomain: f[3],
-			FileName: f[4], RemoteIP: f[5], RemotePort: int32(p)}] = struct{}{}
-	}
-	flags := r.byte()
-	var sw, open, last int64
-	if flags&metaHasSW != 0 {
-		sw = r.varint()
-	}
-	if flags&metaOpen != 0 {
-		open = r.varint()
-	}
-	if flags&metaLastEval != 0 {
-		last = r.varint()
-	}
-	srcs := make(map[tp]*srcMark)
-	n := r.uvarint()
-	for i := uint64(0); i < n && r.err == nil; i++ {
-		k := tp{topic: r.str(), p: int32(r.uvarint())}
-		f := r.byte()
-		m := &srcMark{idle: f&wmIdle != 0}
-		if f&wmHasTime != 0 {
-			m.time, m.hasTime = beacon.Time(r.varint()), true
-		}
-		srcs[k] = m
-	}
-	if r.err != nil || len(r.b) != 0 {
-		w.log.Warn("alert bookkeeping unreadable, alerts may repeat")
-		return
-	}
-	if first != math.MinInt64 {
-		w.first, w.hasFirst = beacon.Time(first), true
-	}
-	w.epoch, w.alerted, w.srcs = e, alerted, srcs
-	w.sw, w.hasSW = beacon.Time(sw), flags&metaHasSW != 0
-	w.open, w.hasOpen = open, flags&metaOpen != 0
-	w.lastEval, w.hasLastEval = beacon.Time(last), flags&metaLastEval != 0
-	w.unconfirmed = flags&metaUnconfirmed != 0
-}
-
-type metaReader struct {
-	b   []byte
-	err error
-}
-
-func (r *metaReader) varint() int64 {
-	v, n := binary.Varint(r.b)
-	if n <= 0 {
-		r.err, r.b = errShort, nil
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *metaReader) uvarint() uint64 {
-	v, n := binary.Uvarint(r.b)
-	if n <= 0 {
-		r.err, r.b = errShort, nil
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *metaReader) byte() byte {
-	if len(r.b) == 0 {
-		r.err = errShort
-		return 0
-	}
-	c := r.b[0]
-	r.b = r.b[1:]
-	return c
-}
-
-func (r *metaReader) str() string {
-	s, rest, err := readString(r.b)
-	if err != nil {
-		r.err, r.b = err, nil
-		return ""
-	}
-	r.b = rest
-	return string([]byte(s))
 }
 
 // held is a record waiting for stream time to reach its release time.

@@ -329,7 +329,7 @@ func (r *replay) run(ctx context.Context) error {
 	stop()
 	r.res.Late = d.late.Load()
 	for _, w := range r.ws {
-		if w.warm {
+		if w.book.warm {
 			r.res.WarmPartitions++
 		}
 	}

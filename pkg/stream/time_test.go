@@ -817,51 +817,6 @@ func TestWatermarkFormat(t *testing.T) {
 
 func binaryLen(v int64) int { return len(binary.AppendVarint(nil, v)) }
 
-// TestMetaRoundTrip: the meta blob (alert bookkeeping and time state)
-// comes back as written; truncated, it restores nothing.
-func TestMetaRoundTrip(t *testing.T) {
-	ts := mustTime(t, "2024-05-01T10:00:00Z")
-	w := testWorker(t)
-	w.first, w.hasFirst = ts, true
-	w.epoch = 476258
-	w.alerted[beacon.Tuple{DeviceId: "d", DeviceName: "n", AccountName: "a", AccountDomain: "c", FileName: "f.exe", RemoteIP: "45.1.1.1", RemotePort: 443}] = struct{}{}
-	w.sw, w.hasSW = ts+5*beacon.Second, true
-	w.open, w.hasOpen = 171455760, true
-	w.unconfirmed = true
-	w.lastEval, w.hasLastEval = ts, true
-	w.srcs[tp{"events", 0}] = &srcMark{time: ts, hasTime: true}
-	w.srcs[tp{"events", 1}] = &srcMark{idle: true}
-	w.srcs[tp{"other", 3}] = &srcMark{}
-	b := w.encodeMeta()
-
-	r := testWorker(t)
-	r.loadMeta(b)
-	if r.first != w.first || !r.hasFirst || r.epoch != w.epoch || len(r.alerted) != 1 || r.sw != w.sw || !r.hasSW ||
-		r.open != w.open || !r.hasOpen || !r.unconfirmed || r.lastEval != w.lastEval || !r.hasLastEval || len(r.srcs) != 3 {
-		t.Fatalf("meta round trip: %+v", r)
-	}
-	for k, m := range w.srcs {
-		if got := r.srcs[k]; got == nil || *got != *m {
-			t.Errorf("source %v: %+v, want %+v", k, got, m)
-		}
-	}
-	for k := range w.alerted {
-		if _, ok := r.alerted[k]; !ok {
-			t.Errorf("alerted %v lost", k)
-		}
-	}
-	if !bytes.Equal(r.encodeMeta(), b) {
-		t.Error("re-encoding differs")
-	}
-	x := testWorker(t)
-	for i := 1; i < len(b); i++ {
-		x.loadMeta(b[:i])
-		if x.hasSW || x.hasFirst || len(x.srcs) != 0 {
-			t.Fatalf("a blob cut to %d bytes restored something", i)
-		}
-	}
-}
-
 // symDiff is what one of two ID sets has and the other has not.
 func symDiff(a, b []string) []string { return append(setDiff(a, b), setDiff(b, a)...) }
 
