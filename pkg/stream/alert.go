@@ -519,13 +519,13 @@ func (r *replay) detectedAt(stream beacon.Time) time.Time { return stream.Go().U
 
 // newAlert is the alert of a member of the set at an evaluation point.
 func (w *worker) newAlert(t *beacon.Tuple, epoch int64, now beacon.Time, row beacon.Row) Alert {
-	cfg := &w.d.s.cfg
+	cfg := w.cfg
 	a := Alert{
 		ID:      AlertID(cfg.profile, &cfg.params, cfg.reAlert, t, epoch),
 		Profile: cfg.profile, Params: cfg.params, ReAlert: cfg.reAlert, Epoch: epoch,
 		StreamTime: now, Row: row, Pivots: w.pivots(t),
 	}
-	if c, ok := w.sink.(detectionClock); ok {
+	if c, ok := w.owner.(detectionClock); ok {
 		a.DetectedAt = c.detectedAt(now)
 	} else {
 		a.DetectedAt = time.Now().UTC()

@@ -100,15 +100,18 @@ func newDetector(s *Service) (*detector, error) {
 	return d, nil
 }
 
-// fail records the first fatal error and stops polling.
+// fail records the first fatal error and stops polling (the cancel runs
+// after the lock is released: nothing is called out under errMu).
 func (d *detector) fail(err error) {
 	d.errMu.Lock()
-	defer d.errMu.Unlock()
-	if d.err == nil {
+	first := d.err == nil
+	if first {
 		d.err = err
-		if d.cancelPoll != nil {
-			d.cancelPoll()
-		}
+	}
+	cancel := d.cancelPoll
+	d.errMu.Unlock()
+	if first && cancel != nil {
+		cancel()
 	}
 }
 
@@ -416,7 +419,7 @@ func (d *detector) assigned(ctx context.Context, offsets map[string]map[int32]kg
 		if !rebuild {
 			d.cl.ResumeFetchPartitions(map[string][]int32{d.topic: {p}}) // paused by an earlier rebuild
 		}
-		w := newWorker(d, p, part, committed)
+		w := newWorker(d.s.workerEnv(d, d.work, &d.late), p, part, committed)
 		if rebuild {
 			w.rebuild, w.next = true, math.MaxInt64 // nothing counts until the seek
 		}
@@ -649,6 +652,28 @@ type fatalError struct{ error }
 
 func (e fatalError) Unwrap() error { return e.error }
 
+// stopped is told why a worker stopped: a fatal error, or a partition
+// that failed too often, stops the detector; another error rebuilds the
+// partition.
+func (d *detector) stopped(w *worker, err error) {
+	var fe fatalError
+	if errors.As(err, &fe) || !d.recover(w, err) {
+		d.fail(fmt.Errorf("partition %d: %w", w.id, err))
+	}
+}
+
+// seekTo hands the poll loop a rebuilding worker's start (applySeeks).
+func (d *detector) seekTo(w *worker, from int64) {
+	d.mu.Lock()
+	d.seeks = append(d.seeks, seek{w, from})
+	d.mu.Unlock()
+}
+
+// deadLetter sets aside a repartition record that does not decode.
+func (d *detector) deadLetter(r *kgo.Record, reason string, err error) {
+	d.s.deadLetter(d.cl, r, reason, err)
+}
+
 // maxRebuilds bounds the rebuilds of one partition after state errors: a
 // state that keeps failing (a full disk) stops the process instead.
 const maxRebuilds = 3
@@ -686,7 +711,7 @@ func (d *detector) recover(w *worker, cause error) bool {
 			d.fail(fmt.Errorf("partition %d: %w", w.id, err))
 			return
 		}
-		nw := newWorker(d, w.id, part, max(w.committed, w.acked.Load()))
+		nw := newWorker(d.s.workerEnv(d, d.work, &d.late), w.id, part, max(w.committed, w.acked.Load()))
 		nw.rebuild, nw.next = true, math.MaxInt64
 		d.mu.Lock()
 		if d.workers[w.id] != w {
@@ -700,11 +725,41 @@ func (d *detector) recover(w *worker, cause error) bool {
 	return true
 }
 
-// alertSink takes the alerts of an evaluation point and returns once they
-// are durable: the detector produces them to the alert topic and waits for
-// the acknowledgements; a replay collects them.
-type alertSink interface {
+// workerOwner is what a worker needs from what runs it: the live detector
+// or a replay. The worker calls it from its own goroutine, holding none of
+// the owner's locks.
+type workerOwner interface {
+	// publish takes the alerts of an evaluation point and returns once
+	// they are durable: the detector produces them to the alert topic and
+	// waits for the acknowledgements; a replay collects them.
 	publish(w *worker, alerts []Alert) error
+	// stopped takes the error a worker stopped on (never errStopped, and
+	// not after a crash): the detector rebuilds the partition, or stops on
+	// a fatalError; a replay fails with it.
+	stopped(w *worker, err error)
+	// rebuildStart finds where a partition without state is replayed from
+	// (detector.assigned), and seekTo has the poll loop move it there.
+	rebuildStart(ctx context.Context, p int32, committed int64) (int64, error)
+	seekTo(w *worker, from int64)
+	// deadLetter sets aside a repartition record that does not decode.
+	deadLetter(r *kgo.Record, reason string, err error)
+}
+
+// workerEnv is what a worker is given besides its partition: its owner
+// and the configuration and counters it shares with it.
+type workerEnv struct {
+	owner   workerOwner
+	cfg     *cfg
+	m       *metrics
+	baseLog *zap.Logger     // the owner's; the worker's own names its partition
+	crashed *atomic.Bool    // the Service's test hook: stop as a killed process would
+	late    *atomic.Int64   // connections dropped as older than their window
+	work    context.Context // canceled only by a crash or a fatal error
+}
+
+// workerEnv returns the environment of the workers of owner o.
+func (s *Service) workerEnv(o workerOwner, work context.Context, late *atomic.Int64) workerEnv {
+	return workerEnv{owner: o, cfg: &s.cfg, m: s.m, baseLog: s.log, crashed: &s.crashed, late: late, work: work}
 }
 
 var errStopped = errors.New("stream: partition worker stopped")
@@ -726,11 +781,10 @@ var errStopped = errors.New("stream: partition worker stopped")
 // replay), W is the newest watermark and the partition is evaluated there
 // too (a caught-up point), which keeps alerts prompt live.
 type worker struct {
-	d    *detector
+	workerEnv
 	id   int32
 	part *state.Partition
 	log  *zap.Logger
-	sink alertSink
 	ch   chan batch
 	quit chan struct{}
 	done chan struct{}
@@ -786,10 +840,10 @@ type srcMark struct {
 	idle    bool
 }
 
-func newWorker(d *detector, id int32, part *state.Partition, committed int64) *worker {
+func newWorker(env workerEnv, id int32, part *state.Partition, committed int64) *worker {
 	w := &worker{
-		d: d, id: id, part: part, sink: d,
-		log:       d.s.log.With(zap.Int32("partition", id)),
+		workerEnv: env, id: id, part: part,
+		log:       env.baseLog.With(zap.Int32("partition", id)),
 		ch:        make(chan batch, 4),
 		quit:      make(chan struct{}),
 		done:      make(chan struct{}),
@@ -803,7 +857,7 @@ func newWorker(d *detector, id int32, part *state.Partition, committed int64) *w
 		w.applied, w.next = o, o
 		w.acked.Store(o)
 	}
-	w.book = newAlertBook(d.s.cfg.warmup, d.s.cfg.params.Lookback, d.s.cfg.reAlert)
+	w.book = newAlertBook(env.cfg.warmup, env.cfg.params.Lookback, env.cfg.reAlert)
 	w.metaErr = w.loadMeta(part.Meta())
 	return w
 }
@@ -827,20 +881,17 @@ func (w *worker) stop(final bool) {
 		close(w.quit)
 	}
 	<-w.done
-	w.d.s.m.streamTime.DeleteLabelValues(strconv.Itoa(int(w.id)))
-	w.d.s.m.beacons.DeleteLabelValues(strconv.Itoa(int(w.id)))
+	w.m.streamTime.DeleteLabelValues(strconv.Itoa(int(w.id)))
+	w.m.beacons.DeleteLabelValues(strconv.Itoa(int(w.id)))
 }
 
 func (w *worker) run() {
 	defer close(w.done)
 	fail := func(err error) {
-		if w.d.s.crashed.Load() || errors.Is(err, errStopped) {
+		if w.crashed.Load() || errors.Is(err, errStopped) {
 			return
 		}
-		var fe fatalError
-		if errors.As(err, &fe) || !w.d.recover(w, err) {
-			w.d.fail(fmt.Errorf("partition %d: %w", w.id, err))
-		}
+		w.owner.stopped(w, err)
 	}
 	if w.metaErr != nil {
 		// A state whose bookkeeping this build cannot read: rebuilt
@@ -849,16 +900,14 @@ func (w *worker) run() {
 		return
 	}
 	if w.rebuild {
-		from, err := w.d.rebuildStart(w.d.work, w.id, w.committed)
+		from, err := w.owner.rebuildStart(w.work, w.id, w.committed)
 		if err != nil {
 			fail(fatalError{err})
 			return
 		}
-		w.d.s.m.rebuilds.Inc()
+		w.m.rebuilds.Inc()
 		w.log.Info("rebuilding partition state", zap.Int64("from", from), zap.Int64("committed", w.committed))
-		w.d.mu.Lock()
-		w.d.seeks = append(w.d.seeks, seek{w, from})
-		w.d.mu.Unlock()
+		w.owner.seekTo(w, from)
 	}
 	// A state recorded at an evaluation point whose alerts may not have
 	// been published (a crash between the two) is evaluated again at that
@@ -886,7 +935,7 @@ func (w *worker) run() {
 			w.finish(fail)
 			return
 		case b := <-w.ch:
-			if d := w.d.s.cfg.batchDelay; d > 0 {
+			if d := w.cfg.batchDelay; d > 0 {
 				time.Sleep(d)
 			}
 			w.mu.Lock()
@@ -908,7 +957,7 @@ func (w *worker) run() {
 // whoever owns the partition next, so that evaluation points stay where
 // the records alone put them and a restart finds the same alerts.
 func (w *worker) finish(fail func(error)) {
-	if !w.final.Load() || w.d.s.crashed.Load() {
+	if !w.final.Load() || w.crashed.Load() {
 		return
 	}
 	w.mu.Lock()
@@ -925,7 +974,7 @@ func (w *worker) finish(fail func(error)) {
 const maxSegment = 50_000
 
 func (w *worker) tick(t beacon.Time) int64 {
-	return EpochOf(t, w.d.s.cfg.evalInterval)
+	return EpochOf(t, w.cfg.evalInterval)
 }
 
 func (w *worker) process(b batch) error {
@@ -940,7 +989,7 @@ func (w *worker) process(b batch) error {
 		return nil // fetched before the seek
 	}
 	for _, r := range b.recs {
-		if w.d.s.crashed.Load() {
+		if w.crashed.Load() {
 			return errStopped
 		}
 		if r.Offset < w.next {
@@ -953,12 +1002,12 @@ func (w *worker) process(b batch) error {
 			// lacks their events until those age out; say so loudly.
 			w.log.Warn("repartition records lost before they were applied",
 				zap.Int64("expected_offset", w.next), zap.Int64("offset", r.Offset))
-			w.d.s.m.dropped.WithLabelValues("lost").Add(float64(r.Offset - w.next))
+			w.m.dropped.WithLabelValues("lost").Add(float64(r.Offset - w.next))
 		}
 		w.next = r.Offset + 1
 		it := &w.scratch
 		if err := decodeItem(r.Key, r.Value, it); err != nil {
-			w.d.s.deadLetter(w.d.cl, r, reasonRecord, err)
+			w.owner.deadLetter(r, reasonRecord, err)
 			continue
 		}
 		if it.kind == kindWatermark {
@@ -970,13 +1019,13 @@ func (w *worker) process(b batch) error {
 		if !w.hasSW || it.release > w.sw {
 			// Ahead of stream time: it waits.
 			w.held.push(held{rec: r, release: it.release, offset: r.Offset})
-			if w.held.len() > w.d.s.cfg.maxHeld {
+			if w.held.len() > w.cfg.maxHeld {
 				w.forced++
 				if w.forced == 1 || w.forced%100_000 == 0 {
 					w.log.Warn("too many records wait for stream time; releasing the oldest",
 						zap.Int("held", w.held.len()), zap.Int64("released", w.forced))
 				}
-				w.d.s.m.dropped.WithLabelValues("forced").Inc()
+				w.m.dropped.WithLabelValues("forced").Inc()
 				if err := w.advance(w.held.min().release); err != nil {
 					return err
 				}
@@ -1046,7 +1095,7 @@ func (w *worker) take(it *item, onTime bool) error {
 // watermark merges a watermark record into the partition's view of the
 // input partitions and moves stream time.
 func (w *worker) watermark(it *item) error {
-	if want := filterFingerprint(w.d.s.cfg.profile, &w.d.s.cfg.params); it.fingerprint != want {
+	if want := filterFingerprint(w.cfg.profile, &w.cfg.params); it.fingerprint != want {
 		return fatalError{fmt.Errorf("%w: ingest filters %q, this detector's %q (use the same parameters, or a new --group)",
 			errFilters, it.fingerprint, want)}
 	}
@@ -1165,10 +1214,10 @@ func (w *worker) flush() error {
 		return err
 	}
 	w.applied = off
-	m := w.d.s.m
+	m := w.m
 	m.eventsIn.WithLabelValues("detect").Add(float64(w.n))
 	if st.Late > 0 {
-		w.d.late.Add(int64(st.Late))
+		w.late.Add(int64(st.Late))
 		m.late.Add(float64(st.Late))
 		m.dropped.WithLabelValues("late").Add(float64(st.Late))
 	}
@@ -1247,8 +1296,8 @@ func (w *worker) evaluate() error {
 			if !ok {
 				return fmt.Errorf("partition %d: member %v has no row", w.id, *t)
 			}
-			if a := w.d.s.cfg.allow; a != nil && a.Allowed(&row) {
-				w.d.s.m.allowed.Inc() // handled for this re-alert period, like an alert
+			if a := w.cfg.allow; a != nil && a.Allowed(&row) {
+				w.m.allowed.Inc() // handled for this re-alert period, like an alert
 				continue
 			}
 			alerts = append(alerts, w.newAlert(t, e, now, row))
@@ -1258,11 +1307,11 @@ func (w *worker) evaluate() error {
 		w.members[k] = ts
 		w.nMembers += len(ts)
 	}
-	m := w.d.s.m
+	m := w.m
 	if len(alerts) > 0 {
 		if w.applied <= w.committed {
 			m.muted.Add(float64(len(alerts)))
-		} else if err := w.sink.publish(w, alerts); err != nil {
+		} else if err := w.owner.publish(w, alerts); err != nil {
 			if errors.Is(err, errStopped) {
 				return err
 			}
@@ -1334,7 +1383,7 @@ func (w *worker) beacons() ([]beacon.Row, error) {
 	default:
 	}
 	rows, err := w.part.Beacons()
-	if a := w.d.s.cfg.allow; a != nil && err == nil {
+	if a := w.cfg.allow; a != nil && err == nil {
 		rows, _ = a.Filter(rows)
 	}
 	return rows, err

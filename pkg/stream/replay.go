@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -181,8 +182,8 @@ type replay struct {
 
 	store   *state.Store
 	scratch bool // the state is not kept: it needs no disk
-	det     *detector
 	ws      []*worker
+	late    atomic.Int64 // the workers' connections older than their window
 	in      *ingest
 	merge   merger
 
@@ -201,6 +202,7 @@ type replay struct {
 
 	mu     sync.Mutex
 	alerts []Alert
+	err    error // the first error a worker stopped on; under mu
 }
 
 type tp struct {
@@ -227,12 +229,41 @@ type pendEnt struct{ keyStart, keyEnd, valEnd int32 }
 
 const replayBatch = 4096
 
+// A replay owns its workers (workerOwner): it collects their alerts, and
+// fails when one stops.
+
 // publish collects the alerts of an evaluation point.
 func (r *replay) publish(_ *worker, alerts []Alert) error {
 	r.mu.Lock()
 	r.alerts = append(r.alerts, alerts...)
 	r.mu.Unlock()
 	return nil
+}
+
+// stopped records the first error a worker stopped on: a replay does not
+// rebuild a partition, it fails (replay.failed).
+func (r *replay) stopped(w *worker, err error) {
+	r.mu.Lock()
+	if r.err == nil {
+		r.err = fmt.Errorf("partition %d: %w", w.id, err)
+	}
+	r.mu.Unlock()
+}
+
+var errReplayRebuild = errors.New("stream: a replay does not rebuild partitions")
+
+// rebuildStart is never reached: a replay's workers start with empty
+// state and never rebuild (stopped fails the replay instead).
+func (r *replay) rebuildStart(context.Context, int32, int64) (int64, error) {
+	return 0, errReplayRebuild
+}
+
+func (r *replay) seekTo(*worker, int64) {}
+
+// deadLetter counts and logs a repartition record that does not decode;
+// a replay produces nothing.
+func (r *replay) deadLetter(rec *kgo.Record, reason string, err error) {
+	r.s.deadLetter(nil, rec, reason, err)
 }
 
 func (r *replay) run(ctx context.Context) error {
@@ -249,10 +280,8 @@ func (r *replay) run(ctx context.Context) error {
 		return err
 	}
 	r.store = st
-	d := &detector{s: s, store: st, topic: "replay", workers: make(map[int32]*worker), ready: make(chan struct{})}
-	close(d.ready)
-	d.work, d.cancelWork = context.WithCancel(context.Background())
-	r.det = d
+	work, cancelWork := context.WithCancel(context.Background())
+	env := s.workerEnv(r, work, &r.late)
 	stopped := false
 	stop := func() {
 		if !stopped {
@@ -264,7 +293,7 @@ func (r *replay) run(ctx context.Context) error {
 	}
 	defer func() {
 		stop()
-		d.cancelWork()
+		cancelWork()
 		if err := st.Close(); err != nil {
 			s.log.Warn("closing replay state failed", zap.Error(err))
 		}
@@ -274,9 +303,7 @@ func (r *replay) run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		w := newWorker(d, int32(p), part, -1)
-		w.sink = r
-		d.workers[int32(p)] = w
+		w := newWorker(env, int32(p), part, -1)
 		r.ws = append(r.ws, w)
 		go w.run()
 	}
@@ -327,7 +354,7 @@ func (r *replay) run(ctx context.Context) error {
 		return err
 	}
 	stop()
-	r.res.Late = d.late.Load()
+	r.res.Late = r.late.Load()
 	for _, w := range r.ws {
 		if w.book.warm {
 			r.res.WarmPartitions++
@@ -568,8 +595,11 @@ func (r *replay) failed() error {
 	for _, w := range r.ws {
 		select {
 		case <-w.done: // it set the error before it closed done
-			if r.det.err != nil {
-				return r.det.err
+			r.mu.Lock()
+			err := r.err
+			r.mu.Unlock()
+			if err != nil {
+				return err
 			}
 			return fmt.Errorf("stream: replay partition %d stopped", w.id)
 		default:

@@ -589,16 +589,14 @@ func testWorker(t *testing.T) *worker {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	d := &detector{s: s, store: st, topic: "t", workers: make(map[int32]*worker), ready: make(chan struct{})}
-	d.work, d.cancelWork = context.WithCancel(context.Background())
-	t.Cleanup(d.cancelWork)
+	work, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
 	part, err := st.Partition(0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := newWorker(d, 0, part, -1)
-	w.sink = &replay{}
-	return w
+	r := &replay{s: s}
+	return newWorker(s.workerEnv(r, work, &r.late), 0, part, -1)
 }
 
 // TestCorruptPartition: a partition state that no longer loads (every
