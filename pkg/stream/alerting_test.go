@@ -2,12 +2,17 @@ package stream
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/beaconhunt/beacon/internal/testkit"
 	"github.com/beaconhunt/beacon/pkg/beacon"
 )
 
@@ -218,5 +223,71 @@ func TestMetaVersionMismatch(t *testing.T) {
 	}
 	if err := w.loadMeta(nil); err != nil {
 		t.Errorf("a new state's empty blob: %v", err)
+	}
+}
+
+// TestRestartKeepsWarmup: a detector stopped after its warm-up and started
+// again on its state alerts what a replay of the whole stream alerts — a
+// beacon that enters the set soon after the restart included. A restart
+// that forgot the warm-up's start (or the alerted set) would wait a new
+// warm-up, which the stream ends before, and miss that beacon (or repeat
+// the first one).
+func TestRestartKeepsWarmup(t *testing.T) {
+	_, addr := newCluster(t, 1)
+	p := testParams()
+	const warm = 30 * time.Minute
+	opts := []Opt{Params(p), Warmup(warm), ReAlertInterval(24 * time.Hour)}
+	t0 := mustTime(t, "2024-05-01T10:00:00Z")
+	var before, after []beacon.Event
+	for ts := t0; ts <= t0.Add(35*time.Minute); ts = ts.Add(time.Minute) {
+		before = append(before, connEvent("dev1", "45.77.1.10", ts))
+	}
+	for ts := t0.Add(36 * time.Minute); ts <= t0.Add(57*time.Minute); ts = ts.Add(time.Minute) {
+		after = append(after, connEvent("dev1", "45.77.1.10", ts), connEvent("dev2", "45.77.1.11", ts))
+	}
+	cl := newClient(t, addr, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	produce := func(evs []beacon.Event) {
+		recs := testkit.JSONRecords(evs)
+		for _, r := range recs {
+			r.Topic, r.Partition = tInput, 0
+		}
+		if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	adm := kadm.NewClient(cl)
+	dir := t.TempDir()
+	detect := func() {
+		ingestAll(t, addr, opts...)
+		stop := start(t, service(t, addr, dir, testLogger(t), append([]Opt{WithRole(RoleDetect)}, opts...)...))
+		detectedAll(t, adm, "test.detect", 60*time.Second)
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	produce(before)
+	detect()
+	if n := len(alertsOf(t, addr)); n != 1 {
+		t.Fatalf("%d alerts before the restart, want 1: the first beacon must be alerted, after the warm-up", n)
+	}
+	produce(after)
+	detect()
+
+	want := replayOf(t, addr, ReplayOptions{Partitions: 1}, opts...).Alerts
+	got := alertsOf(t, addr)
+	if len(want) != 2 {
+		t.Fatalf("the replay alerts %d beacons; the case needs both", len(want))
+	}
+	if strings.Join(alertIDs(got), " ") != strings.Join(alertIDs(want), " ") || len(got) != len(want) {
+		t.Fatalf("alerts after a restart: %v, a replay of the stream: %v", alertIDs(got), alertIDs(want))
+	}
+	byID := make(map[string]Alert)
+	for _, a := range want {
+		byID[a.ID] = a
+	}
+	for _, a := range got {
+		if w := byID[a.ID]; a.StreamTime != w.StreamTime || beacon.CompareRows(&a.Row, &w.Row) != 0 || a.Row.Count != w.Row.Count {
+			t.Errorf("alert %s after a restart: at %s, %+v; the replay's at %s, %+v", a.ID, a.StreamTime, a.Row, w.StreamTime, w.Row)
+		}
 	}
 }
