@@ -9,11 +9,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/beaconhunt/beacon/internal/testkit"
 	"github.com/beaconhunt/beacon/pkg/beacon"
+	"github.com/beaconhunt/beacon/pkg/state"
 )
 
 // bookTuple is a member of the set named by its device.
@@ -195,9 +197,8 @@ func TestMetaRoundTrip(t *testing.T) {
 }
 
 // TestMetaVersionMismatch: a blob of another version is an error that
-// names both versions, restores nothing, and stops the worker with it —
-// which makes the detector rebuild the partition (detector.recover), not
-// resume with the bookkeeping forgotten.
+// names both versions and restores nothing. (The worker stops on it and
+// the detector rebuilds the partition: TestRestartKeepsWarmup.)
 func TestMetaVersionMismatch(t *testing.T) {
 	ts := mustTime(t, "2024-05-01T10:00:00Z")
 	b := newAlertBook(0, time.Hour, time.Hour)
@@ -231,8 +232,15 @@ func TestMetaVersionMismatch(t *testing.T) {
 // beacon that enters the set soon after the restart included. A restart
 // that forgot the warm-up's start (or the alerted set) would wait a new
 // warm-up, which the stream ends before, and miss that beacon (or repeat
-// the first one).
+// the first one). When the state's meta blob is of another version, the
+// partition is rebuilt from the repartition topic instead, with the same
+// alerts.
 func TestRestartKeepsWarmup(t *testing.T) {
+	t.Run("restart", func(t *testing.T) { testRestartKeepsWarmup(t, false) })
+	t.Run("meta of another version", func(t *testing.T) { testRestartKeepsWarmup(t, true) })
+}
+
+func testRestartKeepsWarmup(t *testing.T, otherVersion bool) {
 	_, addr := newCluster(t, 1)
 	p := testParams()
 	const warm = 30 * time.Minute
@@ -257,21 +265,43 @@ func TestRestartKeepsWarmup(t *testing.T) {
 	}
 	adm := kadm.NewClient(cl)
 	dir := t.TempDir()
-	detect := func() {
+	reg := prometheus.NewRegistry()
+	detect := func(reg *prometheus.Registry) {
 		ingestAll(t, addr, opts...)
-		stop := start(t, service(t, addr, dir, testLogger(t), append([]Opt{WithRole(RoleDetect)}, opts...)...))
+		stop := start(t, service(t, addr, dir, testLogger(t), append([]Opt{WithRole(RoleDetect), Registry(reg)}, opts...)...))
 		detectedAll(t, adm, "test.detect", 60*time.Second)
 		if err := stop(); err != nil {
 			t.Fatal(err)
 		}
 	}
 	produce(before)
-	detect()
+	detect(prometheus.NewRegistry())
 	if n := len(alertsOf(t, addr)); n != 1 {
 		t.Fatalf("%d alerts before the restart, want 1: the first beacon must be alerted, after the warm-up", n)
 	}
+	if otherVersion {
+		st, err := state.Open(dir, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		part, err := st.Partition(0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		meta := bytes.Clone(part.Meta())
+		meta[0] = metaVersion + 1
+		if _, err := part.Apply(nil, nil, -1, meta); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
 	produce(after)
-	detect()
+	detect(reg)
+	if n, want := counterValue(t, reg, "beacon_partition_rebuilds_total", "", ""), map[bool]float64{false: 0, true: 1}[otherVersion]; n != want {
+		t.Errorf("partition_rebuilds_total = %v, want %v", n, want)
+	}
 
 	want := replayOf(t, addr, ReplayOptions{Partitions: 1}, opts...).Alerts
 	got := alertsOf(t, addr)
