@@ -127,7 +127,9 @@ func (b *alertBook) claim(t *beacon.Tuple) bool {
 // muted up to the state's offset (logged, counted as a corrupt state in
 // beacon_events_dropped_total). Resuming with the bookkeeping forgotten
 // instead would repeat the period's alerts and, worse, restart the
-// warm-up: the alerts of a whole warm-up would be lost.
+// warm-up: the alerts of a whole warm-up would be lost. (One case the
+// rebuild cannot tell: a state recorded at an unconfirmed point, whose
+// alerts were not all published, is rebuilt with that point muted too.)
 const metaVersion = 2
 
 const (
