@@ -37,6 +37,9 @@ type ingest struct {
 	ready chan struct{}                        // closed once cl is set: callbacks may run before NewClient returns
 	marks map[string]map[int32]kgo.EpochOffset // offsets to mark after the flush
 
+	fetched []kgo.FetchTopicPartition // the partitions of the current poll, for merge.add
+	nexts   []int64                   // and the offset after each one's last record (-1: none)
+
 	arena []byte       // values and keys of the records in flight; reused after each flush
 	recs  []kgo.Record // records in flight
 	errMu sync.Mutex
@@ -324,6 +327,8 @@ func (in *ingest) promise(_ *kgo.Record, err error) {
 // poll queues the events of one poll in the merger and writes those that
 // are due, in event-time order across the input partitions (see merger).
 func (in *ingest) poll(fetches kgo.Fetches) {
+	in.fetched = in.fetched[:0]
+	in.nexts = in.nexts[:0]
 	fetches.EachPartition(func(p kgo.FetchTopicPartition) {
 		// Transaction markers are kept (KeepControlRecords) only so the
 		// merger learns that nothing comes before them; otherwise a topic
@@ -340,11 +345,16 @@ func (in *ingest) poll(fetches kgo.Fetches) {
 			}
 		}
 		p.Records = keep
-		in.merge.add(&p, in.record)
-		if next >= 0 {
-			in.merge.skipTo(p.Topic, p.Partition, next)
-		}
+		in.fetched = append(in.fetched, p)
+		in.nexts = append(in.nexts, next)
 	})
+	in.merge.add(in.fetched, in.decodeRecord, in.reject)
+	for i, next := range in.nexts {
+		if next >= 0 {
+			in.merge.skipTo(in.fetched[i].Topic, in.fetched[i].Partition, next)
+		}
+	}
+	clear(in.fetched)
 	in.initProgress()
 	pause, resume := in.merge.emit(in.event, in.markOffset)
 	if len(pause) > 0 {
@@ -440,30 +450,39 @@ func (in *ingest) assigned(ctx context.Context, offsets map[string]map[int32]kgo
 	return offsets, nil
 }
 
-// record decodes one input record, pushing its events; a record that does
-// not decode goes to the dead-letter topic (the events before the error in
-// an envelope are kept).
-func (in *ingest) record(r *kgo.Record, push func(*beacon.Event)) {
+// decodeRecord appends the events of one input record to evs. A record
+// that does not decode returns its dead-letter reason and error, with the
+// events before the error in an envelope kept; one holding an event dated
+// more than the future tolerance ahead returns reasonFuture, with its other
+// events kept. It is safe for concurrent use (merger.add decodes fetched
+// partitions in parallel).
+func (in *ingest) decodeRecord(evs []beacon.Event, r *kgo.Record) ([]beacon.Event, string, error) {
 	if len(r.Value) > in.s.cfg.maxRecord {
-		in.reject(r, reasonOversized, errors.New("record of "+strconv.Itoa(len(r.Value))+" bytes is over the limit of "+strconv.Itoa(in.s.cfg.maxRecord)))
-		return
+		return evs, reasonOversized, errors.New("record of " + strconv.Itoa(len(r.Value)) + " bytes is over the limit of " + strconv.Itoa(in.s.cfg.maxRecord))
 	}
+	n := len(evs)
+	evs, err := in.dec.appendEvents(evs, r.Value)
 	limit := in.futureLimit(r)
-	var future *beacon.Event
-	_, err := in.dec.decode(r.Value, func(e *beacon.Event) {
-		if e.Timestamp > limit {
-			if future == nil {
-				c := *e
-				future = &c
+	var future beacon.Time
+	hasFuture := false
+	kept := n
+	for i := n; i < len(evs); i++ {
+		if evs[i].Timestamp > limit {
+			if !hasFuture {
+				future, hasFuture = evs[i].Timestamp, true
 			}
-			return
+			continue
 		}
-		push(e)
-	})
-	if err == nil && future != nil {
-		in.reject(r, reasonFuture, fmt.Errorf("event dated %s, more than %s after its record (%s) or the clock",
-			future.Timestamp, in.s.cfg.futureTolerance, r.Timestamp.UTC().Format(time.RFC3339Nano)))
-		return
+		if kept != i {
+			evs[kept] = evs[i]
+		}
+		kept++
+	}
+	clear(evs[kept:])
+	evs = evs[:kept]
+	if err == nil && hasFuture {
+		return evs, reasonFuture, fmt.Errorf("event dated %s, more than %s after its record (%s) or the clock",
+			future, in.s.cfg.futureTolerance, r.Timestamp.UTC().Format(time.RFC3339Nano))
 	}
 	if err != nil {
 		var de *decodeError
@@ -471,8 +490,9 @@ func (in *ingest) record(r *kgo.Record, push func(*beacon.Event)) {
 		if errors.As(err, &de) {
 			reason = de.reason
 		}
-		in.reject(r, reason, err)
+		return evs, reason, err
 	}
+	return evs, "", nil
 }
 
 // futureLimit is the newest event time a record may hold: its own

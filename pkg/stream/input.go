@@ -124,6 +124,28 @@ func (d *inputDecoder) decode(value []byte, emit func(*beacon.Event)) (int, erro
 	}
 }
 
+// appendEvents is decode appending the events to dst: JSON records decode
+// straight into it, with nothing copied or called per event.
+func (d *inputDecoder) appendEvents(dst []beacon.Event, value []byte) ([]beacon.Event, error) {
+	format := d.format
+	if format == InputAuto {
+		format = sniff(value)
+	}
+	if format != InputJSON {
+		_, err := d.decode(value, func(e *beacon.Event) { dst = append(dst, *e) })
+		return dst, err
+	}
+	n := len(dst)
+	dst, err := mde.AppendEvents(dst, value, false)
+	if err != nil {
+		return dst, &decodeError{reasonJSON, err}
+	}
+	if len(dst) == n {
+		return dst, &decodeError{reasonEmpty, errors.New("no event in record (blank, null, [] or an empty envelope)")}
+	}
+	return dst, nil
+}
+
 // sniff guesses the format of one record (see InputAuto).
 func sniff(v []byte) InputFormat {
 	t := bytes.TrimPrefix(v, utf8BOM)

@@ -2,8 +2,10 @@ package stream
 
 import (
 	"cmp"
+	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -36,15 +38,17 @@ type merger struct {
 	// the output a function of the input alone.
 	exact bool
 
-	out []emitted // emit's steps, run once the lock is released; only emit uses it
+	out     []emitted // emit's steps, run once the lock is released; only emit uses it
+	drained []*mseg   // segments handed on by order, recycled once emit's steps ran
+	free    []*mseg   // recycled segments, their slices kept for the next fetch
 }
 
 type mpart struct {
 	topic  string
 	id     int32
-	q      []mentry
-	head   int
-	next   int64 // offset after the last record received
+	segs   []*mseg // queued, oldest first: one per fetch of the partition
+	queued int     // entries in segs not yet handed on
+	next   int64   // offset after the last record received
 	hwm    int64 // high watermark at the last fetch
 	paused bool
 
@@ -61,17 +65,59 @@ type mpart struct {
 
 // caughtUp reports whether the partition has handed on everything up to
 // its high watermark.
-func (mp *mpart) caughtUp() bool { return mp.head == len(mp.q) && mp.next >= mp.hwm }
+func (mp *mpart) caughtUp() bool { return mp.queued == 0 && mp.next >= mp.hwm }
 
-// mentry is an event, or a marker for a record without events (one that
-// went to the dead-letter topic), which only moves the commit.
+// head returns the partition's next entry and its segment, skipping
+// segments that are handed on (to drained).
+func (m *merger) head(mp *mpart) (*mseg, *mentry) {
+	for len(mp.segs) > 0 {
+		sg := mp.segs[0]
+		if sg.head < len(sg.ents) {
+			return sg, &sg.ents[sg.head]
+		}
+		m.drained = append(m.drained, sg)
+		mp.segs[0] = nil
+		mp.segs = mp.segs[1:]
+	}
+	return nil, nil
+}
+
+// mseg is what one fetch delivered of one partition: the events decoded
+// straight into evs (the decoder appends there; they alias the records'
+// values) and one small entry per event, in offset order, which is what
+// the merge reads and moves. Nothing the size of an event is copied or
+// queued twice, and the entries hold no pointers for the collector to
+// scan. Segments are reused once handed on.
+type mseg struct {
+	evs  []beacon.Event
+	ents []mentry
+	head int // next entry to hand on
+
+	bad []badRecord // records that did not decode, for reject, in offset order
+}
+
+// mentry is an event (evs[ev]), or a marker for a record without events
+// (one that went to the dead-letter topic), which only moves the commit.
 type mentry struct {
-	ev     beacon.Event
+	ts     beacon.Time // the event's Timestamp: the merge's key
 	offset int64
+	ev     int32 // index in the segment's evs; -1: a marker
 	epoch  int32
 	last   bool // last entry of its record: its offset can be committed
-	marker bool
 }
+
+func (e *mentry) marker() bool { return e.ev < 0 }
+
+type badRecord struct {
+	r      *kgo.Record
+	reason string
+	err    error
+}
+
+// decodeFunc appends the events of one record to evs; a record that does
+// not decode returns its dead-letter reason and error along with the
+// events it keeps. It must be safe for concurrent use.
+type decodeFunc func(evs []beacon.Event, r *kgo.Record) ([]beacon.Event, string, error)
 
 const (
 	maxQueued = 50_000
@@ -127,30 +173,95 @@ func (m *merger) revoke(topic string, p int32) {
 	}
 }
 
-// add queues the events of a fetched partition; decode appends a record's
-// events to the queue through push.
-func (m *merger) add(fp *kgo.FetchTopicPartition, decode func(r *kgo.Record, push func(*beacon.Event))) {
+// add queues the events of the fetched partitions. Each partition's
+// records are decoded into a segment of their own, outside the lock and,
+// when several partitions were fetched, in parallel (up to GOMAXPROCS
+// goroutines): the order of the output does not depend on it, as the
+// merge orders by event time with (topic, partition, offset) as the
+// tie-break. Records that do not decode go to reject afterwards, from the
+// calling goroutine, in the order of fps.
+func (m *merger) add(fps []kgo.FetchTopicPartition, decode decodeFunc, reject func(r *kgo.Record, reason string, err error)) {
+	segs := m.segments(len(fps))
+	fill := func(i int) {
+		sg, fp := segs[i], &fps[i]
+		for _, r := range fp.Records {
+			n := len(sg.evs)
+			var reason string
+			var err error
+			sg.evs, reason, err = decode(sg.evs, r)
+			if err != nil {
+				sg.bad = append(sg.bad, badRecord{r, reason, err})
+			}
+			if len(sg.evs) == n {
+				sg.ents = append(sg.ents, mentry{offset: r.Offset, ev: -1, epoch: r.LeaderEpoch})
+			}
+			for j := n; j < len(sg.evs); j++ {
+				sg.ents = append(sg.ents, mentry{ts: sg.evs[j].Timestamp, offset: r.Offset, ev: int32(j), epoch: r.LeaderEpoch})
+			}
+			sg.ents[len(sg.ents)-1].last = true
+		}
+	}
+	if workers := min(len(fps), runtime.GOMAXPROCS(0)); workers > 1 {
+		var next atomic.Int32
+		var wg sync.WaitGroup
+		for range workers {
+			wg.Go(func() {
+				for i := int(next.Add(1) - 1); i < len(fps); i = int(next.Add(1) - 1) {
+					fill(i)
+				}
+			})
+		}
+		wg.Wait()
+	} else {
+		for i := range fps {
+			fill(i)
+		}
+	}
+	for i := range segs {
+		for _, b := range segs[i].bad {
+			reject(b.r, b.reason, b.err)
+		}
+		clear(segs[i].bad)
+		segs[i].bad = segs[i].bad[:0]
+	}
+
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	i, ok := m.find(fp.Topic, fp.Partition)
-	if !ok { // consumed without an assignment we saw: track it from here
-		m.parts = slices.Insert(m.parts, i, &mpart{topic: fp.Topic, id: fp.Partition, lastEvent: time.Now()})
-	}
-	mp := m.parts[i]
-	for _, r := range fp.Records {
-		n := len(mp.q)
-		decode(r, func(e *beacon.Event) {
-			mp.q = append(mp.q, mentry{ev: *e, offset: r.Offset, epoch: r.LeaderEpoch})
-		})
-		if len(mp.q) == n {
-			mp.q = append(mp.q, mentry{offset: r.Offset, epoch: r.LeaderEpoch, marker: true})
+	for i := range fps {
+		fp, sg := &fps[i], segs[i]
+		j, ok := m.find(fp.Topic, fp.Partition)
+		if !ok { // consumed without an assignment we saw: track it from here
+			m.parts = slices.Insert(m.parts, j, &mpart{topic: fp.Topic, id: fp.Partition, lastEvent: time.Now()})
 		}
-		mp.q[len(mp.q)-1].last = true
-		mp.next = r.Offset + 1
+		mp := m.parts[j]
+		if len(sg.ents) > 0 {
+			mp.segs = append(mp.segs, sg)
+			mp.queued += len(sg.ents)
+			mp.next = fp.Records[len(fp.Records)-1].Offset + 1
+		} else {
+			m.free = append(m.free, sg)
+		}
+		if fp.HighWatermark > mp.hwm || len(fp.Records) > 0 {
+			mp.hwm = fp.HighWatermark
+		}
 	}
-	if fp.HighWatermark > mp.hwm || len(fp.Records) > 0 {
-		mp.hwm = fp.HighWatermark
+}
+
+// segments returns n empty segments, reused ones first.
+func (m *merger) segments(n int) []*mseg {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]*mseg, n)
+	for i := range out {
+		if k := len(m.free); k > 0 {
+			out[i] = m.free[k-1]
+			m.free[k-1] = nil
+			m.free = m.free[:k-1]
+		} else {
+			out[i] = new(mseg)
+		}
 	}
+	return out
 }
 
 // emit hands on events in order while no partition that may deliver older
@@ -165,56 +276,67 @@ func (m *merger) emit(event func(*mpart, *beacon.Event), mark func(topic string,
 	pause, resume = m.order()
 	for i := range m.out {
 		o := &m.out[i]
-		if o.event {
-			event(o.mp, &o.ev)
+		e := &o.seg.ents[o.i]
+		if !e.marker() {
+			event(o.mp, &o.seg.evs[e.ev])
 		}
-		if o.mark {
-			mark(o.topic, o.id, o.epoch, o.next)
+		if e.last || e.marker() {
+			mark(o.mp.topic, o.mp.id, e.epoch, e.offset+1)
 		}
 	}
 	clear(m.out)
 	m.out = m.out[:0]
+	// The segments handed on are no longer referenced: reuse them, without
+	// what they pointed to (the records' values).
+	m.mu.Lock()
+	for _, sg := range m.drained {
+		clear(sg.evs)
+		sg.evs, sg.ents, sg.head = sg.evs[:0], sg.ents[:0], 0
+		if len(m.free) < 64 {
+			m.free = append(m.free, sg)
+		}
+	}
+	clear(m.drained)
+	m.drained = m.drained[:0]
+	m.mu.Unlock()
 	return pause, resume
 }
 
-// emitted is one step of emit: an event, a mark, or an event and the mark
-// of the record it completes.
+// emitted is one step of emit: the entry i of seg, an event and, when it
+// is the last of its record, the record's mark, or a marker's mark alone.
+// The segments stay as they are until the steps ran.
 type emitted struct {
-	mp          *mpart // the event's partition; event may update its watermark (ingest goroutine only)
-	ev          beacon.Event
-	event, mark bool
-	topic       string
-	id          int32
-	epoch       int32
-	next        int64
+	mp  *mpart // the entry's partition; event may update its watermark (ingest goroutine only)
+	seg *mseg
+	i   int
 }
 
 // order appends emit's steps to m.out.
 func (m *merger) order() (pause, resume map[string][]int32) {
-	mark := func(topic string, p int32, epoch int32, next int64) {
-		m.out = append(m.out, emitted{mark: true, topic: topic, id: p, epoch: epoch, next: next})
-	}
-	event := func(mp *mpart, e *beacon.Event) { m.out = append(m.out, emitted{mp: mp, ev: *e, event: true}) }
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	waiting := false
 	for {
 		var best *mpart
+		var bestSeg *mseg
+		var bestTS beacon.Time
 		blocked := false
 		for _, mp := range m.parts {
-			for mp.head < len(mp.q) && mp.q[mp.head].marker {
-				e := &mp.q[mp.head]
-				mark(mp.topic, mp.id, e.epoch, e.offset+1)
-				mp.head++
+			sg, e := m.head(mp)
+			for e != nil && e.marker() {
+				m.out = append(m.out, emitted{mp: mp, seg: sg, i: sg.head})
+				sg.head++
+				mp.queued--
+				sg, e = m.head(mp)
 			}
-			if mp.head == len(mp.q) {
+			if e == nil {
 				if mp.next < mp.hwm {
 					blocked = true
 				}
 				continue
 			}
-			if best == nil || mp.q[mp.head].ev.Timestamp < best.q[best.head].ev.Timestamp {
-				best = mp
+			if best == nil || e.ts < bestTS {
+				best, bestSeg, bestTS = mp, sg, e.ts
 			}
 		}
 		if best == nil {
@@ -231,27 +353,15 @@ func (m *merger) order() (pause, resume map[string][]int32) {
 		} else {
 			m.blocked = time.Time{}
 		}
-		e := &best.q[best.head]
-		event(best, &e.ev)
-		if e.last {
-			o := &m.out[len(m.out)-1]
-			o.mark, o.topic, o.id, o.epoch, o.next = true, best.topic, best.id, e.epoch, e.offset+1
-		}
-		best.head++
+		m.out = append(m.out, emitted{mp: best, seg: bestSeg, i: bestSeg.head})
+		bestSeg.head++
+		best.queued--
 	}
 	if !waiting {
 		m.blocked = time.Time{}
 	}
 	for _, mp := range m.parts {
-		if mp.head == len(mp.q) {
-			clear(mp.q)
-			mp.q, mp.head = mp.q[:0], 0
-		} else if mp.head > len(mp.q)/2 {
-			n := copy(mp.q, mp.q[mp.head:])
-			clear(mp.q[n:])
-			mp.q, mp.head = mp.q[:n], 0
-		}
-		switch queued := len(mp.q) - mp.head; {
+		switch queued := mp.queued; {
 		case !mp.paused && queued > maxQueued:
 			mp.paused = true
 			pause = addTP(pause, mp.topic, mp.id)

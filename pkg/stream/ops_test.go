@@ -533,11 +533,11 @@ func TestStaticMembershipRestart(t *testing.T) {
 func TestMergerCallsOutUnlocked(t *testing.T) {
 	var m merger
 	m.assign("in", 0, 0, 2)
-	m.add(&kgo.FetchTopicPartition{Topic: "in", FetchPartition: kgo.FetchPartition{Partition: 0, HighWatermark: 2,
-		Records: []*kgo.Record{{Topic: "in", Offset: 0}, {Topic: "in", Offset: 1}}}},
-		func(r *kgo.Record, push func(*beacon.Event)) {
-			push(&beacon.Event{Timestamp: beacon.Time(r.Offset + 1)})
-		})
+	m.add([]kgo.FetchTopicPartition{{Topic: "in", FetchPartition: kgo.FetchPartition{Partition: 0, HighWatermark: 2,
+		Records: []*kgo.Record{{Topic: "in", Offset: 0}, {Topic: "in", Offset: 1}}}}},
+		func(evs []beacon.Event, r *kgo.Record) ([]beacon.Event, string, error) {
+			return append(evs, beacon.Event{Timestamp: beacon.Time(r.Offset + 1)}), "", nil
+		}, nil)
 	done := make(chan []int64, 1)
 	go func() {
 		var seen []int64

@@ -488,6 +488,8 @@ func (r *replay) consume(ctx context.Context, consume map[string]map[int32]kgo.O
 	}
 	defer cl.Close()
 	var idle time.Duration // polling without progress; time spent processing does not count
+	var fetched []kgo.FetchTopicPartition
+	var nexts []int64
 	for {
 		if err := r.failed(); err != nil {
 			return err
@@ -518,6 +520,7 @@ func (r *replay) consume(ctx context.Context, consume map[string]map[int32]kgo.O
 			}
 		})
 		var finished map[string][]int32
+		fetched, nexts := fetched[:0], nexts[:0]
 		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
 			rp := r.parts[tp{fp.Topic, fp.Partition}]
 			if rp == nil || rp.done || len(fp.Records) == 0 {
@@ -538,7 +541,13 @@ func (r *replay) consume(ctx context.Context, consume map[string]map[int32]kgo.O
 			}
 			r.res.Records += int64(len(keep))
 			fp.Records, fp.HighWatermark = keep, rp.end
-			r.merge.add(&fp, r.in.record)
+			fetched = append(fetched, fp)
+			nexts = append(nexts, next)
+		})
+		r.merge.add(fetched, r.in.decodeRecord, r.in.reject)
+		for i := range fetched {
+			fp, next := &fetched[i], nexts[i]
+			rp := r.parts[tp{fp.Topic, fp.Partition}]
 			r.merge.skipTo(fp.Topic, fp.Partition, next)
 			if next > rp.next {
 				rp.next = next
@@ -551,7 +560,8 @@ func (r *replay) consume(ctx context.Context, consume map[string]map[int32]kgo.O
 				}
 				finished[fp.Topic] = append(finished[fp.Topic], fp.Partition)
 			}
-		})
+		}
+		clear(fetched)
 		if len(finished) > 0 {
 			cl.RemoveConsumePartitions(finished)
 		}

@@ -259,30 +259,58 @@ func TestMerger(t *testing.T) {
 		}
 		return fp
 	}
-	decode := func(r *kgo.Record, push func(*beacon.Event)) {
+	decode := func(evs []beacon.Event, r *kgo.Record) ([]beacon.Event, string, error) {
 		if r.Value[0] == 0 {
-			return // a record without events
+			return evs, "", nil // a record without events
 		}
-		push(&beacon.Event{Timestamp: beacon.Time(r.Value[0])})
+		if r.Value[0] == 255 {
+			return evs, "bad", fmt.Errorf("record %d/%d", r.Partition, r.Offset)
+		}
+		return append(evs, beacon.Event{Timestamp: beacon.Time(r.Value[0])}), "", nil
 	}
+	var rejected []string
+	reject := func(r *kgo.Record, reason string, err error) { rejected = append(rejected, reason+" "+err.Error()) }
 	var got []int
 	marks := map[int32]int64{}
-	emit := func() {
+	emit := func(m *merger) {
 		m.emit(func(_ *mpart, e *beacon.Event) { got = append(got, int(e.Timestamp)) },
 			func(_ string, p, _ int32, next int64) { marks[p] = next })
 	}
-	m.add(mk(0, 10, 1, 4, 0, 7), decode)
-	emit()
+	m.add([]kgo.FetchTopicPartition{*mk(0, 10, 1, 4, 0, 7)}, decode, reject)
+	emit(&m)
 	if len(got) != 0 {
 		t.Fatalf("emitted %v while partition 1, not read yet, may hold older events", got)
 	}
-	m.add(mk(1, 3, 2, 3, 5), decode)
-	emit()
+	m.add([]kgo.FetchTopicPartition{*mk(1, 3, 2, 3, 5)}, decode, reject)
+	emit(&m)
 	if g, want := fmt.Sprint(got), "[1 2 3 4 5 7]"; g != want {
 		t.Errorf("order %s, want %s (partition 1 is idle once read to its end)", g, want)
 	}
 	if marks[0] != 4 || marks[1] != 3 {
 		t.Errorf("marks %v, want 0→4 (the empty record included), 1→3", marks)
+	}
+
+	// The same partitions fetched together decode in parallel, each into
+	// its own segment, and merge to the same order; records that do not
+	// decode reach reject in fetch order, after decoding, and their
+	// offsets are still marked.
+	var m2 merger
+	for p := range int32(4) {
+		m2.assign("in", p, 0, 4)
+	}
+	got, marks = nil, map[int32]int64{}
+	m2.add([]kgo.FetchTopicPartition{*mk(0, 4, 1, 4, 255, 7), *mk(1, 4, 2, 3, 5, 9), *mk(2, 4, 255, 6, 6, 8), *mk(3, 4, 0, 0, 0, 10)}, decode, reject)
+	emit(&m2)
+	if g, want := fmt.Sprint(got), "[1 2 3 4 5 6 6 7 8 9 10]"; g != want {
+		t.Errorf("parallel decode: order %s, want %s", g, want)
+	}
+	if g, want := fmt.Sprint(rejected), "[bad record 0/2 bad record 2/0]"; g != want {
+		t.Errorf("rejected %s, want %s", g, want)
+	}
+	for p := range int32(4) {
+		if marks[p] != 4 {
+			t.Errorf("partition %d marked %d, want 4", p, marks[p])
+		}
 	}
 }
 
