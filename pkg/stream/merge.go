@@ -49,7 +49,7 @@ type mpart struct {
 	segs   []*mseg // queued, oldest first: one per fetch of the partition
 	queued int     // entries in segs not yet handed on
 	next   int64   // offset after the last record received
-	hwm    int64 // high watermark at the last fetch
+	hwm    int64   // high watermark at the last fetch
 	paused bool
 
 	// The partition's watermark (docs/streaming.md, "Time"): the newest
