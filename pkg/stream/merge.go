@@ -184,6 +184,10 @@ func (m *merger) add(fps []kgo.FetchTopicPartition, decode decodeFunc, reject fu
 	segs := m.segments(len(fps))
 	fill := func(i int) {
 		sg, fp := segs[i], &fps[i]
+		// Room for a record's worth of events each (rows, the common
+		// shape: one event a record), so that decoding does not grow them.
+		sg.evs = slices.Grow(sg.evs, len(fp.Records))
+		sg.ents = slices.Grow(sg.ents, len(fp.Records))
 		for _, r := range fp.Records {
 			n := len(sg.evs)
 			var reason string
