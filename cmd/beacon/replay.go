@@ -104,6 +104,7 @@ type replayConfig struct {
 	logLevel                 string
 	fromT, toT, endT         *beacon.Time
 	startOffsets, endOffsets map[int32]int64
+	memoryLimit              memoryLimit
 }
 
 func registerReplayFlags(fs *flag.FlagSet, c *replayConfig) {
@@ -128,6 +129,7 @@ func registerReplayFlags(fs *flag.FlagSet, c *replayConfig) {
 	fs.StringVar(&c.stateDir, "state-dir", "", "keep the replay's state in this new (empty) directory (default: a temporary directory, removed at the end)")
 	fs.BoolVar(&c.quiet, "quiet", false, "no progress bar, bad-record reports or summary on stderr")
 	fs.StringVar(&c.logLevel, "log-level", "warn", "log level of warnings from the Kafka client and the state: debug, info, warn or error")
+	c.memoryLimit.register(fs)
 }
 
 // replayLayered are the flags replay takes from the environment and the
@@ -205,6 +207,7 @@ func runReplay(ctx context.Context, args []string, s stdio) error {
 	if c.stateDir != "" {
 		opts = append(opts, stream.StateDir(c.stateDir))
 	}
+	opts = append(opts, c.memoryLimit.apply()...)
 
 	bar := newReplayBar(s.errOut, !c.quiet && isTerminal(s.errOut))
 	var bad atomic.Int64

@@ -7,9 +7,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"net"
 	"os"
+	"runtime/debug"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -73,6 +76,7 @@ type runConfig struct {
 	readyMaxLag                     int64
 	logLevel, logFormat             string
 	config                          string
+	memoryLimit                     memoryLimit
 }
 
 // kafkaConfig is how to reach the brokers; run and replay share its flags.
@@ -131,6 +135,7 @@ func registerRunFlags(fs *flag.FlagSet, c *runConfig) {
 	fs.Int64Var(&c.readyMaxLag, "ready-max-lag", 100_000, "/readyz fails while an owned partition is more records than this behind (0: no bound)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "json", "log format: json or console")
+	c.memoryLimit.register(fs)
 }
 
 // registerKafkaFlags defines the connection flags of run and replay.
@@ -200,6 +205,7 @@ func runRun(ctx context.Context, args []string, s stdio) error {
 	if err != nil {
 		return usagef("run: %v", err)
 	}
+	opts = append(opts, c.memoryLimit.apply()...)
 	if c.listen != "" {
 		l, err := net.Listen("tcp", c.listen)
 		if err != nil {
@@ -510,4 +516,64 @@ func (c unsampledAlerts) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapco
 		return c.raw.Check(e, ce)
 	}
 	return c.Core.Check(e, ce)
+}
+
+// memoryLimit is --memory-limit of run and replay: the Go memory limit of
+// the process (debug.SetMemoryLimit), of which a quarter sizes the
+// detection state's caches (stream.MemoryBudget); the rest is for the
+// tuple index, ingest's queues and the collector's slack. At the limit the
+// collector runs more often and the caches drop cold blocks, which are
+// read back from Pebble: slower, not out of memory (docs/performance.md,
+// "Memory limit"). It takes GOMEMLIMIT's syntax: bytes, or a number with
+// KiB, MiB, GiB or TiB (KB, MB, GB and TB are powers of 1000).
+type memoryLimit int64
+
+// minMemoryLimit leaves the state's caches their floor of 16 MiB.
+const minMemoryLimit = 64 << 20
+
+func (m *memoryLimit) register(fs *flag.FlagSet) {
+	fs.Var(m, "memory-limit", "Go memory limit of the process, e.g. 2GiB; a quarter of it sizes the state's caches (default: none, GOMEMLIMIT applies)")
+}
+
+func (m *memoryLimit) String() string {
+	if *m == 0 {
+		return ""
+	}
+	return strconv.FormatInt(int64(*m), 10)
+}
+
+func (m *memoryLimit) Set(s string) error {
+	v, err := parseBytes(s)
+	if err != nil {
+		return err
+	}
+	if v != 0 && v < minMemoryLimit {
+		return errors.New("below the least limit, 64MiB (the state's caches take a quarter, at least 16MiB)")
+	}
+	*m = memoryLimit(v)
+	return nil
+}
+
+// apply sets the process's memory limit and returns the options that size
+// the state from it (none without a limit).
+func (m memoryLimit) apply() []stream.Opt {
+	if m == 0 {
+		return nil
+	}
+	debug.SetMemoryLimit(int64(m))
+	return []stream.Opt{stream.MemoryBudget(int64(m) / 4)}
+}
+
+// parseBytes reads a size in GOMEMLIMIT's syntax (and decimal KB…TB).
+func parseBytes(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	num := strings.TrimRightFunc(t, func(r rune) bool { return r < '0' || r > '9' })
+	unit := strings.TrimSpace(t[len(num):])
+	mult := map[string]int64{"": 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40,
+		"KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12}[unit]
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 || mult == 0 || n > math.MaxInt64/mult {
+		return 0, fmt.Errorf("%q is not a size (want bytes, or a number with KiB, MiB, GiB, TiB, KB, MB, GB or TB, e.g. 2GiB)", s)
+	}
+	return n * mult, nil
 }

@@ -38,6 +38,10 @@ type Store struct {
 	commitEvery int
 }
 
+// CacheBudget returns the bytes the store's cache of decoded timestamp
+// blocks may hold (a quarter of WithMemoryBudget), and how many it holds.
+func (s *Store) CacheBudget() (budget, cached int64) { return s.blockBudget, s.cached.Load() }
+
 // Option configures Open.
 type Option interface{ apply(*config) }
 

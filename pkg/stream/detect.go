@@ -65,7 +65,7 @@ func newDetector(s *Service) (*detector, error) {
 		return nil, err
 	}
 	d.codec = c
-	st, err := state.Open(s.cfg.stateDir, s.cfg.params, state.WithLogger(s.log.Named("state")))
+	st, err := state.Open(s.cfg.stateDir, s.cfg.params, s.stateOpts()...)
 	if err != nil {
 		return nil, err
 	}

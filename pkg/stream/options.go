@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/beaconhunt/beacon/pkg/beacon"
+	"github.com/beaconhunt/beacon/pkg/state"
 )
 
 // Opt configures a Service.
@@ -93,6 +94,7 @@ type cfg struct {
 	inputSchemaID int32
 	maxRecord     int
 	fromLatest    bool
+	memoryBudget  int64 // state.WithMemoryBudget; 0: the state's defaults
 
 	commitInterval time.Duration
 	sessionTimeout time.Duration
@@ -264,6 +266,17 @@ func InputSchemaID(id int32) Opt { return optFn(func(c *cfg) { c.inputSchemaID =
 // unread (default 1 MiB, Event Hubs' largest message).
 func MaxRecordBytes(n int) Opt { return optFn(func(c *cfg) { c.maxRecord = n }) }
 
+// MemoryBudget sizes the detection state's caches (state.WithMemoryBudget:
+// decoded timestamp blocks, Pebble's block cache and memtables) from one
+// number of bytes, at least 16 MiB. Use it with debug.SetMemoryLimit to
+// fit a process into a memory limit: `beacon run --memory-limit L` gives
+// the state L/4 and leaves the rest to the tuple index, ingest's queues
+// and the collector's slack (docs/performance.md, "Memory limit"). When
+// the caches are full, blocks that are not hot are dropped and read back
+// from Pebble on use; the tuple index is not bounded by it. Default: the
+// state's own sizes (about 160 MiB).
+func MemoryBudget(bytes int64) Opt { return optFn(func(c *cfg) { c.memoryBudget = bytes }) }
+
 // FromLatest makes a new ingest group start at the end of the input topics
 // instead of their beginning (the default, which backfills the window).
 func FromLatest() Opt { return optFn(func(c *cfg) { c.fromLatest = true }) }
@@ -344,4 +357,13 @@ func TLS(c *tls.Config) kgo.Opt {
 		c = &tls.Config{MinVersion: tls.VersionTLS12}
 	}
 	return kgo.DialTLSConfig(c)
+}
+
+// stateOpts are the options of the detection state's store.
+func (s *Service) stateOpts() []state.Option {
+	opts := []state.Option{state.WithLogger(s.log.Named("state"))}
+	if s.cfg.memoryBudget > 0 {
+		opts = append(opts, state.WithMemoryBudget(s.cfg.memoryBudget))
+	}
+	return opts
 }

@@ -271,7 +271,7 @@ func (r *replay) run(ctx context.Context) error {
 	// Nothing reopens the state during a replay: it needs no commit per
 	// batch (Close writes what is kept), and scratch state no disk, WAL or
 	// fsync.
-	sopts := []state.Option{state.WithLogger(s.log.Named("state")), state.WithCommitEvery(0)}
+	sopts := append(s.stateOpts(), state.WithCommitEvery(0))
 	if r.scratch {
 		sopts = append(sopts, state.WithInMemory())
 	}

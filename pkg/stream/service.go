@@ -105,6 +105,8 @@ func New(opts ...Opt) (*Service, error) {
 		return nil, fmt.Errorf("stream: max held records must be at least 1, got %d", c.maxHeld)
 	case c.commitInterval <= 0:
 		return nil, fmt.Errorf("stream: commit interval must be positive, got %s", c.commitInterval)
+	case c.memoryBudget != 0 && c.memoryBudget < 16<<20:
+		return nil, fmt.Errorf("stream: memory budget must be at least 16 MiB, got %d bytes", c.memoryBudget)
 	case c.maxRecord < 64:
 		return nil, fmt.Errorf("stream: max record bytes must be at least 64, got %d", c.maxRecord)
 	case c.watchInterval < 10*time.Millisecond:

@@ -11,6 +11,7 @@ import (
 
 	"github.com/beaconhunt/beacon/pkg/beacon"
 	"github.com/beaconhunt/beacon/pkg/fleet"
+	"github.com/beaconhunt/beacon/pkg/state"
 )
 
 func mustTime(t *testing.T, s string) beacon.Time {
@@ -328,5 +329,26 @@ func TestRecordTime(t *testing.T) {
 	}
 	if got := recordTime(mustTime(t, "1969-12-31T23:00:00Z"), now); got.UnixMilli() != 0 {
 		t.Fatalf("pre-epoch event stamped %v", got)
+	}
+}
+
+// TestMemoryBudgetReachesState: MemoryBudget sizes the state the service
+// and Replay open (a quarter of it to the block cache), and a budget below
+// the state's floor is refused by New with a message naming it.
+func TestMemoryBudgetReachesState(t *testing.T) {
+	s, err := New(Brokers("127.0.0.1:1"), StateDir(t.TempDir()), MemoryBudget(256<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := state.Open(t.TempDir(), s.cfg.params, s.stateOpts()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if budget, _ := st.CacheBudget(); budget != 64<<20 {
+		t.Errorf("block cache budget %d, want %d (a quarter of the memory budget)", budget, 64<<20)
+	}
+	if _, err := New(Brokers("127.0.0.1:1"), StateDir(t.TempDir()), MemoryBudget(1<<20)); err == nil || !strings.Contains(err.Error(), "memory budget must be at least 16 MiB") {
+		t.Errorf("New with a 1 MiB budget: %v, want an error naming the floor", err)
 	}
 }
