@@ -391,7 +391,7 @@ func consumeRaw(b *testing.B, addr, topic string) int64 {
 		}
 	})
 	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: offs}),
-		kgo.FetchMaxWait(200*time.Millisecond), kgo.FetchMaxPartitionBytes(4<<20))
+		kgo.FetchMaxWait(200*time.Millisecond), kgo.FetchMaxPartitionBytes(1<<20))
 	if err != nil {
 		b.Fatal(err)
 	}

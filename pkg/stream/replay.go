@@ -481,7 +481,12 @@ func (r *replay) consume(ctx context.Context, consume map[string]map[int32]kgo.O
 		kgo.ConsumePartitions(consume),
 		kgo.KeepControlRecords(), // they count toward the end offsets
 		kgo.FetchMaxWait(200*time.Millisecond),
-		kgo.FetchMaxPartitionBytes(4<<20),
+		// 1 MiB a partition, as kcat (librdkafka's default): the merger
+		// holds the fetched records until every partition has reached
+		// their event time, so larger fetches only raise the peak memory
+		// (two days from 6 partitions: 1.09 GB RSS at 4 MiB, 0.66 GB at
+		// 1 MiB, the same CPU).
+		kgo.FetchMaxPartitionBytes(1<<20),
 	)...)
 	if err != nil {
 		return err
