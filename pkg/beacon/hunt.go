@@ -13,181 +13,88 @@ import (
 // that pass the query's filters and, per (RemoteIP, RemoteUrl), the newest
 // time the pair was seen — what the query needs and nothing else.
 //
-// Events are split by RemoteIP into shards, as the streaming detector
-// partitions them: every tuple of a destination and every domain of an IP
-// land in one shard, so the device cap and Domains are shard-local and
-// AddBatch can fill the shards in parallel.
+// AddBatch may be called from several goroutines at once (a parallel
+// decoder hands over each chunk as it is done). Each caller fills an adder
+// of its own — no lock per event, no tables shared between cores — and the
+// adders are folded together when the rows are asked for (DefaultNow,
+// Window, Rows, which must not run concurrently with adds).
+//
+// An adder keeps each distinct RemoteIP once (with whether it passes the
+// query's IP filters: IPv4 is parsed once per address, not per event),
+// each distinct "who" (DeviceId, DeviceName, account, process) once, and
+// a tuple as three integers (who, IP, port): what a lookup touches is a
+// small table of hot entries, then a 12-byte key.
 //
 // Event strings may alias decoder buffers: Hunt copies what it keeps.
 type Hunt struct {
 	p      Params
-	seed   maphash.Seed
-	shards []*shard
-	routes sync.Pool // of *route: AddBatch's per-shard event indexes, reused
+	hx     hashIndex
+	mu     sync.Mutex
+	free   []*adder // adders not in use
+	all    []*adder // every adder since the last merge
+	merged *adder   // what the rows are read from
 	events atomic.Int64
 }
 
-// route is one AddBatch call's split of its batch by shard.
-type route struct {
-	idx  [][]int32
-	done []bool
-}
-
-// shard holds the events of the RemoteIPs that hash to it.
-type shard struct {
-	mu   sync.Mutex // AddBatch may be called from several goroutines
-	p    *Params
-	seed maphash.Seed
-	// index finds a tuple's position in tuples by its hash (huntindex.go).
-	hx          hashIndex
-	index       slots
-	tuples      []Tuple
-	tupleHashes []uint64
-	// Each kept event is (tuple index, timestamp), in arrival order; Rows
-	// groups them with a counting sort, so no per-tuple slice is grown.
-	evTuple []int32
-	evTime  []Time
-	// For the Domains enrichment, the newest Timestamp of each distinct
-	// (RemoteIP, RemoteUrl), found by urlIndex; domains are derived only
-	// for the IPs of candidates, at the end.
-	urlIndex slots
-	urlSeen  []ipURL
-	strs     map[string]string
-	newest   Time
-	any      bool
-}
-
-// NewHunt returns an empty batch with a shard per CPU.
+// NewHunt returns an empty batch.
 func NewHunt(p Params) *Hunt {
-	h := &Hunt{p: p, seed: maphash.MakeSeed()}
-	n := runtime.GOMAXPROCS(0)
-	for range n {
-		h.shards = append(h.shards, &shard{
-			p:    &h.p,
-			seed: h.seed,
-			hx:   newHashIndex(h.seed),
-			strs: make(map[string]string),
-		})
-	}
-	h.routes.New = func() any { return &route{idx: make([][]int32, n), done: make([]bool, n)} }
-	return h
-}
-
-func (h *Hunt) shardOf(e *Event) int {
-	if len(h.shards) == 1 {
-		return 0
-	}
-	return int(maphash.String(h.seed, e.RemoteIP) % uint64(len(h.shards)))
+	return &Hunt{p: p, hx: newHashIndex(maphash.MakeSeed())}
 }
 
 // Add takes one event.
 func (h *Hunt) Add(e *Event) {
 	h.events.Add(1)
-	sh := h.shards[h.shardOf(e)]
-	sh.mu.Lock()
-	sh.add(e)
-	sh.mu.Unlock()
+	a := h.take()
+	a.add(e)
+	h.give(a)
 }
 
 // AddBatch takes a batch of events. It is safe to call from several
-// goroutines at once (a parallel decoder hands over each chunk as it is
-// done): each shard is locked only while its part of the batch is added,
-// and a caller fills whichever shard is free first, so callers rarely wait
-// for each other and never for a whole batch.
+// goroutines at once: each call takes an adder no other call is using.
 func (h *Hunt) AddBatch(batch []Event) {
 	h.events.Add(int64(len(batch)))
-	if len(h.shards) == 1 {
-		sh := h.shards[0]
-		sh.mu.Lock()
-		for i := range batch {
-			sh.add(&batch[i])
-		}
-		sh.mu.Unlock()
-		return
-	}
-	r := h.routes.Get().(*route)
-	for k := range r.idx {
-		r.idx[k] = r.idx[k][:0]
-	}
+	a := h.take()
 	for i := range batch {
-		k := h.shardOf(&batch[i])
-		r.idx[k] = append(r.idx[k], int32(i))
+		a.add(&batch[i])
 	}
-	pending := 0
-	for k := range r.done {
-		r.done[k] = len(r.idx[k]) == 0
-		if !r.done[k] {
-			pending++
+	h.give(a)
+}
+
+func (h *Hunt) take() *adder {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if n := len(h.free); n > 0 {
+		a := h.free[n-1]
+		h.free = h.free[:n-1]
+		return a
+	}
+	a := newAdder(&h.p, &h.hx)
+	h.all = append(h.all, a)
+	return a
+}
+
+func (h *Hunt) give(a *adder) {
+	h.mu.Lock()
+	h.free = append(h.free, a)
+	h.mu.Unlock()
+}
+
+// merge folds every adder into h.merged and returns it.
+func (h *Hunt) merge() *adder {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, a := range h.all {
+		if h.merged == nil {
+			h.merged = a // the first adder is the merge: nothing to copy
+			continue
 		}
+		h.merged.absorb(a)
 	}
-	for pending > 0 {
-		wait := -1
-		for k, sh := range h.shards {
-			if r.done[k] {
-				continue
-			}
-			if !sh.mu.TryLock() {
-				if wait < 0 {
-					wait = k
-				}
-				continue
-			}
-			sh.addAll(batch, r.idx[k])
-			sh.mu.Unlock()
-			r.done[k] = true
-			pending--
-			wait = -2
-		}
-		if wait >= 0 { // every shard left is busy: wait for one
-			sh := h.shards[wait]
-			sh.mu.Lock()
-			sh.addAll(batch, r.idx[wait])
-			sh.mu.Unlock()
-			r.done[wait] = true
-			pending--
-		}
+	h.all, h.free = nil, nil
+	if h.merged == nil {
+		h.merged = newAdder(&h.p, &h.hx)
 	}
-	h.routes.Put(r)
-}
-
-func (h *shard) addAll(batch []Event, idx []int32) {
-	for _, i := range idx {
-		h.add(&batch[i])
-	}
-}
-
-func (h *shard) intern(s string) string {
-	if v, ok := h.strs[s]; ok {
-		return v
-	}
-	v := cloneString(s)
-	h.strs[v] = v
-	return v
-}
-
-func (h *shard) add(e *Event) {
-	if h.p.DomainIP(e.RemoteIP) {
-		h.addDomain(e)
-	}
-	if !h.p.Connection(e) {
-		return
-	}
-	if !h.any || e.Timestamp > h.newest {
-		h.newest, h.any = e.Timestamp, true
-	}
-	if !e.HasPort {
-		return // null == null is null in Kusto: such rows never pair up
-	}
-	t := h.p.TupleOf(e)
-	i := h.tupleIndex(&t)
-	h.evTuple = append(h.evTuple, i)
-	h.evTime = append(h.evTime, e.Timestamp)
-}
-
-type ipURL struct {
-	ip, url string
-	newest  Time
-	hash    uint64 // pairHash(ip, url), to grow urlIndex
+	return h.merged
 }
 
 // Events is the number of events added.
@@ -197,84 +104,221 @@ func (h *Hunt) Events() int64 { return h.events.Load() }
 // among events that pass the filters, plus one second — the clock the
 // streaming detector has. ok is false when no event passed.
 func (h *Hunt) DefaultNow() (now Time, ok bool) {
-	var newest Time
-	for _, sh := range h.shards {
-		if sh.any && (!ok || sh.newest > newest) {
-			newest, ok = sh.newest, true
-		}
-	}
-	return newest + Second, ok
+	m := h.merge()
+	return m.newest + Second, m.any
 }
 
 // Window returns the query's window at now and how many of the events
 // that passed the filters lie in it: what hunt reports on stderr.
 func (h *Hunt) Window(now Time) (from, to Time, events int64) {
 	from, to = h.p.Window(now)
-	for _, sh := range h.shards {
-		for _, t := range sh.evTime {
-			if t >= from && t <= to {
-				events++
-			}
+	for _, t := range h.merge().evTime {
+		if t >= from && t <= to {
+			events++
 		}
 	}
 	return from, to, events
 }
 
-// Rows runs the query at now and returns its rows in output order.
-func (h *Hunt) Rows(now Time) []Row {
-	parts := make([][]Row, len(h.shards))
-	var wg sync.WaitGroup
-	for k, sh := range h.shards {
-		wg.Go(func() { parts[k] = sh.rows(now) })
-	}
-	wg.Wait()
-	rows := slices.Concat(parts...)
-	SortRows(rows)
-	return rows
+// adder is one caller's share of a Hunt: the events it was given, reduced
+// to what the query needs.
+type adder struct {
+	p    *Params
+	hx   *hashIndex
+	seed bool // the seed profile: Connection's IP checks are DomainIP's (see add)
+
+	ipIndex   slots
+	ips       []ipEntry
+	whoIndex  slots
+	whos      []who
+	tupIndex  slots
+	tuples    []tupleKey
+	pairIndex slots
+	pairs     []ipURL
+	// Each kept event is (tuple index, timestamp), in arrival order; Rows
+	// groups them with a counting sort, so no per-tuple slice is grown.
+	evTuple []int32
+	evTime  []Time
+	newest  Time
+	any     bool
 }
 
-// rows returns the shard's rows, unsorted.
-func (h *shard) rows(now Time) []Row {
+func newAdder(p *Params, hx *hashIndex) *adder {
+	return &adder{p: p, hx: hx, seed: p.Profile == "" || p.Profile == ProfileSeed}
+}
+
+// ipEntry is a distinct RemoteIP.
+type ipEntry struct {
+	s      string
+	hash   uint64
+	domain bool // p.DomainIP(s)
+}
+
+// who is a tuple without its destination: DeviceId, DeviceName and the
+// initiating process's account and file name.
+type who struct {
+	DeviceId, DeviceName, AccountName, AccountDomain, FileName string
+	hash                                                       uint64
+}
+
+// tupleKey is a tuple as indexes into ips and whos.
+type tupleKey struct {
+	who, ip uint32
+	port    int32
+}
+
+// ipURL is a distinct (RemoteIP, RemoteUrl) and the newest time it was
+// seen, for the Domains enrichment.
+type ipURL struct {
+	ip     uint32
+	url    string
+	newest Time
+	hash   uint64
+}
+
+func (a *adder) add(e *Event) {
+	ii := a.ip(e.RemoteIP)
+	domain := a.ips[ii].domain
+	if domain {
+		a.addDomain(ii, e.RemoteUrl, e.Timestamp)
+	}
+	if a.seed {
+		if !seedConnection(a.p, domain, e) {
+			return
+		}
+	} else if !a.p.Connection(e) {
+		return
+	}
+	if !a.any || e.Timestamp > a.newest {
+		a.newest, a.any = e.Timestamp, true
+	}
+	if !e.HasPort {
+		return // null == null is null in Kusto: such rows never pair up
+	}
+	var wi uint32
+	if a.seed {
+		wi = a.who(e.DeviceId, e.DeviceName, e.AccountName, e.AccountDomain, e.FileName)
+	} else {
+		t := a.p.TupleOf(e) // robust lower-cases names; the IP is the event's
+		wi = a.who(t.DeviceId, t.DeviceName, t.AccountName, t.AccountDomain, t.FileName)
+	}
+	a.evTuple = append(a.evTuple, a.tuple(tupleKey{wi, ii, e.RemotePort}))
+	a.evTime = append(a.evTime, e.Timestamp)
+}
+
+// seedConnection is seed's Params.Connection given domain =
+// DomainIP(e.RemoteIP), which an adder knows per address: Connection's IP
+// checks (not empty, not 0.0.0.0, public IPv4) are DomainIP's.
+// TestHuntSeedConnection holds the two to the same answer.
+func seedConnection(p *Params, domain bool, e *Event) bool {
+	if !domain {
+		return false
+	}
+	switch e.RemoteIPType {
+	case "Reserved", "Private", "LinkLocal", "Loopback":
+		return false
+	}
+	return p.ActionTypeOK(e.ActionType)
+}
+
+// absorb folds b's events, tuples and pairs into a. b's strings are
+// already a's to keep.
+func (a *adder) absorb(b *adder) {
+	ipMap := make([]uint32, len(b.ips))
+	for i := range b.ips {
+		ipMap[i] = a.ipOf(&b.ips[i])
+	}
+	whoMap := make([]uint32, len(b.whos))
+	for i := range b.whos {
+		whoMap[i] = a.whoOf(&b.whos[i])
+	}
+	tupMap := make([]int32, len(b.tuples))
+	for i, t := range b.tuples {
+		tupMap[i] = a.tuple(tupleKey{whoMap[t.who], ipMap[t.ip], t.port})
+	}
+	for k, i := range b.evTuple {
+		a.evTuple = append(a.evTuple, tupMap[i])
+		a.evTime = append(a.evTime, b.evTime[k])
+	}
+	for i := range b.pairs {
+		u := &b.pairs[i]
+		a.pairOf(ipMap[u.ip], u.url, u.newest, true)
+	}
+	if b.any && (!a.any || b.newest > a.newest) {
+		a.newest, a.any = b.newest, true
+	}
+}
+
+// tupleOf returns the tuple of a key.
+func (a *adder) tupleOf(k tupleKey) Tuple {
+	w := &a.whos[k.who]
+	return Tuple{w.DeviceId, w.DeviceName, w.AccountName, w.AccountDomain, w.FileName, a.ips[k.ip].s, k.port}
+}
+
+// Rows runs the query at now and returns its rows in output order.
+func (h *Hunt) Rows(now Time) []Row {
+	a := h.merge()
 	from, to := h.p.Window(now)
 	// Counting sort of the window's events by tuple.
-	start := make([]int32, len(h.tuples)+1)
-	for k, i := range h.evTuple {
-		if t := h.evTime[k]; t >= from && t <= to {
+	n := len(a.tuples)
+	start := make([]int32, n+1)
+	for k, i := range a.evTuple {
+		if t := a.evTime[k]; t >= from && t <= to {
 			start[i+1]++
 		}
 	}
-	for i := range h.tuples {
+	for i := range n {
 		start[i+1] += start[i]
 	}
-	times := make([]Time, start[len(h.tuples)])
-	fill := append([]int32(nil), start[:len(h.tuples)]...)
-	for k, i := range h.evTuple {
-		if t := h.evTime[k]; t >= from && t <= to {
+	times := make([]Time, start[n])
+	fill := append([]int32(nil), start[:n]...)
+	for k, i := range a.evTuple {
+		if t := a.evTime[k]; t >= from && t <= to {
 			times[fill[i]] = t
 			fill[i]++
 		}
 	}
+	// The per-tuple tests, on every CPU: each takes a range of tuples.
+	type cand struct {
+		i  int32
+		st Stats
+		ts []Time
+	}
+	parts := make([][]cand, runtime.GOMAXPROCS(0))
+	var wg sync.WaitGroup
+	for k := range parts {
+		lo, hi := n*k/len(parts), n*(k+1)/len(parts)
+		wg.Go(func() {
+			var deltas []int64
+			for i := lo; i < hi; i++ {
+				ts := times[start[i]:start[i+1]]
+				if len(ts) <= 1 || int64(len(ts)) <= h.p.TotalEventsThresholdMin {
+					continue // cannot pass the count test, duplicates or not
+				}
+				slices.Sort(ts)
+				ts = slices.Compact(ts)
+				deltas = Deltas(ts, deltas)
+				s := SummaryOf(deltas)
+				if st, ok := h.p.Candidate(int64(len(ts)), &s); ok {
+					parts[k] = append(parts[k], cand{int32(i), st, ts})
+				}
+			}
+		})
+	}
+	wg.Wait()
 	byDest := make(map[Destination][]Candidate)
 	tsOf := make(map[Tuple][]Time)
-	var deltas []int64
-	for i := range h.tuples {
-		ts := times[start[i]:start[i+1]]
-		if len(ts) <= 1 || int64(len(ts)) <= h.p.TotalEventsThresholdMin {
-			continue // cannot pass the count test, duplicates or not
+	ipsOf := make(map[uint32]bool)
+	for _, part := range parts {
+		for _, c := range part {
+			k := a.tuples[c.i]
+			t := a.tupleOf(k)
+			byDest[t.Destination()] = append(byDest[t.Destination()], Candidate{t, c.st})
+			tsOf[t] = c.ts
+			ipsOf[k.ip] = true
 		}
-		slices.Sort(ts)
-		ts = slices.Compact(ts)
-		deltas = Deltas(ts, deltas)
-		s := SummaryOf(deltas)
-		st, ok := h.p.Candidate(int64(len(ts)), &s)
-		if !ok {
-			continue
-		}
-		t := h.tuples[i]
-		byDest[t.Destination()] = append(byDest[t.Destination()], Candidate{t, st})
-		tsOf[t] = ts
 	}
-	domains := h.domainsAfter(h.p.DomainsFrom(now), byDest)
+	domains := a.domainsAfter(h.p.DomainsFrom(now), ipsOf)
 	var rows []Row
 	for _, cands := range byDest {
 		kept, devices := h.p.SelectDestination(cands)
@@ -283,20 +327,22 @@ func (h *shard) rows(now Time) []Row {
 			rows = append(rows, NewRow(c, tsOf[c.Tuple], domains[c.RemoteIP], devices))
 		}
 	}
+	SortRows(rows)
 	return rows
 }
 
 // domainsAfter returns, for the IPs of the candidates, the sorted set of
 // domains seen after from.
-func (h *shard) domainsAfter(from Time, byDest map[Destination][]Candidate) map[string][]string {
+func (a *adder) domainsAfter(from Time, ips map[uint32]bool) map[string][]string {
 	out := make(map[string][]string)
-	for d := range byDest {
-		out[d.RemoteIP] = nil
+	for ip := range ips {
+		out[a.ips[ip].s] = nil
 	}
-	for i := range h.urlSeen {
-		u := &h.urlSeen[i]
-		if list, ok := out[u.ip]; ok && u.newest > from {
-			out[u.ip] = append(list, DomainOf(u.url))
+	for i := range a.pairs {
+		u := &a.pairs[i]
+		if ips[u.ip] && u.newest > from {
+			s := a.ips[u.ip].s
+			out[s] = append(out[s], DomainOf(u.url))
 		}
 	}
 	for ip, list := range out {

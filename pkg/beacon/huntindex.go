@@ -6,11 +6,12 @@ import (
 	"unsafe"
 )
 
-// Hunt's shards find a tuple, and a (RemoteIP, RemoteUrl) pair, by a 64-bit
-// hash of its columns in a table of 8-byte slots (see slots), then compare
-// the entry found with the columns. Keyed by the values themselves, Go's
-// map hashed every string on its own and kept 112-byte slots (a 104-byte
-// Tuple and its index) that miss the cache on ~250k tuples of a day.
+// Hunt's adders find a RemoteIP, a who, a tuple and a (RemoteIP,
+// RemoteUrl) pair by a 64-bit hash of its columns in a table of 8-byte
+// slots (see slots), then compare the entry found with the columns. Keyed
+// by the values themselves, Go's map hashed every string on its own and
+// kept 112-byte slots (a 104-byte Tuple and its index) that miss the cache
+// on ~250k tuples of a day.
 type hashIndex struct {
 	seed uint64
 	// weak keeps three bits of the hash: tests force collisions.
@@ -56,20 +57,27 @@ func (x *hashIndex) final(h uint64) uint64 {
 	return h
 }
 
-// tupleHash hashes the seven columns of t.
-func (x *hashIndex) tupleHash(t *Tuple) uint64 {
-	h := mix(x.seed, t.DeviceId)
-	h = mix(h, t.DeviceName)
-	h = mix(h, t.AccountName)
-	h = mix(h, t.AccountDomain)
-	h = mix(h, t.FileName)
-	h = mix(h, t.RemoteIP)
-	return x.final(h ^ uint64(uint32(t.RemotePort)))
+// whoHash hashes the five columns of a who.
+func (x *hashIndex) whoHash(dev, name, acct, dom, file string) uint64 {
+	h := mix(x.seed, dev)
+	h = mix(h, name)
+	h = mix(h, acct)
+	h = mix(h, dom)
+	return x.final(mix(h, file))
 }
 
-// pairHash hashes a (RemoteIP, RemoteUrl).
-func (x *hashIndex) pairHash(ip, url string) uint64 {
-	return x.final(mix(mix(x.seed, ip), url))
+// tupleHash hashes a tuple's indexes.
+func (x *hashIndex) tupleHash(k tupleKey) uint64 {
+	const m = 0x9e3779b97f4a7c15
+	h := (x.seed ^ uint64(k.who)<<32 ^ uint64(k.ip)) * m
+	h ^= h >> 32
+	h = (h ^ uint64(uint32(k.port))) * m
+	return x.final(h)
+}
+
+// pairHash hashes a (RemoteIP index, RemoteUrl).
+func (x *hashIndex) pairHash(ip uint32, url string) uint64 {
+	return x.final(mix(x.seed^uint64(ip)*0x9e3779b97f4a7c15, url))
 }
 
 // slots is an open-addressing table of positions: each slot holds 32
@@ -101,66 +109,146 @@ func (t *slots) put(h uint64, i int32) {
 	}
 }
 
-// tupleIndex returns the position of t in h.tuples, adding it (with its
-// strings interned) when it is new.
-func (h *shard) tupleIndex(t *Tuple) int32 {
-	k := h.hx.tupleHash(t)
-	x := &h.index
-	if 2*(x.n+1) > len(x.s) {
-		x.grow(func(yield func(uint64, int32) bool) {
-			for i, k := range h.tupleHashes {
-				yield(k, int32(i))
-			}
-		})
-	}
+// find probes t for hash k and returns the position eq accepts, or the
+// empty slot to fill (j) and -1. It grows t first when it is half full,
+// with rehash giving every entry's hash.
+func (t *slots) find(k uint64, eq func(int32) bool) (j uint64, i int32) {
 	tag := k >> 32 << 32
-	for j := k & x.mask; ; j = (j + 1) & x.mask {
-		e := x.s[j]
+	for j = k & t.mask; ; j = (j + 1) & t.mask {
+		e := t.s[j]
 		if e == 0 {
-			i := int32(len(h.tuples))
-			h.tuples = append(h.tuples, Tuple{h.intern(t.DeviceId), h.intern(t.DeviceName), h.intern(t.AccountName),
-				h.intern(t.AccountDomain), h.intern(t.FileName), h.intern(t.RemoteIP), t.RemotePort})
-			h.tupleHashes = append(h.tupleHashes, k)
-			x.s[j] = tag | uint64(uint32(i)+1)
-			x.n++
-			return i
+			return j, -1
 		}
 		if e&^0xffffffff == tag {
-			if i := int32(uint32(e) - 1); h.tuples[i] == *t {
-				return i
+			if i := int32(uint32(e) - 1); eq(i) {
+				return j, i
 			}
 		}
 	}
 }
 
-// addDomain keeps the newest Timestamp of the event's (RemoteIP,
-// RemoteUrl).
-func (h *shard) addDomain(e *Event) {
-	k := h.hx.pairHash(e.RemoteIP, e.RemoteUrl)
-	x := &h.urlIndex
-	if 2*(x.n+1) > len(x.s) {
-		x.grow(func(yield func(uint64, int32) bool) {
-			for i := range h.urlSeen {
-				yield(h.urlSeen[i].hash, int32(i))
-			}
-		})
+// fill records position i for hash k in the empty slot j that find gave.
+func (t *slots) fill(j, k uint64, i int32) {
+	t.s[j] = k>>32<<32 | uint64(uint32(i)+1)
+	t.n++
+}
+
+// room grows t, when it is half full, before one more entry.
+func (t *slots) room(hashes func(yield func(uint64, int32) bool)) {
+	if 2*(t.n+1) > len(t.s) {
+		t.grow(hashes)
 	}
-	tag := k >> 32 << 32
-	for j := k & x.mask; ; j = (j + 1) & x.mask {
-		s := x.s[j]
-		if s == 0 {
-			x.s[j] = tag | uint64(uint32(len(h.urlSeen))+1)
-			x.n++
-			h.urlSeen = append(h.urlSeen, ipURL{h.intern(e.RemoteIP), cloneString(e.RemoteUrl), e.Timestamp, k})
-			return
-		}
-		if s&^0xffffffff == tag {
-			if u := &h.urlSeen[uint32(s)-1]; u.ip == e.RemoteIP && u.url == e.RemoteUrl {
-				if e.Timestamp > u.newest {
-					u.newest = e.Timestamp
-				}
-				return
-			}
-		}
+}
+
+// ip returns the index of RemoteIP s, adding it (copied, with its
+// DomainIP) when it is new.
+func (a *adder) ip(s string) uint32 {
+	k := a.hx.final(mix(a.hx.seed, s))
+	a.ipIndex.room(a.ipHashes)
+	j, i := a.ipIndex.find(k, func(i int32) bool { return a.ips[i].s == s })
+	if i < 0 {
+		i = int32(len(a.ips))
+		a.ips = append(a.ips, ipEntry{cloneString(s), k, a.p.DomainIP(s)})
+		a.ipIndex.fill(j, k, i)
 	}
+	return uint32(i)
+}
+
+// ipOf is ip for an entry of another adder (merge).
+func (a *adder) ipOf(e *ipEntry) uint32 {
+	a.ipIndex.room(a.ipHashes)
+	j, i := a.ipIndex.find(e.hash, func(i int32) bool { return a.ips[i].s == e.s })
+	if i < 0 {
+		i = int32(len(a.ips))
+		a.ips = append(a.ips, *e)
+		a.ipIndex.fill(j, e.hash, i)
+	}
+	return uint32(i)
+}
+
+func (a *adder) ipHashes(yield func(uint64, int32) bool) {
+	for i := range a.ips {
+		yield(a.ips[i].hash, int32(i))
+	}
+}
+
+// who returns the index of a who, adding it (copied) when it is new.
+func (a *adder) who(dev, name, acct, dom, file string) uint32 {
+	k := a.hx.whoHash(dev, name, acct, dom, file)
+	a.whoIndex.room(a.whoHashes)
+	j, i := a.whoIndex.find(k, func(i int32) bool {
+		w := &a.whos[i]
+		return w.DeviceId == dev && w.DeviceName == name && w.AccountName == acct && w.AccountDomain == dom && w.FileName == file
+	})
+	if i < 0 {
+		i = int32(len(a.whos))
+		a.whos = append(a.whos, who{cloneString(dev), cloneString(name), cloneString(acct), cloneString(dom), cloneString(file), k})
+		a.whoIndex.fill(j, k, i)
+	}
+	return uint32(i)
+}
+
+// whoOf is who for an entry of another adder (merge).
+func (a *adder) whoOf(e *who) uint32 {
+	a.whoIndex.room(a.whoHashes)
+	j, i := a.whoIndex.find(e.hash, func(i int32) bool {
+		w := &a.whos[i]
+		return w.DeviceId == e.DeviceId && w.DeviceName == e.DeviceName && w.AccountName == e.AccountName &&
+			w.AccountDomain == e.AccountDomain && w.FileName == e.FileName
+	})
+	if i < 0 {
+		i = int32(len(a.whos))
+		a.whos = append(a.whos, *e)
+		a.whoIndex.fill(j, e.hash, i)
+	}
+	return uint32(i)
+}
+
+func (a *adder) whoHashes(yield func(uint64, int32) bool) {
+	for i := range a.whos {
+		yield(a.whos[i].hash, int32(i))
+	}
+}
+
+// tuple returns the index of a tuple, adding it when it is new.
+func (a *adder) tuple(t tupleKey) int32 {
+	k := a.hx.tupleHash(t)
+	a.tupIndex.room(func(yield func(uint64, int32) bool) {
+		for i, t := range a.tuples {
+			yield(a.hx.tupleHash(t), int32(i))
+		}
+	})
+	j, i := a.tupIndex.find(k, func(i int32) bool { return a.tuples[i] == t })
+	if i < 0 {
+		i = int32(len(a.tuples))
+		a.tuples = append(a.tuples, t)
+		a.tupIndex.fill(j, k, i)
+	}
+	return i
+}
+
+// addDomain keeps the newest Timestamp of a (RemoteIP, RemoteUrl).
+func (a *adder) addDomain(ip uint32, url string, ts Time) { a.pairOf(ip, url, ts, false) }
+
+// pairOf keeps ts as the pair's newest time when it is newer; owned says
+// url is a copy already (merge).
+func (a *adder) pairOf(ip uint32, url string, ts Time, owned bool) {
+	k := a.hx.pairHash(ip, url)
+	a.pairIndex.room(func(yield func(uint64, int32) bool) {
+		for i := range a.pairs {
+			yield(a.pairs[i].hash, int32(i))
+		}
+	})
+	j, i := a.pairIndex.find(k, func(i int32) bool { u := &a.pairs[i]; return u.ip == ip && u.url == url })
+	if i >= 0 {
+		if u := &a.pairs[i]; ts > u.newest {
+			u.newest = ts
+		}
+		return
+	}
+	if !owned {
+		url = cloneString(url)
+	}
+	a.pairs = append(a.pairs, ipURL{ip, url, ts, k})
+	a.pairIndex.fill(j, k, int32(len(a.pairs)-1))
 }

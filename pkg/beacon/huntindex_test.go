@@ -36,9 +36,7 @@ func TestHuntHashCollisions(t *testing.T) {
 	}
 	run := func(weak bool) []Row {
 		h := NewHunt(Seed())
-		for _, sh := range h.shards {
-			sh.hx.weak = weak
-		}
+		h.hx.weak = weak
 		h.AddBatch(evs)
 		now, _ := h.DefaultNow()
 		return h.Rows(now.Add(time.Hour))
@@ -53,9 +51,84 @@ func TestHuntHashCollisions(t *testing.T) {
 	// Three bits make at most eight hashes: more keys than that share.
 	h := NewHunt(Seed())
 	h.AddBatch(evs)
-	for k, sh := range h.shards {
-		if len(sh.tuples) <= 8 || len(sh.urlSeen) <= 8 {
-			t.Fatalf("shard %d: %d tuples, %d pairs: too few to collide", k, len(sh.tuples), len(sh.urlSeen))
+	if a := h.merge(); len(a.tuples) <= 8 || len(a.pairs) <= 8 || len(a.ips) <= 8 {
+		t.Fatalf("%d tuples, %d pairs, %d IPs: too few to collide", len(a.tuples), len(a.pairs), len(a.ips))
+	}
+}
+
+// TestHuntSeedConnection holds Hunt's seed shortcut (DomainIP known per
+// address) to Params.Connection on every combination of the columns the
+// filters read.
+func TestHuntSeedConnection(t *testing.T) {
+	p := Seed()
+	ips := []string{"", "0.0.0.0", "8.8.8.8", "10.1.2.3", "172.16.0.1", "172.32.0.1", "192.168.1.1", "127.0.0.1",
+		"169.254.1.1", "::1", "2001:4860::8888", "::ffff:8.8.8.8", "8.8.8.8/24", "8.8.8", "1.2.3.4.5", "256.1.1.1", "01.2.3.4"}
+	types := []string{"Public", "Private", "Reserved", "LinkLocal", "Loopback", "FourToSixMapping", "", "public"}
+	actions := []string{"ConnectionSuccess", "ConnectionFailed", "CsonnectionFailed", "connectionsuccess", ""}
+	for _, ip := range ips {
+		for _, typ := range types {
+			for _, act := range actions {
+				e := Event{RemoteIP: ip, RemoteIPType: typ, ActionType: act}
+				if got, want := seedConnection(&p, p.DomainIP(ip), &e), p.Connection(&e); got != want {
+					t.Errorf("%q %q %q: shortcut %v, Connection %v", ip, typ, act, got, want)
+				}
+			}
+		}
+	}
+}
+
+// TestHuntMergesAdders splits a fleet over several adders, as concurrent
+// AddBatch calls do, with full and colliding hashes, and holds the rows,
+// the default now and the window's count to those of one adder.
+func TestHuntMergesAdders(t *testing.T) {
+	var evs []Event
+	for d := range 15 {
+		dev := fmt.Sprintf("d%02d", d%5)
+		ip := fmt.Sprintf("8.8.%d.%d", d%3, d%4)
+		for k, ts := range series(t0.Add(time.Duration(d)*time.Minute), every(25, Time(90+d)*Second)...) {
+			e := conn(dev, fmt.Sprintf("p%d.exe", d%2), ip, 443, ts)
+			e.RemoteUrl = fmt.Sprintf("evil%d-%d.example", k, d%2)
+			evs = append(evs, e)
+			if k%4 == 0 {
+				e.RemoteIP = "10.0.0.1" // private: domains only for public
+				evs = append(evs, e)
+			}
+		}
+	}
+	type answer struct {
+		rows   []Row
+		now    Time
+		window int64
+	}
+	run := func(parts int, weak bool) answer {
+		h := NewHunt(Seed())
+		h.hx.weak = weak
+		adders := make([]*adder, parts)
+		for k := range adders {
+			adders[k] = h.take()
+		}
+		for i := range evs {
+			adders[i*7%parts].add(&evs[i])
+		}
+		for _, a := range adders {
+			h.give(a)
+		}
+		now, _ := h.DefaultNow()
+		_, _, n := h.Window(now)
+		if parts > 1 && len(h.merged.whos) == 0 {
+			t.Fatal("nothing merged")
+		}
+		return answer{h.Rows(now), now, n}
+	}
+	want := run(1, false)
+	if len(want.rows) == 0 {
+		t.Fatal("no beacons: the test's fleet is wrong")
+	}
+	for _, parts := range []int{2, 3} {
+		for _, weak := range []bool{false, true} {
+			if got := run(parts, weak); !reflect.DeepEqual(got, want) {
+				t.Errorf("%d adders, weak %v:\n%+v\nwant\n%+v", parts, weak, got, want)
+			}
 		}
 	}
 }
