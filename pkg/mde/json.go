@@ -96,6 +96,9 @@ type decoder struct {
 	other     int             // records of other tables, left out
 	path      []pathSeg       // where the decoder is, for errors
 	last      [numCols]string // each column's last plain string value (see plain)
+	// The keys of the last objects seen at each depth (see keyAt), kept
+	// across messages.
+	tmpl *templates
 	// The last date timestamp parsed: its ten bytes and its midnight.
 	dateW    uint64
 	dateH    uint16
@@ -216,9 +219,9 @@ func (d *decoder) object(dst []beacon.Event) ([]beacon.Event, error) {
 		d.rowDone(&ev, &r, start)
 		return dst, nil
 	}
-	for {
+	for k := 0; ; k++ {
 		d.ws()
-		c, err := d.keyCol()
+		c, err := d.keyAt(k)
 		if err != nil {
 			return dst, err
 		}
@@ -428,9 +431,9 @@ func (d *decoder) columns(ev *beacon.Event, r *row) error {
 		d.i++
 		return nil
 	}
-	for {
+	for k := 0; ; k++ {
 		d.ws()
-		c, err := d.keyCol()
+		c, err := d.keyAt(k)
 		if err != nil {
 			return err
 		}
@@ -494,6 +497,19 @@ func (d *decoder) key() ([]byte, error) {
 // skipped. A wrong value is noted in r (the value is consumed); the error
 // returned is a syntax error.
 func (d *decoder) column(c col, ev *beacon.Event, r *row) error {
+	if off := stringCols[c]; off != 0 && !(d.queryOnly && optionalCol[c]) {
+		dst := (*string)(unsafe.Add(unsafe.Pointer(ev), off))
+		if v, ok := d.plain(c); ok {
+			*dst = bytesString(v)
+			return nil
+		}
+		v, err := d.stringValue()
+		if err != nil {
+			return err
+		}
+		*dst = v
+		return nil
+	}
 	var dst *string
 	switch c {
 	case colTimestamp:
@@ -514,6 +530,20 @@ func (d *decoder) column(c col, ev *beacon.Event, r *row) error {
 		r.timestamp = true
 		return nil
 	case colRemotePort:
+		// The common case, a JSON integer of at most nine digits: what
+		// ParsePort reads from it, without the number's text.
+		if b, i := d.b, d.i; i < len(b) && b[i]-'0' <= 9 {
+			j := digitsEnd(b, i)
+			if j-i <= 9 && (j == len(b) || (b[j] != '.' && b[j] != 'e' && b[j] != 'E')) {
+				var p int32
+				for _, c := range b[i:j] {
+					p = p*10 + int32(c-'0')
+				}
+				d.i = j
+				ev.RemotePort, ev.HasPort = p, true
+				return nil
+			}
+		}
 		v, null, err := d.scalar()
 		if err != nil {
 			return err
@@ -613,6 +643,27 @@ func (d *decoder) column(c col, ev *beacon.Event, r *row) error {
 	return nil
 }
 
+// stringCols are the offsets in beacon.Event of the string columns (0:
+// not a string column), so that column stores one without a switch.
+var stringCols = [numCols]uintptr{
+	colDeviceId:      unsafe.Offsetof(beacon.Event{}.DeviceId),
+	colDeviceName:    unsafe.Offsetof(beacon.Event{}.DeviceName),
+	colActionType:    unsafe.Offsetof(beacon.Event{}.ActionType),
+	colRemoteIP:      unsafe.Offsetof(beacon.Event{}.RemoteIP),
+	colRemoteIPType:  unsafe.Offsetof(beacon.Event{}.RemoteIPType),
+	colRemoteUrl:     unsafe.Offsetof(beacon.Event{}.RemoteUrl),
+	colAccountName:   unsafe.Offsetof(beacon.Event{}.AccountName),
+	colAccountDomain: unsafe.Offsetof(beacon.Event{}.AccountDomain),
+	colFileName:      unsafe.Offsetof(beacon.Event{}.FileName),
+	colSHA256:        unsafe.Offsetof(beacon.Event{}.SHA256),
+	colSHA1:          unsafe.Offsetof(beacon.Event{}.SHA1),
+	colFolderPath:    unsafe.Offsetof(beacon.Event{}.FolderPath),
+	colCommandLine:   unsafe.Offsetof(beacon.Event{}.CommandLine),
+}
+
+// optionalCol are the string columns QueryOnly leaves out.
+var optionalCol = [numCols]bool{colSHA256: true, colSHA1: true, colFolderPath: true, colCommandLine: true}
+
 // plain reads a string value without escapes, the common case, and tells
 // whether it did; anything else is left to the caller's slow path. The
 // column's last plain value is tried first: when the same bytes and a
@@ -626,7 +677,8 @@ func (d *decoder) plain(c col) ([]byte, bool) {
 	}
 	if p := d.last[c]; len(p) > 0 {
 		end := i + 1 + len(p)
-		if end < len(b) && b[end] == '"' && string(b[i+1:end]) == p {
+		if end < len(b) && b[end] == '"' && (len(p) < 8 || binary.LittleEndian.Uint64(b[i+1:]) == binary.LittleEndian.Uint64(unsafe.Slice(unsafe.StringData(p), 8))) &&
+			string(b[i+1:end]) == p {
 			d.i = end + 1
 			return b[i+1 : end], true
 		}
@@ -767,36 +819,46 @@ func (d *decoder) lit(s string) error {
 }
 
 func (d *decoder) number() error {
-	if d.b[d.i] == '-' {
-		d.i++
+	b, i := d.b, d.i
+	if b[i] == '-' {
+		i++
 	}
-	digits := func() int {
-		n := 0
-		for d.i < len(d.b) && d.b[d.i] >= '0' && d.b[d.i] <= '9' {
-			d.i++
-			n++
-		}
-		return n
-	}
-	if digits() == 0 {
+	j := digitsEnd(b, i)
+	if j == i {
+		d.i = j
 		return d.errf("bad number")
 	}
-	if d.i < len(d.b) && d.b[d.i] == '.' {
-		d.i++
-		if digits() == 0 {
+	i = j
+	if i < len(b) && b[i] == '.' {
+		j = digitsEnd(b, i+1)
+		if j == i+1 {
+			d.i = j
 			return d.errf("bad number")
 		}
+		i = j
 	}
-	if d.i < len(d.b) && (d.b[d.i] == 'e' || d.b[d.i] == 'E') {
-		d.i++
-		if d.i < len(d.b) && (d.b[d.i] == '+' || d.b[d.i] == '-') {
-			d.i++
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+		i++
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			i++
 		}
-		if digits() == 0 {
+		j = digitsEnd(b, i)
+		if j == i {
+			d.i = j
 			return d.errf("bad number")
 		}
+		i = j
 	}
+	d.i = i
 	return nil
+}
+
+// digitsEnd returns the index of the first non-digit at or after i.
+func digitsEnd(b []byte, i int) int {
+	for i < len(b) && b[i]-'0' <= 9 {
+		i++
+	}
+	return i
 }
 
 // str reads a JSON string. Without escapes it aliases the input; with them
@@ -852,6 +914,10 @@ var special = func() (t [256]bool) {
 // skipString consumes a string without unescaping it and tells whether it
 // had escapes.
 func (d *decoder) skipString() (escaped bool, err error) {
+	if j := scanPlain(d.b, d.i+1); j < len(d.b) && d.b[j] == '"' {
+		d.i = j + 1 // no escape, no control character: the common case
+		return false, nil
+	}
 	j := d.i + 1
 	for {
 		end := bytes.IndexByte(d.b[j:], '"')

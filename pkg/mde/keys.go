@@ -1,6 +1,9 @@
 package mde
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"unsafe"
+)
 
 // col is a key the decoder knows: a DeviceNetworkEvents column it reads,
 // a key of a container, or a column it skips. Keys are told apart by the
@@ -312,4 +315,97 @@ func (d *decoder) keyCol() (col, error) {
 		return colOther, err
 	}
 	return colOf(key), nil
+}
+
+// templates are the key sequences of the last object seen at each depth:
+// Defender's rows and records repeat one producer's key order, so the
+// next key is predicted and confirmed with one comparison of its bytes,
+// "Key": included, instead of being found by guessCol and tailMatches.
+// A key is a function of its bytes, so a confirmed prediction is the col
+// keyCol would give; a miss takes keyCol and learns the key.
+type templates [4][]tmplKey
+
+type tmplKey struct {
+	raw string // "Key": as it appears, no escapes or spaces
+	c   col
+	// raw as words at offsets 0, 8, … and len-8 (overlapping), when it is
+	// at least eight bytes: compared inline, without a call.
+	w   [5]uint64
+	off [5]uintptr
+	nw  int
+}
+
+func newTmplKey(raw []byte, c col) tmplKey {
+	t := tmplKey{raw: string(raw), c: c}
+	if n := len(raw); n >= 8 && n <= 8*len(t.w) {
+		for off := 0; off < n; off += 8 {
+			o := uintptr(min(off, n-8))
+			t.w[t.nw], t.off[t.nw] = load64(unsafe.Pointer(&raw[0]), o), o
+			t.nw++
+		}
+	}
+	return t
+}
+
+// load64 reads the eight bytes at p+off as a word (in the machine's byte
+// order; keys and input are read alike, so only equality matters).
+func load64(p unsafe.Pointer, off uintptr) uint64 { return *(*uint64)(unsafe.Add(p, off)) }
+
+// is tells whether b[i:] starts with the key and a value may follow.
+func (t *tmplKey) is(b []byte, i int) bool {
+	n := len(t.raw)
+	if i < 0 || i+n >= len(b) {
+		return false
+	}
+	if t.nw == 0 {
+		return string(b[i:i+n]) == t.raw
+	}
+	p := unsafe.Pointer(&b[i]) // b[i : i+n] is in bounds: the offsets are below n-7
+	for k := range t.nw {
+		if load64(p, t.off[k]) != t.w[k] {
+			return false
+		}
+	}
+	return true
+}
+
+// keyAt is keyCol for the k-th key of an object.
+func (d *decoder) keyAt(k int) (col, error) {
+	t := d.tmpl
+	if t == nil || d.depth >= len(t) {
+		return d.keyCol()
+	}
+	ks := &t[d.depth]
+	b, i := d.b, d.i
+	if k < len(*ks) {
+		e := &(*ks)[k]
+		if e.is(b, i) {
+			end := i + len(e.raw)
+			d.i = end
+			if b[end] > ' ' {
+				return e.c, nil
+			}
+			d.ws()
+			if d.i >= len(d.b) {
+				return e.c, d.errf("want a value")
+			}
+			return e.c, nil
+		}
+	}
+	c, err := d.keyCol()
+	if err != nil || k > 64 {
+		return c, err
+	}
+	// Learn the key when it is plain: a quote, no escape, a quote, a colon.
+	if j := scanPlain(b, i+1); j+1 < len(b) && b[j] == '"' && b[j+1] == ':' {
+		raw := b[i : j+2]
+		if k < len(*ks) {
+			if (*ks)[k].raw != string(raw) {
+				(*ks)[k] = newTmplKey(raw, c)
+			}
+		} else if k == len(*ks) {
+			*ks = append(*ks, newTmplKey(raw, c))
+		}
+	}
+	return c, nil
 }

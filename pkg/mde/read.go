@@ -169,8 +169,9 @@ func readLines(ctx context.Context, br *bufio.Reader, source string, opt Options
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
+			tmpl := new(templates)
 			for c := range jobs {
-				decodeChunk(c, source, opt.QueryOnly)
+				decodeChunk(c, source, opt.QueryOnly, tmpl)
 				if opt.Concurrent && len(c.events) > 0 {
 					fn(c.events)
 				}
@@ -273,11 +274,11 @@ func fill(r io.Reader, p []byte) (int, error) {
 	return n, nil
 }
 
-func decodeChunk(c *chunk, source string, queryOnly bool) {
+func decodeChunk(c *chunk, source string, queryOnly bool, tmpl *templates) {
 	data := c.data
 	line := c.firstLine
 	c.events, c.bad, c.lines, c.other = c.events[:0], c.bad[:0], 0, 0
-	d := decoder{queryOnly: queryOnly}
+	d := decoder{queryOnly: queryOnly, tmpl: tmpl}
 	for len(data) > 0 {
 		i := bytes.IndexByte(data, '\n')
 		var l []byte
