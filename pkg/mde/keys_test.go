@@ -1,7 +1,12 @@
 package mde
 
 import (
+	"bytes"
 	"encoding/binary"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -61,4 +66,40 @@ func TestKeyWords(t *testing.T) {
 	if c, err := d.keyCol(); err != nil || c != colTimestamp {
 		t.Errorf("escaped Timestamp: col %d, %v", c, err)
 	}
+}
+
+// FuzzKeyTemplate holds the key templates (keyAt) to the decoder without
+// them: every line of the input, decoded by one decoder that carries its
+// templates from line to line, gives the events and the error of a fresh
+// decoder that finds every key by keyCol.
+func FuzzKeyTemplate(f *testing.F) {
+	row := `{"Timestamp":"2024-05-01T10:00:00Z","DeviceId":"a","ActionType":"ConnectionSuccess","RemoteIP":"8.8.8.8","RemotePort":443,"LocalIP":"10.0.0.1","InitiatingProcessFileName":"x.exe"}`
+	f.Add([]byte(row + "\n" + row + "\n" +
+		`{"DeviceId":"b","Timestamp":"2024-05-01T10:00:01Z","RemotePort":"443","Timestamp2":1,"LocalIP":"x"}` + "\n" +
+		`{"Timestamp" :"2024-05-01T10:00:00Z", "DeviceId":"c","Device\u0049d":"d","RemoteIP": "1.2.3.4"}` + "\n" + row + "\n" +
+		// The keys of row, each but its last byte: a prediction is the whole key.
+		strings.NewReplacer(`Timestamp"`, `Timestamq"`, `ActionType"`, `ActionTypf"`, `RemoteIP"`, `RemoteIQ"`).Replace(row)))
+	f.Add([]byte(`{"records":[{"time":"t","tenantId":"x","category":"AdvancedHunting-DeviceNetworkEvents","properties":{"Timestamp":"2024-05-01T10:00:00Z","RemotePort":1}},` +
+		`{"time":"t","tenantId":"y","category":"AdvancedHunting-DeviceProcessEvents","properties":{"Timestamp":"2024-05-01T10:00:00Z"}}]}` + "\n" +
+		`{"time":"t","tenantId":"x","properties":{"RemotePort":2,"Timestamp":"2024-05-01T10:00:02Z"}}` + "\n" +
+		`{"Results":[{"Timestamp":"2024-05-01T10:00:00Z","RemotePort":3}],"Schema":[]}`))
+	for _, n := range []string{"rows.jsonl", "storage-account.json", "envelope.jsonl", "bom-crlf.jsonl"} {
+		b, err := os.ReadFile(filepath.Join("testdata/shapes", n))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		tmpl := new(templates)
+		with := decoder{queryOnly: true, tmpl: tmpl}
+		for _, line := range bytes.Split(data, []byte{'\n'}) {
+			got, gotErr := with.message(line, nil)
+			without := decoder{queryOnly: true}
+			want, wantErr := without.message(line, nil)
+			if fmt.Sprint(gotErr) != fmt.Sprint(wantErr) || !reflect.DeepEqual(got, want) {
+				t.Fatalf("line %q:\nwith templates %+v, %v\nwithout %+v, %v", line, got, gotErr, want, wantErr)
+			}
+		}
+	})
 }
