@@ -129,9 +129,10 @@ type adder struct {
 
 	ipIndex   slots
 	ips       []ipEntry
+	ipKeys    []ipKey // ips[i]'s first 16 bytes, beside the slots' order
 	whoIndex  slots
 	whos      []who
-	tupIndex  slots
+	tupIndex  tupleSlots
 	tuples    []tupleKey
 	pairIndex slots
 	pairs     []ipURL
@@ -152,6 +153,13 @@ type ipEntry struct {
 	s      string
 	hash   uint64
 	domain bool // p.DomainIP(s)
+}
+
+// ipKey is an address of at most 16 bytes as two words and its length
+// (IPv4 always): compared without reading the string.
+type ipKey struct {
+	w0, w1 uint64
+	n      int // len, or -1 for a longer address
 }
 
 // who is a tuple without its destination: DeviceId, DeviceName and the

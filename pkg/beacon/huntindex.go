@@ -57,12 +57,13 @@ func (x *hashIndex) final(h uint64) uint64 {
 	return h
 }
 
-// whoHash hashes the five columns of a who.
+// whoHash hashes a who by DeviceId, account and file name and the
+// lengths of the other two: a DeviceName follows its DeviceId and an
+// account's domain its name, so hashing them too would spread the keys
+// little more, and equality is checked on all five anyway.
 func (x *hashIndex) whoHash(dev, name, acct, dom, file string) uint64 {
-	h := mix(x.seed, dev)
-	h = mix(h, name)
+	h := mix(x.seed^uint64(len(name))<<32^uint64(len(dom)), dev)
 	h = mix(h, acct)
-	h = mix(h, dom)
 	return x.final(mix(h, file))
 }
 
@@ -140,15 +141,46 @@ func (t *slots) room(hashes func(yield func(uint64, int32) bool)) {
 	}
 }
 
+// keyOfIP returns s as an ipKey.
+func keyOfIP(s string) ipKey {
+	if len(s) > 16 {
+		return ipKey{n: -1}
+	}
+	var w [2]uint64
+	for i := 0; i < len(s); i++ {
+		w[i>>3] |= uint64(s[i]) << (8 * (i & 7))
+	}
+	return ipKey{w[0], w[1], len(s)}
+}
+
+// ipHash hashes an address from its key (or its bytes when long).
+func (x *hashIndex) ipHash(k ipKey, s string) uint64 {
+	if k.n < 0 {
+		return x.final(mix(x.seed, s))
+	}
+	const m = 0x9e3779b97f4a7c15
+	h := (x.seed ^ k.w0) * m
+	h ^= h >> 32
+	h = (h ^ k.w1 ^ uint64(k.n)<<56) * m
+	return x.final(h)
+}
+
 // ip returns the index of RemoteIP s, adding it (copied, with its
 // DomainIP) when it is new.
 func (a *adder) ip(s string) uint32 {
-	k := a.hx.final(mix(a.hx.seed, s))
+	key := keyOfIP(s)
+	k := a.hx.ipHash(key, s)
 	a.ipIndex.room(a.ipHashes)
-	j, i := a.ipIndex.find(k, func(i int32) bool { return a.ips[i].s == s })
+	j, i := a.ipIndex.find(k, func(i int32) bool {
+		if e := &a.ipKeys[i]; key.n >= 0 || e.n >= 0 {
+			return *e == key
+		}
+		return a.ips[i].s == s
+	})
 	if i < 0 {
 		i = int32(len(a.ips))
 		a.ips = append(a.ips, ipEntry{cloneString(s), k, a.p.DomainIP(s)})
+		a.ipKeys = append(a.ipKeys, key)
 		a.ipIndex.fill(j, k, i)
 	}
 	return uint32(i)
@@ -161,6 +193,7 @@ func (a *adder) ipOf(e *ipEntry) uint32 {
 	if i < 0 {
 		i = int32(len(a.ips))
 		a.ips = append(a.ips, *e)
+		a.ipKeys = append(a.ipKeys, keyOfIP(e.s))
 		a.ipIndex.fill(j, e.hash, i)
 	}
 	return uint32(i)
@@ -210,21 +243,47 @@ func (a *adder) whoHashes(yield func(uint64, int32) bool) {
 	}
 }
 
+// tupleSlots is an open-addressing table of tuples that holds each key
+// beside its position: a lookup reads one 16-byte slot, not a slot and
+// then the entry (each a cache miss in a day's ~150k tuples).
+type tupleSlots struct {
+	s    []tupleSlot
+	n    int
+	mask uint64
+}
+
+type tupleSlot struct {
+	key tupleKey
+	i   int32 // position + 1; 0 is an empty slot
+}
+
 // tuple returns the index of a tuple, adding it when it is new.
 func (a *adder) tuple(t tupleKey) int32 {
-	k := a.hx.tupleHash(t)
-	a.tupIndex.room(func(yield func(uint64, int32) bool) {
+	x := &a.tupIndex
+	if 4*(x.n+1) > 3*len(x.s) {
+		size := max(1024, 2*len(x.s))
+		x.s, x.mask = make([]tupleSlot, size), uint64(size-1)
 		for i, t := range a.tuples {
-			yield(a.hx.tupleHash(t), int32(i))
+			j := a.hx.tupleHash(t) & x.mask
+			for x.s[j].i != 0 {
+				j = (j + 1) & x.mask
+			}
+			x.s[j] = tupleSlot{t, int32(i) + 1}
 		}
-	})
-	j, i := a.tupIndex.find(k, func(i int32) bool { return a.tuples[i] == t })
-	if i < 0 {
-		i = int32(len(a.tuples))
-		a.tuples = append(a.tuples, t)
-		a.tupIndex.fill(j, k, i)
 	}
-	return i
+	for j := a.hx.tupleHash(t) & x.mask; ; j = (j + 1) & x.mask {
+		s := &x.s[j]
+		if s.i == 0 {
+			i := int32(len(a.tuples))
+			a.tuples = append(a.tuples, t)
+			*s = tupleSlot{t, i + 1}
+			x.n++
+			return i
+		}
+		if s.key == t {
+			return s.i - 1
+		}
+	}
 }
 
 // addDomain keeps the newest Timestamp of a (RemoteIP, RemoteUrl).
