@@ -17,14 +17,20 @@ import (
 // The day benchmarks compare, in one run, hunt over a simulated day with
 // just reading the same bytes: the file issue 8 measures, ~720k events in
 // ~470 MB of Streaming API envelopes (beacon simulate --devices 365
-// --format envelope). Set BEACON_BENCH_FILE to measure a file of your own.
+// --format envelope). Set BEACON_BENCH_FILE to measure a file of your own
+// (flat rows: beacon simulate --devices 375 --out day.jsonl). DayFileRead
+// and DayFileHunt do what beacon hunt FILE does, from the file (a
+// temporary one when BEACON_BENCH_FILE is not set); the others work on the
+// bytes in memory.
 //
 //	go test ./pkg/mde -run XXX -bench Day -benchtime 3x
 
 var day struct {
-	once   sync.Once
-	data   []byte
-	events int64
+	once     sync.Once
+	data     []byte
+	events   int64
+	fileOnce sync.Once
+	file     string // the day written to a temporary file (dayFile)
 }
 
 func dayData(b *testing.B) ([]byte, int64) {
@@ -119,6 +125,80 @@ func BenchmarkDayHunt(b *testing.B) {
 	report(b, n, cpuTime()-cpu0)
 }
 
+// dayFile is the day as a file: BEACON_BENCH_FILE, or the simulated day
+// written to a temporary file once.
+func dayFile(b *testing.B) (string, int64) {
+	data, n := dayData(b)
+	if name := os.Getenv("BEACON_BENCH_FILE"); name != "" {
+		return name, n
+	}
+	day.fileOnce.Do(func() {
+		f, err := os.CreateTemp("", "beacon-day-*.jsonl")
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := f.Write(data); err != nil {
+			b.Fatal(err)
+		}
+		if err := f.Close(); err != nil {
+			b.Fatal(err)
+		}
+		day.file = f.Name()
+	})
+	return day.file, n
+}
+
+// BenchmarkDayFileRead is the floor for beacon hunt FILE: the file read
+// through a 1 MiB buffer with read(2), nothing decoded.
+func BenchmarkDayFileRead(b *testing.B) {
+	name, n := dayFile(b)
+	buf := make([]byte, chunkSize)
+	var size int64
+	b.ResetTimer()
+	cpu0 := cpuTime()
+	for b.Loop() {
+		f, err := os.Open(name)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for {
+			m, err := f.Read(buf)
+			size += int64(m)
+			if err != nil {
+				break
+			}
+		}
+		f.Close()
+	}
+	b.SetBytes(size / int64(b.N))
+	report(b, n, cpuTime()-cpu0)
+}
+
+// BenchmarkDayFileHunt is beacon hunt FILE: the file opened and read by
+// Read, the events added to a Hunt, the query run.
+func BenchmarkDayFileHunt(b *testing.B) {
+	name, n := dayFile(b)
+	b.ResetTimer()
+	cpu0 := cpuTime()
+	for b.Loop() {
+		f, err := os.Open(name)
+		if err != nil {
+			b.Fatal(err)
+		}
+		h := beacon.NewHunt(beacon.Seed())
+		if _, err := Read(context.Background(), f, name, Options{QueryOnly: true, Concurrent: true},
+			func(batch []beacon.Event) { h.AddBatch(batch) }); err != nil {
+			b.Fatal(err)
+		}
+		f.Close()
+		now, _ := h.DefaultNow()
+		if rows := h.Rows(now); len(rows) == 0 {
+			b.Fatal("no beacons in the day")
+		}
+	}
+	report(b, n, cpuTime()-cpu0)
+}
+
 // cpuTime is the process's user+system CPU time. On a shared machine the
 // wall clock says how busy the neighbours are; CPU per event says what
 // the code costs.
@@ -175,4 +255,13 @@ func BenchmarkDayAdd(b *testing.B) {
 		}
 	}
 	report(b, int64(len(evs)), cpuTime()-cpu0)
+}
+
+// TestMain removes the temporary day file the benchmarks wrote.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if day.file != "" {
+		os.Remove(day.file)
+	}
+	os.Exit(code)
 }

@@ -30,20 +30,26 @@ import (
 // to keep them after value is reused; the Event itself is reused after
 // emit returns.
 func Decode(value []byte, emit func(*beacon.Event)) (int, error) {
-	buf := eventBufs.Get().(*[]beacon.Event)
-	var d decoder
-	evs, err := d.message(value, (*buf)[:0])
+	buf := eventBufs.Get().(*decodeBuf)
+	d := decoder{tmpl: &buf.tmpl}
+	evs, err := d.message(value, buf.evs[:0])
 	for i := range evs {
 		emit(&evs[i])
 	}
-	*buf = evs
+	buf.evs = evs
 	eventBufs.Put(buf)
 	return len(evs), err
 }
 
-// eventBufs are Decode's event slices, reused: a record decodes without
-// allocating. emit must not keep the *Event it is given.
-var eventBufs = sync.Pool{New: func() any { return new([]beacon.Event) }}
+// decodeBuf is what Decode reuses: its event slice (a record decodes
+// without allocating; emit must not keep the *Event it is given) and the
+// key templates of the records it decoded.
+type decodeBuf struct {
+	evs  []beacon.Event
+	tmpl templates
+}
+
+var eventBufs = sync.Pool{New: func() any { return new(decodeBuf) }}
 
 // AppendEvents is Decode appending to dst instead of calling back: what a
 // hot loop uses, since nothing escapes to the heap per event. queryOnly
