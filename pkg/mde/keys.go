@@ -375,14 +375,10 @@ func (d *decoder) keyAt(k int) (col, error) {
 	if t == nil || d.depth >= len(t) {
 		return d.keyCol()
 	}
-	ks := &t[d.depth]
-	b, i := d.b, d.i
-	if k < len(*ks) {
-		e := &(*ks)[k]
-		if e.is(b, i) {
-			end := i + len(e.raw)
-			d.i = end
-			if b[end] > ' ' {
+	if ks := t[d.depth]; k < len(ks) {
+		if e := &ks[k]; e.is(d.b, d.i) {
+			d.i += len(e.raw)
+			if d.b[d.i] > ' ' {
 				return e.c, nil
 			}
 			d.ws()
@@ -392,11 +388,21 @@ func (d *decoder) keyAt(k int) (col, error) {
 			return e.c, nil
 		}
 	}
+	return d.learnKey(k)
+}
+
+// learnKey is keyAt's miss: keyCol, and the key learnt when it is plain
+// (a quote, no escape, a quote, a colon). Out of line, so that keyAt's
+// hit stays small.
+//
+//go:noinline
+func (d *decoder) learnKey(k int) (col, error) {
+	b, i := d.b, d.i
 	c, err := d.keyCol()
 	if err != nil || k > 64 {
 		return c, err
 	}
-	// Learn the key when it is plain: a quote, no escape, a quote, a colon.
+	ks := &d.tmpl[d.depth]
 	if j := scanPlain(b, i+1); j+1 < len(b) && b[j] == '"' && b[j+1] == ':' {
 		raw := b[i : j+2]
 		if k < len(*ks) {
