@@ -231,51 +231,22 @@ func (d *decoder) object(dst []beacon.Event) ([]beacon.Event, error) {
 		if err != nil {
 			return dst, err
 		}
-		switch c {
-		case colRecords, colResultsUpper, colResults:
-			if d.i < len(d.b) && d.b[d.i] == '[' {
-				r.container = true
-				d.path = append(d.path, pathSeg{key: colNames[c], idx: -1})
-				dst, err = d.rows(dst)
-				d.path = d.path[:len(d.path)-1]
-				if err != nil {
-					return dst, err
-				}
-			} else if err = d.skip(); err != nil {
-				return dst, err
-			}
-		case colProperties:
-			if d.i < len(d.b) && d.b[d.i] == '{' {
-				if err = d.columns(&ev, &r); err != nil {
-					return dst, err
-				}
-			} else if err = d.skip(); err != nil {
-				return dst, err
-			}
-		case colTenantId:
+		if off := stringCols[c]; off != 0 && !(d.queryOnly && optionalCol[c]) {
+			// A plain string column, the most common case, without a call
+			// to column.
 			if v, ok := d.plain(c); ok {
-				ev.TenantId = bytesString(v)
-				break
+				*(*string)(unsafe.Add(unsafe.Pointer(&ev), off)) = bytesString(v)
+			} else {
+				err = d.column(c, &ev, &r)
 			}
-			v, err := d.stringValue()
-			if err != nil {
-				return dst, err
-			}
-			ev.TenantId = v
-		case colCategory, colType:
-			if v, ok := d.plain(c); ok {
-				r.category = v
-				break
-			}
-			v, _, err := d.scalar()
-			if err != nil {
-				return dst, err
-			}
-			r.category = v
-		default:
-			if err = d.column(c, &ev, &r); err != nil {
-				return dst, err
-			}
+		} else if c <= colAdditionalFields || c >= colTime {
+			// Another column, or a key that is skipped.
+			err = d.column(c, &ev, &r)
+		} else {
+			err = d.container(c, &ev, &r, &dst)
+		}
+		if err != nil {
+			return dst, err
 		}
 		d.ws()
 		if d.i >= len(d.b) {
@@ -298,6 +269,52 @@ func (d *decoder) object(dst []beacon.Event) ([]beacon.Event, error) {
 			return dst, d.errf("want ',' or '}'")
 		}
 	}
+}
+
+// container reads the value of a key of an object that is not a column:
+// records or results (rows of a container, appended to *dst), properties
+// (a record's row), tenantId, category or Type.
+func (d *decoder) container(c col, ev *beacon.Event, r *row, dst *[]beacon.Event) error {
+	var err error
+	switch c {
+	case colRecords, colResultsUpper, colResults:
+		if d.i < len(d.b) && d.b[d.i] == '[' {
+			r.container = true
+			d.path = append(d.path, pathSeg{key: colNames[c], idx: -1})
+			*dst, err = d.rows(*dst)
+			d.path = d.path[:len(d.path)-1]
+			return err
+		}
+		return d.skip()
+	case colProperties:
+		if d.i < len(d.b) && d.b[d.i] == '{' {
+			return d.columns(ev, r)
+		}
+		return d.skip()
+	case colTenantId:
+		if v, ok := d.plain(c); ok {
+			ev.TenantId = bytesString(v)
+			return nil
+		}
+		v, err := d.stringValue()
+		if err != nil {
+			return err
+		}
+		ev.TenantId = v
+		return nil
+	case colCategory, colType:
+		if v, ok := d.plain(c); ok {
+			r.category = v
+			return nil
+		}
+		v, _, err := d.scalar()
+		if err != nil {
+			return err
+		}
+		r.category = v
+		return nil
+	}
+	return d.column(c, ev, r)
 }
 
 // pathSeg is one step into a message: a container key or an index.
