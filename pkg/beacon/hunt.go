@@ -23,7 +23,7 @@ import (
 // query's IP filters: IPv4 is parsed once per address, not per event),
 // each distinct "who" (DeviceId, DeviceName, account, process) once, and
 // a tuple as three integers (who, IP, port): what a lookup touches is a
-// small table of hot entries, then a 12-byte key.
+// small table of hot entries, then the tuple's one 16-byte slot.
 //
 // Event strings may alias decoder buffers: Hunt copies what it keeps.
 type Hunt struct {
