@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -94,8 +95,14 @@ func runDemo(ctx context.Context, args []string, s stdio) error {
 	switch {
 	case fs.NArg() > 0:
 		return usagef("demo: unexpected arguments %q", fs.Args())
-	case c.duration <= 0 || c.speed <= 0 || c.devices < 1 || c.partitions < 1:
-		return usagef("demo: --duration, --speed, --devices and --topic-partitions must be positive")
+	case c.duration <= 0:
+		return usagef("demo: --duration must be positive, got %s", c.duration)
+	case c.speed <= 0:
+		return usagef("demo: --speed must be positive, got %g", c.speed)
+	case c.devices < 1: // the fleet holds the upper bound (fleet.Config.Validate)
+		return usagef("demo: --devices must be in [1, %d], got %d", fleet.MaxDevices, c.devices)
+	case c.partitions < 1:
+		return usagef("demo: --topic-partitions must be at least 1, got %d", c.partitions)
 	}
 	if err := c.params.Validate(); err != nil {
 		return usagef("demo: %v", err)
@@ -240,55 +247,18 @@ func (c *demoConfig) run(ctx context.Context, format fleet.Format, s stdio) erro
 // newest event time written.
 func (c *demoConfig) produce(ctx context.Context, addr string, gen *fleet.Generator, format fleet.Format,
 	labels *labelIndex, svcErr chan error) (beacon.Time, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ProducerLinger(5*time.Millisecond),
-		kgo.RecordPartitioner(kgo.RoundRobinPartitioner()))
+	enc, err := fleet.NewMessageEncoder(format, fleet.DefaultBatch, "")
 	if err != nil {
 		return 0, err
 	}
-	defer cl.Close()
-	var avro *fleet.AvroEncoder
-	if format == fleet.Avro {
-		if avro, err = fleet.NewAvroEncoder(); err != nil {
-			return 0, err
-		}
+	prod, err := fleet.NewProducer(ctx, addr, demoInput, enc)
+	if err != nil {
+		return 0, err
 	}
+	defer prod.Close()
 	t0 := time.Now()
 	first := gen.Start()
-	var pending []fleet.Record
 	var newest beacon.Time
-	// The first produce error. Errors of different concrete types arrive
-	// (kerr.Error, context errors…), which an atomic.Value cannot hold.
-	var perr atomic.Pointer[error]
-	promise := func(_ *kgo.Record, err error) {
-		if err != nil {
-			perr.CompareAndSwap(nil, &err)
-		}
-	}
-	send := func() error {
-		for i := 0; i < len(pending); {
-			var v []byte
-			n := 1
-			switch format {
-			case fleet.Envelope:
-				n = min(100, len(pending)-i)
-				v = fleet.AppendEnvelope(nil, "", pending[i:i+n])
-			case fleet.JSONL:
-				v = fleet.AppendJSON(nil, &pending[i])
-			case fleet.Avro:
-				if v, err = avro.Append(nil, &pending[i]); err != nil {
-					return err
-				}
-			}
-			cl.Produce(ctx, &kgo.Record{Topic: demoInput, Value: v}, promise)
-			i += n
-		}
-		c.producedEvents.Add(int64(len(pending)))
-		pending = pending[:0]
-		if e := perr.Load(); e != nil {
-			return *e
-		}
-		return nil
-	}
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	var next fleet.Record
@@ -296,6 +266,7 @@ func (c *demoConfig) produce(ctx context.Context, addr string, gen *fleet.Genera
 	for {
 		elapsed := time.Since(t0)
 		due := first + beacon.Time(float64(elapsed.Nanoseconds())*c.speed/100)
+		var n int64
 		for !done {
 			if !have {
 				if next, have = gen.NextRecord(); !have {
@@ -306,22 +277,27 @@ func (c *demoConfig) produce(ctx context.Context, addr string, gen *fleet.Genera
 			if next.Reported > due {
 				break
 			}
-			pending = append(pending, next)
+			if err := prod.Write(&next); err != nil {
+				return newest, err
+			}
+			n++
 			if next.Timestamp > newest {
 				newest = next.Timestamp
 			}
 			have = false
 		}
-		if err := send(); err != nil {
+		// Every event due is sent now, not when its device's envelope fills.
+		if err := prod.Send(); err != nil {
 			return newest, err
 		}
+		c.producedEvents.Add(n)
 		labels.update(gen.Labels())
 		if done {
-			return newest, cl.Flush(context.Background())
+			return newest, prod.Flush(context.Background())
 		}
 		select {
 		case <-ctx.Done():
-			cl.Flush(context.Background())
+			prod.Flush(context.Background())
 			return newest, ctx.Err()
 		case err := <-svcErr:
 			svcErr <- err
@@ -345,7 +321,7 @@ func (x *labelIndex) update(ls []fleet.Label) {
 	defer x.mu.Unlock()
 	x.ls = ls
 	for _, l := range ls {
-		x.m[tupleOf(l)] = l
+		x.m[l.Tuple] = l
 	}
 }
 
@@ -354,11 +330,6 @@ func (x *labelIndex) get(t beacon.Tuple) (fleet.Label, bool) {
 	defer x.mu.Unlock()
 	l, ok := x.m[t]
 	return l, ok
-}
-
-func tupleOf(l fleet.Label) beacon.Tuple {
-	return beacon.Tuple{DeviceId: l.DeviceId, DeviceName: l.DeviceName, AccountName: l.AccountName,
-		AccountDomain: l.AccountDomain, FileName: l.FileName, RemoteIP: l.RemoteIP, RemotePort: l.RemotePort}
 }
 
 // alertPrinter reads the alert topic as a SIEM would and prints one line
@@ -449,78 +420,76 @@ func shortHost(h string) string {
 	return h
 }
 
-// summary compares the alerts with the planted ground truth.
+// summary scores the alerts against the planted ground truth with
+// fleet.Score, as 'replay --labels' does, and prints it for people.
 func (c *demoConfig) summary(w io.Writer, gen *fleet.Generator, p *alertPrinter, took time.Duration, addr string) {
 	p.mu.Lock()
 	alerts := append([]stream.Alert(nil), p.alerts...)
 	earlier := append([]stream.Alert(nil), p.earlier...)
 	p.mu.Unlock()
-	alerted := make(map[beacon.Tuple]stream.Alert)
+	var dets []fleet.Detection
+	now := make(map[beacon.Tuple]bool)
 	for _, a := range alerts {
-		if _, ok := alerted[a.Row.Tuple]; !ok {
-			alerted[a.Row.Tuple] = a
-		}
+		now[a.Row.Tuple] = true
+		dets = append(dets, fleet.Detection{Tuple: a.Row.Tuple, FirstAlert: a.StreamTime})
 	}
-	before := make(map[beacon.Tuple]bool)
 	for _, a := range earlier {
-		before[a.Row.Tuple] = true
+		dets = append(dets, fleet.Detection{Tuple: a.Row.Tuple, FirstAlert: a.StreamTime})
 	}
 	labels := gen.Labels()
+	sc := fleet.Score(labels, dets)
 	fmt.Fprintf(w, "\nSummary after %s: %d events produced, %d alerts on %d tuples\n",
-		took.Round(time.Second), c.producedEvents.Load(), len(alerts), len(alerted))
+		took.Round(time.Second), c.producedEvents.Load(), len(alerts), len(now))
 	if len(earlier) > 0 {
 		fmt.Fprintf(w, "(and %d alerts from earlier runs on the topic: a tuple is alerted once per %s re-alert period)\n",
 			len(earlier), 24*time.Hour)
 	}
-	var implants, found int
-	byClass := make(map[string][]string)
-	known := make(map[beacon.Tuple]bool)
 	var lines []string
-	for _, l := range labels {
-		t := tupleOf(l)
-		known[t] = true
-		_, hit := alerted[t]
-		switch l.Class {
-		case fleet.ClassImplant:
-			implants++
-			mark := "✗"
-			why := c.missReason(l)
-			switch {
-			case hit:
-				found++
-				mark, why = "✓", "alerted"
-			case before[t]:
-				found++
-				mark, why = "✓", "alerted in an earlier run"
-			}
-			lines = append(lines, fmt.Sprintf("  %s %-12s %s %s → %s:%d  sleep %s: %s", mark, l.Framework,
-				shortHost(l.DeviceName), l.FileName, l.RemoteIP, l.RemotePort, l.Sleep, why))
-		default:
-			if hit || before[t] {
-				byClass[l.Class] = append(byClass[l.Class], l.Name)
-			}
+	for _, b := range sc.Beacons {
+		l := &b.Label
+		if l.Class != fleet.ClassImplant {
+			continue
 		}
+		mark, why := "✗", c.missReason(*l)
+		switch {
+		case now[l.Tuple]:
+			mark, why = "✓", "alerted"
+		case b.Detected:
+			mark, why = "✓", "alerted in an earlier run"
+		}
+		lines = append(lines, fmt.Sprintf("  %s %-12s %s %s → %s:%d  sleep %s: %s", mark, l.Framework,
+			shortHost(l.DeviceName), l.FileName, l.RemoteIP, l.RemotePort, l.Sleep, why))
 	}
-	fmt.Fprintf(w, "Planted implants alerted: %d of %d\n", found, implants)
+	fmt.Fprintf(w, "Planted implants alerted: %d of %d\n", sc.TruePositives, sc.TruePositives+sc.FalseNegatives)
 	for _, l := range lines {
 		fmt.Fprintln(w, l)
 	}
+	// Which benign timers were alerted, by product: the scorecard counts
+	// tuples, the names say which products they are.
+	alerted := make(map[beacon.Tuple]bool)
+	for _, d := range dets {
+		alerted[d.Tuple] = true
+	}
 	names := func(class string) string {
-		n := byClass[class]
-		sort.Strings(n)
-		n = compactStrings(n)
+		var n []string
+		for _, l := range labels {
+			if l.Class == class && alerted[l.Tuple] {
+				n = append(n, l.Name)
+			}
+		}
 		if len(n) == 0 {
 			return "0"
 		}
-		return fmt.Sprintf("%d (%s)", len(byClass[class]), strings.Join(n, ", "))
+		sort.Strings(n)
+		return fmt.Sprintf("%d (%s)", len(n), strings.Join(slices.Compact(n), ", "))
 	}
 	fmt.Fprintf(w, "Benign updaters alerted: %s — periodic by design; the query flags them and an analyst dismisses them\n", names(fleet.ClassUpdater))
 	fmt.Fprintf(w, "Fleet services alerted: %s — the device cap (%d) keeps what many devices poll out\n",
 		names(fleet.ClassFleetService), c.params.CompromisedDeviceCountMax)
 	other := 0
-	for t := range alerted {
-		if !known[t] {
-			other++
+	for _, cl := range sc.Classes {
+		if cl.Class == fleet.ClassUnlabelled {
+			other = cl.Detected
 		}
 	}
 	fmt.Fprintf(w, "Other tuples alerted: %d\n", other)
@@ -538,16 +507,6 @@ func (c *demoConfig) missReason(l fleet.Label) string {
 		return fmt.Sprintf("%d callbacks do not fit in the %s window", c.params.TotalEventsThresholdMin+1, c.params.Lookback)
 	}
 	return "never in the query's set (a missed or doubled callback makes a near-perfect timer's gaps outliers; see docs/streaming.md)"
-}
-
-func compactStrings(s []string) []string {
-	out := s[:0]
-	for i, v := range s {
-		if i == 0 || v != s[i-1] {
-			out = append(out, v)
-		}
-	}
-	return out
 }
 
 func (c *demoConfig) loadClock() (time.Time, bool) {

@@ -9,12 +9,8 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kgo"
-
-	"github.com/beaconhunt/beacon/pkg/beacon"
 	"github.com/beaconhunt/beacon/pkg/fleet"
 )
 
@@ -93,9 +89,12 @@ func runSimulate(ctx context.Context, args []string, s stdio) error {
 		return usagef("simulate: unexpected argument %q", fs.Arg(0))
 	}
 
+	// fleet.Config.Validate holds the ranges. Checked here is only what
+	// the mapping to a Config would hide: there a zero means the default
+	// and a negative count or rate none, here 0 means none.
 	cfg := fleet.Config{Seed: *seed, Devices: *devices, MaxLate: *maxLate}
-	if *hours <= 0 || *hours > 24*365*10 {
-		return usagef("simulate: --hours must be in (0, 87600], got %v", *hours)
+	if *hours <= 0 {
+		return usagef("simulate: --hours must be in (0, %g], got %v", fleet.MaxDuration.Hours(), *hours)
 	}
 	cfg.Duration = time.Duration(*hours * float64(time.Hour))
 	t, err := time.Parse(time.RFC3339Nano, *start)
@@ -104,10 +103,10 @@ func runSimulate(ctx context.Context, args []string, s stdio) error {
 	}
 	cfg.Start = t.UTC()
 	if *devices < 1 {
-		return usagef("simulate: --devices must be at least 1, got %d", *devices)
+		return usagef("simulate: --devices must be in [1, %d], got %d", fleet.MaxDevices, *devices)
 	}
 	if *implants < 0 || *updaters < 0 {
-		return usagef("simulate: --implants and --updaters cannot be negative")
+		return usagef("simulate: --implants and --updaters cannot be negative (0: none)")
 	}
 	cfg.Implants, cfg.Updaters = orNone(*implants), orNone(*updaters)
 	for _, r := range []struct {
@@ -115,7 +114,7 @@ func runSimulate(ctx context.Context, args []string, s stdio) error {
 		v    float64
 		dst  *float64
 	}{{"drop", *drop, &cfg.DropRate}, {"dup", *dup, &cfg.DupRate}, {"late", *late, &cfg.LateRate}} {
-		if r.v < 0 || r.v >= 1 {
+		if r.v < 0 {
 			return usagef("simulate: --%s must be in [0, 1), got %v", r.name, r.v)
 		}
 		*r.dst = r.v
@@ -153,14 +152,14 @@ func runSimulate(ctx context.Context, args []string, s stdio) error {
 		cfg.Sleeps = append(cfg.Sleeps, v)
 	}
 	if err := cfg.Validate(); err != nil {
-		return usagef("simulate: %v", err)
+		return usagef("simulate: %v", err) // names the range
 	}
 	ff, err := fleet.ParseFormat(*format)
 	if err != nil {
 		return usagef("simulate: --format: %v", err)
 	}
 	if *batch < 1 {
-		return usagef("simulate: --batch must be at least 1")
+		return usagef("simulate: --batch must be at least 1, got %d", *batch)
 	}
 	if *out == "" && *brokers == "" {
 		*out = "-"
@@ -174,10 +173,14 @@ func runSimulate(ctx context.Context, args []string, s stdio) error {
 	if *labels == "-" && *out == "-" {
 		return usagef("simulate: --labels - and --out - would both write to stdout")
 	}
-	var enc messageEncoder
+	var enc fleet.MessageEncoder
 	if *brokers != "" {
-		if enc, err = newMessageEncoder(*topicFormat, *batch, *tenant); err != nil {
-			return err
+		tf, err := fleet.ParseFormat(*topicFormat)
+		if err == nil {
+			enc, err = fleet.NewMessageEncoder(tf, *batch, *tenant)
+		}
+		if err != nil {
+			return usagef("simulate: --topic-format must be json, envelope or avro, got %q", *topicFormat)
 		}
 	}
 
@@ -189,14 +192,14 @@ func runSimulate(ctx context.Context, args []string, s stdio) error {
 
 	var sinks []func(*fleet.Record) error
 	var closers []func() error
-	var prod *producer
 	if *brokers != "" { // first: it fails fast when Kafka is not there
-		if prod, err = newProducer(ctx, *brokers, *topic, enc); err != nil {
-			return err
+		prod, err := fleet.NewProducer(ctx, *brokers, *topic, enc)
+		if err != nil {
+			return fmt.Errorf("simulate: %w", err)
 		}
-		defer prod.client.Close()
-		sinks = append(sinks, prod.write)
-		closers = append(closers, func() error { return prod.close(ctx) })
+		defer prod.Close()
+		sinks = append(sinks, prod.Write)
+		closers = append(closers, func() error { return prod.Flush(ctx) })
 	}
 	if *out != "" {
 		w, closeOut, err := createOutput(*out, s.out)
@@ -330,184 +333,4 @@ func writeLabels(path string, stdout io.Writer, labels []fleet.Label) error {
 		return err
 	}
 	return errors.Join(fleet.WriteLabels(w, labels), closeOut())
-}
-
-// messageEncoder turns records into Kafka messages. add returns messages
-// that are complete; flush returns the rest.
-type messageEncoder interface {
-	add(r *fleet.Record) []*kgo.Record
-	flush() []*kgo.Record
-}
-
-func newMessageEncoder(format string, batch int, tenant string) (messageEncoder, error) {
-	switch format {
-	case "json", "jsonl":
-		return &perEvent{encode: fleet.AppendJSON}, nil
-	case "avro":
-		if _, err := fleet.NewAvroEncoder(); err != nil { // checks the schema
-			return nil, err
-		}
-		return &perEvent{encode: fleet.AppendAvro}, nil
-	case "envelope":
-		return &envelopes{batch: batch, tenant: tenant, pending: map[string]*deviceBatch{}}, nil
-	}
-	return nil, usagef("simulate: --topic-format must be json, envelope or avro, got %q", format)
-}
-
-// keyOf shares one key slice per device; kgo only reads keys.
-type keyCache map[string][]byte
-
-func (k keyCache) key(id string) []byte {
-	b, ok := k[id]
-	if !ok {
-		b = []byte(id)
-		k[id] = b
-	}
-	return b
-}
-
-// perEvent is a message per event.
-type perEvent struct {
-	encode func([]byte, *fleet.Record) []byte
-	keys   keyCache
-	out    [1]*kgo.Record
-}
-
-func (p *perEvent) add(r *fleet.Record) []*kgo.Record {
-	if p.keys == nil {
-		p.keys = keyCache{}
-	}
-	p.out[0] = &kgo.Record{Key: p.keys.key(r.DeviceId), Value: p.encode(nil, r)}
-	return p.out[:]
-}
-
-func (p *perEvent) flush() []*kgo.Record { return nil }
-
-// envelopes batches a device's events into Streaming API messages: a
-// message holds up to batch events of one device (so it can be keyed by
-// DeviceId), and none waits for more than a minute of event time.
-type envelopes struct {
-	batch   int
-	tenant  string
-	pending map[string]*deviceBatch
-	order   []*deviceBatch // first-seen order, for reproducible output
-	keys    keyCache
-	n       int
-	out     []*kgo.Record
-}
-
-type deviceBatch struct {
-	id   string
-	recs []fleet.Record
-}
-
-const envelopeMaxWait = 60 * beacon.Second
-
-func (e *envelopes) add(r *fleet.Record) []*kgo.Record {
-	if e.keys == nil {
-		e.keys = keyCache{}
-	}
-	e.out = e.out[:0]
-	b := e.pending[r.DeviceId]
-	if b == nil {
-		b = &deviceBatch{id: r.DeviceId}
-		e.pending[r.DeviceId] = b
-		e.order = append(e.order, b)
-	}
-	b.recs = append(b.recs, *r)
-	if len(b.recs) >= e.batch {
-		e.emit(b)
-	}
-	if e.n++; e.n%4096 == 0 {
-		for _, o := range e.order {
-			if len(o.recs) > 0 && r.Reported-o.recs[0].Reported > envelopeMaxWait {
-				e.emit(o)
-			}
-		}
-	}
-	return e.out
-}
-
-func (e *envelopes) emit(b *deviceBatch) {
-	e.out = append(e.out, &kgo.Record{Key: e.keys.key(b.id), Value: fleet.AppendEnvelope(nil, e.tenant, b.recs)})
-	b.recs = b.recs[:0]
-}
-
-func (e *envelopes) flush() []*kgo.Record {
-	e.out = e.out[:0]
-	for _, b := range e.order {
-		if len(b.recs) > 0 {
-			e.emit(b)
-		}
-	}
-	return e.out
-}
-
-// producer produces asynchronously and remembers the first failure.
-type producer struct {
-	client *kgo.Client
-	enc    messageEncoder
-	mu     sync.Mutex
-	err    error
-	ctx    context.Context
-}
-
-func newProducer(ctx context.Context, brokers, topic string, enc messageEncoder) (*producer, error) {
-	var seeds []string
-	for _, b := range strings.Split(brokers, ",") {
-		if b = strings.TrimSpace(b); b != "" {
-			seeds = append(seeds, b)
-		}
-	}
-	cl, err := kgo.NewClient(
-		kgo.SeedBrokers(seeds...),
-		kgo.DefaultProduceTopic(topic),
-		kgo.AllowAutoTopicCreation(),
-		kgo.RecordDeliveryTimeout(time.Minute),
-		kgo.ProducerLinger(5*time.Millisecond),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("simulate: kafka: %w", err)
-	}
-	pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	if err := cl.Ping(pctx); err != nil {
-		cl.Close()
-		return nil, fmt.Errorf("simulate: cannot reach Kafka at %s: %w", brokers, err)
-	}
-	return &producer{client: cl, enc: enc, ctx: ctx}, nil
-}
-
-func (p *producer) failed() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.err
-}
-
-func (p *producer) produce(recs []*kgo.Record) error {
-	for _, m := range recs {
-		p.client.Produce(p.ctx, m, func(_ *kgo.Record, err error) {
-			if err != nil {
-				p.mu.Lock()
-				if p.err == nil {
-					p.err = fmt.Errorf("kafka: %w", err)
-				}
-				p.mu.Unlock()
-			}
-		})
-	}
-	return p.failed()
-}
-
-func (p *producer) write(r *fleet.Record) error { return p.produce(p.enc.add(r)) }
-
-func (p *producer) close(ctx context.Context) error {
-	err := p.produce(p.enc.flush())
-	if ferr := p.client.Flush(ctx); ferr != nil && err == nil {
-		err = fmt.Errorf("kafka: %w", ferr)
-	}
-	if err == nil {
-		err = p.failed()
-	}
-	return err
 }

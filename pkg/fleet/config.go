@@ -137,23 +137,41 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Validate reports a configuration that cannot be simulated. New calls it
-// after applying defaults.
+// The bounds Validate holds a Config to. They are exported so that a
+// command line that maps its flags to a Config can name the same range
+// where its mapping hides a value (a zero that Config reads as "default").
+const (
+	MaxDevices  = 1_000_000
+	MinDuration = time.Second
+	MaxDuration = 10 * 365 * 24 * time.Hour // 87600h
+	MaxImplants = 100_000
+	MinSleep    = time.Second
+)
+
+// Validate reports a configuration that cannot be simulated, naming the
+// valid range. New calls it; zero fields are checked as their defaults
+// and negative counts and rates as none.
 func (c Config) Validate() error {
 	c = c.withDefaults()
 	switch {
-	case c.Devices < 1 || c.Devices > 1_000_000:
-		return fmt.Errorf("devices must be in [1, 1000000], got %d", c.Devices)
-	case c.Duration < time.Second:
-		return fmt.Errorf("duration must be at least 1s, got %s", c.Duration)
+	case c.Devices < 1 || c.Devices > MaxDevices:
+		return fmt.Errorf("devices must be in [1, %d], got %d", MaxDevices, c.Devices)
+	case c.Duration < MinDuration || c.Duration > MaxDuration:
+		return fmt.Errorf("duration must be in [%s, %s], got %s", MinDuration, MaxDuration, c.Duration)
 	case c.Start.Year() < 1900 || c.Start.Add(c.Duration).Year() > 9999:
-		return fmt.Errorf("start %s is out of range", c.Start.Format(time.RFC3339))
-	case c.Implants > 100_000:
-		return fmt.Errorf("implants must be at most 100000, got %d", c.Implants)
+		return fmt.Errorf("start %s is out of range: the period must lie in the years [1900, 9999]", c.Start.Format(time.RFC3339))
+	case c.Implants > MaxImplants:
+		return fmt.Errorf("implants must be in [0, %d], got %d", MaxImplants, c.Implants)
 	case c.Updaters > len(updaterCatalog):
-		return fmt.Errorf("updaters must be at most %d, got %d", len(updaterCatalog), c.Updaters)
-	case c.DropRate >= 1 || c.DupRate > 1 || c.LateRate > 1:
-		return fmt.Errorf("sensor rates must be below 1")
+		return fmt.Errorf("updaters must be in [0, %d], got %d", len(updaterCatalog), c.Updaters)
+	}
+	for _, r := range []struct {
+		name string
+		v    float64
+	}{{"drop", c.DropRate}, {"dup", c.DupRate}, {"late", c.LateRate}} {
+		if r.v >= 1 || r.v != r.v {
+			return fmt.Errorf("%s rate must be in [0, 1), got %v", r.name, r.v)
+		}
 	}
 	for _, f := range c.Frameworks {
 		if !knownFramework(f) {
@@ -164,8 +182,8 @@ func (c Config) Validate() error {
 		return err
 	}
 	for _, s := range c.Sleeps {
-		if s < time.Second {
-			return fmt.Errorf("implant sleeps must be at least 1s, got %s", s)
+		if s < MinSleep {
+			return fmt.Errorf("implant sleeps must be at least %s, got %s", MinSleep, s)
 		}
 	}
 	return nil

@@ -97,10 +97,27 @@ func TestDefaultsAndValidation(t *testing.T) {
 		{Frameworks: []string{"havoc"}},
 		{Sleeps: []time.Duration{time.Millisecond}},
 		{DropRate: 1},
+		{DupRate: 1},
+		{LateRate: 1.5},
+		{Devices: MaxDevices + 1},
+		{Duration: MaxDuration + time.Hour},
+		{Implants: MaxImplants + 1},
 		{Updaters: 1000},
 	} {
-		if _, err := New(bad); err == nil {
+		_, err := New(bad)
+		if err == nil {
 			t.Errorf("New(%+v) accepted", bad)
+			continue
+		}
+		// A range is named ("in [1, 1000000]", "at least 1s") or the valid
+		// names are listed.
+		if m := err.Error(); !strings.Contains(m, " in [") && !strings.Contains(m, "at least") && !strings.Contains(m, "want one of") {
+			t.Errorf("New(%+v): %q does not name the valid range", bad, m)
+		}
+	}
+	for _, edge := range []Config{{Devices: MaxDevices, Duration: time.Second}, {Duration: MaxDuration, Devices: 1}, {DropRate: 0.999}} {
+		if err := edge.Validate(); err != nil {
+			t.Errorf("Validate(%+v) at the edge of its range: %v", edge, err)
 		}
 	}
 }
