@@ -11,10 +11,11 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/beaconhunt/beacon/internal/version"
 )
 
 // stdio is what a subcommand may read and write; tests pass buffers.
@@ -127,43 +128,8 @@ func runVersion(_ context.Context, args []string, s stdio) error {
 	if len(args) > 0 {
 		return usagef("version takes no arguments")
 	}
-	fmt.Fprintln(s.out, versionString())
+	fmt.Fprintln(s.out, version.Read())
 	return nil
-}
-
-func versionString() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "beacon (no build info)"
-	}
-	v := bi.Main.Version
-	if v == "" {
-		v = "(devel)"
-	}
-	var rev, at, dirty string
-	for _, kv := range bi.Settings {
-		switch kv.Key {
-		case "vcs.revision":
-			rev = kv.Value
-		case "vcs.time":
-			at = kv.Value
-		case "vcs.modified":
-			if kv.Value == "true" {
-				dirty = "+dirty"
-			}
-		}
-	}
-	out := "beacon " + v + " " + bi.GoVersion
-	if rev != "" {
-		if len(rev) > 12 {
-			rev = rev[:12]
-		}
-		out += " " + rev + dirty
-		if at != "" {
-			out += " " + at
-		}
-	}
-	return out
 }
 
 func printUsage(w io.Writer) {

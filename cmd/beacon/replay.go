@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/csv"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -237,7 +236,7 @@ func runReplay(ctx context.Context, args []string, s stdio) error {
 		alertFmt, _ := stream.ParseAlertFormat(c.alertFormat) // checked by options
 		writeAlerts := func(w io.Writer, as []stream.Alert) error { return stream.WriteAlerts(w, alertFmt, as) }
 		if strings.HasSuffix(strings.ToLower(c.alerts), ".csv") {
-			writeAlerts = writeAlertsCSV
+			writeAlerts = stream.WriteAlertsCSV
 		}
 		if err := writeTo(c.alerts, s.out, func(w io.Writer) error { return writeAlerts(w, res.Alerts) }); err != nil {
 			return fmt.Errorf("replay: alerts: %w", err)
@@ -353,27 +352,6 @@ func writeTo(path string, stdout io.Writer, write func(io.Writer) error) error {
 		return err
 	}
 	return f.Close()
-}
-
-// alertCSVColumns lead the query's columns in the alerts CSV.
-var alertCSVColumns = []string{"AlertId", "StreamTime", "AlertEpoch"}
-
-// writeAlertsCSV writes the alert's own columns, then the query's.
-func writeAlertsCSV(w io.Writer, alerts []stream.Alert) error {
-	cw := csv.NewWriter(w)
-	if err := cw.Write(append(append([]string(nil), alertCSVColumns...), beacon.OutputColumns...)); err != nil {
-		return err
-	}
-	var rec []string
-	for i := range alerts {
-		a := &alerts[i]
-		rec = append(rec[:0], a.ID, a.StreamTime.String(), strconv.FormatInt(a.Epoch, 10))
-		if err := cw.Write(a.Row.AppendCSV(rec)); err != nil {
-			return err
-		}
-	}
-	cw.Flush()
-	return cw.Error()
 }
 
 func printReplaySummary(w io.Writer, c *replayConfig, res *stream.ReplayResult) {

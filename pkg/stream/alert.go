@@ -10,7 +10,6 @@ import (
 	"math"
 	"net/url"
 	"regexp"
-	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,6 +17,7 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/beaconhunt/beacon/internal/version"
 	"github.com/beaconhunt/beacon/pkg/beacon"
 )
 
@@ -107,22 +107,7 @@ func (a *Alert) Tactic() Technique { return Technique{tacticID, tacticName} }
 
 // productVersion is the module version of the binary (runtime/debug build
 // info), with the VCS revision when the build recorded one.
-var productVersion = func() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "unknown"
-	}
-	v := bi.Main.Version
-	if v == "" {
-		v = "(devel)"
-	}
-	for _, s := range bi.Settings {
-		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-			v += "+" + s.Value[:12]
-		}
-	}
-	return v
-}()
+var productVersion = version.Read().Product()
 
 // ProductVersion is the version alerts give for the product.
 func ProductVersion() string { return productVersion }

@@ -52,31 +52,6 @@ func decodeAvroAlert(v []byte) (Alert, error) {
 	return ParseAlert(j)
 }
 
-// beaconCustomIn reads ecsBeaconCustom.
-type beaconCustomIn struct {
-	Profile       string      `json:"profile"`
-	StreamTime    beacon.Time `json:"stream_time"`
-	AlertEpoch    int64       `json:"alert_epoch"`
-	Score         float64     `json:"score"`
-	Severity      string      `json:"severity"`
-	Reasons       []string    `json:"reasons"`
-	PeriodSeconds float64     `json:"period_seconds"`
-	Callbacks     int64       `json:"callbacks"`
-	Jitter        float64     `json:"jitter"`
-	DeviceCount   int64       `json:"device_count"`
-	Domains       []string    `json:"domains"`
-	ReportID      int64       `json:"report_id"`
-}
-
-func (b *beaconCustomIn) fill(a *Alert) {
-	a.Profile, a.StreamTime, a.Epoch = b.Profile, b.StreamTime, b.AlertEpoch
-	r := &a.Row
-	r.Score, r.Severity, r.Reasons, r.PeriodSeconds, r.Callbacks = b.Score, b.Severity, b.Reasons, b.PeriodSeconds, b.Callbacks
-	r.Avg, r.Jitter, r.DeviceCount, r.Domains = b.PeriodSeconds, b.Jitter, b.DeviceCount, b.Domains
-	r.Count = max(b.Callbacks-1, 0)
-	a.Pivots.ReportId = b.ReportID
-}
-
 func decodeECS(v []byte) (Alert, error) {
 	var d struct {
 		Timestamp time.Time `json:"@timestamp"`
@@ -111,7 +86,7 @@ func decodeECS(v []byte) (Alert, error) {
 		Organization struct {
 			ID string `json:"id"`
 		} `json:"organization"`
-		Beacon beaconCustomIn `json:"beacon"`
+		Beacon ecsBeaconCustom `json:"beacon"`
 	}
 	if err := json.Unmarshal(v, &d); err != nil {
 		return Alert{}, err
@@ -170,7 +145,7 @@ func decodeOCSF(v []byte) (Alert, error) {
 			TenantUID string `json:"tenant_uid"`
 		} `json:"metadata"`
 		Unmapped struct {
-			Beacon beaconCustomIn `json:"beacon"`
+			Beacon ecsBeaconCustom `json:"beacon"`
 		} `json:"unmapped"`
 	}
 	if err := json.Unmarshal(v, &d); err != nil {

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"math"
 	"strings"
+
+	"github.com/beaconhunt/beacon/pkg/beacon"
 )
 
 // ECSVersion is the Elastic Common Schema version ECS alerts follow.
@@ -118,23 +120,47 @@ type ecsOrg struct {
 	ID string `json:"id"`
 }
 
-// ecsBeaconCustom: what the alert has and ECS does not.
+// ecsBeaconCustom: what the alert has and ECS does not. The encoder
+// (ecs) writes it and the decoder (decodeECS) reads it back with fill; the
+// window is written for readers and not read back (Alert.Window derives it).
 type ecsBeaconCustom struct {
-	SchemaVersion string   `json:"schema_version"`
-	Profile       string   `json:"profile"`
-	StreamTime    string   `json:"stream_time"`
-	WindowStart   string   `json:"window_start"`
-	WindowEnd     string   `json:"window_end"`
-	AlertEpoch    int64    `json:"alert_epoch"`
-	Score         float64  `json:"score"`
-	Severity      string   `json:"severity"`
-	Reasons       []string `json:"reasons"`
-	PeriodSeconds float64  `json:"period_seconds"`
-	Callbacks     int64    `json:"callbacks"`
-	Jitter        float64  `json:"jitter"`
-	DeviceCount   int64    `json:"device_count"`
-	Domains       []string `json:"domains"`
-	ReportID      int64    `json:"report_id,omitempty"`
+	SchemaVersion string      `json:"schema_version"`
+	Profile       string      `json:"profile"`
+	StreamTime    beacon.Time `json:"stream_time"`
+	WindowStart   beacon.Time `json:"window_start"`
+	WindowEnd     beacon.Time `json:"window_end"`
+	AlertEpoch    int64       `json:"alert_epoch"`
+	Score         float64     `json:"score"`
+	Severity      string      `json:"severity"`
+	Reasons       []string    `json:"reasons"`
+	PeriodSeconds float64     `json:"period_seconds"`
+	Callbacks     int64       `json:"callbacks"`
+	Jitter        float64     `json:"jitter"`
+	DeviceCount   int64       `json:"device_count"`
+	Domains       []string    `json:"domains"`
+	ReportID      int64       `json:"report_id,omitempty"`
+}
+
+// beaconCustom returns the alert's custom fields, as ECS and OCSF (in
+// unmapped) carry them.
+func (a *Alert) beaconCustom() ecsBeaconCustom {
+	r := &a.Row
+	from, to := a.Window()
+	return ecsBeaconCustom{SchemaVersion: AlertSchemaVersion, Profile: a.Profile, StreamTime: a.StreamTime,
+		WindowStart: from, WindowEnd: to, AlertEpoch: a.Epoch,
+		Score: finite(r.Score), Severity: r.Severity, Reasons: nonNil(r.Reasons), PeriodSeconds: finite(r.PeriodSeconds),
+		Callbacks: r.Callbacks, Jitter: finite(r.Jitter), DeviceCount: r.DeviceCount, Domains: nonNil(r.Domains),
+		ReportID: a.Pivots.ReportId}
+}
+
+// fill sets what the custom fields carry on a decoded alert.
+func (b *ecsBeaconCustom) fill(a *Alert) {
+	a.Profile, a.StreamTime, a.Epoch = b.Profile, b.StreamTime, b.AlertEpoch
+	r := &a.Row
+	r.Score, r.Severity, r.Reasons, r.PeriodSeconds, r.Callbacks = b.Score, b.Severity, b.Reasons, b.PeriodSeconds, b.Callbacks
+	r.Avg, r.Jitter, r.DeviceCount, r.Domains = b.PeriodSeconds, b.Jitter, b.DeviceCount, b.Domains
+	r.Count = max(b.Callbacks-1, 0)
+	a.Pivots.ReportId = b.ReportID
 }
 
 func attackRef(id string) string {
@@ -164,7 +190,6 @@ func nonNil(s []string) []string {
 // detection time, event.start and event.end the first and last callback.
 func (a *Alert) ecs() *ecsDoc {
 	r := &a.Row
-	from, to := a.Window()
 	rule := a.Rule()
 	tac := a.Tactic()
 	var tech ecsThreatRef
@@ -205,11 +230,7 @@ func (a *Alert) ecs() *ecsDoc {
 		Process:     ecsProcess{Name: r.FileName, Executable: a.Pivots.FolderPath, CommandLine: a.Pivots.CommandLine, PID: a.Pivots.ProcessId},
 		Destination: ecsDestination{IP: r.RemoteIP, Port: r.RemotePort, Domain: firstDomain(r.Domains)},
 		Observer:    ecsObserver{Vendor: ProductVendor, Product: Product, Version: ProductVersion(), Type: "ids"},
-		Beacon: ecsBeaconCustom{SchemaVersion: AlertSchemaVersion, Profile: a.Profile, StreamTime: a.StreamTime.String(),
-			WindowStart: from.String(), WindowEnd: to.String(), AlertEpoch: a.Epoch,
-			Score: finite(r.Score), Severity: r.Severity, Reasons: nonNil(r.Reasons), PeriodSeconds: finite(r.PeriodSeconds),
-			Callbacks: r.Callbacks, Jitter: finite(r.Jitter), DeviceCount: r.DeviceCount, Domains: nonNil(r.Domains),
-			ReportID: a.Pivots.ReportId},
+		Beacon:      a.beaconCustom(),
 	}
 	if a.Pivots.SHA256 != "" || a.Pivots.SHA1 != "" {
 		d.Process.Hash = &ecsHash{SHA256: a.Pivots.SHA256, SHA1: a.Pivots.SHA1}

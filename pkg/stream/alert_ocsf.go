@@ -215,7 +215,6 @@ func (a *Alert) ocsf() *ocsfDoc {
 		}
 		proc.File = f
 	}
-	from, to := a.Window()
 	obs := []ocsfObserv{
 		{Name: "evidences.device.hostname", TypeID: 1, Type: "Hostname", Value: r.DeviceName},
 		{Name: "evidences.dst_endpoint.ip", TypeID: 2, Type: "IP Address", Value: r.RemoteIP},
@@ -255,11 +254,7 @@ func (a *Alert) ocsf() *ocsfDoc {
 		Observables: obs,
 		Metadata: ocsfMetadata{Version: OCSFVersion, UID: a.ID, TenantUID: a.Pivots.TenantId,
 			Product: ocsfProduct{Name: Product, VendorName: ProductVendor, Version: ProductVersion()}},
-		Unmapped: ocsfUnmapped{Beacon: ecsBeaconCustom{SchemaVersion: AlertSchemaVersion, Profile: a.Profile,
-			StreamTime: a.StreamTime.String(), WindowStart: from.String(), WindowEnd: to.String(), AlertEpoch: a.Epoch,
-			Score: finite(r.Score), Severity: r.Severity, Reasons: nonNil(r.Reasons), PeriodSeconds: finite(r.PeriodSeconds),
-			Callbacks: r.Callbacks, Jitter: finite(r.Jitter), DeviceCount: r.DeviceCount, Domains: nonNil(r.Domains),
-			ReportID: a.Pivots.ReportId}},
+		Unmapped: ocsfUnmapped{Beacon: a.beaconCustom()},
 	}
 }
 

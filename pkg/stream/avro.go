@@ -1,10 +1,8 @@
 package stream
 
 import (
-	"bufio"
 	"encoding/binary"
 	"fmt"
-	"io"
 
 	"github.com/linkedin/goavro/v2"
 
@@ -147,49 +145,4 @@ func alertNative(a *Alert) map[string]any {
 		"InitiatingProcessFolderPath": a.Pivots.FolderPath, "InitiatingProcessCommandLine": a.Pivots.CommandLine,
 		"InitiatingProcessId": a.Pivots.ProcessId, "ReportId": a.Pivots.ReportId, "Link": a.Link,
 	}
-}
-
-// WriteAlerts writes alerts to a file as the alert topic carries them in
-// format f: one JSON object per line for json, ecs and ocsf; for avro an
-// Avro object container file (the schema in its header, so any Avro tool
-// reads it).
-func WriteAlerts(w io.Writer, f AlertFormat, alerts []Alert) error {
-	if f == AlertAvro {
-		text, err := schemas.FS.ReadFile(alertSchemaFile)
-		if err != nil {
-			return err
-		}
-		ow, err := goavro.NewOCFWriter(goavro.OCFConfig{W: w, Schema: string(text), CompressionName: goavro.CompressionDeflateLabel})
-		if err != nil {
-			return err
-		}
-		for i := 0; i < len(alerts); i += 1000 {
-			batch := make([]any, 0, min(1000, len(alerts)-i))
-			for j := i; j < min(i+1000, len(alerts)); j++ {
-				batch = append(batch, alertNative(&alerts[j]))
-			}
-			if err := ow.Append(batch); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	c, err := newAlertCodec(f, -1)
-	if err != nil {
-		return err
-	}
-	bw := bufio.NewWriter(w)
-	var b []byte
-	for i := range alerts {
-		if c == nil {
-			b = alerts[i].AppendJSON(b[:0])
-		} else if b, err = c.append(b[:0], &alerts[i]); err != nil {
-			return err
-		}
-		b = append(b, '\n')
-		if _, err := bw.Write(b); err != nil {
-			return err
-		}
-	}
-	return bw.Flush()
 }
