@@ -7,8 +7,6 @@ import (
 	"io"
 	"os"
 	"strings"
-	"sync/atomic"
-	"time"
 
 	"github.com/beaconhunt/beacon/pkg/beacon"
 	"github.com/beaconhunt/beacon/pkg/mde"
@@ -199,78 +197,4 @@ func huntFile(ctx context.Context, name string, stdin io.Reader, opt mde.Options
 		h.AddBatch(batch)
 		prog.events.Add(int64(len(batch)))
 	})
-}
-
-// progress reports reading progress on stderr once a second, starting only
-// after two seconds so that short runs stay quiet.
-type progress struct {
-	w      io.Writer
-	off    bool
-	read   atomic.Int64
-	events atomic.Int64
-	name   atomic.Pointer[string]
-	size   atomic.Int64
-	done   chan struct{}
-	exited chan struct{}
-	shown  bool // written by loop only; read after exited
-}
-
-func newProgress(w io.Writer, off bool) *progress {
-	p := &progress{w: w, off: off, done: make(chan struct{}), exited: make(chan struct{})}
-	if !off {
-		go p.loop()
-	}
-	return p
-}
-
-func (p *progress) begin(name string, size int64) {
-	p.name.Store(&name)
-	p.size.Store(size)
-	p.read.Store(0)
-}
-
-func (p *progress) loop() {
-	defer close(p.exited)
-	start := time.Now()
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-p.done:
-			return
-		case now := <-t.C:
-			el := now.Sub(start)
-			if el < 2*time.Second {
-				continue
-			}
-			name := ""
-			if n := p.name.Load(); n != nil {
-				name = *n
-			}
-			ev := p.events.Load()
-			rate := float64(ev) / el.Seconds()
-			if size := p.size.Load(); size > 0 {
-				fmt.Fprintf(p.w, "\rbeacon hunt: %s %3.0f%%  %d events  %.0f events/s ", name,
-					100*float64(p.read.Load())/float64(size), ev, rate)
-			} else {
-				fmt.Fprintf(p.w, "\rbeacon hunt: %s  %d events  %.0f events/s ", name, ev, rate)
-			}
-			p.shown = true
-		}
-	}
-}
-
-func (p *progress) stop() {
-	if p.off {
-		return
-	}
-	select {
-	case <-p.done:
-	default:
-		close(p.done)
-		<-p.exited
-		if p.shown {
-			fmt.Fprintln(p.w)
-		}
-	}
 }

@@ -9,7 +9,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -208,7 +207,14 @@ func runReplay(ctx context.Context, args []string, s stdio) error {
 	}
 	opts = append(opts, c.memoryLimit.apply()...)
 
-	bar := newReplayBar(s.errOut, !c.quiet && isTerminal(s.errOut))
+	// A bar on a terminal only: replay's summary says the same at the end.
+	var progress atomic.Pointer[stream.ReplayProgress]
+	bar := startProgress(s.errOut, !c.quiet && isTerminal(s.errOut), 250*time.Millisecond, 0, func(el time.Duration) string {
+		if p := progress.Load(); p != nil {
+			return barLine(p, el)
+		}
+		return ""
+	})
 	var bad atomic.Int64
 	ro := stream.ReplayOptions{
 		Partitions: c.partitions,
@@ -221,7 +227,7 @@ func runReplay(ctx context.Context, args []string, s stdio) error {
 				bar.printf("beacon replay: skipped %v\n", b)
 			}
 		},
-		OnProgress: bar.update,
+		OnProgress: func(p stream.ReplayProgress) { progress.Store(&p) },
 	}
 	res, err := stream.Replay(ctx, ro, opts...)
 	bar.stop()
@@ -382,77 +388,6 @@ func printReplaySummary(w io.Writer, c *replayConfig, res *stream.ReplayResult) 
 	}
 }
 
-// isTerminal reports whether w is a terminal (a character device).
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
-}
-
-// replayBar is a one-line progress bar with rate and ETA, redrawn at most
-// four times a second on a terminal, and nothing otherwise.
-type replayBar struct {
-	w      io.Writer
-	on     bool
-	start  time.Time
-	p      atomic.Pointer[stream.ReplayProgress]
-	mu     sync.Mutex // the line on the terminal
-	shown  bool
-	done   chan struct{}
-	exited chan struct{}
-}
-
-func newReplayBar(w io.Writer, on bool) *replayBar {
-	b := &replayBar{w: w, on: on, start: time.Now(), done: make(chan struct{}), exited: make(chan struct{})}
-	if on {
-		go b.loop()
-	} else {
-		close(b.exited)
-	}
-	return b
-}
-
-func (b *replayBar) update(p stream.ReplayProgress) {
-	if b.on {
-		b.p.Store(&p)
-	}
-}
-
-// printf writes a line, clearing the bar first.
-func (b *replayBar) printf(format string, a ...any) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.shown {
-		fmt.Fprint(b.w, "\r\x1b[K")
-		b.shown = false
-	}
-	fmt.Fprintf(b.w, format, a...)
-}
-
-func (b *replayBar) loop() {
-	defer close(b.exited)
-	t := time.NewTicker(250 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case <-b.done:
-			return
-		case now := <-t.C:
-			p := b.p.Load()
-			if p == nil {
-				continue
-			}
-			b.mu.Lock()
-			fmt.Fprint(b.w, "\r"+barLine(p, now.Sub(b.start))+"\x1b[K")
-			b.shown = true
-			b.mu.Unlock()
-		}
-	}
-}
-
 // barLine renders progress: bar, percent, records, rate and ETA.
 func barLine(p *stream.ReplayProgress, elapsed time.Duration) string {
 	const width = 30
@@ -470,20 +405,4 @@ func barLine(p *stream.ReplayProgress, elapsed time.Duration) string {
 	}
 	return fmt.Sprintf("beacon replay [%s] %3.0f%%  %d/%d records  %.0f events/s  ETA %s",
 		bar, 100*frac, p.Records, p.Total, rate, eta)
-}
-
-func (b *replayBar) stop() {
-	select {
-	case <-b.done:
-		return
-	default:
-		close(b.done)
-	}
-	<-b.exited
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.shown {
-		fmt.Fprint(b.w, "\r\x1b[K")
-		b.shown = false
-	}
 }

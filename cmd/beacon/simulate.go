@@ -9,8 +9,10 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
+	"github.com/beaconhunt/beacon/pkg/beacon"
 	"github.com/beaconhunt/beacon/pkg/fleet"
 )
 
@@ -223,8 +225,17 @@ func runSimulate(ctx context.Context, args []string, s stdio) error {
 	}
 
 	var n int64
-	lastReport := began
+	var shownN, shownAt atomic.Int64 // every 4096 records, for the progress line
 	period := float64(g.End() - g.Start())
+	prog := startProgress(s.errOut, !*quiet, time.Second, time.Second, func(el time.Duration) string {
+		n := shownN.Load()
+		if n == 0 {
+			return ""
+		}
+		return fmt.Sprintf("simulate: %3.0f%% of the period, %d events, %s events/s",
+			100*float64(beacon.Time(shownAt.Load())-g.Start())/period, n, rate(n, el))
+	})
+	defer prog.stop()
 	for r, ok := g.NextRecord(); ok; r, ok = g.NextRecord() {
 		for _, sink := range sinks {
 			if err := sink(&r); err != nil {
@@ -236,16 +247,14 @@ func runSimulate(ctx context.Context, args []string, s stdio) error {
 		if n&4095 != 0 {
 			continue
 		}
+		shownN.Store(n)
+		shownAt.Store(int64(r.Timestamp))
 		if err := ctx.Err(); err != nil {
 			closeAll()
 			return err
 		}
-		if now := time.Now(); !*quiet && now.Sub(lastReport) >= time.Second {
-			lastReport = now
-			fmt.Fprintf(s.errOut, "simulate: %3.0f%% of the period, %d events, %s events/s\n",
-				100*float64(r.Timestamp-g.Start())/period, n, rate(n, now.Sub(began)))
-		}
 	}
+	prog.stop()
 	if err := closeAll(); err != nil {
 		return fmt.Errorf("simulate: %w", err)
 	}
