@@ -157,7 +157,7 @@ func TestSimulateDeterministic(t *testing.T) {
 		if raw.RemotePort != nil {
 			e.RemotePort = *raw.RemotePort
 		}
-		counts[fleet.TupleOf(&e)]++
+		counts[e.Tuple()]++
 	}
 	if n < 2000 {
 		t.Errorf("only %d events", n)

@@ -67,13 +67,6 @@ func (s *Summary) Remove(d int64) bool {
 	return true
 }
 
-// Clone returns a copy that shares nothing with s.
-func (s *Summary) Clone() Summary {
-	c := *s
-	c.Hist = append([]Bin(nil), s.Hist...)
-	return c
-}
-
 // Equal reports whether two summaries count the same deltas.
 func (s *Summary) Equal(o *Summary) bool {
 	if s.N != o.N || s.Sum != o.Sum || s.SumSq != o.SumSq || len(s.Hist) != len(o.Hist) {

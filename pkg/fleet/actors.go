@@ -175,7 +175,7 @@ func (g *Generator) addTimer(tm *timer, l Label, first beacon.Time) {
 	if first < g.start || first >= g.end {
 		return
 	}
-	l.Tuple = TupleOf(&tm.rec.Event)
+	l.Tuple = tm.rec.Event.Tuple()
 	l.FirstEvent = first
 	l.GapMin = time.Duration(tm.lo) * 100
 	l.GapMax = time.Duration(tm.hi) * 100

@@ -44,11 +44,6 @@ type Record struct {
 // Tuple is what the seed query groups connections by.
 type Tuple = beacon.Tuple
 
-// TupleOf returns the tuple an event belongs to.
-func TupleOf(e *beacon.Event) Tuple {
-	return e.Tuple()
-}
-
 // Label classes.
 const (
 	ClassImplant      = "implant"
@@ -200,12 +195,6 @@ func (g *Generator) NextRecord() (r Record, ok bool) {
 		g.stats.Emitted++
 		return r, true
 	}
-}
-
-// Next returns the next event (see NextRecord).
-func (g *Generator) Next() (beacon.Event, bool) {
-	r, ok := g.NextRecord()
-	return r.Event, ok
 }
 
 // All iterates over the remaining records.

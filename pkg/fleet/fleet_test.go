@@ -207,7 +207,7 @@ func TestRealism(t *testing.T) {
 		}
 		seen[k] = true
 		if i > 0 && r.Timestamp-rs[i-1].Timestamp < 500_000 && r.Timestamp != rs[i-1].Timestamp &&
-			TupleOf(&r.Event) == TupleOf(&rs[i-1].Event) {
+			r.Event.Tuple() == rs[i-1].Event.Tuple() {
 			count["near-dup"]++
 		}
 		count["file:"+r.FileName]++
@@ -239,7 +239,7 @@ func TestLabelsMatchEvents(t *testing.T) {
 	byTuple := map[Tuple]int64{}
 	first := map[Tuple]beacon.Time{}
 	for _, r := range rs {
-		tu := TupleOf(&r.Event)
+		tu := r.Event.Tuple()
 		byTuple[tu]++
 		if f, ok := first[tu]; !ok || r.Timestamp < f {
 			first[tu] = r.Timestamp
@@ -280,7 +280,7 @@ func TestImplantGaps(t *testing.T) {
 	rs, g := generate(t, cfg)
 	times := map[Tuple][]beacon.Time{}
 	for _, r := range rs {
-		tu := TupleOf(&r.Event)
+		tu := r.Event.Tuple()
 		times[tu] = append(times[tu], r.Timestamp)
 	}
 	frameworks := map[string]int{}

@@ -82,6 +82,7 @@
 // write-ahead log makes it atomic: after a crash, a reopened store holds the
 // state of the last committed offset exactly, and the consumer resumes
 // there. Every Apply commits, unless WithCommitEvery holds commits back (then
-// a crash resumes from an older offset). WithSync decides whether a commit
-// also survives a power loss; WithInMemory keeps scratch state off the disk.
+// a crash resumes from an older offset). Commits do not fsync: a lost tail
+// of the log loses its offsets with it, and the consumer re-reads it;
+// WithInMemory keeps scratch state off the disk.
 package state

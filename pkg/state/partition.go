@@ -156,9 +156,6 @@ func newPartition(s *Store, id int32) *Partition {
 	return p
 }
 
-// ID is the partition's id.
-func (p *Partition) ID() int32 { return p.id }
-
 // Offset is the recorded next offset to consume; ok is false before the
 // first Apply that recorded one.
 func (p *Partition) Offset() (offset int64, ok bool) { return p.h.offset, p.h.offset >= 0 }

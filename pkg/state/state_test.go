@@ -255,7 +255,7 @@ func TestNoPortConnMovesStreamTime(t *testing.T) {
 func TestInMemory(t *testing.T) {
 	dir := t.TempDir()
 	p := testParams(10*time.Minute, time.Second)
-	s := openT(t, dir, p, WithInMemory(), WithSync(true))
+	s := openT(t, dir, p, WithInMemory())
 	defer s.Close()
 	part, err := s.Partition(0)
 	if err != nil {

@@ -49,7 +49,6 @@ type config struct {
 	cacheSize    int64
 	memTableSize uint64
 	log          *zap.Logger
-	sync         bool
 	inMemory     bool
 	blockBudget  int64
 	commitEvery  int
@@ -111,14 +110,6 @@ func WithMemoryBudget(bytes int64) Option {
 // WithLogger routes Pebble's own log lines (flushes, compactions, WAL
 // recovery, background errors) to l. Without it they are discarded.
 func WithLogger(l *zap.Logger) Option { return optFunc(func(c *config) { c.log = l }) }
-
-// WithSync makes every committed batch fsync the write-ahead log (default
-// false). It is not needed to survive a process crash (kill -9): Pebble
-// writes each batch to the WAL before the next one, and a crash loses at most
-// a suffix of batches, together with their recorded offsets, so the consumer
-// re-reads them. Use it when the machine itself may lose power and the input
-// topic's retention cannot cover the replay — it costs an fsync per batch.
-func WithSync(sync bool) Option { return optFunc(func(c *config) { c.sync = sync }) }
 
 // WithInMemory keeps the whole store in memory (Pebble's vfs.NewMem, no
 // write-ahead log, no fsync); dir is then only a name. Use it for scratch
@@ -182,11 +173,8 @@ func Open(dir string, p beacon.Params, opts ...Option) (*Store, error) {
 	}
 	s := &Store{db: db, p: p, wo: pebble.NoSync, cfgSync: pebble.Sync, log: log, parts: make(map[int32]*Partition),
 		hashMask: ^uint64(0), blockBudget: cfg.blockBudget, commitEvery: cfg.commitEvery}
-	switch {
-	case cfg.inMemory: // no WAL to sync
+	if cfg.inMemory { // no WAL to sync
 		s.cfgSync = pebble.NoSync
-	case cfg.sync:
-		s.wo = pebble.Sync
 	}
 	if err := s.checkConfig(); err != nil {
 		db.Close()
