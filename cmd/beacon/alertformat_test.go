@@ -11,6 +11,7 @@ import (
 
 	"github.com/linkedin/goavro/v2"
 
+	"github.com/beaconhunt/beacon/internal/testkit"
 	"github.com/beaconhunt/beacon/pkg/stream"
 )
 
@@ -20,7 +21,7 @@ import (
 // severity and ATT&CK; Avro is a container file of the schema.
 func TestReplayAlertFormats(t *testing.T) {
 	t.Parallel()
-	addr := replayCluster(t, "fmt")
+	addr := testkit.NewCluster(t, testkit.Topics(3, "fmt")).Addr
 	simulateDay(t, addr, "fmt", "envelope", 10, "4")
 	dir := t.TempDir()
 	files := map[string]string{}

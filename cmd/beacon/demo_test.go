@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/beaconhunt/beacon/internal/testkit"
 )
 
 // TestDemo runs the demo briefly: it starts its broker, tells how to attach
@@ -13,7 +15,7 @@ import (
 // summary that accounts for every planted implant, with no fleet service
 // alerted.
 func TestDemo(t *testing.T) {
-	var out, errOut syncBuffer
+	var out, errOut testkit.SyncBuffer
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	err := run(ctx, []string{"demo", "--duration", "12s", "--speed", "2500", "--devices", "30", "--partitions", "2"},

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"encoding/csv"
 	"encoding/json"
 	"errors"
@@ -39,13 +37,6 @@ func writeBeaconFile(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return path
-}
-
-func runCmd(t *testing.T, args ...string) (stdout, stderr string, err error) {
-	t.Helper()
-	var out, errOut bytes.Buffer
-	err = run(context.Background(), args, stdio{strings.NewReader(""), &out, &errOut})
-	return out.String(), errOut.String(), err
 }
 
 func TestHuntJSONL(t *testing.T) {

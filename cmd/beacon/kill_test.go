@@ -1,62 +1,20 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/beaconhunt/beacon/internal/testkit"
 	"github.com/beaconhunt/beacon/pkg/fleet"
+	"github.com/beaconhunt/beacon/pkg/stream"
 )
-
-// TestHelperBeaconProcess is not a test: it is the child process of the
-// tests below, which run the test binary again with BEACON_CHILD_ARGS set
-// so that they can kill -9 a real 'beacon run'.
-func TestHelperBeaconProcess(t *testing.T) {
-	args := os.Getenv("BEACON_CHILD_ARGS")
-	if args == "" {
-		return
-	}
-	err := run(context.Background(), strings.Split(args, "\x1f"), stdio{strings.NewReader(""), os.Stdout, os.Stderr})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "beacon:", err)
-		os.Exit(1)
-	}
-	os.Exit(0)
-}
-
-// child starts 'beacon run args…' in a process of its own.
-func child(t *testing.T, logPath string, args ...string) *exec.Cmd {
-	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperBeaconProcess$")
-	cmd.Env = append(os.Environ(), "BEACON_CHILD_ARGS="+strings.Join(append([]string{"run"}, args...), "\x1f"))
-	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = f, f
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		f.Close()
-	})
-	return cmd
-}
 
 // ownedPartitions asks /readyz of a child how many repartition partitions it owns.
 func ownedPartitions(httpAddr string) int {
@@ -75,13 +33,12 @@ func ownedPartitions(httpAddr string) int {
 	return len(r.Partitions)
 }
 
-func endTotal(t *testing.T, adm *kadm.Client, topic string) int64 {
-	ends, err := adm.ListEndOffsets(context.Background(), topic)
-	if err != nil {
-		t.Fatal(err)
-	}
+// endTotal is the sum of topic's end offsets.
+func endTotal(t *testing.T, c *testkit.Cluster, topic string) int64 {
 	var n int64
-	ends.Each(func(o kadm.ListedOffset) { n += max(o.Offset, 0) })
+	for _, o := range c.EndOffsets(t, topic) {
+		n += max(o, 0)
+	}
 	return n
 }
 
@@ -94,12 +51,8 @@ func endTotal(t *testing.T, adm *kadm.Client, topic string) int64 {
 // per kill against a run that is not killed (docs/streaming.md, "Faults").
 // The alerts of the killed run are the clean run's.
 func TestKillRestart(t *testing.T) {
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, "beacon.events"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cluster.Close()
-	addr := cluster.ListenAddrs()[0]
+	cluster := testkit.NewCluster(t, testkit.Topics(3, "beacon.events"))
+	addr := cluster.Addr
 	fc := fleet.Config{Seed: 9, Devices: 150, Duration: 12 * time.Hour, Sleeps: []time.Duration{30 * time.Second, time.Minute}}
 	if raceEnabled {
 		fc.Devices, fc.Duration = 30, 6*time.Hour
@@ -108,19 +61,12 @@ func TestKillRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.RecordPartitioner(kgo.RoundRobinPartitioner()), kgo.DefaultProduceTopic("beacon.events"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
 	var recs []*kgo.Record
 	for r, ok := g.NextRecord(); ok; r, ok = g.NextRecord() {
 		recs = append(recs, &kgo.Record{Value: fleet.AppendJSON(nil, &r)})
 	}
-	if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
-	adm := kadm.NewClient(cl)
+	cluster.Produce(t, "beacon.events", recs...)
+	bin := testkit.BuildBinary(t)
 	dir := t.TempDir()
 	const session = 20 * time.Second
 	args := func(name, stateDir, httpAddr string) []string {
@@ -129,94 +75,62 @@ func TestKillRestart(t *testing.T) {
 			"--state-dir", stateDir, "--listen", httpAddr, "--lookback", "1h", "--session-timeout", session.String(),
 			"--log-level", "warn"}
 	}
-	done := func(name string) bool {
-		for _, gt := range [][2]string{{name + ".ingest", "beacon.events"}, {name + ".detect", name + ".repartition"}} {
-			ends, err := adm.ListEndOffsets(context.Background(), gt[1])
-			if err != nil {
-				return false
-			}
-			got, err := adm.FetchOffsets(context.Background(), gt[0])
-			if err != nil {
-				return false
-			}
-			ok := len(ends) > 0
-			ends.Each(func(o kadm.ListedOffset) {
-				if c, found := got.Lookup(gt[1], o.Partition); o.Offset > 0 && (!found || c.At < o.Offset) {
-					ok = false
-				}
-			})
-			if !ok {
-				return false
-			}
-		}
-		return true
+	// done: both of a run's groups have committed everything.
+	done := func(name string) (bool, string) {
+		fi, si := cluster.Committed(t, name+".ingest", "beacon.events")
+		fd, sd := cluster.Committed(t, name+".detect", name+".repartition")
+		return fi >= 1 && fd >= 1, si + "; " + sd
 	}
-	wait := func(what string, cond func() bool) {
-		t.Helper()
-		for deadline := time.Now().Add(3 * time.Minute); !cond(); {
-			if time.Now().After(deadline) {
-				t.Fatalf("waiting for %s", what)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
+	const long = 3 * time.Minute
 	alerts := func(topic string) map[string]bool {
-		c, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		want := endTotal(t, adm, topic)
 		ids := map[string]bool{}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		for n := int64(0); n < want; {
-			fs := c.PollFetches(ctx)
-			if ctx.Err() != nil {
-				t.Fatalf("read %d of %d alerts", n, want)
-			}
-			fs.EachRecord(func(r *kgo.Record) {
-				n++
-				var a struct{ AlertId string }
-				json.Unmarshal(r.Value, &a)
-				ids[a.AlertId] = true
-			})
+		for _, a := range testkit.ReadAll(t, cluster, topic, stream.ParseAlert) {
+			ids[a.ID] = true
 		}
 		return ids
 	}
-	logs := filepath.Join(dir, "children.log")
+	start := func(name, stateDir, httpAddr string) *testkit.Proc {
+		return testkit.Start(t, bin, append([]string{"run"}, args(name, stateDir, httpAddr)...)...)
+	}
+	stop := func(name string, p *testkit.Proc) {
+		if err := p.Stop(t, time.Minute); err != nil {
+			t.Fatalf("%s: %v\n%s", name, err, p.Stderr())
+		}
+	}
 
 	// The clean run.
 	cleanHTTP := freePort(t)
-	clean := child(t, logs, args("clean", filepath.Join(dir, "clean"), cleanHTTP)...)
-	wait("the clean run", func() bool { return done("clean") })
-	clean.Process.Signal(syscall.SIGTERM)
-	clean.Wait()
-	n0 := endTotal(t, adm, "clean.repartition")
+	clean := start("clean", filepath.Join(dir, "clean"), cleanHTTP)
+	testkit.WaitFor(t, long, "the clean run", func() (bool, string) { return done("clean") })
+	stop("clean", clean)
+	n0 := endTotal(t, cluster, "clean.repartition")
 
 	// The killed run.
 	httpAddr := freePort(t)
 	state := filepath.Join(dir, "killed")
-	cmd := child(t, logs, args("killed", state, httpAddr)...)
+	cmd := start("killed", state, httpAddr)
 	for _, at := range []float64{0.3, 0.6} {
-		wait("progress", func() bool { return float64(endTotal(t, adm, "killed.repartition")) >= at*float64(n0) })
-		cmd.Process.Kill() // SIGKILL
-		cmd.Wait()
+		testkit.WaitFor(t, long, "progress", func() (bool, string) {
+			n := endTotal(t, cluster, "killed.repartition")
+			return float64(n) >= at*float64(n0), fmt.Sprintf("%d of the clean run's %d repartition records", n, n0)
+		})
+		cmd.Kill(t) // SIGKILL
 		began := time.Now()
-		cmd = child(t, logs, args("killed", state, httpAddr)...)
-		wait("partitions owned after the restart", func() bool { return ownedPartitions(httpAddr) == 2 })
+		cmd = start("killed", state, httpAddr)
+		testkit.WaitFor(t, long, "partitions owned after the restart", func() (bool, string) {
+			n := ownedPartitions(httpAddr)
+			return n == 2, fmt.Sprintf("%d owned", n)
+		})
 		took := time.Since(began)
 		t.Logf("killed at %.0f%% of the clean run's repartition records; the restart owned its partitions after %s (session timeout %s)",
 			100*at, took.Round(10*time.Millisecond), session)
 		if took >= session {
-			b, _ := os.ReadFile(logs)
-			t.Errorf("the restart waited %s, the dead member's session: static membership did not work\n%s", took, b)
+			t.Errorf("the restart waited %s, the dead member's session: static membership did not work\n%s", took, cmd.Stderr())
 		}
 	}
-	wait("the killed run", func() bool { return done("killed") })
-	cmd.Process.Signal(syscall.SIGTERM)
-	cmd.Wait()
-	n1 := endTotal(t, adm, "killed.repartition")
+	testkit.WaitFor(t, long, "the killed run", func() (bool, string) { return done("killed") })
+	stop("killed", cmd)
+	n1 := endTotal(t, cluster, "killed.repartition")
 	t.Logf("repartition records: clean run %d, killed twice %d: %+d, %.1f%% per kill", n0, n1, n1-n0, 100*float64(n1-n0)/float64(n0)/2)
 	if n1 < n0 {
 		t.Errorf("the killed run wrote %d repartition records, fewer than the clean run's %d", n1, n0)

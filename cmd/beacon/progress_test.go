@@ -13,7 +13,7 @@ import (
 // carriage returns in a log), says nothing before its delay or while
 // render has nothing, lets printf through, and is silent after stop.
 func TestProgressLine(t *testing.T) {
-	var out syncBuffer
+	var out testkit.SyncBuffer
 	var calls atomic.Int64
 	p := startProgress(&out, true, 5*time.Millisecond, 30*time.Millisecond, func(el time.Duration) string {
 		if el < 30*time.Millisecond {
@@ -39,7 +39,7 @@ func TestProgressLine(t *testing.T) {
 		t.Errorf("wrote after stop: %q", out.String()[len(got):])
 	}
 
-	var quiet syncBuffer
+	var quiet testkit.SyncBuffer
 	off := startProgress(&quiet, false, time.Millisecond, 0, func(time.Duration) string { return "status" })
 	time.Sleep(10 * time.Millisecond)
 	off.printf("only this\n")

@@ -17,44 +17,13 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/beaconhunt/beacon/internal/testkit"
 	"github.com/beaconhunt/beacon/pkg/beacon"
 	"github.com/beaconhunt/beacon/pkg/stream"
 )
-
-// replayCluster starts an in-process broker on loopback with topics of 3
-// partitions.
-func replayCluster(t *testing.T, topics ...string) string {
-	t.Helper()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(0), kfake.SeedTopics(3, topics...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	addr := c.ListenAddrs()[0]
-	if !strings.HasPrefix(addr, "127.0.0.1:") {
-		t.Fatalf("kfake listens on %s", addr)
-	}
-	return addr
-}
-
-// cmdRun runs the command line with a timeout and buffers for stdio.
-func cmdRun(t *testing.T, args ...string) (stdout, stderr string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
-	defer cancel()
-	var out, errOut bytes.Buffer
-	began := time.Now()
-	if err := run(ctx, args, stdio{strings.NewReader(""), &out, &errOut}); err != nil {
-		t.Fatalf("beacon %s: %v\n%s", strings.Join(args, " "), err, errOut.String())
-	}
-	t.Logf("%s: %s", strings.Join(args[:min(len(args), 2)], " "), time.Since(began).Round(time.Millisecond))
-	return out.String(), errOut.String()
-}
 
 // simulateDay writes a simulated fleet to topic and to a file, the same
 // records, and returns the file.
@@ -79,7 +48,7 @@ func TestReplayEqualsHunt(t *testing.T) {
 	if raceEnabled {
 		devices, envDevices = 24, 8
 	}
-	addr := replayCluster(t, "day-json", "day-envelope")
+	addr := testkit.NewCluster(t, testkit.Topics(3, "day-json", "day-envelope")).Addr
 	jsonFile := simulateDay(t, addr, "day-json", "json", devices, "24")
 	envFile := simulateDay(t, addr, "day-envelope", "envelope", envDevices, "24")
 
@@ -181,7 +150,8 @@ func firstDiff(a, b string) string {
 // receives the same alerts in the same order.
 func TestReplayDeterministic(t *testing.T) {
 	t.Parallel()
-	addr := replayCluster(t, "det", "det-alerts")
+	c := testkit.NewCluster(t, testkit.Topics(3, "det", "det-alerts"))
+	addr := c.Addr
 	devices := 30
 	if raceEnabled {
 		devices = 10
@@ -237,23 +207,14 @@ func TestReplayDeterministic(t *testing.T) {
 	}
 	// The alert topic got the same alerts, keyed by tuple, in this order
 	// within each partition.
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumeTopics("det-alerts"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	// (replay returns once the topic has acknowledged them).
 	byPart := map[int32][]string{}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	for n := 0; n < len(ids) && ctx.Err() == nil; {
-		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
-			a, err := stream.ParseAlert(r.Value)
-			if err != nil || string(r.Key) != string(a.Key()) {
-				t.Errorf("alert record %d/%d: %v, key %s", r.Partition, r.Offset, err, r.Key)
-			}
-			byPart[r.Partition] = append(byPart[r.Partition], a.ID)
-			n++
-		})
+	for _, r := range testkit.ReadRecords(t, c, "det-alerts") {
+		a, err := stream.ParseAlert(r.Value)
+		if err != nil || string(r.Key) != string(a.Key()) {
+			t.Errorf("alert record %d/%d: %v, key %s", r.Partition, r.Offset, err, r.Key)
+		}
+		byPart[r.Partition] = append(byPart[r.Partition], a.ID)
 	}
 	pos := map[string]int{}
 	for i, id := range ids {
@@ -293,7 +254,8 @@ func TestReplayDeterministic(t *testing.T) {
 // U 1800 s (its first callback is at T0+10s), B none.
 func TestReplayLabels(t *testing.T) {
 	t.Parallel()
-	addr := replayCluster(t, "hand")
+	c := testkit.NewCluster(t, testkit.Topics(3, "hand"))
+	addr := c.Addr
 	t0, _ := beacon.ParseTime([]byte("2024-05-01T10:00:00Z"))
 	type timer struct {
 		class, name, dev, proc, ip string
@@ -337,7 +299,7 @@ func TestReplayLabels(t *testing.T) {
 	}
 	labelsFile := filepath.Join(dir, "labels.jsonl")
 	os.WriteFile(labelsFile, labels.Bytes(), 0o644)
-	produce(t, addr, recs)
+	c.ProducePinned(t, recs...)
 
 	scoreFile := filepath.Join(dir, "score.json")
 	alertsFile := filepath.Join(dir, "alerts.jsonl")
@@ -427,25 +389,13 @@ func TestReplayLabels(t *testing.T) {
 	}
 }
 
-func produce(t *testing.T, addr string, recs []*kgo.Record) []*kgo.Record {
-	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
-	return recs
-}
-
 // TestReplayBadRecords: records that do not decode are reported with
 // topic, partition and offset, counted, and skipped; the beacon set is
 // still hunt's over the good events.
 func TestReplayBadRecords(t *testing.T) {
 	t.Parallel()
-	addr := replayCluster(t, "src", "mixed")
+	c := testkit.NewCluster(t, testkit.Topics(3, "src", "mixed"))
+	addr := c.Addr
 	file := simulateDay(t, addr, "src", "json", 10, "6")
 	// Copy the events in order, one per record, with bad records mixed in.
 	f, _ := os.Open(file)
@@ -467,7 +417,7 @@ func TestReplayBadRecords(t *testing.T) {
 		recs = append(recs, &kgo.Record{Topic: "mixed", Partition: int32(i % 3), Value: bytes.Clone(sc.Bytes())})
 	}
 	f.Close()
-	produce(t, addr, recs)
+	c.ProducePinned(t, recs...)
 
 	want, _ := cmdRun(t, "hunt", "--quiet", "--format", "jsonl", "--lookback", "2h", file)
 	got, errOut := cmdRun(t, "replay", "--brokers", addr, "--topic", "mixed", "--format", "jsonl", "--lookback", "2h", "--eval-interval", "10m")
@@ -561,7 +511,8 @@ func TestReplayFlags(t *testing.T) {
 // empty is refused.
 func TestReplayOffsets(t *testing.T) {
 	t.Parallel()
-	addr := replayCluster(t, "off")
+	c := testkit.NewCluster(t, testkit.Topics(3, "off"))
+	addr := c.Addr
 	t0, _ := beacon.ParseTime([]byte("2024-05-01T10:00:00Z"))
 	var recs []*kgo.Record
 	for k := 0; k < 60; k++ {
@@ -569,7 +520,7 @@ func TestReplayOffsets(t *testing.T) {
 			`"RemotePort":443,"RemoteIPType":"Public","InitiatingProcessFileName":"x.exe"}`, t0+beacon.Time(k*60)*beacon.Second)
 		recs = append(recs, &kgo.Record{Topic: "off", Partition: 0, Value: []byte(v)})
 	}
-	produce(t, addr, recs)
+	c.ProducePinned(t, recs...)
 	_, errOut := cmdRun(t, "replay", "--brokers", addr, "--topic", "off", "--from-offset", "0:10", "--to-offset", "0:40")
 	if !strings.Contains(errOut, "30 events from 30 records") {
 		t.Errorf("offsets 10..40 of partition 0: %s", errOut)

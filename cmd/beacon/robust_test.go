@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/beaconhunt/beacon/internal/testkit"
 )
 
 // TestReplayEqualsHuntRobust: a replay with --profile robust of a topic of
@@ -24,15 +24,7 @@ func TestReplayEqualsHuntRobust(t *testing.T) {
 	if raceEnabled {
 		devices = 16
 	}
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(0), kfake.SeedTopics(6, "robust"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	addr := c.ListenAddrs()[0]
-	if !strings.HasPrefix(addr, "127.0.0.1:") {
-		t.Fatalf("kfake listens on %s", addr)
-	}
+	addr := testkit.NewCluster(t, testkit.Topics(6, "robust")).Addr
 	file := filepath.Join(t.TempDir(), "robust.jsonl.gz")
 	cmdRun(t, "simulate", "--quiet", "--hours", "48", "--implants", "10", "--traits", "all",
 		"--sleeps", "30s,1m,5m,1h", "--devices", fmt.Sprint(devices), "--brokers", addr, "--topic", "robust", "--out", file)
@@ -71,12 +63,7 @@ func TestReplayEqualsHuntRobust(t *testing.T) {
 // defaults (a 7 d window, every connection kind…), exactly as --profile
 // robust on the command line does; the command line still wins.
 func TestReplayProfileFromConfig(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(0), kfake.SeedTopics(2, "cfgprofile"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	addr := c.ListenAddrs()[0]
+	addr := testkit.NewCluster(t, testkit.Topics(2, "cfgprofile")).Addr
 	cmdRun(t, "simulate", "--quiet", "--hours", "30", "--implants", "4", "--traits", "dead,ipv6",
 		"--sleeps", "1m,5m", "--devices", "12", "--brokers", addr, "--topic", "cfgprofile")
 	base := []string{"replay", "--quiet", "--brokers", addr, "--topic", "cfgprofile", "--format", "jsonl", "--eval-interval", "1h"}

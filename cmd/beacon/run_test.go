@@ -11,6 +11,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"flag"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -19,16 +20,15 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 	"gopkg.in/yaml.v3"
 
+	"github.com/beaconhunt/beacon/internal/testkit"
 	"github.com/beaconhunt/beacon/pkg/fleet"
 	"github.com/beaconhunt/beacon/pkg/stream"
 )
@@ -142,30 +142,13 @@ func freePort(t *testing.T) string {
 	return l.Addr().String()
 }
 
-// syncBuffer is a bytes.Buffer safe for the logger and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
 // TestRunCommand runs 'beacon run' itself against an in-process broker,
 // configured by a YAML file and the environment: it ingests Streaming API
 // envelopes, publishes alerts, serves /healthz, /metrics and /beacons, and
 // shuts down gracefully on cancel, with its offsets committed.
 func TestRunCommand(t *testing.T) {
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, "beacon.events"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cluster.Close()
-	addr := cluster.ListenAddrs()[0]
+	cluster := testkit.NewCluster(t, testkit.Topics(3, "beacon.events"))
+	addr := cluster.Addr
 
 	g, err := fleet.New(fleet.Config{Seed: 5, Devices: 20, Duration: 4 * time.Hour, Sleeps: []time.Duration{30 * time.Second, time.Minute}})
 	if err != nil {
@@ -175,18 +158,11 @@ func TestRunCommand(t *testing.T) {
 	for r, ok := g.NextRecord(); ok; r, ok = g.NextRecord() {
 		rs = append(rs, r)
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.RecordPartitioner(kgo.RoundRobinPartitioner()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
 	var recs []*kgo.Record
 	for i := 0; i < len(rs); i += 50 {
-		recs = append(recs, &kgo.Record{Topic: "beacon.events", Value: fleet.AppendEnvelope(nil, "", rs[i:min(i+50, len(rs))])})
+		recs = append(recs, &kgo.Record{Value: fleet.AppendEnvelope(nil, "", rs[i:min(i+50, len(rs))])})
 	}
-	if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
+	cluster.Produce(t, "beacon.events", recs...)
 
 	httpAddr := freePort(t)
 	dir := t.TempDir()
@@ -198,7 +174,7 @@ func TestRunCommand(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var errOut syncBuffer
+	var errOut testkit.SyncBuffer
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, []string{"run"}, stdio{strings.NewReader(""), io.Discard, &errOut}) }()
 
@@ -211,22 +187,12 @@ func TestRunCommand(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	adm := kadm.NewClient(cl)
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if code, _ := get("/healthz"); code == 200 && committedAll(adm) {
-			break
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("run returned early: %v\n%s", err, errOut.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("run did not catch up\n%s", errOut.String())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testkit.WaitFor(t, 60*time.Second, "run to be ready and caught up", func() (bool, string) {
+		returned(t, done, &errOut)
+		code, _ := get("/healthz")
+		ok, saw := caughtUp(t, cluster, "beacon", "beacon.events")
+		return code == 200 && ok, fmt.Sprintf("/healthz %d; %s\n%s", code, saw, errOut.String())
+	})
 	if code, body := get("/beacons?format=table"); code != 200 || !strings.Contains(body, "beacon(s)") || strings.HasPrefix(body, "0 beacon") {
 		t.Errorf("/beacons?format=table: %d\n%s", code, body)
 	}
@@ -245,9 +211,10 @@ func TestRunCommand(t *testing.T) {
 			t.Errorf("/metrics lacks %s", m)
 		}
 	}
-	ends, _ := adm.ListEndOffsets(context.Background(), "beacon.alerts")
 	var alerts int64
-	ends.Each(func(o kadm.ListedOffset) { alerts += o.Offset })
+	for _, o := range cluster.EndOffsets(t, "beacon.alerts") {
+		alerts += o
+	}
 	if alerts == 0 {
 		t.Error("no alerts published")
 	}
@@ -264,31 +231,6 @@ func TestRunCommand(t *testing.T) {
 	if strings.Contains(errOut.String(), `"level":"error"`) {
 		t.Errorf("errors logged:\n%s", errOut.String())
 	}
-}
-
-// committedAll reports whether both groups committed their topics' ends.
-func committedAll(adm *kadm.Client) bool {
-	ctx := context.Background()
-	for _, gt := range [][2]string{{"beacon.ingest", "beacon.events"}, {"beacon.detect", "beacon.repartition"}} {
-		ends, err := adm.ListEndOffsets(ctx, gt[1])
-		if err != nil {
-			return false
-		}
-		got, err := adm.FetchOffsets(ctx, gt[0])
-		if err != nil {
-			return false
-		}
-		ok := true
-		ends.Each(func(o kadm.ListedOffset) {
-			if c, found := got.Lookup(gt[1], o.Partition); o.Offset > 0 && (!found || c.At < o.Offset) {
-				ok = false
-			}
-		})
-		if !ok || len(ends) == 0 {
-			return false
-		}
-	}
-	return true
 }
 
 // TestComposeFile: docker-compose.yml parses, has Kafka in KRaft mode and
@@ -375,13 +317,9 @@ func TestRunEventHubsStyle(t *testing.T) {
 	for _, mech := range []string{"PLAIN", "SCRAM-SHA-512"} {
 		t.Run(mech, func(t *testing.T) {
 			srv, caPEM := selfSigned(t)
-			cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.TLS(srv), kfake.EnableSASL(),
-				kfake.Superuser(mech, "$ConnectionString", conn), kfake.SeedTopics(2, "beacon.events"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer cluster.Close()
-			addr := cluster.ListenAddrs()[0]
+			cluster := testkit.NewCluster(t, testkit.Topics(2, "beacon.events"), kfake.TLS(srv), kfake.EnableSASL(),
+				kfake.Superuser(mech, "$ConnectionString", conn))
+			addr := cluster.Addr
 			dir := t.TempDir()
 			ca := filepath.Join(dir, "ca.pem")
 			os.WriteFile(ca, caPEM, 0o644)
@@ -395,24 +333,18 @@ func TestRunEventHubsStyle(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			cl, err := kgo.NewClient(append(kopts, kgo.SeedBrokers(addr))...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer cl.Close()
+			cluster.ClientOpts = kopts
 			g, _ := fleet.New(fleet.Config{Seed: 6, Devices: 20, Duration: 3 * time.Hour, Sleeps: []time.Duration{30 * time.Second}})
 			var recs []*kgo.Record
 			for r, ok := g.NextRecord(); ok; r, ok = g.NextRecord() {
-				recs = append(recs, &kgo.Record{Topic: "beacon.events", Value: fleet.AppendJSON(nil, &r)})
+				recs = append(recs, &kgo.Record{Value: fleet.AppendJSON(nil, &r)})
 			}
-			if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
-				t.Fatal(err)
-			}
+			cluster.Produce(t, "beacon.events", recs...)
 
 			t.Setenv("BEACON_SASL_PASSWORD", conn)
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			var errOut syncBuffer
+			var errOut testkit.SyncBuffer
 			done := make(chan error, 1)
 			go func() {
 				done <- run(ctx, []string{"run", "--brokers", addr, "--tls", "--tls-ca", ca, "--sasl-mechanism", mech,
@@ -420,19 +352,11 @@ func TestRunEventHubsStyle(t *testing.T) {
 					"--commit-interval", "200ms", "--listen", "", "--compression", "none", "--log-level", "warn"},
 					stdio{strings.NewReader(""), io.Discard, &errOut})
 			}()
-			adm := kadm.NewClient(cl)
-			deadline := time.Now().Add(60 * time.Second)
-			for !committedAll(adm) {
-				select {
-				case err := <-done:
-					t.Fatalf("run returned: %v\n%s", err, errOut.String())
-				default:
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("no progress through %s over TLS\n%s", mech, errOut.String())
-				}
-				time.Sleep(100 * time.Millisecond)
-			}
+			testkit.WaitFor(t, 60*time.Second, "progress through "+mech+" over TLS", func() (bool, string) {
+				returned(t, done, &errOut)
+				ok, saw := caughtUp(t, cluster, "beacon", "beacon.events")
+				return ok, saw + "\n" + errOut.String()
+			})
 			cancel()
 			if err := <-done; err != nil {
 				t.Fatal(err)

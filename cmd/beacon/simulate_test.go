@@ -16,22 +16,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kfake"
-	"github.com/twmb/franz-go/pkg/kgo"
-
+	"github.com/beaconhunt/beacon/internal/testkit"
 	"github.com/beaconhunt/beacon/pkg/beacon"
 	"github.com/beaconhunt/beacon/pkg/fleet"
 )
-
-// simRun runs the command line with buffers for stdio.
-func simRun(t *testing.T, args ...string) (stdout, stderr []byte, err error) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	var out, errOut bytes.Buffer
-	err = run(ctx, args, stdio{strings.NewReader(""), &out, &errOut})
-	return out.Bytes(), errOut.Bytes(), err
-}
 
 // smallFleet keeps the runs in tests to a few thousand events.
 var smallFleet = []string{"simulate", "--devices", "10", "--hours", "3", "--start", "2024-05-01T08:00:00Z", "--implants", "3"}
@@ -39,7 +27,7 @@ var smallFleet = []string{"simulate", "--devices", "10", "--hours", "3", "--star
 func simArgs(extra ...string) []string { return append(append([]string(nil), smallFleet...), extra...) }
 
 func TestSimulateHelp(t *testing.T) {
-	errOut, _, err := simRun(t, "simulate", "--help") // help goes to stdout
+	errOut, _, err := runCmd(t, "simulate", "--help") // help goes to stdout
 	if !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("--help: %v", err)
 	}
@@ -73,7 +61,7 @@ func TestSimulateUsageErrors(t *testing.T) {
 		{"--out", "-", "--labels", "-"},
 		{"extra-argument"},
 	} {
-		_, _, err := simRun(t, append([]string{"simulate"}, args...)...)
+		_, _, err := runCmd(t, append([]string{"simulate"}, args...)...)
 		var u usageError
 		if !errors.As(err, &u) {
 			t.Errorf("%v: got %v, want a usage error", args, err)
@@ -104,15 +92,15 @@ func TestSimulateDeterministic(t *testing.T) {
 	dir := t.TempDir()
 	file := func(name string) string { return filepath.Join(dir, name) }
 	for _, name := range []string{"a", "b"} {
-		_, errOut, err := simRun(t, simArgs("--out", file(name+".jsonl.gz"), "--labels", file(name+".labels"))...)
+		_, errOut, err := runCmd(t, simArgs("--out", file(name+".jsonl.gz"), "--labels", file(name+".labels"))...)
 		if err != nil {
 			t.Fatal(err, string(errOut))
 		}
-		if !bytes.Contains(errOut, []byte("beacons planted")) || !bytes.Contains(errOut, []byte("events/s")) {
+		if !strings.Contains(errOut, "beacons planted") || !strings.Contains(errOut, "events/s") {
 			t.Errorf("no summary on stderr: %s", errOut)
 		}
 	}
-	if _, _, err := simRun(t, simArgs("--seed", "2", "--out", file("c.jsonl.gz"))...); err != nil {
+	if _, _, err := runCmd(t, simArgs("--seed", "2", "--out", file("c.jsonl.gz"))...); err != nil {
 		t.Fatal(err)
 	}
 	read := func(name string) []byte {
@@ -191,12 +179,12 @@ func TestSimulateDeterministic(t *testing.T) {
 // TestSimulateFormats checks that every file format holds the same events.
 func TestSimulateFormats(t *testing.T) {
 	t.Parallel()
-	jsonlOut, _, err := simRun(t, simArgs("--quiet")...)
+	jsonlOut, _, err := runCmd(t, simArgs("--quiet")...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var want []map[string]any
-	dec := json.NewDecoder(bytes.NewReader(jsonlOut))
+	dec := json.NewDecoder(strings.NewReader(jsonlOut))
 	dec.UseNumber()
 	for {
 		var m map[string]any
@@ -220,12 +208,12 @@ func TestSimulateFormats(t *testing.T) {
 		return ""
 	}
 
-	envOut, _, err := simRun(t, simArgs("--quiet", "--format", "envelope", "--batch", "9")...)
+	envOut, _, err := runCmd(t, simArgs("--quiet", "--format", "envelope", "--batch", "9")...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var got []map[string]any
-	dec = json.NewDecoder(bytes.NewReader(envOut))
+	dec = json.NewDecoder(strings.NewReader(envOut))
 	dec.UseNumber()
 	for {
 		var msg struct {
@@ -254,11 +242,11 @@ func TestSimulateFormats(t *testing.T) {
 		}
 	}
 
-	csvOut, _, err := simRun(t, simArgs("--quiet", "--format", "csv")...)
+	csvOut, _, err := runCmd(t, simArgs("--quiet", "--format", "csv")...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rows, err := csv.NewReader(bytes.NewReader(csvOut)).ReadAll()
+	rows, err := csv.NewReader(strings.NewReader(csvOut)).ReadAll()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -279,23 +267,23 @@ func TestSimulateFormats(t *testing.T) {
 func TestSimulateHuntAgrees(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	var first []byte
+	var first string
 	for _, f := range []string{"jsonl", "envelope", "csv"} {
 		path := filepath.Join(dir, "events."+f+".gz")
-		if _, errOut, err := simRun(t, "simulate", "--quiet", "--devices", "8", "--hours", "4", "--implants", "4",
+		if _, errOut, err := runCmd(t, "simulate", "--quiet", "--devices", "8", "--hours", "4", "--implants", "4",
 			"--drop", "0", "--dup", "0", "--sleeps", "1m,2m,5m", "--format", f, "--out", path); err != nil {
 			t.Fatal(err, string(errOut))
 		}
-		out, errOut, err := simRun(t, "hunt", "--format", "jsonl", path)
+		out, errOut, err := runCmd(t, "hunt", "--format", "jsonl", path)
 		if err != nil {
 			t.Fatalf("hunt %s: %v\n%s", f, err, errOut)
 		}
-		if first == nil {
+		if first == "" {
 			first = out
-			if bytes.Count(out, []byte("\n")) < 4 {
+			if strings.Count(out, "\n") < 4 {
 				t.Errorf("hunt found only\n%s", out)
 			}
-		} else if !bytes.Equal(out, first) {
+		} else if out != first {
 			t.Errorf("hunt over %s differs from jsonl:\n%s\nvs\n%s", f, out, first)
 		}
 	}
@@ -303,15 +291,8 @@ func TestSimulateHuntAgrees(t *testing.T) {
 
 func TestSimulateKafka(t *testing.T) {
 	t.Parallel()
-	c, err := kfake.NewCluster(kfake.Ports(0), kfake.SeedTopics(3, "ev-json", "ev-envelope", "ev-avro"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	addr := c.ListenAddrs()[0]
-	if !strings.HasPrefix(addr, "127.0.0.1:") {
-		t.Fatalf("kfake listens on %s", addr)
-	}
+	c := testkit.NewCluster(t, testkit.Topics(3, "ev-json", "ev-envelope", "ev-avro"))
+	addr := c.Addr
 	enc, err := fleet.NewAvroEncoder()
 	if err != nil {
 		t.Fatal(err)
@@ -321,65 +302,51 @@ func TestSimulateKafka(t *testing.T) {
 		topic := "ev-" + format
 		file := filepath.Join(dir, topic+".jsonl")
 		// Produce, and write the same events to a file to count them.
-		if _, errOut, err := simRun(t, simArgs("--brokers", addr, "--topic", topic, "--topic-format", format, "--batch", "20", "--out", file)...); err != nil {
+		if _, errOut, err := runCmd(t, simArgs("--brokers", addr, "--topic", topic, "--topic-format", format, "--batch", "20", "--out", file)...); err != nil {
 			t.Fatalf("%s: %v\n%s", format, err, errOut)
 		}
 		want := bytes.Count(readMaybeGzip(t, file), []byte("\n"))
 
-		cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		// Simulate returns once Kafka has acknowledged every message.
 		events, messages := 0, 0
-		for events < want && ctx.Err() == nil {
-			fetches := cl.PollFetches(ctx)
-			fetches.EachError(func(_ string, _ int32, err error) {
-				if ctx.Err() == nil {
-					t.Errorf("%s: fetch: %v", format, err)
+		for _, r := range testkit.ReadRecords(t, c, topic) {
+			messages++
+			var ids []string
+			switch format {
+			case "json":
+				var m struct{ DeviceId, Timestamp string }
+				if err := json.Unmarshal(r.Value, &m); err != nil {
+					t.Fatalf("json message: %v", err)
 				}
-			})
-			fetches.EachRecord(func(r *kgo.Record) {
-				messages++
-				var ids []string
-				switch format {
-				case "json":
-					var m struct{ DeviceId, Timestamp string }
-					if err := json.Unmarshal(r.Value, &m); err != nil {
-						t.Fatalf("json message: %v", err)
-					}
-					ids = append(ids, m.DeviceId)
-				case "envelope":
-					var m struct {
-						Records []struct{ Properties struct{ DeviceId string } }
-					}
-					if err := json.Unmarshal(r.Value, &m); err != nil {
-						t.Fatalf("envelope message: %v", err)
-					}
-					if len(m.Records) == 0 || len(m.Records) > 20 {
-						t.Errorf("envelope of %d records", len(m.Records))
-					}
-					for _, rec := range m.Records {
-						ids = append(ids, rec.Properties.DeviceId)
-					}
-				case "avro":
-					native, rest, err := enc.Codec().NativeFromBinary(r.Value)
-					if err != nil || len(rest) != 0 {
-						t.Fatalf("avro message: %v (%d bytes left)", err, len(rest))
-					}
-					id, _ := native.(map[string]any)["DeviceId"].(map[string]any)["string"].(string)
-					ids = append(ids, id)
+				ids = append(ids, m.DeviceId)
+			case "envelope":
+				var m struct {
+					Records []struct{ Properties struct{ DeviceId string } }
 				}
-				for _, id := range ids {
-					if id != string(r.Key) {
-						t.Errorf("%s: message keyed %q holds DeviceId %q", format, r.Key, id)
-					}
+				if err := json.Unmarshal(r.Value, &m); err != nil {
+					t.Fatalf("envelope message: %v", err)
 				}
-				events += len(ids)
-			})
+				if len(m.Records) == 0 || len(m.Records) > 20 {
+					t.Errorf("envelope of %d records", len(m.Records))
+				}
+				for _, rec := range m.Records {
+					ids = append(ids, rec.Properties.DeviceId)
+				}
+			case "avro":
+				native, rest, err := enc.Codec().NativeFromBinary(r.Value)
+				if err != nil || len(rest) != 0 {
+					t.Fatalf("avro message: %v (%d bytes left)", err, len(rest))
+				}
+				id, _ := native.(map[string]any)["DeviceId"].(map[string]any)["string"].(string)
+				ids = append(ids, id)
+			}
+			for _, id := range ids {
+				if id != string(r.Key) {
+					t.Errorf("%s: message keyed %q holds DeviceId %q", format, r.Key, id)
+				}
+			}
+			events += len(ids)
 		}
-		cancel()
-		cl.Close()
 		if events != want {
 			t.Errorf("%s: consumed %d events in %d messages, produced %d", format, events, messages, want)
 		}

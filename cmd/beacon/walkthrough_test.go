@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -12,10 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kfake"
-	"github.com/twmb/franz-go/pkg/kgo"
 	"gopkg.in/yaml.v3"
+
+	"github.com/beaconhunt/beacon/internal/testkit"
 )
 
 // compose is the part of docker-compose.yml the walk-through uses.
@@ -62,12 +62,8 @@ func TestComposeWalkthrough(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(int32(parts), topic))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cluster.Close()
-	addr := cluster.ListenAddrs()[0]
+	cluster := testkit.NewCluster(t, testkit.Topics(parts, topic))
+	addr := cluster.Addr
 	kafka := "kafka:9092"
 	httpAddr := freePort(t)
 	for k, v := range svc.Environment {
@@ -92,7 +88,7 @@ func TestComposeWalkthrough(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var errOut syncBuffer
+	var errOut testkit.SyncBuffer
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, svc.Command, stdio{strings.NewReader(""), io.Discard, &errOut}) }()
 
@@ -107,42 +103,24 @@ func TestComposeWalkthrough(t *testing.T) {
 		t.Fatalf("%q: %v", simArgs, err)
 	}
 
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
 	alerts := func() int64 {
-		ends, err := adm.ListEndOffsets(context.Background(), "beacon.alerts")
-		if err != nil {
-			return 0
-		}
 		var n int64
-		ends.Each(func(o kadm.ListedOffset) { n += max(o.Offset, 0) })
+		for _, o := range cluster.EndOffsets(t, "beacon.alerts") {
+			n += max(o, 0)
+		}
 		return n
 	}
-	var healthOut syncBuffer
-	deadline := time.Now().Add(3 * time.Minute)
-	for {
+	var healthOut testkit.SyncBuffer
+	testkit.WaitFor(t, 3*time.Minute, "a healthy service that has read everything", func() (bool, string) {
+		returned(t, done, &errOut)
 		err := run(ctx, health, stdio{strings.NewReader(""), &healthOut, io.Discard})
-		if err == nil && committedAll(adm) {
-			// Alerts are acknowledged before the offsets after them are
-			// committed: all is read, all that alerts has.
-			if alerts() == 0 {
-				t.Fatalf("the walk-through read everything and published no alert\n%.3000s", errOut.String())
-			}
-			break
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("beacon run returned: %v\n%s", err, errOut.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no alerts and a healthy service after 3 minutes: %d alerts, healthcheck %v\n%s", alerts(), err, errOut.String())
-		}
-		time.Sleep(250 * time.Millisecond)
+		ok, saw := caughtUp(t, cluster, "beacon", topic)
+		return err == nil && ok, fmt.Sprintf("healthcheck %v; %s; %d alerts\n%s", err, saw, alerts(), errOut.String())
+	})
+	// Alerts are acknowledged before the offsets after them are
+	// committed: all is read, all that alerts has.
+	if alerts() == 0 {
+		t.Fatalf("the walk-through read everything and published no alert\n%.3000s", errOut.String())
 	}
 	resp, err := http.Get("http://" + httpAddr + "/beacons?format=table")
 	if err != nil {

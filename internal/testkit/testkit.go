@@ -1,8 +1,9 @@
 // Package testkit holds what the end-to-end tests of this module share: an
 // in-process Kafka broker (franz-go's kfake) on loopback, producing events
 // and records, reading a topic to its end, waiting for a condition with a
-// deadline that says what it last saw, and building and running the
-// beacon binary as a real subprocess.
+// deadline that says what it last saw, running a command line in process
+// (RunMain), and building and running the beacon binary as a real
+// subprocess.
 //
 // It depends on no package under test beyond the event type and the
 // fleet's JSON writer, so pkg/stream's own tests can use it (it must never
@@ -13,6 +14,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -36,10 +38,23 @@ type Topic struct {
 	Partitions int
 }
 
+// Topics are topics of the same partition count.
+func Topics(partitions int, names ...string) []Topic {
+	out := make([]Topic, len(names))
+	for i, n := range names {
+		out[i] = Topic{n, partitions}
+	}
+	return out
+}
+
 // Cluster is a kfake broker on loopback, closed when the test ends.
 type Cluster struct {
 	*kfake.Cluster
 	Addr string
+	// ClientOpts are given to every client of the kit's (Client, Admin,
+	// Produce…): the TLS and SASL settings of a cluster that demands them.
+	// Set them before the first call.
+	ClientOpts []kgo.Opt
 
 	adminOnce sync.Once
 	admin     *kadm.Client
@@ -68,7 +83,8 @@ func NewCluster(t testing.TB, topics []Topic, opts ...kfake.Opt) *Cluster {
 // Client returns a client of the cluster, closed when the test ends.
 func (c *Cluster) Client(t testing.TB, opts ...kgo.Opt) *kgo.Client {
 	t.Helper()
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(c.Addr)}, opts...)...)
+	base := append([]kgo.Opt{kgo.SeedBrokers(c.Addr)}, c.ClientOpts...)
+	cl, err := kgo.NewClient(append(base, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,17 +123,38 @@ func JSONRecords(evs []beacon.Event) []*kgo.Record {
 	return recs
 }
 
+// ProducePinned writes records synchronously to the topic and partition
+// each names (kgo's ManualPartitioner), and sets their offsets.
+func (c *Cluster) ProducePinned(t testing.TB, recs ...*kgo.Record) {
+	t.Helper()
+	cl := c.Client(t, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		t.Fatalf("producing: %v", err)
+	}
+}
+
 // ProduceEvents writes events as flat JSON records, round robin over
-// topic's partitions (ProducePartition pins them).
+// topic's partitions (ProducePinned pins them).
 func (c *Cluster) ProduceEvents(t testing.TB, topic string, evs []beacon.Event) {
 	t.Helper()
 	c.Produce(t, topic, JSONRecords(evs)...)
 }
 
+// Attach returns a Cluster for a broker the test started otherwise (a
+// restartable kfake, one with a fixed port): the kit's clients and
+// readers then work on it.
+func Attach(addr string) *Cluster { return &Cluster{Addr: addr} }
+
 // EndOffsets returns the end offset of every partition of topic.
 func (c *Cluster) EndOffsets(t testing.TB, topic string) map[int32]int64 {
 	t.Helper()
-	lo, err := c.Admin(t).ListEndOffsets(context.Background(), topic)
+	return EndOffsetsOf(t, c.Admin(t), topic)
+}
+
+// EndOffsetsOf is EndOffsets through an admin client of the test's own.
+func EndOffsetsOf(t testing.TB, adm *kadm.Client, topic string) map[int32]int64 {
+	t.Helper()
+	lo, err := adm.ListEndOffsets(context.Background(), topic)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,8 +167,14 @@ func (c *Cluster) EndOffsets(t testing.TB, topic string) map[int32]int64 {
 // description of it for failure messages.
 func (c *Cluster) Committed(t testing.TB, group, topic string) (frac float64, saw string) {
 	t.Helper()
-	ends := c.EndOffsets(t, topic)
-	got, err := c.Admin(t).FetchOffsets(context.Background(), group)
+	return CommittedOf(t, c.Admin(t), group, topic)
+}
+
+// CommittedOf is Committed through an admin client of the test's own.
+func CommittedOf(t testing.TB, adm *kadm.Client, group, topic string) (frac float64, saw string) {
+	t.Helper()
+	ends := EndOffsetsOf(t, adm, topic)
+	got, err := adm.FetchOffsets(context.Background(), group)
 	if err != nil {
 		return 0, fmt.Sprintf("group %s: %v", group, err)
 	}
@@ -143,7 +186,7 @@ func (c *Cluster) Committed(t testing.TB, group, topic string) (frac float64, sa
 		at := int64(-1)
 		if o, ok := got.Lookup(topic, p); ok {
 			at = o.At
-			done += max(o.At, 0)
+			done += min(max(o.At, 0), end)
 		}
 		parts = append(parts, fmt.Sprintf("%d:%d/%d", p, at, end))
 	}
@@ -179,16 +222,16 @@ func (c *Cluster) WaitCommitted(t testing.TB, timeout time.Duration, group, topi
 	})
 }
 
-// ReadAll reads every record of topic up to the end offsets it has when
-// called, in partition then offset order, and parses each value.
-func ReadAll[T any](t testing.TB, c *Cluster, topic string, parse func([]byte) (T, error)) []T {
+// ReadRecords reads every record of topic up to the end offsets it has
+// when called, in partition then offset order.
+func ReadRecords(t testing.TB, c *Cluster, topic string) []*kgo.Record {
 	t.Helper()
 	ends := c.EndOffsets(t, topic)
 	var total int64
 	for _, e := range ends {
 		total += e
 	}
-	byPart := make(map[int32][]T)
+	byPart := make(map[int32][]*kgo.Record)
 	if total > 0 {
 		cl := c.Client(t, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -203,20 +246,64 @@ func ReadAll[T any](t testing.TB, c *Cluster, topic string, parse func([]byte) (
 				if r.Offset >= ends[r.Partition] {
 					return
 				}
-				v, err := parse(r.Value)
-				if err != nil {
-					t.Fatalf("%s/%d/%d: %v", topic, r.Partition, r.Offset, err)
-				}
-				byPart[r.Partition] = append(byPart[r.Partition], v)
+				byPart[r.Partition] = append(byPart[r.Partition], r)
 				n++
 			})
 		}
 	}
-	var out []T
+	var out []*kgo.Record
 	for p := int32(0); p < int32(len(ends)); p++ {
 		out = append(out, byPart[p]...)
 	}
 	return out
+}
+
+// ReadAll is ReadRecords with each value parsed; a value that does not
+// parse fails the test, naming its topic, partition and offset.
+func ReadAll[T any](t testing.TB, c *Cluster, topic string, parse func([]byte) (T, error)) []T {
+	t.Helper()
+	recs := ReadRecords(t, c, topic)
+	out := make([]T, 0, len(recs))
+	for _, r := range recs {
+		v, err := parse(r.Value)
+		if err != nil {
+			t.Fatalf("%s/%d/%d: %v", topic, r.Partition, r.Offset, err)
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+// Main is a command's body: main without the process, what it reads and
+// writes passed in (the `run(ctx, args, stdio) error` of a command).
+type Main func(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error
+
+// RunMain runs a command line in process, with an empty stdin and buffers
+// for its output, and cancels it after timeout.
+func RunMain(t testing.TB, timeout time.Duration, main Main, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var o, e bytes.Buffer
+	err = main(ctx, args, strings.NewReader(""), &o, &e)
+	if ctx.Err() != nil {
+		err = fmt.Errorf("%s: not done after %s (%v)", strings.Join(args, " "), timeout, err)
+	}
+	return o.String(), e.String(), err
+}
+
+// MustRunMain is RunMain for a command line that must succeed: an error
+// fails the test with what the command wrote on stderr. It logs how long
+// the command took.
+func MustRunMain(t testing.TB, timeout time.Duration, main Main, args ...string) (stdout, stderr string) {
+	t.Helper()
+	began := time.Now()
+	stdout, stderr, err := RunMain(t, timeout, main, args...)
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, stderr)
+	}
+	t.Logf("%s: %s", strings.Join(args[:min(len(args), 2)], " "), time.Since(began).Round(time.Millisecond))
+	return stdout, stderr
 }
 
 var buildMu sync.Mutex
@@ -242,7 +329,7 @@ func BuildBinary(t testing.TB) string {
 // Proc is a running subprocess of the beacon binary.
 type Proc struct {
 	Cmd            *exec.Cmd
-	stdout, stderr *syncBuffer
+	stdout, stderr *SyncBuffer
 	done           chan struct{}
 	err            error
 }
@@ -251,7 +338,7 @@ type Proc struct {
 // when the test ends if it is still running.
 func Start(t testing.TB, bin string, args ...string) *Proc {
 	t.Helper()
-	p := &Proc{Cmd: exec.Command(bin, args...), stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
+	p := &Proc{Cmd: exec.Command(bin, args...), stdout: &SyncBuffer{}, stderr: &SyncBuffer{}, done: make(chan struct{})}
 	p.Cmd.Stdout, p.Cmd.Stderr = p.stdout, p.stderr
 	p.Cmd.Env = append(os.Environ(), "GOMAXPROCS=2")
 	if err := p.Cmd.Start(); err != nil {
@@ -322,18 +409,20 @@ func Run(t testing.TB, timeout time.Duration, bin string, args ...string) (stdou
 	return o.String(), e.String(), err
 }
 
-type syncBuffer struct {
+// SyncBuffer is a bytes.Buffer that a logger or a process may write while
+// the test reads it.
+type SyncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
+func (s *SyncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
 }
 
-func (s *syncBuffer) String() string {
+func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
