@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/beaconhunt/beacon/internal/testkit"
 	"github.com/beaconhunt/beacon/pkg/beacon"
 	"github.com/beaconhunt/beacon/pkg/fleet"
 )
@@ -35,17 +36,10 @@ const (
 // newCluster starts an in-process broker on loopback with the test topics.
 func newCluster(t testing.TB, repartitions int32, alertTopics ...string) (*kfake.Cluster, string) {
 	t.Helper()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1),
-		kfake.SeedTopics(3, tInput),
-		kfake.SeedTopics(repartitions, tRepart),
-		kfake.SeedTopics(2, append(alertTopics, tAlerts)...),
-		kfake.SeedTopics(1, tDead),
-		kfake.GroupMinSessionTimeout(500*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	return c, c.ListenAddrs()[0]
+	topics := []testkit.Topic{{Name: tInput, Partitions: 3}, {Name: tRepart, Partitions: int(repartitions)}, {Name: tDead, Partitions: 1}}
+	topics = append(topics, testkit.Topics(2, append(alertTopics, tAlerts)...)...)
+	c := testkit.NewCluster(t, topics)
+	return c.Cluster, c.Addr
 }
 
 // testFleet is a small fleet whose implants beacon fast enough to be
@@ -99,14 +93,11 @@ func records(t testing.TB, c fleet.Config) ([]fleet.Record, []fleet.Label) {
 	return rs, g.Labels()
 }
 
+// newClient returns a client of the broker at addr, closed when the test
+// ends.
 func newClient(t testing.TB, addr string, opts ...kgo.Opt) *kgo.Client {
 	t.Helper()
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(addr)}, opts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cl.Close)
-	return cl
+	return testkit.Attach(addr).Client(t, opts...)
 }
 
 // produceJSON writes records as flat JSON (every other batch as Streaming
@@ -179,13 +170,7 @@ func testLogger(t testing.TB) *zap.Logger {
 // endOffsets returns the end offset of every partition of topic.
 func endOffsets(t testing.TB, adm *kadm.Client, topic string) map[int32]int64 {
 	t.Helper()
-	lo, err := adm.ListEndOffsets(context.Background(), topic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := make(map[int32]int64)
-	lo.Each(func(o kadm.ListedOffset) { out[o.Partition] = o.Offset })
-	return out
+	return testkit.EndOffsetsOf(t, adm, topic)
 }
 
 // waitDrained waits until ingest has committed the whole input and the
@@ -193,38 +178,19 @@ func endOffsets(t testing.TB, adm *kadm.Client, topic string) map[int32]int64 {
 // repartition topic.
 func waitDrained(t testing.TB, addr string, timeout time.Duration) {
 	t.Helper()
-	adm := kadm.NewClient(newClient(t, addr))
-	deadline := time.Now().Add(timeout)
-	for {
-		if drained(t, adm) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not drained after %s", timeout)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	adm := testkit.Attach(addr).Admin(t)
+	testkit.WaitFor(t, timeout, "ingest and detection to commit everything", func() (bool, string) { return drainedSaw(t, adm) })
 }
 
 func drained(t testing.TB, adm *kadm.Client) bool {
-	ctx := context.Background()
-	for _, gt := range [][2]string{{"test.ingest", tInput}, {"test.detect", tRepart}} {
-		ends := endOffsets(t, adm, gt[1])
-		got, err := adm.FetchOffsets(ctx, gt[0])
-		if err != nil {
-			return false
-		}
-		for p, end := range ends {
-			o, ok := got.Lookup(gt[1], p)
-			if end == 0 {
-				continue
-			}
-			if !ok || o.At < end {
-				return false
-			}
-		}
-	}
-	return true
+	ok, _ := drainedSaw(t, adm)
+	return ok
+}
+
+func drainedSaw(t testing.TB, adm *kadm.Client) (bool, string) {
+	fi, si := testkit.CommittedOf(t, adm, "test.ingest", tInput)
+	fd, sd := testkit.CommittedOf(t, adm, "test.detect", tRepart)
+	return fi >= 1 && fd >= 1, si + "; " + sd
 }
 
 // alertsOf reads every alert on the alert topic.
@@ -233,30 +199,7 @@ func alertsOf(t testing.TB, addr string) []Alert { return alertsOn(t, addr, tAle
 // alertsOn reads every alert on topic.
 func alertsOn(t testing.TB, addr, topic string) []Alert {
 	t.Helper()
-	adm := kadm.NewClient(newClient(t, addr))
-	ends := endOffsets(t, adm, topic)
-	total := int64(0)
-	for _, e := range ends {
-		total += e
-	}
-	cl := newClient(t, addr, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	var out []Alert
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	for int64(len(out)) < total {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("read %d of %d alerts", len(out), total)
-		}
-		fs.EachRecord(func(r *kgo.Record) {
-			a, err := ParseAlert(r.Value)
-			if err != nil {
-				t.Fatalf("alert at %d/%d: %v", r.Partition, r.Offset, err)
-			}
-			out = append(out, a)
-		})
-	}
-	return out
+	return testkit.ReadAll(t, testkit.Attach(addr), topic, ParseAlert)
 }
 
 // partitionOf is Kafka's default partitioner (murmur2 of the key), which

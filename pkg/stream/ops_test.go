@@ -3,6 +3,7 @@ package stream
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -25,6 +26,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/beaconhunt/beacon/internal/testkit"
 	"github.com/beaconhunt/beacon/pkg/beacon"
 	"github.com/beaconhunt/beacon/pkg/fleet"
 	"github.com/beaconhunt/beacon/pkg/state"
@@ -43,13 +45,10 @@ func metric(t *testing.T, s *Service, name, stage string) float64 {
 // waitCounter waits until a counter of the service reaches want.
 func waitCounter(t *testing.T, s *Service, name, stage string, want float64) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for metric(t, s, name, stage) < want {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s{stage=%q} = %v after 30s, want %v", name, stage, metric(t, s, name, stage), want)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testkit.WaitFor(t, 30*time.Second, fmt.Sprintf("%s{stage=%q} to reach %v", name, stage, want), func() (bool, string) {
+		v := metric(t, s, name, stage)
+		return v >= want, fmt.Sprint(v)
+	})
 }
 
 // ownGoroutines counts the goroutines that run the service's code or a
@@ -70,14 +69,14 @@ func ownGoroutines() int {
 // waitGoroutines waits until at most n such goroutines are left.
 func waitGoroutines(t *testing.T, n int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for ownGoroutines() > n {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			t.Fatalf("%d goroutines of the service left running (had %d before):\n%s", ownGoroutines(), n, buf[:runtime.Stack(buf, true)])
+	testkit.WaitFor(t, 10*time.Second, fmt.Sprintf("at most %d goroutines of the service (as before)", n), func() (bool, string) {
+		left := ownGoroutines()
+		if left <= n {
+			return true, ""
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		buf := make([]byte, 1<<20)
+		return false, fmt.Sprintf("%d left running:\n%s", left, buf[:runtime.Stack(buf, true)])
+	})
 }
 
 // observed returns a logger that writes to the test log and to an
@@ -166,18 +165,13 @@ func getJSON(t *testing.T, url string, v any) int {
 // answer.
 func waitReady(t *testing.T, base string, what string, want func(int, readiness) bool) readiness {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		var r readiness
+	var r readiness
+	testkit.WaitFor(t, 30*time.Second, what, func() (bool, string) {
+		r = readiness{}
 		code := getJSON(t, base+"/readyz", &r)
-		if want(code, r) {
-			return r
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("waiting for %s: /readyz %d %+v", what, code, r)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return want(code, r), fmt.Sprintf("/readyz %d %+v", code, r)
+	})
+	return r
 }
 
 func listen(t *testing.T) (net.Listener, string) {
@@ -230,13 +224,7 @@ func TestReadyMissingInputTopic(t *testing.T) {
 		}
 	}
 	waitReady(t, base, "ready once the topic exists", func(code int, r readiness) bool { return code == 200 && r.Ready })
-	deadline := time.Now().Add(30 * time.Second)
-	for metric(t, s, "beacon_events_in_total", "ingest") < float64(len(rs)) {
-		if time.Now().After(deadline) {
-			t.Fatalf("ingest read %v of %d events of the new topic", metric(t, s, "beacon_events_in_total", "ingest"), len(rs))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitCounter(t, s, "beacon_events_in_total", "ingest", float64(len(rs))) // every event of the new topic
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package stream
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/beaconhunt/beacon/internal/testkit"
 	"github.com/beaconhunt/beacon/pkg/beacon"
 	"github.com/beaconhunt/beacon/pkg/fleet"
 )
@@ -79,25 +81,11 @@ func ingestAll(t *testing.T, addr string, opts ...Opt) {
 	t.Helper()
 	s := service(t, addr, "", testLogger(t), append([]Opt{WithRole(RoleIngest)}, opts...)...)
 	stop := start(t, s)
-	adm := kadm.NewClient(newClient(t, addr))
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		ends := endOffsets(t, adm, tInput)
-		got, err := adm.FetchOffsets(context.Background(), "test.ingest")
-		done := err == nil
-		for p, end := range ends {
-			if o, ok := got.Lookup(tInput, p); end > 0 && (!ok || o.At < end) {
-				done = false
-			}
-		}
-		if done {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("ingest did not finish")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	adm := testkit.Attach(addr).Admin(t)
+	testkit.WaitFor(t, 60*time.Second, "ingest to commit the input", func() (bool, string) {
+		f, saw := testkit.CommittedOf(t, adm, "test.ingest", tInput)
+		return f >= 1, saw
+	})
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -106,24 +94,10 @@ func ingestAll(t *testing.T, addr string, opts ...Opt) {
 // detectedAll waits until group has committed the whole repartition topic.
 func detectedAll(t *testing.T, adm *kadm.Client, group string, timeout time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ends := endOffsets(t, adm, tRepart)
-		got, err := adm.FetchOffsets(context.Background(), group)
-		done := err == nil
-		for p, end := range ends {
-			if o, ok := got.Lookup(tRepart, p); end > 0 && (!ok || o.At < end) {
-				done = false
-			}
-		}
-		if done {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s did not finish", group)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testkit.WaitFor(t, timeout, group+" to commit the repartition topic", func() (bool, string) {
+		f, saw := testkit.CommittedOf(t, adm, group, tRepart)
+		return f >= 1, saw
+	})
 }
 
 // waitProgress waits until group has committed at least frac of the
@@ -131,14 +105,10 @@ func detectedAll(t *testing.T, adm *kadm.Client, group string, timeout time.Dura
 // progress; the test must say so, not hang).
 func waitProgress(t *testing.T, adm *kadm.Client, group string, frac float64, timeout time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for progress(t, adm, group) < frac {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s committed %.0f%% of the repartition topic after %s, want %.0f%%", group,
-				100*progress(t, adm, group), timeout, 100*frac)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testkit.WaitFor(t, timeout, fmt.Sprintf("%s to commit %.0f%% of the repartition topic", group, 100*frac), func() (bool, string) {
+		f := progress(t, adm, group)
+		return f >= frac, fmt.Sprintf("%.0f%%", 100*f)
+	})
 }
 
 // progress is the fraction of the repartition topic group has committed.
