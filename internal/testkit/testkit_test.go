@@ -1,7 +1,9 @@
 package testkit
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -89,5 +91,28 @@ func TestClusterRoundTrip(t *testing.T) {
 	}
 	if f, saw := c.Committed(t, "nobody", "in"); f != 0 || !strings.Contains(saw, "nobody") {
 		t.Fatalf("Committed of an unknown group: %v, %q", f, saw)
+	}
+}
+
+// TestRunMain: a command line runs in process with an empty stdin, its
+// output comes back, and one that outlives its bound is stopped and says
+// so.
+func TestRunMain(t *testing.T) {
+	echo := func(ctx context.Context, args []string, in io.Reader, out, errOut io.Writer) error {
+		b, _ := io.ReadAll(in)
+		fmt.Fprintf(out, "%s|%s", strings.Join(args, " "), b)
+		fmt.Fprint(errOut, "note")
+		return nil
+	}
+	o, e, err := RunMain(t, time.Second, echo, "a", "b")
+	if o != "a b|" || e != "note" || err != nil {
+		t.Errorf("RunMain = %q, %q, %v", o, e, err)
+	}
+	hang := func(ctx context.Context, _ []string, _ io.Reader, _, _ io.Writer) error {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	if _, _, err := RunMain(t, 50*time.Millisecond, hang, "hang"); err == nil || !strings.Contains(err.Error(), "not done after 50ms") {
+		t.Errorf("a command past its bound: %v", err)
 	}
 }
