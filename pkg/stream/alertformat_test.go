@@ -3,7 +3,6 @@ package stream
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -18,8 +17,6 @@ import (
 	"time"
 
 	"github.com/linkedin/goavro/v2"
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/beaconhunt/beacon/schemas"
 )
@@ -565,30 +562,7 @@ func TestLiveAlertsECS(t *testing.T) {
 		t.Fatal(err)
 	}
 	ended := time.Now()
-	total := 0
-	for _, e := range endOffsets(t, kadm.NewClient(newClient(t, addr)), tAlerts) {
-		total += int(e)
-	}
-	cl := newClient(t, addr, kgo.ConsumeTopics(tAlerts), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	var got []Alert
-	for len(got) < total {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("read %d of %d alerts", len(got), total)
-		}
-		fs.EachRecord(func(r *kgo.Record) {
-			a, err := DecodeAlert(AlertECS, r.Value)
-			if err != nil {
-				t.Fatalf("alert %d/%d: %v: %s", r.Partition, r.Offset, err, r.Value)
-			}
-			if string(r.Key) != string(a.Key()) {
-				t.Errorf("alert %s keyed %s", a.ID, r.Key)
-			}
-			got = append(got, a)
-		})
-	}
+	got := alertsAs(t, addr, tAlerts, AlertECS)
 	if len(got) < 3 {
 		t.Fatalf("%d ECS alerts", len(got))
 	}

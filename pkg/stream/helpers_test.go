@@ -196,10 +196,25 @@ func drainedSaw(t testing.TB, adm *kadm.Client) (bool, string) {
 // alertsOf reads every alert on the alert topic.
 func alertsOf(t testing.TB, addr string) []Alert { return alertsOn(t, addr, tAlerts) }
 
-// alertsOn reads every alert on topic.
-func alertsOn(t testing.TB, addr, topic string) []Alert {
+// alertsOn reads every alert on topic, in the default (JSON) format.
+func alertsOn(t testing.TB, addr, topic string) []Alert { return alertsAs(t, addr, topic, AlertJSON) }
+
+// alertsAs reads every alert on topic in format f, in partition then offset
+// order, and checks that each is keyed by its tuple.
+func alertsAs(t testing.TB, addr, topic string, f AlertFormat) []Alert {
 	t.Helper()
-	return testkit.ReadAll(t, testkit.Attach(addr), topic, ParseAlert)
+	var out []Alert
+	for _, r := range testkit.ReadRecords(t, testkit.Attach(addr), topic) {
+		a, err := DecodeAlert(f, r.Value)
+		if err != nil {
+			t.Fatalf("alert at %s/%d/%d: %v: %s", topic, r.Partition, r.Offset, err, r.Value)
+		}
+		if string(r.Key) != string(a.Key()) {
+			t.Errorf("alert %s at %s/%d/%d keyed %q, not by its tuple", a.ID, topic, r.Partition, r.Offset, r.Key)
+		}
+		out = append(out, a)
+	}
+	return out
 }
 
 // partitionOf is Kafka's default partitioner (murmur2 of the key), which
@@ -333,3 +348,43 @@ var testLevel = func() zapcore.Level {
 	}
 	return l
 }()
+
+// checkAlertRows holds every alert to the streaming contract: its row is
+// its tuple's row in the batch query over the events its partition had
+// seen — those up to the alert's stream time, for a fleet in time order —
+// at the alert's stream time + 1 s.
+func checkAlertRows(t *testing.T, p beacon.Params, rs []fleet.Record, parts int, alerts []Alert) {
+	t.Helper()
+	sort.SliceStable(alerts, func(i, j int) bool { return alerts[i].StreamTime < alerts[j].StreamTime })
+	hunts := make([]*beacon.Hunt, parts)
+	next := make([]int, parts)
+	byPart := make([][]*fleet.Record, parts)
+	for i := range hunts {
+		hunts[i] = beacon.NewHunt(p)
+	}
+	for i := range rs {
+		k := partitionOf(rs[i].RemoteIP, parts)
+		byPart[k] = append(byPart[k], &rs[i])
+	}
+	for _, a := range alerts {
+		k := partitionOf(a.Row.RemoteIP, parts)
+		for next[k] < len(byPart[k]) && byPart[k][next[k]].Timestamp <= a.StreamTime {
+			hunts[k].Add(&byPart[k][next[k]].Event)
+			next[k]++
+		}
+		var found *beacon.Row
+		rows := hunts[k].Rows(a.StreamTime + beacon.Second)
+		for i := range rows {
+			if rows[i].Tuple == a.Row.Tuple {
+				found = &rows[i]
+			}
+		}
+		if found == nil {
+			t.Errorf("alert %v at %s: not in the batch query's set", a.Row.Tuple, a.StreamTime)
+			continue
+		}
+		if got, want := jsonl([]beacon.Row{a.Row}), jsonl([]beacon.Row{*found}); got != want {
+			t.Errorf("alert row at %s differs from the batch query's:\n%s", a.StreamTime, diffLines(got, want))
+		}
+	}
+}

@@ -4,13 +4,11 @@ import (
 	"bytes"
 	"context"
 	"os/exec"
-	"sort"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/beaconhunt/beacon/internal/testkit"
-	"github.com/beaconhunt/beacon/pkg/beacon"
 	"github.com/beaconhunt/beacon/pkg/fleet"
 )
 
@@ -86,44 +84,4 @@ func TestKcatRowsEqualHunt(t *testing.T) {
 	}
 	checkAlertRows(t, p, rs, parts, alerts)
 	t.Logf("%d events from kcat, %d alerts read by kcat, rows checked", len(rs), len(alerts))
-}
-
-// checkAlertRows holds every alert to the streaming contract: its row is
-// its tuple's row in the batch query over the events its partition had
-// seen — those up to the alert's stream time, for a fleet in time order —
-// at the alert's stream time + 1 s.
-func checkAlertRows(t *testing.T, p beacon.Params, rs []fleet.Record, parts int, alerts []Alert) {
-	t.Helper()
-	sort.SliceStable(alerts, func(i, j int) bool { return alerts[i].StreamTime < alerts[j].StreamTime })
-	hunts := make([]*beacon.Hunt, parts)
-	next := make([]int, parts)
-	byPart := make([][]*fleet.Record, parts)
-	for i := range hunts {
-		hunts[i] = beacon.NewHunt(p)
-	}
-	for i := range rs {
-		k := partitionOf(rs[i].RemoteIP, parts)
-		byPart[k] = append(byPart[k], &rs[i])
-	}
-	for _, a := range alerts {
-		k := partitionOf(a.Row.RemoteIP, parts)
-		for next[k] < len(byPart[k]) && byPart[k][next[k]].Timestamp <= a.StreamTime {
-			hunts[k].Add(&byPart[k][next[k]].Event)
-			next[k]++
-		}
-		var found *beacon.Row
-		rows := hunts[k].Rows(a.StreamTime + beacon.Second)
-		for i := range rows {
-			if rows[i].Tuple == a.Row.Tuple {
-				found = &rows[i]
-			}
-		}
-		if found == nil {
-			t.Errorf("alert %v at %s: not in the batch query's set", a.Row.Tuple, a.StreamTime)
-			continue
-		}
-		if got, want := jsonl([]beacon.Row{a.Row}), jsonl([]beacon.Row{*found}); got != want {
-			t.Errorf("alert row at %s differs from the batch query's:\n%s", a.StreamTime, diffLines(got, want))
-		}
-	}
 }

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/beaconhunt/beacon/pkg/beacon"
@@ -237,27 +236,7 @@ func TestLiveAlertPivots(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
-	total := 0
-	for _, e := range endOffsets(t, kadm.NewClient(newClient(t, addr)), tAlerts) {
-		total += int(e)
-	}
-	cl := newClient(t, addr, kgo.ConsumeTopics(tAlerts), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	var got []Alert
-	for len(got) < total {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("read %d of %d alerts", len(got), total)
-		}
-		fs.EachRecord(func(r *kgo.Record) {
-			a, err := DecodeAlert(AlertECS, r.Value)
-			if err != nil {
-				t.Fatalf("alert %d/%d: %v", r.Partition, r.Offset, err)
-			}
-			got = append(got, a)
-		})
-	}
+	got := alertsAs(t, addr, tAlerts, AlertECS)
 	checkPivots(t, rs, got, false)
 }
 

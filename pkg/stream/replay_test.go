@@ -103,38 +103,7 @@ func TestReplayAlertsContract(t *testing.T) {
 		if len(res.Alerts) < 10 {
 			t.Fatalf("%d partitions: only %d alerts", n, len(res.Alerts))
 		}
-		// Per partition, a hunt fed in time order up to each alert.
-		hunts := make([]*beacon.Hunt, n)
-		next := make([]int, n)
-		byPart := make([][]*fleet.Record, n)
-		for i := range hunts {
-			hunts[i] = beacon.NewHunt(p)
-		}
-		for i := range rs {
-			k := partitionOf(rs[i].RemoteIP, n)
-			byPart[k] = append(byPart[k], &rs[i])
-		}
-		for _, a := range res.Alerts { // ordered by stream time
-			k := partitionOf(a.Row.RemoteIP, n)
-			for next[k] < len(byPart[k]) && byPart[k][next[k]].Timestamp <= a.StreamTime {
-				hunts[k].Add(&byPart[k][next[k]].Event)
-				next[k]++
-			}
-			var found *beacon.Row
-			rows := hunts[k].Rows(a.StreamTime + beacon.Second)
-			for i := range rows {
-				if rows[i].Tuple == a.Row.Tuple {
-					found = &rows[i]
-				}
-			}
-			if found == nil {
-				t.Errorf("%d partitions: alert %v at %s: not in the batch query's set", n, a.Row.Tuple, a.StreamTime)
-				continue
-			}
-			if got, want := jsonl([]beacon.Row{a.Row}), jsonl([]beacon.Row{*found}); got != want {
-				t.Errorf("%d partitions: alert row differs from the batch query's:\n%s", n, diffLines(got, want))
-			}
-		}
+		checkAlertRows(t, p, rs, n, res.Alerts) // per partition, a hunt fed in time order up to each alert
 		if n == 1 {
 			last := EpochOf(res.Now-beacon.Second, p.Lookback)
 			alerted := make(map[beacon.Tuple]bool)
