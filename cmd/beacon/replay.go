@@ -119,8 +119,8 @@ func registerReplayFlags(fs *flag.FlagSet, c *replayConfig) {
 	fs.IntVar(&c.partitions, "workers", 1, "in-process detection workers, one per partition of an emulated repartition topic; events are routed by RemoteIP with Kafka's partitioner, as to the repartition topic: its partition count reproduces live stream times")
 	fs.IntVar(&c.partitions, "partitions", 1, "alias of --workers")
 	fs.StringVar(&c.format, "format", "table", "beacon set at the end: table (for people), jsonl or csv (the query's columns, as hunt prints them)")
-	fs.StringVar(&c.out, "out", "-", "write the beacon set to `PATH` (- is stdout)")
-	fs.StringVar(&c.alerts, "alerts", "", "write the alerts that would have fired to `PATH` in --alert-format: JSON lines (json, ecs, ocsf) as on the alert topic, an Avro container file (avro), or CSV (the query's columns after AlertId, StreamTime, AlertEpoch) when it ends in .csv; - is stdout when --out is not")
+	fs.StringVar(&c.out, "out", "-", "write the beacon set to `PATH` (- is stdout; a name ending in .gz is gzipped, as simulate's --out)")
+	fs.StringVar(&c.alerts, "alerts", "", "write the alerts that would have fired to `PATH` in --alert-format: JSON lines (json, ecs, ocsf) as on the alert topic, an Avro container file (avro), or CSV (the query's columns after AlertId, StreamTime, AlertEpoch) when it ends in .csv (or .csv.gz); - is stdout when --out is not; a name ending in .gz is gzipped")
 	fs.StringVar(&c.alertsTopic, "alerts-topic", "", "also produce the alerts to this existing topic, as run does (--alert-format), at the end")
 	fs.StringVar(&c.labels, "labels", "", "score the alerts against this labels file ('beacon simulate --labels'); the scorecard goes to stderr")
 	fs.StringVar(&c.score, "score", "", "write the scorecard of --labels as JSON to `PATH`")
@@ -241,7 +241,7 @@ func runReplay(ctx context.Context, args []string, s stdio) error {
 	if c.alerts != "" {
 		alertFmt, _ := stream.ParseAlertFormat(c.alertFormat) // checked by options
 		writeAlerts := func(w io.Writer, as []stream.Alert) error { return stream.WriteAlerts(w, alertFmt, as) }
-		if strings.HasSuffix(strings.ToLower(c.alerts), ".csv") {
+		if strings.HasSuffix(strings.TrimSuffix(strings.ToLower(c.alerts), ".gz"), ".csv") {
 			writeAlerts = stream.WriteAlertsCSV
 		}
 		if err := writeTo(c.alerts, s.out, func(w io.Writer) error { return writeAlerts(w, res.Alerts) }); err != nil {
@@ -342,22 +342,6 @@ func parseOffsets(s string) (map[int32]int64, error) {
 		out[int32(pv)] = nv
 	}
 	return out, nil
-}
-
-// writeTo writes to stdout for "-", else to the file at path.
-func writeTo(path string, stdout io.Writer, write func(io.Writer) error) error {
-	if path == "-" {
-		return write(stdout)
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if err := write(f); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }
 
 func printReplaySummary(w io.Writer, c *replayConfig, res *stream.ReplayResult) {

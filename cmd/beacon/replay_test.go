@@ -146,7 +146,7 @@ func firstDiff(a, b string) string {
 }
 
 // TestReplayDeterministic: two replays of the same range give the same
-// bytes — beacon set, alerts file (JSON lines and CSV) — and --alerts-topic
+// bytes — beacon set, alerts file (JSON lines and gzipped CSV) — and --alerts-topic
 // receives the same alerts in the same order.
 func TestReplayDeterministic(t *testing.T) {
 	t.Parallel()
@@ -164,7 +164,7 @@ func TestReplayDeterministic(t *testing.T) {
 	}
 	out1, _ := cmdRun(t, args(1, "jsonl")...)
 	out2, _ := cmdRun(t, args(2, "jsonl", "--alerts-topic", "det-alerts")...)
-	out3, _ := cmdRun(t, args(3, "csv")...)
+	out3, _ := cmdRun(t, args(3, "csv.gz")...) // CSV, gzipped
 	if out1 != out2 || out1 != out3 {
 		t.Errorf("beacon sets differ between replays:\n%s", firstDiff(out1, out2))
 	}
@@ -191,9 +191,7 @@ func TestReplayDeterministic(t *testing.T) {
 		ids = append(ids, a.ID)
 	}
 	// CSV: the same alerts, the alert's columns first, then the query's.
-	f, _ := os.Open(filepath.Join(dir, "alerts3.csv"))
-	recs, err := csv.NewReader(f).ReadAll()
-	f.Close()
+	recs, err := csv.NewReader(bytes.NewReader(readMaybeGzip(t, filepath.Join(dir, "alerts3.csv.gz")))).ReadAll()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,12 +1,10 @@
 package main
 
 import (
-	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -259,7 +257,7 @@ func runSimulate(ctx context.Context, args []string, s stdio) error {
 		return fmt.Errorf("simulate: %w", err)
 	}
 	if *labels != "" {
-		if err := writeLabels(*labels, s.out, g.Labels()); err != nil {
+		if err := writeTo(*labels, s.out, func(w io.Writer) error { return fleet.WriteLabels(w, g.Labels()) }); err != nil {
 			return fmt.Errorf("simulate: labels: %w", err)
 		}
 	}
@@ -311,35 +309,4 @@ func rate(n int64, d time.Duration) string {
 		return fmt.Sprintf("%.0fk", r/1e3)
 	}
 	return fmt.Sprintf("%.0f", r)
-}
-
-// createOutput opens path for writing (- is stdout), gzipping when the name
-// ends in .gz. The returned function closes what was opened.
-func createOutput(path string, stdout io.Writer) (io.Writer, func() error, error) {
-	var w io.Writer = stdout
-	var closeFile func() error = func() error { return nil }
-	if path != "-" {
-		f, err := os.Create(path)
-		if err != nil {
-			return nil, nil, err
-		}
-		w, closeFile = f, f.Close
-	}
-	if !strings.HasSuffix(path, ".gz") {
-		return w, closeFile, nil
-	}
-	z, err := gzip.NewWriterLevel(w, gzip.BestSpeed)
-	if err != nil {
-		closeFile()
-		return nil, nil, err
-	}
-	return z, func() error { return errors.Join(z.Close(), closeFile()) }, nil
-}
-
-func writeLabels(path string, stdout io.Writer, labels []fleet.Label) error {
-	w, closeOut, err := createOutput(path, stdout)
-	if err != nil {
-		return err
-	}
-	return errors.Join(fleet.WriteLabels(w, labels), closeOut())
 }

@@ -151,16 +151,32 @@ func (c *Cluster) EndOffsets(t testing.TB, topic string) map[int32]int64 {
 	return EndOffsetsOf(t, c.Admin(t), topic)
 }
 
-// EndOffsetsOf is EndOffsets through an admin client of the test's own.
+// EndOffsetsOf is EndOffsets through an admin client of the test's own. A
+// topic that does not exist (yet) has no partitions.
 func EndOffsetsOf(t testing.TB, adm *kadm.Client, topic string) map[int32]int64 {
 	t.Helper()
-	lo, err := adm.ListEndOffsets(context.Background(), topic)
+	out, _, err := endOffsets(adm, topic)
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := make(map[int32]int64)
-	lo.Each(func(o kadm.ListedOffset) { out[o.Partition] = o.Offset })
 	return out
+}
+
+// endOffsets lists topic's end offsets, leaving out the partitions that
+// could not be listed (kadm lists a missing topic as partition -1 with an
+// error); partial says why any was left out.
+func endOffsets(adm *kadm.Client, topic string) (ends map[int32]int64, partial, err error) {
+	lo, err := adm.ListEndOffsets(context.Background(), topic)
+	if err != nil {
+		return nil, nil, err
+	}
+	ends = make(map[int32]int64)
+	lo.Each(func(o kadm.ListedOffset) {
+		if o.Err == nil {
+			ends[o.Partition] = o.Offset
+		}
+	})
+	return ends, lo.Error(), nil
 }
 
 // Committed reports what fraction of topic group has committed, and a
@@ -173,7 +189,18 @@ func (c *Cluster) Committed(t testing.TB, group, topic string) (frac float64, sa
 // CommittedOf is Committed through an admin client of the test's own.
 func CommittedOf(t testing.TB, adm *kadm.Client, group, topic string) (frac float64, saw string) {
 	t.Helper()
-	ends := EndOffsetsOf(t, adm, topic)
+	// Strict: a topic that cannot be listed, or has no partitions, is not
+	// committed (a wait must not pass because a topic is not there yet).
+	ends, partial, err := endOffsets(adm, topic)
+	if err == nil {
+		err = partial
+	}
+	if err != nil {
+		return 0, fmt.Sprintf("%s: %v", topic, err)
+	}
+	if len(ends) == 0 {
+		return 0, topic + ": no partitions"
+	}
 	got, err := adm.FetchOffsets(context.Background(), group)
 	if err != nil {
 		return 0, fmt.Sprintf("group %s: %v", group, err)
