@@ -6,6 +6,8 @@ import (
 	"runtime/debug"
 	"strings"
 	"testing"
+
+	"github.com/beaconhunt/beacon/internal/testkit"
 )
 
 // TestMemoryLimitFlag: --memory-limit takes GOMEMLIMIT's sizes, refuses
@@ -39,7 +41,7 @@ func TestMemoryLimitFlag(t *testing.T) {
 
 	old := debug.SetMemoryLimit(-1)
 	t.Cleanup(func() { debug.SetMemoryLimit(old) })
-	addr := replayCluster(t, "mem")
+	addr := testkit.NewCluster(t, testkit.Topics(3, "mem")).Addr
 	file := simulateDay(t, addr, "mem", "json", 12, "12")
 	want, _ := cmdRun(t, "hunt", "--quiet", "--format", "jsonl", file)
 	const limit = 3 << 30
