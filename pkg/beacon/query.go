@@ -55,7 +55,7 @@ func (t *Tuple) Compare(o *Tuple) int {
 func (t *Tuple) Hash(seed maphash.Seed) uint64 {
 	var h maphash.Hash
 	h.SetSeed(seed)
-	for _, s := range [...]string{t.DeviceId, t.DeviceName, t.AccountName, t.AccountDomain, t.FileName, t.RemoteIP} {
+	for _, s := range t.strings() {
 		h.WriteString(s)
 		h.WriteByte(0)
 	}

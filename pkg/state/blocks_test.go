@@ -94,17 +94,6 @@ func TestHeaderRoundTrip(t *testing.T) {
 	}
 }
 
-// TestTupleRoundTrip: the tuple record decodes to what was encoded.
-func TestTupleRoundTrip(t *testing.T) {
-	for _, tu := range []beacon.Tuple{{}, {DeviceId: "d", DeviceName: "n", AccountName: "a", AccountDomain: "c", FileName: "f.exe", RemoteIP: "1.2.3.4", RemotePort: -1},
-		{DeviceId: "ü\x00x", RemotePort: 65535}} {
-		got, err := decodeTuple(appendTuple(nil, &tu))
-		if err != nil || got != tu {
-			t.Fatalf("tuple %+v decoded %+v, %v", tu, got, err)
-		}
-	}
-}
-
 // TestBlockSplit: out-of-order timestamps that fill an old block beyond
 // twice blockMax split it, ones before the first block move its start, and
 // the windows, summaries and stored blocks still equal the batch query's

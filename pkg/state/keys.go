@@ -94,36 +94,6 @@ func (h *header) decode(b []byte) error {
 	return r.done()
 }
 
-func appendTuple(b []byte, t *beacon.Tuple) []byte {
-	for _, s := range [...]string{t.DeviceId, t.DeviceName, t.AccountName, t.AccountDomain, t.FileName, t.RemoteIP} {
-		b = binary.AppendUvarint(b, uint64(len(s)))
-		b = append(b, s...)
-	}
-	return binary.AppendVarint(b, int64(t.RemotePort))
-}
-
-// decodeTuple decodes a tuple; its strings share one allocation.
-func decodeTuple(b []byte) (beacon.Tuple, error) {
-	all := string(b) // one copy that the six strings slice
-	r := reader{b: b}
-	var f [6]string
-	for i := range f {
-		n := int(r.uvarint())
-		start := len(b) - len(r.b)
-		if r.err || n > len(r.b) {
-			return beacon.Tuple{}, errCorrupt
-		}
-		f[i] = all[start : start+n]
-		r.b = r.b[n:]
-	}
-	port := r.varint()
-	if err := r.done(); err != nil {
-		return beacon.Tuple{}, err
-	}
-	return beacon.Tuple{DeviceId: f[0], DeviceName: f[1], AccountName: f[2], AccountDomain: f[3],
-		FileName: f[4], RemoteIP: f[5], RemotePort: int32(port)}, nil
-}
-
 // reader decodes varints and times, remembering the first error.
 type reader struct {
 	b   []byte

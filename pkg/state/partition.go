@@ -291,7 +291,7 @@ func (p *Partition) newTuple(t *beacon.Tuple, hash uint64) *tuple {
 	tp.b0 = noBlock
 	p.h.nextID = uint64(p.arena.n)
 	p.addTuple(tp, t, hash)
-	p.val = appendTuple(p.val[:0], t)
+	p.val = t.AppendBinary(p.val[:0])
 	p.batch.Set(idKey(p.key, p.id, kindTuple, uint64(tp.id)), p.val, nil)
 	return tp
 }
@@ -908,9 +908,9 @@ func loadPartition(s *Store, id int32) (*Partition, error) {
 			if len(k) != tupleLen {
 				return nil, bad(k, errCorrupt)
 			}
-			t, err := decodeTuple(v)
-			if err != nil {
-				return nil, bad(k, err)
+			t, n, err := beacon.DecodeTuple(v)
+			if err != nil || n != len(v) {
+				return nil, bad(k, errCorrupt)
 			}
 			id := binary.BigEndian.Uint64(k[pidLen+1:])
 			if id >= math.MaxUint32 || uint32(id) < p.arena.n {

@@ -188,10 +188,7 @@ func AlertID(profile string, p *beacon.Params, reAlert time.Duration, t *beacon.
 	str(profile)
 	str(ParamsFingerprint(p))
 	buf = binary.AppendVarint(buf, int64(reAlert))
-	for _, s := range [...]string{t.DeviceId, t.DeviceName, t.AccountName, t.AccountDomain, t.FileName, t.RemoteIP} {
-		str(s)
-	}
-	buf = binary.AppendVarint(buf, int64(t.RemotePort))
+	buf = t.AppendBinary(buf)
 	buf = binary.AppendVarint(buf, epoch)
 	h.Write(buf)
 	return hex.EncodeToString(h.Sum(nil)[:16])

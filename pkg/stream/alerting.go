@@ -112,8 +112,9 @@ func (b *alertBook) claim(t *beacon.Tuple) bool {
 //
 //	flags:  1 W known, 2 an interval is open, 4 the point is unconfirmed
 //	        (its alerts may be unpublished), 8 a last evaluation
-//	tuple:  6 × (uvarint len, bytes) — DeviceId, DeviceName, AccountName,
-//	        AccountDomain, FileName, RemoteIP — then varint RemotePort
+//	tuple:  beacon.Tuple.AppendBinary: 6 × (uvarint len, bytes) — DeviceId,
+//	        DeviceName, AccountName, AccountDomain, FileName, RemoteIP — then
+//	        varint RemotePort
 //	source: uvarint len, topic | uvarint partition | byte flags (wmHasTime,
 //	        wmIdle) | varint watermark, if wmHasTime
 //
@@ -165,10 +166,7 @@ func appendMeta(dst []byte, b *alertBook, t *metaTime) []byte {
 	if b.enc == nil {
 		a := binary.AppendUvarint(nil, uint64(len(b.alerted)))
 		for t := range b.alerted {
-			for _, s := range [...]string{t.DeviceId, t.DeviceName, t.AccountName, t.AccountDomain, t.FileName, t.RemoteIP} {
-				a = appendString(a, s)
-			}
-			a = binary.AppendVarint(a, int64(t.RemotePort))
+			a = t.AppendBinary(a)
 		}
 		b.enc = a
 	}
@@ -241,13 +239,7 @@ func decodeMeta(src []byte, b *alertBook, t *metaTime) error {
 	cnt := r.uvarint()
 	alerted := make(map[beacon.Tuple]struct{})
 	for i := uint64(0); i < cnt && r.err == nil; i++ {
-		var f [6]string
-		for j := range f {
-			f[j] = r.str()
-		}
-		p := r.varint()
-		alerted[beacon.Tuple{DeviceId: f[0], DeviceName: f[1], AccountName: f[2], AccountDomain: f[3],
-			FileName: f[4], RemoteIP: f[5], RemotePort: int32(p)}] = struct{}{}
+		alerted[r.tuple()] = struct{}{}
 	}
 	flags := r.byte()
 	var sw, open, last int64
@@ -352,6 +344,19 @@ func (r *metaReader) byte() byte {
 	c := r.b[0]
 	r.b = r.b[1:]
 	return c
+}
+
+func (r *metaReader) tuple() beacon.Tuple {
+	if r.err != nil {
+		return beacon.Tuple{}
+	}
+	t, n, err := beacon.DecodeTuple(r.b)
+	if err != nil {
+		r.err, r.b = errShort, nil
+		return beacon.Tuple{}
+	}
+	r.b = r.b[n:]
+	return t
 }
 
 func (r *metaReader) str() string {

@@ -143,18 +143,8 @@ func decodePivots(b []byte, pv *pivotItem) ([]byte, error) {
 // tupleSeed hashes tuples for the pivot caches, which live in one process.
 var tupleSeed = maphash.MakeSeed()
 
-func tupleHash(t *beacon.Tuple) uint64 {
-	var h maphash.Hash
-	h.SetSeed(tupleSeed)
-	for _, s := range [...]string{t.DeviceId, t.DeviceName, t.AccountName, t.AccountDomain, t.FileName, t.RemoteIP} {
-		h.WriteString(s)
-		h.WriteByte(0) // no field holds a NUL that matters: a collision only mixes two tuples' pivots
-	}
-	var port [4]byte
-	binary.LittleEndian.PutUint32(port[:], uint32(t.RemotePort))
-	h.Write(port[:])
-	return h.Sum64()
-}
+// A collision only mixes two tuples' pivots.
+func tupleHash(t *beacon.Tuple) uint64 { return t.Hash(tupleSeed) }
 
 // lru2 is a bounded map of two generations: lookups move an entry to the
 // current one, and when it fills the older one is dropped. Cheaper than
