@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/zap"
 
 	"github.com/beaconhunt/beacon/pkg/beacon"
@@ -36,6 +38,12 @@ type ingest struct {
 	merge merger
 	ready chan struct{}                        // closed once cl is set: callbacks may run before NewClient returns
 	marks map[string]map[int32]kgo.EpochOffset // offsets to mark after the flush
+	// markProg is the watermark at each of marks; commitProg the same for
+	// the offsets handed to the client, which every commit writes into
+	// its metadata (preCommit) for the partition's next reader.
+	markProg   map[tp]progMark
+	commitMu   sync.Mutex
+	commitProg map[tp]progMark
 
 	fetched []kgo.FetchTopicPartition // the partitions of the current poll, for merge.add
 	nexts   []int64                   // and the offset after each one's last record (-1: none)
@@ -97,6 +105,9 @@ func newIngestCore(s *Service) (*ingest, error) {
 		urls:  make(map[string]string),
 		marks: make(map[string]map[int32]kgo.EpochOffset),
 		ready: make(chan struct{}),
+
+		markProg:   make(map[tp]progMark),
+		commitProg: make(map[tp]progMark),
 		now:   time.Now(),
 	}
 	in.reject = func(r *kgo.Record, reason string, err error) { s.deadLetter(in.cl, r, reason, err) }
@@ -141,6 +152,9 @@ func newIngest(s *Service) (*ingest, error) {
 		kgo.ProducerBatchMaxBytes(1<<20),
 		kgo.RecordPartitioner(repartitioner{kgo.StickyKeyPartitioner(nil)}),
 		kgo.MaxBufferedRecords(1<<20),
+		// Every commit, the automatic ones included, carries the
+		// watermarks at its offsets (preCommit).
+		kgo.WithContext(kgo.PreCommitFnContext(context.Background(), in.preCommit)),
 	)
 	if in.cl, err = kgo.NewClient(append(opts, s.groupOpts()...)...); err != nil {
 		return nil, err
@@ -161,7 +175,7 @@ func (in *ingest) revoked(ctx context.Context, cl *kgo.Client, revoked map[strin
 	if in.s.crashed.Load() {
 		return
 	}
-	if err := cl.CommitMarkedOffsets(ctx); err != nil {
+	if err := cl.CommitMarkedOffsets(in.commitCtx(ctx)); err != nil {
 		in.s.log.Warn("committing input offsets on revoke failed", zap.Error(err))
 	}
 }
@@ -236,6 +250,14 @@ func (in *ingest) run(ctx context.Context) error {
 			return err
 		}
 		if len(in.marks) > 0 {
+			if h := in.s.beforeCommit; h != nil && h(in.marks) {
+				in.s.crash() // a test's kill between the watermark's acknowledgement and the commit
+				return nil
+			}
+			in.commitMu.Lock()
+			maps.Copy(in.commitProg, in.markProg)
+			in.commitMu.Unlock()
+			clear(in.markProg)
 			in.cl.MarkCommitOffsets(in.marks)
 			marked := in.marks
 			in.marks = make(map[string]map[int32]kgo.EpochOffset)
@@ -244,7 +266,7 @@ func (in *ingest) run(ctx context.Context) error {
 			// written in seconds (a kill cost 56 % of the repartition
 			// topic again with a 5 s interval; one poll now). A commit
 			// per poll is one small request beside a poll's produce.
-			if err := in.cl.CommitMarkedOffsets(ctx); err != nil && ctx.Err() == nil && !in.s.crashed.Load() {
+			if err := in.cl.CommitMarkedOffsets(in.commitCtx(ctx)); err != nil && ctx.Err() == nil && !in.s.crashed.Load() {
 				in.s.quiet.Warn("committing input offsets failed", zap.Error(err))
 			} else if h := in.s.afterCommit; h != nil && err == nil {
 				h(marked)
@@ -273,7 +295,7 @@ func (in *ingest) shutdown() error {
 	if err := in.cl.Flush(ctx); err != nil {
 		return err
 	}
-	if err := in.cl.CommitMarkedOffsets(ctx); err != nil {
+	if err := in.cl.CommitMarkedOffsets(in.commitCtx(ctx)); err != nil {
 		in.s.log.Warn("committing input offsets at shutdown failed", zap.Error(err))
 	}
 	in.s.log.Info("ingest stopped")
@@ -370,6 +392,46 @@ func (in *ingest) markOffset(topic string, p int32, epoch int32, next int64) {
 		in.marks[topic] = make(map[int32]kgo.EpochOffset)
 	}
 	in.marks[topic][p] = kgo.EpochOffset{Epoch: epoch, Offset: next}
+	// The record before next is complete: the partition's watermark is
+	// now that of the records up to the mark.
+	t, has := in.merge.progress(topic, p)
+	in.markProg[tp{topic, p}] = progMark{offset: next, time: t, has: has}
+}
+
+// progMark is an input partition's watermark at an offset: the newest
+// event time handed on from the records before it.
+type progMark struct {
+	offset int64
+	time   beacon.Time
+	has    bool
+}
+
+// commitCtx makes a commit carry the watermarks at its offsets.
+func (in *ingest) commitCtx(ctx context.Context) context.Context {
+	return kgo.PreCommitFnContext(ctx, in.preCommit)
+}
+
+// preCommit writes, into the metadata of every committed input offset,
+// the partition's watermark at that offset (progMeta). The partition's
+// next reader starts from the commit with that watermark, so every record
+// it writes again — those the previous reader had written, and
+// acknowledged with a newer watermark, before dying ahead of its commit —
+// carries the same release time as the first copy: an exact duplicate,
+// which changes nothing downstream (docs/streaming.md, "Time").
+func (in *ingest) preCommit(req *kmsg.OffsetCommitRequest) error {
+	in.commitMu.Lock()
+	defer in.commitMu.Unlock()
+	for i := range req.Topics {
+		t := &req.Topics[i]
+		for j := range t.Partitions {
+			p := &t.Partitions[j]
+			if pm, ok := in.commitProg[tp{t.Topic, p.Partition}]; ok && pm.offset == p.Offset {
+				meta := progMeta(pm.time, pm.has)
+				p.Metadata = &meta
+			}
+		}
+	}
+	return nil
 }
 
 // assigned learns where each new partition starts and ends, so that the
@@ -419,6 +481,19 @@ func (in *ingest) assigned(ctx context.Context, offsets map[string]map[int32]kgo
 	in.wmMu.Lock()
 	in.universe, in.nparts = universe, nparts
 	in.wmMu.Unlock()
+	// The watermark each commit carries (preCommit): the partition starts
+	// from it, exactly where its previous reader stood at that offset.
+	var committed kadm.OffsetResponses
+	for _, ps := range offsets {
+		for _, o := range ps {
+			if o.EpochOffset().Offset >= 0 && committed == nil {
+				if committed, err = adm.FetchOffsets(ctx, in.s.cfg.group+".ingest"); err != nil {
+					in.s.log.Warn("reading the committed watermarks failed; new input partitions start from the watermark records", zap.Error(err))
+					committed = kadm.OffsetResponses{}
+				}
+			}
+		}
+	}
 	for t, ps := range offsets {
 		for p, o := range ps {
 			end, start := int64(0), int64(0)
@@ -445,6 +520,11 @@ func (in *ingest) assigned(ctx context.Context, offsets map[string]map[int32]kgo
 				pos = start
 			}
 			in.merge.assign(t, p, pos, end)
+			if r, ok := committed.Lookup(t, p); ok && r.Err == nil && pos >= 0 && r.At == pos {
+				if wm, has, ok := parseProgMeta(r.Metadata); ok {
+					in.merge.startProg(t, p, wm, has)
+				}
+			}
 		}
 	}
 	return offsets, nil
@@ -604,13 +684,14 @@ func (in *ingest) watermarkIdle(quiet time.Duration) {
 }
 
 // initProgress starts the watermark of newly assigned input partitions
-// where their previous reader's was, from the newest watermark records in
-// the repartition topic: an event out of order just after the committed
-// offset is then released where the previous reader would have released
-// it, not at its own time. It runs in the poll loop, before the
-// partitions' first events are handed on; without a previous watermark
-// (a first reader, or one whose watermarks are too far back) the
-// partition starts from its first event.
+// whose commit carried none (written by an older version: the commit's
+// own is exact, see preCommit) where their previous reader's was, from
+// the newest watermark records in the repartition topic: an event out of
+// order just after the committed offset is then released where the
+// previous reader would have released it, not at its own time. It runs in
+// the poll loop, before the partitions' first events are handed on;
+// without a previous watermark (a first reader, or one whose watermarks
+// are too far back) the partition starts from its first event.
 func (in *ingest) initProgress() {
 	mps := in.merge.needProg()
 	if len(mps) == 0 || in.s.cfg.repartition == "" {

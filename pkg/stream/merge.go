@@ -439,3 +439,25 @@ func addTP(m map[string][]int32, t string, p int32) map[string][]int32 {
 	m[t] = append(m[t], p)
 	return m
 }
+
+// progress returns a partition's watermark (ingest.markOffset: at a mark,
+// the watermark of the records up to it).
+func (m *merger) progress(topic string, p int32) (beacon.Time, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if i, ok := m.find(topic, p); ok {
+		return m.parts[i].prog, m.parts[i].hasProg
+	}
+	return 0, false
+}
+
+// startProg sets the watermark a newly assigned partition starts from
+// (the one its commit carries), which initProgress then leaves alone.
+func (m *merger) startProg(topic string, p int32, t beacon.Time, has bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if i, ok := m.find(topic, p); ok {
+		mp := m.parts[i]
+		mp.prog, mp.hasProg, mp.needProg = t, has, false
+	}
+}

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 
 	"github.com/beaconhunt/beacon/pkg/beacon"
 )
@@ -265,4 +267,45 @@ func millis(t beacon.Time) int64 {
 		m--
 	}
 	return m
+}
+
+// The metadata of ingest's input offset commits carries the partition's
+// watermark at the committed offset, so that the next reader of the
+// partition starts exactly where the previous one stood (docs/streaming.md,
+// "Time", Handover):
+//
+//	"beacon.wm/1"               no event handed on before the offset
+//	"beacon.wm/1 " decimal ticks the newest event time handed on before it
+//
+// Commits without it (written by older versions, or by another tool) say
+// nothing; the reader then falls back to the watermark records.
+const progMetaPrefix = "beacon.wm/1"
+
+// progMeta encodes a partition's watermark at a committed offset.
+func progMeta(t beacon.Time, has bool) string {
+	if !has {
+		return progMetaPrefix
+	}
+	return progMetaPrefix + " " + strconv.FormatInt(int64(t), 10)
+}
+
+// parseProgMeta decodes progMeta's output; ok is false for any other
+// metadata.
+func parseProgMeta(s string) (t beacon.Time, has, ok bool) {
+	rest, found := strings.CutPrefix(s, progMetaPrefix)
+	if !found {
+		return 0, false, false
+	}
+	if rest == "" {
+		return 0, false, true
+	}
+	digits, found := strings.CutPrefix(rest, " ")
+	if !found {
+		return 0, false, false
+	}
+	n, err := strconv.ParseInt(digits, 10, 64)
+	if err != nil {
+		return 0, false, false
+	}
+	return beacon.Time(n), true, true
 }

@@ -64,6 +64,10 @@ type Service struct {
 	// test hook: ingest committed these input offsets (called in its
 	// poll loop, right after the commit, where a kill may strike)
 	afterCommit func(committed map[string]map[int32]kgo.EpochOffset)
+	// beforeCommit, when it returns true, kills ingest (tests) after a
+	// poll's watermark was acknowledged and before its offsets are
+	// committed: the window a real kill can hit.
+	beforeCommit func(marks map[string]map[int32]kgo.EpochOffset) bool
 }
 
 // New checks the options and returns a service ready to Run.

@@ -456,6 +456,144 @@ func TestCommitCoveredByWatermark(t *testing.T) {
 	t.Logf("%d committed offsets checked, %d covered", checked, covered)
 }
 
+// TestWatermarkAckThenDie: ingest is killed after a poll's records and
+// watermark were acknowledged and before the poll's input offsets were
+// committed (a test hook in that window, at a random poll of the backlog).
+// The next reader reads those records again from the commit; the commit's
+// metadata gives it the watermark at the committed offset, so the records
+// it writes again carry the release times of the first copies. Asserted:
+// the connection records of the repartition topic, as a set of (partition,
+// key, time, release, tuple), are those of one uninterrupted ingest — a
+// re-read event released at the dead reader's newer watermark, as the
+// watermark records alone gave it, is an element the reference lacks —
+// and one detector over each topic publishes the same alert IDs with the
+// same rows.
+func TestWatermarkAckThenDie(t *testing.T) {
+	const parts = 4
+	_, addr := newCluster(t, parts, "alerts-a", "alerts-b")
+	adm := kadm.NewClient(newClient(t, addr))
+	if _, err := adm.CreateTopics(context.Background(), parts, 1, nil, "rep-a", "rep-b"); err != nil {
+		t.Fatal(err)
+	}
+	fc := testFleet(4)
+	fc.Duration = 8 * time.Hour
+	rs, _ := records(t, fc)
+	produceJSON(t, addr, rs)
+	p := testParams()
+	seed := testSeed(t)
+	rnd := rand.New(rand.NewPCG(uint64(seed), 2))
+	t.Logf("seed %d (BEACON_TEST_SEED=%d reproduces the kill point)", seed, seed)
+	common := func(name string) []Opt {
+		return []Opt{Params(p), Group("g" + name), RepartitionTopic("rep-" + name), AlertTopic("alerts-" + name),
+			Warmup(30 * time.Minute), CommitInterval(50 * time.Millisecond),
+			ClientOpts(kgo.FetchMaxPartitionBytes(16<<10), kgo.FetchMaxBytes(64<<10))}
+	}
+	ingest := func(name string, hook func(map[string]map[int32]kgo.EpochOffset) bool) {
+		s := service(t, addr, "", testLogger(t), append(common(name), WithRole(RoleIngest))...)
+		s.beforeCommit = hook
+		stop := start(t, s)
+		if hook == nil {
+			waitCommitted(t, adm, "g"+name+".ingest", tInput, 90*time.Second)
+		} else {
+			deadline := time.Now().Add(90 * time.Second)
+			for !s.crashed.Load() {
+				if time.Now().After(deadline) {
+					t.Fatal("the kill hook never fired")
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	detect := func(name string) []Alert {
+		s := service(t, addr, t.TempDir(), testLogger(t), append(common(name), WithRole(RoleDetect))...)
+		stop := start(t, s)
+		waitCommitted(t, adm, "g"+name+".detect", "rep-"+name, 90*time.Second)
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+		return alertsOn(t, addr, "alerts-"+name)
+	}
+	// conns is the set of connection records of a repartition topic.
+	conns := func(topic string) map[string]bool {
+		out := make(map[string]bool)
+		var it item
+		for _, r := range readAll(t, addr, topic) {
+			if err := decodeItem(r.Key, r.Value, &it); err != nil {
+				t.Fatal(err)
+			}
+			if it.kind == kindConn || it.kind == kindNoPort {
+				out[fmt.Sprint(r.Partition, it.ip, it.kind, it.time, it.release, it.port, it.tuple)] = true
+			}
+		}
+		return out
+	}
+
+	ingest("a", nil)
+	// The kill: at a random point of the backlog, once a poll's records
+	// and watermark are acknowledged, before its commit.
+	var total int64
+	for _, e := range endOffsets(t, adm, tInput) {
+		total += e
+	}
+	killAt := 0.1 + 0.7*rnd.Float64()
+	read := make(map[int32]int64)
+	var frac float64
+	ingest("b", func(marks map[string]map[int32]kgo.EpochOffset) bool {
+		var done int64
+		for p, eo := range marks[tInput] {
+			read[p] = eo.Offset
+		}
+		for _, o := range read {
+			done += o
+		}
+		frac = float64(done) / float64(total)
+		return frac >= killAt
+	})
+	t.Logf("ingest killed before committing %.0f%% of the input", 100*frac)
+	ingest("b", nil)
+
+	want, got := conns("rep-a"), conns("rep-b")
+	var extra, missing []string
+	for k := range got {
+		if !want[k] {
+			extra = append(extra, k)
+		}
+	}
+	for k := range want {
+		if !got[k] {
+			missing = append(missing, k)
+		}
+	}
+	if len(extra)+len(missing) > 0 {
+		sort.Strings(extra)
+		sort.Strings(missing)
+		t.Errorf("connection records after the kill differ from one ingest's: %d extra (e.g. %v), %d missing (e.g. %v)",
+			len(extra), extra[:min(3, len(extra))], len(missing), missing[:min(3, len(missing))])
+	}
+	t.Logf("%d distinct connection records, one ingest %d", len(got), len(want))
+
+	ref, after := detect("a"), detect("b")
+	if len(ref) < 5 {
+		t.Fatalf("only %d alerts", len(ref))
+	}
+	if d := symDiff(alertIDs(after), alertIDs(ref)); len(d) > 0 {
+		t.Errorf("alert IDs differ after the kill: %v", d)
+	}
+	rowOf := make(map[string]beacon.Row)
+	for _, a := range ref {
+		rowOf[a.ID] = a.Row
+	}
+	for _, a := range after {
+		if r, ok := rowOf[a.ID]; ok && jsonl([]beacon.Row{a.Row}) != jsonl([]beacon.Row{r}) {
+			t.Errorf("alert %s row differs after the kill: %s", a.ID, rowFieldDiff(a.Row, r))
+		}
+	}
+	t.Logf("%d alerts, one ingest %d", len(after), len(ref))
+}
+
 // testSeed is BEACON_TEST_SEED when set (to replay a failure), else the
 // clock.
 func testSeed(t *testing.T) int64 {
@@ -809,6 +947,31 @@ func TestWatermarkFormat(t *testing.T) {
 	for i := range cv {
 		if decodeItem(nil, cv[:i], &it) == nil {
 			t.Errorf("released connection prefix of %d bytes decoded", i)
+		}
+	}
+}
+
+// TestCommitMetaFormat: the watermark in ingest's commit metadata round
+// trips (with a time, negative included, and without one); any other
+// metadata — the member ID franz-go writes by default, a truncated or
+// altered value — says nothing.
+func TestCommitMetaFormat(t *testing.T) {
+	for _, c := range []struct {
+		t   beacon.Time
+		has bool
+	}{{mustTime(t, "2024-05-01T10:00:00.1234567Z"), true}, {-5, true}, {0, true}, {0, false}} {
+		s := progMeta(c.t, c.has)
+		got, has, ok := parseProgMeta(s)
+		if !ok || has != c.has || got != c.t {
+			t.Errorf("%q: %v %v %v, want %v %v", s, got, has, ok, c.t, c.has)
+		}
+	}
+	if s := progMeta(42, true); s != "beacon.wm/1 42" {
+		t.Errorf("layout: %q", s)
+	}
+	for _, s := range []string{"", "kgo-member-1234", "beacon.wm/1 ", "beacon.wm/1 x", "beacon.wm/142", "beacon.wm/2 42", "beacon.wm/1 42 "} {
+		if _, _, ok := parseProgMeta(s); ok {
+			t.Errorf("%q parsed", s)
 		}
 	}
 }
