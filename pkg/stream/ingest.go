@@ -108,7 +108,7 @@ func newIngestCore(s *Service) (*ingest, error) {
 
 		markProg:   make(map[tp]progMark),
 		commitProg: make(map[tp]progMark),
-		now:   time.Now(),
+		now:        time.Now(),
 	}
 	in.reject = func(r *kgo.Record, reason string, err error) { s.deadLetter(in.cl, r, reason, err) }
 	return in, nil
