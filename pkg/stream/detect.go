@@ -819,6 +819,8 @@ type worker struct {
 	hasOpen     bool
 	unconfirmed bool      // the state is at an evaluation point whose alerts may be unpublished
 	held        heldQueue // records waiting for W
+	inHand      int64     // offset of the record take is adding, when hasHand (see recordOffset)
+	hasHand     bool
 	forced      int64     // records released by the MaxHeld bound
 	points      int       // evaluations so far (tests)
 	scratch     item      // watermark decoding
@@ -1036,7 +1038,10 @@ func (w *worker) process(b batch) error {
 		// interval only if that is its own (a record behind it is a
 		// duplicate, or came out of order across a change of ingest
 		// owner, and goes with the next point).
-		if err := w.take(it, w.tick(it.release) == w.tick(w.sw)); err != nil {
+		w.inHand, w.hasHand = r.Offset, true
+		err := w.take(it, w.tick(it.release) == w.tick(w.sw))
+		w.hasHand = false
+		if err != nil {
 			return err
 		}
 	}
@@ -1173,7 +1178,10 @@ func (w *worker) advance(t beacon.Time) error {
 		if err := decodeItem(h.rec.Key, h.rec.Value, it); err != nil {
 			return err
 		}
-		if err := w.take(it, true); err != nil {
+		w.inHand, w.hasHand = h.offset, true
+		err := w.take(it, true)
+		w.hasHand = false
+		if err != nil {
 			return err
 		}
 	}
@@ -1184,12 +1192,20 @@ func (w *worker) advance(t beacon.Time) error {
 }
 
 // recordOffset is where a restart must read again from: the first record
-// still held, or the next one.
+// still held or in hand, or the next one. The record in hand is the one
+// take is adding: when its release starts a new interval, the point of
+// the interval before it is recorded first, without it, so it must be
+// read again — counted as consumed there, it was lost on every resume
+// from that state (TestWorkerStopAnywhere).
 func (w *worker) recordOffset() int64 {
-	if o, ok := w.held.firstOffset(); ok {
-		return o
+	o, ok := w.held.firstOffset()
+	if !ok {
+		o = w.next
 	}
-	return w.next
+	if w.hasHand && w.inHand < o {
+		o = w.inHand
+	}
+	return o
 }
 
 // flush applies the segment with its offset.

@@ -314,14 +314,12 @@ func TestScaleOut(t *testing.T) {
 		byID[ref[i].ID] = jsonl([]beacon.Row{ref[i].Row})
 		rowOf[ref[i].ID] = ref[i].Row
 	}
-	// check requires the alert IDs of one instance alone. Rows must match
-	// too, except after a kill (rowsStrict false): about one run in ten,
-	// a tuple of a killed instance's partition alerts at a later evaluation
-	// point than the instance alone (same ID, a row a callback shorter) — an
-	// open defect of the takeover path (detection-side rebuild suspected),
-	// logged here rather than failed so that it is visible in -v output
-	// until it is fixed; see docs/streaming.md "Limits".
-	check := func(n int, rowsStrict bool) {
+	// check requires the alert IDs and rows of one instance alone. (About
+	// one kill phase in ten once showed a row one callback short: a
+	// partition that came back to an instance which had owned it resumed
+	// from a state whose recorded offset had counted the record making its
+	// last point as consumed; TestWorkerStopAnywhere holds the fix.)
+	check := func(n int) {
 		got := alertsOn(t, addr, "alerts-"+string(rune('0'+n)))
 		ids := alertIDs(got)
 		if d := symDiff(ids, alertIDs(ref)); len(d) > 0 {
@@ -329,11 +327,7 @@ func TestScaleOut(t *testing.T) {
 		}
 		for i := range got {
 			if want, ok := byID[got[i].ID]; ok && jsonl([]beacon.Row{got[i].Row}) != want {
-				report := t.Errorf
-				if !rowsStrict {
-					report = t.Logf
-				}
-				report("%d instances: alert %s row differs: %s\n%s", n, got[i].ID, rowFieldDiff(got[i].Row, rowOf[got[i].ID]), diffLines(jsonl([]beacon.Row{got[i].Row}), want))
+				t.Errorf("%d instances: alert %s row differs: %s\n%s", n, got[i].ID, rowFieldDiff(got[i].Row, rowOf[got[i].ID]), diffLines(jsonl([]beacon.Row{got[i].Row}), want))
 			}
 		}
 		t.Logf("%d instances: %d alerts (%d distinct), alone %d", n, len(got), len(ids), len(ref))
@@ -351,7 +345,7 @@ func TestScaleOut(t *testing.T) {
 	if err := stopB(); err != nil {
 		t.Fatal(err)
 	}
-	check(2, true)
+	check(2)
 
 	// Three, joining at random points; one is killed.
 	a := instance(3, t.TempDir())
@@ -375,7 +369,7 @@ func TestScaleOut(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	check(3, false)
+	check(3)
 }
 
 // TestCommitCoveredByWatermark: whenever ingest has committed an input
@@ -714,10 +708,135 @@ func TestWatermarkHoldsEvaluation(t *testing.T) {
 	}
 }
 
+// TestWorkerStopAnywhere: a worker stopped after any record — revoked
+// (its bookkeeping recorded, its segment not) or killed (nothing more
+// recorded) — and resumed from its state at the recorded offset ends with
+// the rows and alerts of a worker that never stopped. The record whose
+// release starts an interval makes the point of the interval before it,
+// which records the state before that record is in any segment: the
+// recorded offset must still cover it. Counting it as consumed there lost
+// it on every resume from that state (a row of TestScaleOut one callback
+// short after a partition came back to an instance that had owned it).
+func TestWorkerStopAnywhere(t *testing.T) {
+	fp := filterFingerprint("seed", func() *beacon.Params { p := testParams(); return &p }())
+	t0 := mustTime(t, "2024-05-01T10:00:00Z")
+	// Two tuples beaconing every ~60 s for 80 min, each event followed by
+	// the watermark of its input partition, and a watermark that marks it
+	// idle at the end (every point is evaluated).
+	var recs []*kgo.Record
+	add := func(key string, v []byte) {
+		r := &kgo.Record{Offset: int64(len(recs)), Value: v}
+		if key != "" {
+			r.Key = []byte(key)
+		}
+		recs = append(recs, r)
+	}
+	wm := func(at beacon.Time, idle bool) []byte {
+		f := wmOwned | wmHasTime
+		if idle {
+			f |= wmIdle
+		}
+		return appendWatermark(nil, fp, []source{{topic: "in", part: 0, flags: f, time: at}})
+	}
+	var last beacon.Time
+	for i := range 80 {
+		for j, ip := range []string{"45.1.1.1", "45.1.1.2"} {
+			at := t0 + beacon.Time(i)*60*beacon.Second + beacon.Time(j*17+(i*7)%11)*beacon.Second
+			e := beacon.Event{Timestamp: at, DeviceId: "d", DeviceName: "n", FileName: "f.exe", RemoteIP: ip, RemotePort: 443, HasPort: true}
+			add(ip, appendConn(nil, &e, at))
+			add("", wm(at, false))
+			last = at
+		}
+	}
+	add("", wm(last, true))
+
+	type result struct {
+		rows   string
+		alerts map[string]string
+	}
+	feed := func(w *worker, from, to int64, got *result) {
+		t.Helper()
+		for o := from; o < to; o++ {
+			if err := w.process(batch{recs: recs[o : o+1], hwm: int64(len(recs))}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, a := range w.sink.(*replay).alerts {
+			got.alerts[a.ID] = jsonl([]beacon.Row{a.Row})
+		}
+		w.sink.(*replay).alerts = nil
+	}
+	finish := func(w *worker, got *result) {
+		rows, err := w.part.Beacons()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got.rows = jsonl(rows)
+	}
+	ref := result{alerts: map[string]string{}}
+	w := testWorker(t)
+	feed(w, 0, int64(len(recs)), &ref)
+	finish(w, &ref)
+	if len(ref.alerts) == 0 || ref.rows == "" {
+		t.Fatalf("nothing detected: %d alerts, rows %q", len(ref.alerts), ref.rows)
+	}
+	for stop := int64(1); stop < int64(len(recs)); stop += 3 {
+		for _, revoked := range []bool{true, false} {
+			got := result{alerts: map[string]string{}}
+			dir := t.TempDir()
+			w := testWorkerAt(t, dir)
+			feed(w, 0, stop, &got)
+			if revoked {
+				w.final.Store(true)
+				w.finish(func(err error) { t.Fatal(err) })
+			}
+			// Every Apply is committed (the default): closing adds
+			// nothing to what a kill leaves on disk.
+			if err := w.d.store.Close(); err != nil {
+				t.Fatal(err)
+			}
+			w2 := testWorkerAt(t, dir)
+			from := w2.next
+			if from < 0 {
+				from = 0
+			}
+			if w2.unconfirmed {
+				if err := w2.evaluate(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			feed(w2, from, int64(len(recs)), &got)
+			finish(w2, &got)
+			if got.rows != ref.rows {
+				t.Errorf("stopped after record %d (revoked %v), resumed at %d: rows differ:\n%s", stop-1, revoked, from, diffLines(got.rows, ref.rows))
+			}
+			for id, row := range got.alerts {
+				if want, ok := ref.alerts[id]; !ok {
+					t.Errorf("stopped after record %d (revoked %v): alert %s not in the uninterrupted run", stop-1, revoked, id)
+				} else if row != want {
+					t.Errorf("stopped after record %d (revoked %v): alert %s row differs:\n%s", stop-1, revoked, id, diffLines(row, want))
+				}
+			}
+			for id := range ref.alerts {
+				if _, ok := got.alerts[id]; !ok {
+					t.Errorf("stopped after record %d (revoked %v): alert %s missing", stop-1, revoked, id)
+				}
+			}
+		}
+	}
+}
+
 // testWorker is a detection worker on scratch state that keeps its alerts.
 func testWorker(t *testing.T) *worker {
 	t.Helper()
-	s, err := New(Brokers("127.0.0.1:1"), StateDir(t.TempDir()), Params(testParams()), Logger(testLogger(t)),
+	return testWorkerAt(t, t.TempDir())
+}
+
+// testWorkerAt is testWorker on the state in dir (partition 0), as a
+// restart finds it.
+func testWorkerAt(t *testing.T, dir string) *worker {
+	t.Helper()
+	s, err := New(Brokers("127.0.0.1:1"), StateDir(dir), Params(testParams()), Logger(testLogger(t)),
 		CreateTopics(false, -1, -1), EvalInterval(10*time.Second))
 	if err != nil {
 		t.Fatal(err)
