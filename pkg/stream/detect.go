@@ -1262,7 +1262,11 @@ func (w *worker) point() error {
 // evaluate brings the members of the dirty destinations up to date and
 // alerts on every member not yet alerted in the current re-alert period.
 // Below the offset committed when the partition was assigned, alerts are
-// muted: the previous owner published them.
+// muted: the previous owner published them. At that offset they are not:
+// consecutive points can record the same offset (the first record still
+// held, or the one in hand, is the same), and the previous owner may have
+// committed the first and died before publishing the next; publishing the
+// last committed point's alerts again, with their IDs, is the price.
 func (w *worker) evaluate() error {
 	start := time.Now()
 	w.points++
@@ -1325,7 +1329,7 @@ func (w *worker) evaluate() error {
 	}
 	m := w.m
 	if len(alerts) > 0 {
-		if w.applied <= w.committed {
+		if w.applied < w.committed {
 			m.muted.Add(float64(len(alerts)))
 		} else if err := w.owner.publish(w, alerts); err != nil {
 			if errors.Is(err, errStopped) {

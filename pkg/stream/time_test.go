@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"slices"
@@ -731,13 +732,20 @@ func TestWorkerStopAnywhere(t *testing.T) {
 		}
 		recs = append(recs, r)
 	}
+	// A second input partition read to its end holds one connection
+	// 75 minutes in: it waits for stream time, so every point before it
+	// records its offset, 0 — consecutive points share their offset.
+	ahead := t0 + 75*60*beacon.Second
 	wm := func(at beacon.Time, idle bool) []byte {
 		f := wmOwned | wmHasTime
 		if idle {
 			f |= wmIdle
 		}
-		return appendWatermark(nil, fp, []source{{topic: "in", part: 0, flags: f, time: at}})
+		return appendWatermark(nil, fp, []source{{topic: "in", part: 0, flags: f, time: at},
+			{topic: "in", part: 1, flags: wmOwned | wmHasTime | wmIdle, time: ahead}})
 	}
+	e := beacon.Event{Timestamp: ahead, DeviceId: "d2", DeviceName: "n2", FileName: "g.exe", RemoteIP: "45.1.1.3", RemotePort: 443, HasPort: true}
+	add(e.RemoteIP, appendConn(nil, &e, ahead))
 	var last beacon.Time
 	for i := range 80 {
 		for j, ip := range []string{"45.1.1.1", "45.1.1.2"} {
@@ -761,10 +769,11 @@ func TestWorkerStopAnywhere(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		for _, a := range w.sink.(*replay).alerts {
+		r := w.owner.(*replay)
+		for _, a := range r.alerts {
 			got.alerts[a.ID] = jsonl([]beacon.Row{a.Row})
 		}
-		w.sink.(*replay).alerts = nil
+		r.alerts = nil
 	}
 	finish := func(w *worker, got *result) {
 		rows, err := w.part.Beacons()
@@ -780,22 +789,27 @@ func TestWorkerStopAnywhere(t *testing.T) {
 	if len(ref.alerts) == 0 || ref.rows == "" {
 		t.Fatalf("nothing detected: %d alerts, rows %q", len(ref.alerts), ref.rows)
 	}
-	for stop := int64(1); stop < int64(len(recs)); stop += 3 {
+	for stop := int64(1); stop < int64(len(recs)); stop += 5 {
 		for _, revoked := range []bool{true, false} {
 			got := result{alerts: map[string]string{}}
 			dir := t.TempDir()
-			w := testWorkerAt(t, dir)
+			w, st := testWorkerAt(t, dir)
 			feed(w, 0, stop, &got)
+			published := maps.Clone(got.alerts)
 			if revoked {
 				w.final.Store(true)
 				w.finish(func(err error) { t.Fatal(err) })
 			}
 			// Every Apply is committed (the default): closing adds
 			// nothing to what a kill leaves on disk.
-			if err := w.d.store.Close(); err != nil {
+			if err := st.Close(); err != nil {
 				t.Fatal(err)
 			}
-			w2 := testWorkerAt(t, dir)
+			// What the detector commits is what the stopped worker had
+			// acknowledged: the next owner mutes the alerts below it.
+			committed := w.acked.Load()
+			w2, _ := testWorkerAt(t, dir)
+			w2.committed = committed
 			from := w2.next
 			if from < 0 {
 				from = 0
@@ -822,6 +836,21 @@ func TestWorkerStopAnywhere(t *testing.T) {
 					t.Errorf("stopped after record %d (revoked %v): alert %s missing", stop-1, revoked, id)
 				}
 			}
+			if revoked {
+				continue
+			}
+			// Another owner without state rebuilds from the start, alerts
+			// muted below the commit: with what the stopped one
+			// published, the same alerts.
+			rebuilt := result{alerts: maps.Clone(published)}
+			w3 := testWorker(t)
+			w3.committed = committed
+			feed(w3, 0, int64(len(recs)), &rebuilt)
+			for id := range ref.alerts {
+				if _, ok := rebuilt.alerts[id]; !ok {
+					t.Errorf("stopped after record %d, rebuilt elsewhere (commit %d): alert %s missing", stop-1, committed, id)
+				}
+			}
 		}
 	}
 }
@@ -829,12 +858,13 @@ func TestWorkerStopAnywhere(t *testing.T) {
 // testWorker is a detection worker on scratch state that keeps its alerts.
 func testWorker(t *testing.T) *worker {
 	t.Helper()
-	return testWorkerAt(t, t.TempDir())
+	w, _ := testWorkerAt(t, t.TempDir())
+	return w
 }
 
 // testWorkerAt is testWorker on the state in dir (partition 0), as a
-// restart finds it.
-func testWorkerAt(t *testing.T, dir string) *worker {
+// restart finds it, with its store.
+func testWorkerAt(t *testing.T, dir string) (*worker, *state.Store) {
 	t.Helper()
 	s, err := New(Brokers("127.0.0.1:1"), StateDir(dir), Params(testParams()), Logger(testLogger(t)),
 		CreateTopics(false, -1, -1), EvalInterval(10*time.Second))
@@ -853,7 +883,7 @@ func testWorkerAt(t *testing.T, dir string) *worker {
 		t.Fatal(err)
 	}
 	r := &replay{s: s}
-	return newWorker(s.workerEnv(r, work, &r.late), 0, part, -1)
+	return newWorker(s.workerEnv(r, work, &r.late), 0, part, -1), st
 }
 
 // TestCorruptPartition: a partition state that no longer loads (every
