@@ -821,9 +821,9 @@ type worker struct {
 	held        heldQueue // records waiting for W
 	inHand      int64     // offset of the record take is adding, when hasHand (see recordOffset)
 	hasHand     bool
-	forced      int64     // records released by the MaxHeld bound
-	points      int       // evaluations so far (tests)
-	scratch     item      // watermark decoding
+	forced      int64 // records released by the MaxHeld bound
+	points      int   // evaluations so far (tests)
+	scratch     item  // watermark decoding
 
 	pivotsOf pivotStore // the newest pivots per tuple, for alerts (pivots.go)
 
