@@ -819,11 +819,11 @@ type worker struct {
 	hasOpen     bool
 	unconfirmed bool      // the state is at an evaluation point whose alerts may be unpublished
 	held        heldQueue // records waiting for W
-	inHand      int64     // offset of the record take is adding, when hasHand (see recordOffset)
-	hasHand     bool
-	forced      int64 // records released by the MaxHeld bound
-	points      int   // evaluations so far (tests)
-	scratch     item  // watermark decoding
+	inHand      int64     // offset of the record take is adding (see recordOffset)
+	hasHand     bool      // inHand is set
+	forced      int64     // records released by the MaxHeld bound
+	points      int       // evaluations so far (tests)
+	scratch     item      // watermark decoding
 
 	pivotsOf pivotStore // the newest pivots per tuple, for alerts (pivots.go)
 
