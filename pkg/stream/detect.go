@@ -198,6 +198,9 @@ func (d *detector) close(final bool) {
 		cancel()
 	}
 	d.cl.CloseAllowingRebalance()
+	if final {
+		d.s.leaveGroup(d.s.cfg.group + ".detect")
+	}
 	d.cancelWork()
 	if err := d.store.Close(); err != nil {
 		d.s.log.Warn("closing state failed", zap.Error(err))

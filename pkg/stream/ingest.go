@@ -186,6 +186,7 @@ func (in *ingest) run(ctx context.Context) error {
 			in.cl.LeaveGroupContext(nil)
 		}
 		in.cl.CloseAllowingRebalance()
+		in.s.leaveGroup(in.s.cfg.group + ".ingest")
 	}()
 	lastSweep := time.Now()
 	for {

@@ -102,6 +102,7 @@ type cfg struct {
 	partitions     int32
 	replication    int16
 	instanceID     string // "" derives one from the state directory; "none" for dynamic membership
+	leaveOnStop    bool   // a graceful stop of a static member leaves the groups
 	watchInterval  time.Duration
 	readyMaxLag    int64
 
@@ -309,6 +310,18 @@ func CreateTopics(create bool, partitions int32, replication int16) Opt {
 // member that stops for good keeps its partitions until the session
 // timeout expires (it does not leave the group when it shuts down).
 func InstanceID(id string) Opt { return optFn(func(c *cfg) { c.instanceID = id }) }
+
+// LeaveGroupOnStop makes a graceful stop of a static member leave both
+// consumer groups at once, by its instance ID (the removal of KIP-345,
+// which franz-go's Close does not send for a static member), so that its
+// partitions move to the other members immediately. Use it when a process
+// stops for good (scaling in). Leave it off (the default) for restarts: a
+// static member that comes back within the session timeout keeps its
+// partitions without a rebalance, while one that left makes the others
+// take its partitions over (resuming or rebuilding their states) and hand
+// them back when it returns. A kill never leaves; a dynamic member always
+// does.
+func LeaveGroupOnStop(leave bool) Opt { return optFn(func(c *cfg) { c.leaveOnStop = leave }) }
 
 // WatchInterval sets how often the service checks the cluster (default
 // 5s): broker reachable, input topics present (and recreated ones

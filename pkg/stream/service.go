@@ -348,6 +348,31 @@ func (s *Service) groupOpts() []kgo.Opt {
 		kgo.HeartbeatInterval(min(3*time.Second, max(s.cfg.sessionTimeout/10, 100*time.Millisecond))))
 }
 
+// leaveGroup removes this process's static member from group after its
+// client closed (LeaveGroupOnStop): franz-go's Close does not, so that a
+// restart keeps the partitions; this asks the coordinator by instance ID.
+func (s *Service) leaveGroup(group string) {
+	if !s.cfg.leaveOnStop || s.instanceID == "" || s.crashed.Load() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cl, err := kgo.NewClient(s.clientOpts("beacon-leave")...)
+	if err == nil {
+		var resp kadm.LeaveGroupResponses
+		resp, err = kadm.NewClient(cl).LeaveGroup(ctx, kadm.LeaveGroup(group).InstanceIDs(s.instanceID).Reason("beacon stopped"))
+		if err == nil {
+			err = resp.Error()
+		}
+		cl.Close()
+	}
+	if err != nil {
+		s.log.Warn("leaving the group failed; its partitions move after the session timeout", zap.String("group", group), zap.Error(err))
+		return
+	}
+	s.log.Info("left the group", zap.String("group", group), zap.String("instance_id", s.instanceID))
+}
+
 // instanceIDFile holds a process's static membership ID in its state
 // directory (Pebble ignores files it does not know).
 const instanceIDFile = "beacon-instance-id"

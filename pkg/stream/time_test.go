@@ -589,6 +589,66 @@ func TestWatermarkAckThenDie(t *testing.T) {
 	t.Logf("%d alerts, one ingest %d", len(after), len(ref))
 }
 
+// TestLeaveGroupOnStop: a static member stopped gracefully with
+// LeaveGroupOnStop leaves both groups by its instance ID, so that the
+// other member owns every partition long before the session timeout; one
+// stopped without it stays a member (its partitions wait for the session
+// timeout, which keeps them through a quick restart).
+func TestLeaveGroupOnStop(t *testing.T) {
+	c, addr := newCluster(t, 2)
+	produceJSON(t, addr, firstRecords(t, 2000))
+	const session = 40 * time.Second
+	svc := func(opts ...Opt) *Service {
+		return service(t, addr, t.TempDir(), testLogger(t), append([]Opt{Params(testParams()), SessionTimeout(session)}, opts...)...)
+	}
+	waitFor := func(what string, within time.Duration, ok func() bool) time.Duration {
+		t.Helper()
+		began := time.Now()
+		for !ok() {
+			if time.Since(began) > within {
+				t.Fatalf("%s: not after %s", what, within)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		return time.Since(began)
+	}
+	members := func(g string) int {
+		if gi := c.GroupInfo(g); gi != nil {
+			return len(gi.Members)
+		}
+		return 0
+	}
+	a := svc()
+	stopA := start(t, a)
+	waitFor("the first owns every partition", 30*time.Second, func() bool { r, in := owned(a); return r == 2 && in == 3 })
+	for _, leave := range []bool{true, false} {
+		b := svc(LeaveGroupOnStop(leave))
+		stopB := start(t, b)
+		waitFor("the second owns partitions", 30*time.Second, func() bool { r, in := owned(b); return r > 0 && in > 0 })
+		if err := stopB(); err != nil {
+			t.Fatal(err)
+		}
+		if !leave {
+			time.Sleep(2 * time.Second)
+			if n := members("test.detect"); n != 2 {
+				t.Errorf("without LeaveGroupOnStop: %d members of the detection group 2 s after the stop, want 2 (a static member stays until its session times out)", n)
+			}
+			break
+		}
+		// (The group's membership says that A owns every input partition:
+		// owned's count of them includes an entry the merger keeps for
+		// franz-go's error fetches, of topic "" and partition -1.)
+		took := waitFor("the first owns every partition again", session/4, func() bool {
+			r, _ := owned(a)
+			return r == 2 && members("test.detect") == 1 && members("test.ingest") == 1
+		})
+		t.Logf("with LeaveGroupOnStop the partitions moved %s after the stop (session timeout %s)", took.Round(time.Millisecond), session)
+	}
+	if err := stopA(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // testSeed is BEACON_TEST_SEED when set (to replay a failure), else the
 // clock.
 func testSeed(t *testing.T) int64 {
