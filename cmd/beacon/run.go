@@ -73,6 +73,7 @@ type runConfig struct {
 	sessionTimeout, commitInterval  time.Duration
 	listen                          string
 	instanceID                      string
+	leaveOnStop                     bool
 	readyMaxLag                     int64
 	logLevel, logFormat             string
 	config                          string
@@ -132,6 +133,7 @@ func registerRunFlags(fs *flag.FlagSet, c *runConfig) {
 	fs.DurationVar(&c.commitInterval, "commit-interval", 5*time.Second, "how often consumed offsets are committed to Kafka")
 	fs.StringVar(&c.listen, "listen", "127.0.0.1:9464", "HTTP address of the page (/), /beacons, /metrics, /livez, /readyz and /healthz (empty: none)")
 	fs.StringVar(&c.instanceID, "instance-id", "", "static group membership ID, so that a restarted process takes its partitions back at once (default: one stored in --state-dir; none: dynamic membership)")
+	fs.BoolVar(&c.leaveOnStop, "leave-group-on-stop", false, "a graceful stop leaves the groups, so that the partitions move at once (a process stopped for good; restarts keep them without)")
 	fs.Int64Var(&c.readyMaxLag, "ready-max-lag", 100_000, "/readyz fails while an owned partition is more records than this behind (0: no bound)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "json", "log format: json or console")
@@ -249,6 +251,7 @@ func (c *runConfig) options(log *zap.Logger) ([]stream.Opt, error) {
 		stream.SessionTimeout(c.sessionTimeout),
 		stream.CommitInterval(c.commitInterval),
 		stream.InstanceID(c.instanceID),
+		stream.LeaveGroupOnStop(c.leaveOnStop),
 		stream.ReadyMaxLag(c.readyMaxLag),
 		stream.Logger(log),
 	}
