@@ -36,6 +36,7 @@ type detector struct {
 
 	work       context.Context // canceled only by a crash or a fatal error
 	cancelWork context.CancelFunc
+	cancelCl   context.CancelFunc // cl's context (closeWithin)
 
 	mu      sync.Mutex
 	workers map[int32]*worker
@@ -78,7 +79,10 @@ func newDetector(s *Service) (*detector, error) {
 		}
 	}
 	d.work, d.cancelWork = context.WithCancel(context.Background())
+	clCtx, cancelCl := context.WithCancel(context.Background())
+	d.cancelCl = cancelCl
 	opts := s.clientOpts("beacon-detect",
+		kgo.WithContext(clCtx), // see closeWithin
 		kgo.ConsumerGroup(s.cfg.group+".detect"),
 		kgo.ConsumeTopics(d.topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
@@ -92,6 +96,7 @@ func newDetector(s *Service) (*detector, error) {
 		kgo.ProducerLinger(0),
 	)
 	if d.cl, err = kgo.NewClient(append(opts, s.groupOpts()...)...); err != nil {
+		cancelCl()
 		st.Close()
 		return nil, err
 	}
@@ -197,7 +202,7 @@ func (d *detector) close(final bool) {
 		d.commit(ctx, ws)
 		cancel()
 	}
-	d.cl.CloseAllowingRebalance()
+	closeWithin(d.cl, d.cancelCl, closeWait)
 	if final {
 		d.s.leaveGroup(d.s.cfg.group + ".detect")
 	}
@@ -218,7 +223,7 @@ func (d *detector) crash() error {
 		w.stop(false)
 	}
 	d.cl.LeaveGroupContext(nil)
-	d.cl.CloseAllowingRebalance()
+	closeWithin(d.cl, d.cancelCl, 0) // a kill waits for nothing
 	d.store.Close()
 	return nil
 }

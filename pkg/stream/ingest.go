@@ -44,6 +44,7 @@ type ingest struct {
 	markProg   map[tp]progMark
 	commitMu   sync.Mutex
 	commitProg map[tp]progMark
+	cancelCl   context.CancelFunc // cl's context (closeWithin)
 
 	fetched []kgo.FetchTopicPartition // the partitions of the current poll, for merge.add
 	nexts   []int64                   // and the offset after each one's last record (-1: none)
@@ -123,6 +124,8 @@ func newIngest(s *Service) (*ingest, error) {
 	if s.cfg.fromLatest {
 		start = kgo.NewOffset().AtEnd()
 	}
+	clCtx, cancelCl := context.WithCancel(context.Background())
+	in.cancelCl = cancelCl
 	opts := s.clientOpts("beacon-ingest",
 		kgo.ConsumerGroup(s.cfg.group+".ingest"),
 		kgo.ConsumeTopics(s.cfg.inputTopics...),
@@ -153,10 +156,12 @@ func newIngest(s *Service) (*ingest, error) {
 		kgo.RecordPartitioner(repartitioner{kgo.StickyKeyPartitioner(nil)}),
 		kgo.MaxBufferedRecords(1<<20),
 		// Every commit, the automatic ones included, carries the
-		// watermarks at its offsets (preCommit).
-		kgo.WithContext(kgo.PreCommitFnContext(context.Background(), in.preCommit)),
+		// watermarks at its offsets (preCommit); canceling the context
+		// bounds Close (closeWithin).
+		kgo.WithContext(kgo.PreCommitFnContext(clCtx, in.preCommit)),
 	)
 	if in.cl, err = kgo.NewClient(append(opts, s.groupOpts()...)...); err != nil {
+		cancelCl()
 		return nil, err
 	}
 	close(in.ready)
@@ -182,10 +187,12 @@ func (in *ingest) revoked(ctx context.Context, cl *kgo.Client, revoked map[strin
 
 func (in *ingest) run(ctx context.Context) error {
 	defer func() {
+		wait := closeWait
 		if in.s.crashed.Load() {
 			in.cl.LeaveGroupContext(nil)
+			wait = 0 // a kill waits for nothing
 		}
-		in.cl.CloseAllowingRebalance()
+		closeWithin(in.cl, in.cancelCl, wait)
 		in.s.leaveGroup(in.s.cfg.group + ".ingest")
 	}()
 	lastSweep := time.Now()

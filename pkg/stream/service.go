@@ -348,6 +348,26 @@ func (s *Service) groupOpts() []kgo.Opt {
 		kgo.HeartbeatInterval(min(3*time.Second, max(s.cfg.sessionTimeout/10, 100*time.Millisecond))))
 }
 
+// closeWait bounds how long a graceful Close waits for the client's group
+// management, once the process has committed what it will commit.
+const closeWait = 5 * time.Second
+
+// closeWithin closes cl, giving up on its group management after wait: a
+// Close during a rebalance waits for the JoinGroup in flight, which the
+// coordinator answers only once every member has rejoined or the
+// rebalance timeout (a minute) has passed — longer than a container's
+// stop grace period, and than the tests' stops. cancel cancels the
+// client's context (kgo.WithContext), which fails what is in flight.
+func closeWithin(cl *kgo.Client, cancel context.CancelFunc, wait time.Duration) {
+	if wait <= 0 {
+		cancel()
+	}
+	t := time.AfterFunc(wait, cancel)
+	cl.CloseAllowingRebalance()
+	t.Stop()
+	cancel()
+}
+
 // leaveGroup removes this process's static member from group after its
 // client closed (LeaveGroupOnStop): franz-go's Close does not, so that a
 // restart keeps the partitions; this asks the coordinator by instance ID.
