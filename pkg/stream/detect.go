@@ -198,7 +198,11 @@ func (d *detector) close(final bool) {
 		w.stop(final)
 	}
 	if final {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		// Bounded like the close (closeWithin): during a rebalance a
+		// commit waits for the JoinGroup in flight. Without it the next
+		// owner starts from the previous commit and publishes the
+		// alerts after it again, with their IDs.
+		ctx, cancel := context.WithTimeout(context.Background(), 2*closeWait)
 		d.commit(ctx, ws)
 		cancel()
 	}

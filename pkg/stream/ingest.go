@@ -303,7 +303,11 @@ func (in *ingest) shutdown() error {
 	if err := in.cl.Flush(ctx); err != nil {
 		return err
 	}
-	if err := in.cl.CommitMarkedOffsets(in.commitCtx(ctx)); err != nil {
+	// Every poll committed its offsets already; this one waits for a
+	// rebalance in flight (see closeWithin) no longer than closeWait.
+	cctx, ccancel := context.WithTimeout(ctx, closeWait)
+	defer ccancel()
+	if err := in.cl.CommitMarkedOffsets(in.commitCtx(cctx)); err != nil {
 		in.s.log.Warn("committing input offsets at shutdown failed", zap.Error(err))
 	}
 	in.s.log.Info("ingest stopped")
