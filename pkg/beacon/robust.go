@@ -123,9 +123,13 @@ const (
 	// nullRange is the natural-log width of the range random gaps spread
 	// over in the evidence model (a factor of e³ ≈ 20).
 	nullRange = 3.0
-	// minSpread is the smallest relative half-spread evidence believes:
-	// whole-second deltas cannot be more precise.
-	minSpread = 0.02
+	// timePrecision (seconds) and minSpread bound the half-spread evidence
+	// believes from below: whole-second deltas cannot be more precise than
+	// about a second and a half, relative to the period, and no timer is
+	// more precise than 0.3 % — so four gaps of exactly 4 h are strong
+	// evidence, four gaps of exactly 5 s are not.
+	timePrecision = 1.5
+	minSpread     = 0.003
 	// jitterBand is the widest jitter frameworks use (±50 %): a gap within
 	// it of the period supports the period.
 	jitterBand = 0.5
@@ -397,10 +401,10 @@ func (p *Params) robustCandidate(distinct int64, s *Summary) (Stats, bool) {
 	// Every missed callback is an expected one not seen, every pause a
 	// stretch without the period.
 	r.Support = float64(supported) / float64(kept+r.Missed+r.Pauses)
-	// Evidence discounts folded gaps: a random gap lands near one of
-	// MaxMissed multiples far more often than near the period, so each
-	// folded gap cancels one on-period gap.
-	r.CountScore = evidence(supported-2*r.foldedGaps, idr/(2*period))
+	// Evidence does not count folded gaps: they support the period (in
+	// Support and Coverage), but a random gap lands near one of MaxMissed
+	// multiples more often than near the period, so they add no evidence.
+	r.CountScore = evidence(supported-r.foldedGaps, max(idr/(2*period), timePrecision/period))
 	if total > 0 {
 		r.Coverage = clamp01(covered / total)
 	}
@@ -480,7 +484,7 @@ func (rp *RobustParams) fold(raw []wbin, period, period2 float64, dst []wbin, r 
 // nullRange, n of them would fall within ±w of some common value with
 // probability about p = n·(2w/nullRange)^(n−1). The sub-score is
 // −log₁₀(p)/evidenceFull, clamped to [0, 1]: five gaps within 2 % give
-// 0.68, six within 15 % 0.33, a hundred within 40 % 1. It is what makes a
+// 0.68, six within 15 % 0.42, a hundred within 40 % 1. It is what makes a
 // few jittery gaps (a person visiting a site six times a day) weigh less
 // than many, or than a few exact ones.
 func evidence(n int64, w float64) float64 {
