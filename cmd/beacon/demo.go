@@ -67,7 +67,7 @@ type demoConfig struct {
 
 func runDemo(ctx context.Context, args []string, s stdio) error {
 	c := demoConfig{}
-	c.params, _ = profileParams(args, beacon.ProfileSeed)
+	c.params, _ = profileParams(args, streamProfile)
 	c.params.Lookback = time.Hour
 	fs := newFlags("demo", demoUsage, s)
 	fs.DurationVar(&c.duration, "duration", time.Minute, "how long to run (wall time)")
@@ -84,7 +84,7 @@ func runDemo(ctx context.Context, args []string, s stdio) error {
 	fs.BoolVar(&c.quiet, "quiet", false, "print the summary only")
 	fs.StringVar(&c.alertFormat, "alert-format", "json", "alert encoding on the alert topic: json, avro, ecs or ocsf (as run's)")
 	fs.StringVar(&c.alertLink, "alert-link", "", "link rendered into every alert (as run's --alert-link)")
-	profile := addProfileFlags(fs, &c.params, beacon.ProfileSeed)
+	profile := addProfileFlags(fs, &c.params, streamProfile)
 	addParamFlags(fs, &c.params)
 	if err := parseFlags(fs, args); err != nil {
 		return err

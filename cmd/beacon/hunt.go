@@ -40,13 +40,13 @@ Examples:
 Flags:`
 
 func runHunt(ctx context.Context, args []string, s stdio) error {
-	p, _ := profileParams(args, beacon.ProfileSeed)
+	p, _ := profileParams(args, huntProfile)
 	fs := newFlags("hunt", huntUsage, s)
 	end := fs.String("end", "", "the query's now: an ISO 8601 date or date-time (2024-05-02, 2024-05-02T10:00, …Z or +02:00; default: newest filtered Timestamp + 1s, the streaming detector's clock)")
 	format := fs.String("format", "table", "output: table (for people), jsonl or csv (the query's columns)")
 	workers := fs.Int("workers", 0, "JSON decoding goroutines, 0 to 1024 (0 = one per CPU)")
 	quiet := fs.Bool("quiet", false, "no progress or bad-line reports on stderr (the count is still printed)")
-	profile := addProfileFlags(fs, &p, beacon.ProfileSeed)
+	profile := addProfileFlags(fs, &p, huntProfile)
 	allow := fs.String("allow", "", "suppress known-good rows after scoring: a file of `process|ip|port|domain|device VALUE` lines (docs/robust.md); the count goes to stderr")
 	labels := fs.String("labels", "", "score the rows against this labels file ('beacon simulate --labels'); the scorecard goes to stderr")
 	addParamFlags(fs, &p)

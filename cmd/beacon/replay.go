@@ -148,7 +148,7 @@ func configKnown(replay *flag.FlagSet) func(string) bool {
 
 func runReplay(ctx context.Context, args []string, s stdio) error {
 	var c replayConfig
-	c.params, _ = profileParams(args, beacon.ProfileSeed)
+	c.params, _ = profileParams(args, streamProfile)
 	started := c.params.Profile
 	fs := newFlags("replay", replayUsage, s)
 	registerReplayFlags(fs, &c)
@@ -366,7 +366,7 @@ func printReplaySummary(w io.Writer, c *replayConfig, res *stream.ReplayResult) 
 	if res.HasNow && res.WarmPartitions == 0 {
 		warm := c.warmup
 		if warm == 0 {
-			warm = c.params.Lookback
+			warm = c.params.DefaultWarmup()
 		}
 		fmt.Fprintf(w, "beacon replay: no partition saw its warm-up of %s of event time, so nothing could alert (see --warmup)\n", warm)
 	}

@@ -55,7 +55,7 @@ func TestReplayEqualsHunt(t *testing.T) {
 	check := func(name, file, topic string, params []string, replayOnly ...string) string {
 		t.Helper()
 		want, _ := cmdRun(t, append([]string{"hunt", "--quiet", "--format", "jsonl"}, append(params, file)...)...)
-		args := append([]string{"replay", "--quiet", "--brokers", addr, "--topic", topic, "--format", "jsonl"}, params...)
+		args := append([]string{"replay", "--profile", "seed", "--quiet", "--brokers", addr, "--topic", topic, "--format", "jsonl"}, params...)
 		got, _ := cmdRun(t, append(args, replayOnly...)...)
 		if got != want {
 			t.Errorf("%s: replay differs from hunt:\n%s", name, firstDiff(got, want))
@@ -84,7 +84,7 @@ func TestReplayEqualsHunt(t *testing.T) {
 	ranged := filepath.Join(t.TempDir(), "range.jsonl")
 	n := filterEvents(t, jsonFile, ranged, func(ts beacon.Time) bool { return ts >= from && ts < to })
 	hunt, _ := cmdRun(t, "hunt", "--quiet", "--format", "jsonl", "--lookback", "2h", ranged)
-	got, errOut := cmdRun(t, append([]string{"replay", "--brokers", addr, "--topic", "day-json", "--format", "jsonl", "--lookback", "2h",
+	got, errOut := cmdRun(t, append([]string{"replay", "--profile", "seed", "--brokers", addr, "--topic", "day-json", "--format", "jsonl", "--lookback", "2h",
 		"--from", from.String(), "--to", to.String()}, fast...)...)
 	if got != hunt || strings.Count(hunt, "\n") < 3 {
 		t.Errorf("--from/--to: replay differs from hunt over the %d events in range (%d rows):\n%s", n, strings.Count(hunt, "\n"), firstDiff(got, hunt))
@@ -195,7 +195,11 @@ func TestReplayDeterministic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(recs) != len(ids)+1 || strings.Join(recs[0], ",") != "AlertId,StreamTime,AlertEpoch,"+strings.Join(beacon.OutputColumns, ",") {
+	cols := beacon.OutputColumns // replay's default profile's
+	if streamProfile == beacon.ProfileRobust {
+		cols = beacon.RobustColumns
+	}
+	if len(recs) != len(ids)+1 || strings.Join(recs[0], ",") != "AlertId,StreamTime,AlertEpoch,"+strings.Join(cols, ",") {
 		t.Fatalf("alerts CSV: %d records, header %v", len(recs), recs[0])
 	}
 	for i, id := range ids {
@@ -301,7 +305,7 @@ func TestReplayLabels(t *testing.T) {
 
 	scoreFile := filepath.Join(dir, "score.json")
 	alertsFile := filepath.Join(dir, "alerts.jsonl")
-	out, errOut := cmdRun(t, "replay", "--brokers", addr, "--topic", "hand", "--lookback", "1h", "--warmup", "-1s",
+	out, errOut := cmdRun(t, "replay", "--profile", "seed", "--brokers", addr, "--topic", "hand", "--lookback", "1h", "--warmup", "-1s",
 		"--labels", labelsFile, "--score", scoreFile, "--alerts", alertsFile, "--format", "jsonl")
 	if n := strings.Count(out, "\n"); n != 3 {
 		t.Errorf("beacon set of %d rows, want A, U and N:\n%s", n, out)
@@ -332,7 +336,7 @@ func TestReplayLabels(t *testing.T) {
 
 	// --alerts - with the beacon set elsewhere: the same alerts on stdout.
 	setFile := filepath.Join(dir, "set.jsonl")
-	stdout, _ := cmdRun(t, "replay", "--quiet", "--brokers", addr, "--topic", "hand", "--lookback", "1h", "--warmup", "-1s",
+	stdout, _ := cmdRun(t, "replay", "--profile", "seed", "--quiet", "--brokers", addr, "--topic", "hand", "--lookback", "1h", "--warmup", "-1s",
 		"--alerts", "-", "--out", setFile, "--format", "jsonl")
 	if set, _ := os.ReadFile(setFile); stdout != string(b) || string(set) != out {
 		t.Errorf("--alerts - --out FILE: stdout\n%s\nwant the alerts\n%s", stdout, b)
@@ -418,7 +422,7 @@ func TestReplayBadRecords(t *testing.T) {
 	c.ProducePinned(t, recs...)
 
 	want, _ := cmdRun(t, "hunt", "--quiet", "--format", "jsonl", "--lookback", "2h", file)
-	got, errOut := cmdRun(t, "replay", "--brokers", addr, "--topic", "mixed", "--format", "jsonl", "--lookback", "2h", "--eval-interval", "10m")
+	got, errOut := cmdRun(t, "replay", "--profile", "seed", "--brokers", addr, "--topic", "mixed", "--format", "jsonl", "--lookback", "2h", "--eval-interval", "10m")
 	if got != want || strings.Count(want, "\n") < 2 {
 		t.Errorf("replay with bad records differs from hunt (%d rows):\n%s", strings.Count(want, "\n"), firstDiff(got, want))
 	}

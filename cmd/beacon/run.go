@@ -159,11 +159,11 @@ func registerKafkaFlags(fs *flag.FlagSet, c *kafkaConfig) {
 // registerDetectFlags defines the decoding, detection and alerting flags of
 // run and replay.
 func registerDetectFlags(fs *flag.FlagSet, c *detectConfig) {
-	if c.params.Profile == "" {
-		c.params = beacon.Seed()
+	if c.params.Lookback == 0 { // the zero value: start from the default profile's
+		c.params, _ = beacon.ProfileParams(streamProfile)
 	}
 	c.profile = c.params.Profile
-	profile := addProfileFlags(fs, &c.params, beacon.ProfileSeed)
+	profile := addProfileFlags(fs, &c.params, streamProfile)
 	c.profileFlag = profile
 	fs.StringVar(&c.inputFormat, "input-format", "auto", "input encoding: auto (per record), jsonl (any JSON shape; json is an alias), avro (raw binary) or confluent (schema-registry framed Avro)")
 	fs.IntVar(&c.inputSchemaID, "input-schema-id", -1, "accept Confluent-framed records with this schema id only (-1: any)")
@@ -172,7 +172,7 @@ func registerDetectFlags(fs *flag.FlagSet, c *detectConfig) {
 	fs.StringVar(&c.alertLink, "alert-link", "", "link rendered into every alert, Go text/template or {Field} placeholders, e.g. https://security.microsoft.com/machines/v2/{DeviceId}/overview (fields: stream.LinkData)")
 	fs.IntVar(&c.alertSchemaID, "alert-schema-id", -1, "frame Avro alerts in the Confluent wire format with this schema id (-1: raw Avro)")
 	fs.DurationVar(&c.reAlert, "realert-interval", 0, "alert a tuple at most once per period of this length of event time, aligned to the Unix epoch (default: the lookback)")
-	fs.DurationVar(&c.warmup, "warmup", 0, "no alerts until a partition has seen this much event time, so that its window is full (default: the lookback; -1s: none)")
+	fs.DurationVar(&c.warmup, "warmup", 0, "no alerts until a partition has seen this much event time, so that its window is full (default: the lookback for seed, a day for robust; -1s: none)")
 	fs.DurationVar(&c.evalInterval, "eval-interval", 10*time.Second, "evaluation points are the ends of intervals of this much stream time that hold a connection (and, live, the moment every input partition is idle)")
 	fs.DurationVar(&c.futureTolerance, "future-tolerance", time.Hour, "an event dated more than this after its Kafka record or the clock is a bad record (reason future): run dead-letters it, replay reports it")
 	fs.DurationVar(&c.domainMargin, "domain-margin", time.Hour, "ingest forwards a domain observation at once only when newer than the last forwarded by this much; the newest in between follows within the margin")
@@ -182,7 +182,7 @@ func registerDetectFlags(fs *flag.FlagSet, c *detectConfig) {
 
 func runRun(ctx context.Context, args []string, s stdio) error {
 	var c runConfig
-	c.params, _ = profileParams(args, beacon.ProfileSeed)
+	c.params, _ = profileParams(args, streamProfile)
 	started := c.params.Profile
 	fs := newFlags("run", runUsage, s)
 	registerRunFlags(fs, &c)

@@ -95,6 +95,12 @@ func (r *Row) Title() string {
 	if i := strings.IndexByte(host, '.'); i > 0 {
 		host = host[:i]
 	}
+	if r.R.On {
+		// A robust row's columns (and so its alert) carry a score, not the
+		// query's jitter and delta list.
+		return fmt.Sprintf("%s on %s calls %s:%d every %s — %s callbacks, score %.2f",
+			r.FileName, host, r.RemoteIP, r.RemotePort, FormatPeriod(r.PeriodSeconds), FormatCount(r.Callbacks), r.Score)
+	}
 	return fmt.Sprintf("%s on %s calls %s:%d every %s %s — %s callbacks in %s",
 		r.FileName, host, r.RemoteIP, r.RemotePort, FormatPeriod(r.PeriodSeconds), formatJitter(r.Jitter),
 		FormatCount(r.Callbacks), FormatSpan(r.spanSeconds()))

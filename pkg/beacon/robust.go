@@ -100,6 +100,19 @@ func Robust() Params {
 	return p
 }
 
+// DefaultWarmup is how much event time a streaming partition waits before
+// it alerts, unless told: seed waits for a full window (the query is only
+// ever run over one), robust for a day at most — its prevalence per period
+// sees every fleet service polling at least every 4.8 h with MinCallbacks
+// by then, and waiting for a 7 d window would keep a new deployment silent
+// for a week.
+func (p *Params) DefaultWarmup() time.Duration {
+	if p.Profile == ProfileRobust {
+		return min(p.Lookback, 24*time.Hour)
+	}
+	return p.Lookback
+}
+
 // ProfileParams returns the defaults of a profile by name.
 func ProfileParams(name string) (Params, error) {
 	switch name {
@@ -163,6 +176,7 @@ type RobustStats struct {
 	// GapHistogram is the row's compact histogram of gaps (set by NewRow).
 	GapHistogram []Bin
 	foldedGaps   int64 // gaps of k ≥ 2 periods (missed callbacks)
+	secondGaps   int64 // gaps the second period explains
 }
 
 // Severity maps a score to low, medium, high or critical.
@@ -404,7 +418,9 @@ func (p *Params) robustCandidate(distinct int64, s *Summary) (Stats, bool) {
 	// Evidence does not count folded gaps: they support the period (in
 	// Support and Coverage), but a random gap lands near one of MaxMissed
 	// multiples more often than near the period, so they add no evidence.
-	r.CountScore = evidence(supported-r.foldedGaps, max(idr/(2*period), timePrecision/period))
+	// Nor do the second period's gaps: that period is a free choice fitted to
+	// the gaps the first leaves, so their spread is no surprise.
+	r.CountScore = evidence(supported-r.foldedGaps-r.secondGaps, max(idr/(2*period), timePrecision/period))
 	if total > 0 {
 		r.Coverage = clamp01(covered / total)
 	}
@@ -457,7 +473,7 @@ func (rp *RobustParams) explain(d, period, period2 float64) (k int64, v float64,
 // and returns it with the number of gaps it holds; it sets r's Missed and
 // Pauses.
 func (rp *RobustParams) fold(raw []wbin, period, period2 float64, dst []wbin, r *RobustStats) ([]wbin, int64) {
-	r.Missed, r.Pauses, r.foldedGaps = 0, 0, 0
+	r.Missed, r.Pauses, r.foldedGaps, r.secondGaps = 0, 0, 0, 0
 	var n int64
 	pause := (float64(rp.MaxMissed) + 0.5) * max(period, period2)
 	for _, b := range raw {
@@ -465,7 +481,9 @@ func (rp *RobustParams) fold(raw []wbin, period, period2 float64, dst []wbin, r 
 		case ok:
 			dst = append(dst, wbin{v, b.c})
 			r.Missed += (k - 1) * b.c
-			if k > 1 {
+			if _, first := rp.multiple(b.v, period); !first {
+				r.secondGaps += b.c
+			} else if k > 1 {
 				r.foldedGaps += b.c
 			}
 		case b.v > pause:

@@ -470,6 +470,7 @@ func ParseAlert(b []byte) (Alert, error) {
 		Pivots: Pivots{TenantId: j.TenantId, SHA256: j.SHA256, SHA1: j.SHA1, FolderPath: j.FolderPath,
 			CommandLine: j.CommandLine, ProcessId: j.ProcessId, ReportId: j.ReportId},
 	}
+	a.Row.R.On = j.Profile == beacon.ProfileRobust // its row has the robust columns (Title, AppendJSON)
 	return a, nil
 }
 

@@ -70,7 +70,11 @@ var AlertCSVColumns = []string{"AlertId", "StreamTime", "AlertEpoch"}
 // one of hunt's rows.
 func WriteAlertsCSV(w io.Writer, alerts []Alert) error {
 	cw := csv.NewWriter(w)
-	if err := cw.Write(append(append([]string(nil), AlertCSVColumns...), beacon.OutputColumns...)); err != nil {
+	cols := beacon.OutputColumns
+	if len(alerts) > 0 && alerts[0].Row.R.On { // robust rows have their own columns
+		cols = beacon.RobustColumns
+	}
+	if err := cw.Write(append(append([]string(nil), AlertCSVColumns...), cols...)); err != nil {
 		return err
 	}
 	var rec []string

@@ -206,7 +206,8 @@ func Allow(a *beacon.AllowList) Opt { return optFn(func(c *cfg) { c.allow = a })
 func ReAlertInterval(d time.Duration) Opt { return optFn(func(c *cfg) { c.reAlert = d }) }
 
 // Warmup delays alerts until a partition's stream time is this far past
-// the first connection it saw (default: the lookback, -1 for none). Before
+// the first connection it saw (default: the profile's,
+// Params.DefaultWarmup — seed's lookback, a day for robust; -1 for none). Before
 // that the window is not full: a destination that many devices poll looks
 // like a beacon while only a few of them have enough events for the device
 // cap to see them, and the batch query, run over a day of history, never

@@ -84,7 +84,7 @@ func New(opts ...Opt) (*Service, error) {
 	}
 	switch {
 	case c.warmup == 0:
-		c.warmup = c.params.Lookback
+		c.warmup = c.params.DefaultWarmup()
 	case c.warmup < 0:
 		c.warmup = 0
 	}
