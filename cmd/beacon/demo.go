@@ -213,7 +213,7 @@ func (c *demoConfig) run(ctx context.Context, format fleet.Format, s stdio) erro
 	var g errgroup.Group
 	svcErr := make(chan error, 1)
 	g.Go(func() error { err := svc.Run(runCtx); svcErr <- err; return err })
-	labels := newLabelIndex()
+	labels := newLabelIndex(&c.params)
 	printer := &alertPrinter{out: out, labels: labels, began: began, format: stream.AlertFormat(c.alertFormat)}
 	readerCtx, stopReader := context.WithCancel(context.Background())
 	defer stopReader()
@@ -310,18 +310,21 @@ func (c *demoConfig) produce(ctx context.Context, addr string, gen *fleet.Genera
 // labelIndex is the ground truth by tuple, refreshed while the fleet runs.
 type labelIndex struct {
 	mu sync.Mutex
+	p  *beacon.Params // tuples as the profile forms them
 	m  map[beacon.Tuple]fleet.Label
 	ls []fleet.Label
 }
 
-func newLabelIndex() *labelIndex { return &labelIndex{m: make(map[beacon.Tuple]fleet.Label)} }
+func newLabelIndex(p *beacon.Params) *labelIndex {
+	return &labelIndex{p: p, m: make(map[beacon.Tuple]fleet.Label)}
+}
 
 func (x *labelIndex) update(ls []fleet.Label) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	x.ls = ls
 	for _, l := range ls {
-		x.m[l.Tuple] = l
+		x.m[profileLabels(x.p, []fleet.Label{l})[0].Tuple] = l
 	}
 }
 
@@ -407,10 +410,14 @@ func (p *alertPrinter) print(a *stream.Alert) {
 	for _, t := range a.Techniques() {
 		techs = append(techs, t.ID)
 	}
-	fmt.Fprintf(p.out, "+%-5s ALERT %-8s %s  %s %s %s → %s:%d%s  every %.0fs ±%.0f%% (%d calls)  %s  %s  [%s]\n",
+	timer := fmt.Sprintf("every %.0fs ±%.0f%% (%d calls)", r.Avg, r.Jitter, r.Count+1)
+	if r.R.On { // a robust row carries its period, callbacks and score instead
+		timer = fmt.Sprintf("every %.0fs score %.2f (%d callbacks)", r.PeriodSeconds, r.Score, r.Callbacks)
+	}
+	fmt.Fprintf(p.out, "+%-5s ALERT %-8s %s  %s %s %s → %s:%d%s  %s  %s  %s  [%s]\n",
 		time.Since(p.began).Round(time.Second).String(), r.Severity, a.StreamTime.Go().Format("Jan 02 15:04:05"),
 		shortHost(r.DeviceName), acct, r.FileName, r.RemoteIP, r.RemotePort, dom,
-		r.Avg, r.Jitter, r.Count+1, strings.Join(techs, ","), a.ID[:12], truth)
+		timer, strings.Join(techs, ","), a.ID[:12], truth)
 }
 
 func shortHost(h string) string {
@@ -436,7 +443,7 @@ func (c *demoConfig) summary(w io.Writer, gen *fleet.Generator, p *alertPrinter,
 	for _, a := range earlier {
 		dets = append(dets, fleet.Detection{Tuple: a.Row.Tuple, FirstAlert: a.StreamTime})
 	}
-	labels := gen.Labels()
+	labels := profileLabels(&c.params, gen.Labels())
 	sc := fleet.Score(labels, dets)
 	fmt.Fprintf(w, "\nSummary after %s: %d events produced, %d alerts on %d tuples\n",
 		took.Round(time.Second), c.producedEvents.Load(), len(alerts), len(now))

@@ -106,12 +106,7 @@ func writeHuntScore(w io.Writer, path string, p *beacon.Params, rows []beacon.Ro
 	if err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	for i := range labels {
-		t := &labels[i].Tuple
-		e := beacon.Event{DeviceId: t.DeviceId, DeviceName: t.DeviceName, AccountName: t.AccountName,
-			AccountDomain: t.AccountDomain, FileName: t.FileName, RemoteIP: t.RemoteIP, RemotePort: t.RemotePort}
-		*t = p.TupleOf(&e)
-	}
+	profileLabels(p, labels)
 	dets := make([]fleet.Detection, len(rows))
 	for i := range rows {
 		dets[i] = fleet.Detection{Tuple: rows[i].Tuple, FirstAlert: rows[i].MaxTimestamp}
@@ -149,6 +144,19 @@ func writeHuntScore(w io.Writer, path string, p *beacon.Params, rows []beacon.Ro
 	}
 	fmt.Fprintln(w)
 	return nil
+}
+
+// profileLabels rewrites the labels' tuples as the profile forms tuples
+// (robust lower-cases process and account names), so that they match the
+// tuples of its rows and alerts.
+func profileLabels(p *beacon.Params, labels []fleet.Label) []fleet.Label {
+	for i := range labels {
+		t := &labels[i].Tuple
+		e := beacon.Event{DeviceId: t.DeviceId, DeviceName: t.DeviceName, AccountName: t.AccountName,
+			AccountDomain: t.AccountDomain, FileName: t.FileName, RemoteIP: t.RemoteIP, RemotePort: t.RemotePort}
+		*t = p.TupleOf(&e)
+	}
+	return labels
 }
 
 // applyAllowFile drops the rows an allow list matches and reports how many

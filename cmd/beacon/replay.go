@@ -256,7 +256,7 @@ func runReplay(ctx context.Context, args []string, s stdio) error {
 		for i := range res.Alerts {
 			det[i] = fleet.Detection{Tuple: res.Alerts[i].Row.Tuple, FirstAlert: res.Alerts[i].StreamTime}
 		}
-		sc := fleet.Score(labels, det)
+		sc := fleet.Score(profileLabels(&c.params, labels), det)
 		fmt.Fprintln(s.errOut)
 		if err := sc.WriteTable(s.errOut); err != nil {
 			return err
