@@ -331,3 +331,45 @@ func TestRobustIPv6Domains(t *testing.T) {
 		t.Errorf("DomainIP: seed keeps public IPv4 only, robust public IPv4 and IPv6")
 	}
 }
+
+// TestRobustEvidence holds the evidence rules on hand-made deltas: exact
+// long gaps are strong evidence (whole seconds, not 2 %, bound the spread),
+// a gap of k periods supports the period and does not cancel an on-time
+// gap, and a short-period timer is not believed more precise than a second.
+func TestRobustEvidence(t *testing.T) {
+	p := Robust()
+	score := func(d []int64) RobustStats {
+		t.Helper()
+		s := SummaryOf(d)
+		st, ok := p.Candidate(int64(len(d)+1), &s)
+		if !ok {
+			t.Fatalf("%v: not a candidate", d)
+		}
+		return st.R
+	}
+	// A 4 h working-hours implant in two days: four exact gaps and the
+	// night, 16 h = 4 periods (3 missed callbacks).
+	wh := score([]int64{14400, 14400, 14400, 14400, 57600})
+	if wh.Score < p.Robust.Threshold || wh.Missed != 3 {
+		t.Errorf("exact 4 h gaps and a 16 h night: score %.3f, %d missed, want ≥ %v and 3", wh.Score, wh.Missed, p.Robust.Threshold)
+	}
+	// The same without the night: the folded gap cost no evidence.
+	if plain := score([]int64{14400, 14400, 14400, 14400}); plain.CountScore != wh.CountScore {
+		t.Errorf("a folded gap changes evidence %.3f -> %.3f", plain.CountScore, wh.CountScore)
+	}
+	// Four exact 5 s gaps: a second is 20 % of the period, so weak evidence.
+	if fast := score([]int64{5, 5, 5, 5}); fast.CountScore > 0.2 {
+		t.Errorf("four 5 s gaps: evidence %.3f, want ≤ 0.2 (a second is 20 %% of 5 s)", fast.CountScore)
+	}
+}
+
+func TestDefaultWarmup(t *testing.T) {
+	s, r := Seed(), Robust()
+	if s.DefaultWarmup() != s.Lookback || r.DefaultWarmup() != 24*time.Hour {
+		t.Errorf("warm-up seed %s (lookback %s), robust %s (want 24h)", s.DefaultWarmup(), s.Lookback, r.DefaultWarmup())
+	}
+	r.Lookback = time.Hour
+	if r.DefaultWarmup() != time.Hour {
+		t.Errorf("robust with a 1 h window warms up %s, want 1h", r.DefaultWarmup())
+	}
+}
