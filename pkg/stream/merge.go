@@ -233,6 +233,13 @@ func (m *merger) add(fps []kgo.FetchTopicPartition, decode decodeFunc, reject fu
 	defer m.mu.Unlock()
 	for i := range fps {
 		fp, sg := &fps[i], segs[i]
+		if fp.Partition < 0 {
+			// franz-go reports a client-level error (closed client, a
+			// dead context) as a fetch of topic "", partition -1: no
+			// partition to track, and none to count as owned or lagging.
+			m.free = append(m.free, sg)
+			continue
+		}
 		j, ok := m.find(fp.Topic, fp.Partition)
 		if !ok { // consumed without an assignment we saw: track it from here
 			m.parts = slices.Insert(m.parts, j, &mpart{topic: fp.Topic, id: fp.Partition, lastEvent: time.Now()})

@@ -1,6 +1,7 @@
 package stream
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -312,6 +313,13 @@ func TestMerger(t *testing.T) {
 		if marks[p] != 4 {
 			t.Errorf("partition %d marked %d, want 4", p, marks[p])
 		}
+	}
+
+	// A client-level error arrives as a fetch of topic "", partition -1:
+	// it is no partition, so the merger neither tracks nor counts it.
+	m2.add([]kgo.FetchTopicPartition{{FetchPartition: kgo.FetchPartition{Partition: -1, Err: context.Canceled}}}, decode, reject)
+	if n, _ := m2.assigned(); n != 4 {
+		t.Errorf("after an error fetch the merger counts %d partitions, want 4", n)
 	}
 }
 
