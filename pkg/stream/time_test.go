@@ -244,6 +244,13 @@ func waitCommitted(t *testing.T, adm *kadm.Client, group, topic string, timeout 
 // random points, one of them killed (nothing flushed or committed) and
 // not restarted. Each run publishes exactly the reference's alert IDs, and
 // every alert carries the reference's row for its ID.
+//
+// The instances forward every domain time (DomainMargin(0)): with a margin,
+// when a held-back time reaches detection depends on which ingest read the
+// pair last and when it sweeps, so with several ingests a domain last seen
+// in the margin before the Domains bound can be missing from a row for up
+// to a margin (docs/streaming.md, Domain deduplication and Limits; seen
+// here in about 1 run in 6 under -race before the margin was set to 0).
 func TestScaleOut(t *testing.T) {
 	const parts = 4
 	_, addr := newCluster(t, parts, "alerts-1", "alerts-2", "alerts-3")
@@ -263,7 +270,7 @@ func TestScaleOut(t *testing.T) {
 	instance := func(n int, dir string) *Service {
 		name := string(rune('0' + n))
 		return service(t, addr, dir, testLogger(t), Params(p), Group("g"+name), AlertTopic("alerts-"+name),
-			RepartitionTopic("rep-"+name), Warmup(30*time.Minute),
+			RepartitionTopic("rep-"+name), Warmup(30*time.Minute), DomainMargin(0),
 			ClientOpts(kgo.FetchMaxPartitionBytes(16<<10), kgo.FetchMaxBytes(64<<10)),
 			optFn(func(c *cfg) { c.batchDelay = 15 * time.Millisecond }),
 			CommitInterval(50*time.Millisecond))
