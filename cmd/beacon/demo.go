@@ -384,10 +384,7 @@ func (p *alertPrinter) read(ctx context.Context, addr string, since time.Time) e
 
 func (p *alertPrinter) print(a *stream.Alert) {
 	r := &a.Row
-	acct := r.AccountName
-	if r.AccountDomain != "" {
-		acct = r.AccountDomain + `\` + r.AccountName
-	}
+	acct := r.Account()
 	dom := ""
 	for _, d := range r.Domains {
 		if d != "" {

@@ -25,6 +25,15 @@ func (e *Event) Tuple() Tuple {
 	return Tuple{e.DeviceId, e.DeviceName, e.AccountName, e.AccountDomain, e.FileName, e.RemoteIP, e.RemotePort}
 }
 
+// Account is the account as Windows writes it, DOMAIN\name, or the name
+// alone when the domain is empty: how tables, alerts and the page show it.
+func (t *Tuple) Account() string {
+	if t.AccountDomain == "" {
+		return t.AccountName
+	}
+	return t.AccountDomain + `\` + t.AccountName
+}
+
 // Compare orders tuples by their seven columns, ascending (ordinal string
 // comparison): the tie-break of the output order.
 func (t *Tuple) Compare(o *Tuple) int {

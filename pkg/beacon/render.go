@@ -142,10 +142,7 @@ func WriteTable(w io.Writer, rows []Row) error {
 	fmt.Fprintln(tw, "JITTER%\tSLEEP(s)\tCOUNT\tDEVICE\tACCOUNT\tPROCESS\tREMOTE\tDOMAINS\tDEVICES\tFIRST\tLAST")
 	for i := range rows {
 		r := &rows[i]
-		acct := r.AccountName
-		if r.AccountDomain != "" {
-			acct = r.AccountDomain + `\` + r.AccountName
-		}
+		acct := r.Account()
 		fmt.Fprintf(tw, "%.2f\t%.1f±%.1f\t%d\t%s\t%s\t%s\t%s:%d\t%s\t%d\t%s\t%s\n",
 			r.Jitter, r.Avg, r.Stdev, r.Count, r.DeviceName, acct, r.FileName, r.RemoteIP, r.RemotePort,
 			shortList(r.Domains, 2), r.DeviceCount, r.MinTimestamp, r.MaxTimestamp)

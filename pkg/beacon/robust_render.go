@@ -77,10 +77,7 @@ func writeRobustTable(w io.Writer, rows []Row) error {
 	fmt.Fprintln(tw, "SCORE\tSEVERITY\tPERIOD\tCALLBACKS\tDEVICE\tACCOUNT\tPROCESS\tREMOTE\tDOMAINS\tDEVICES\tFIRST\tLAST\tWHY")
 	for i := range rows {
 		r := &rows[i]
-		acct := r.AccountName
-		if r.AccountDomain != "" {
-			acct = r.AccountDomain + `\` + r.AccountName
-		}
+		acct := r.Account()
 		why := ""
 		if len(r.Reasons) > 0 {
 			why = r.Reasons[0]

@@ -477,10 +477,7 @@ func ParseAlert(b []byte) (Alert, error) {
 // String is the alert in one line, for people.
 func (a *Alert) String() string {
 	r := &a.Row
-	acct := r.AccountName
-	if r.AccountDomain != "" {
-		acct = r.AccountDomain + `\` + r.AccountName
-	}
+	acct := r.Account()
 	dom := ""
 	if len(r.Domains) > 0 && r.Domains[0] != "" {
 		dom = " (" + strings.Join(r.Domains, ",") + ")"

@@ -121,10 +121,7 @@ type pageRow struct {
 var sevRank = map[string]int{"low": 1, "medium": 2, "high": 3, "critical": 4}
 
 func newPageRow(r *beacon.Row, w, h int) pageRow {
-	acct := r.AccountName
-	if r.AccountDomain != "" {
-		acct = r.AccountDomain + `\` + r.AccountName
-	}
+	acct := r.Account()
 	var doms []string
 	for _, d := range r.Domains {
 		if d != "" {
