@@ -175,8 +175,9 @@ type RobustStats struct {
 	PeriodDevices int64
 	// GapHistogram is the row's compact histogram of gaps (set by NewRow).
 	GapHistogram []Bin
-	foldedGaps   int64 // gaps of k ≥ 2 periods (missed callbacks)
-	secondGaps   int64 // gaps the second period explains
+	foldedGaps   int64   // gaps of k ≥ 2 periods (missed callbacks)
+	secondGaps   int64   // gaps the second period explains
+	tolerance    float64 // RobustParams.Tolerance it was decided with, for Reasons
 }
 
 // Severity maps a score to low, medium, high or critical.
@@ -277,16 +278,7 @@ type wbin struct {
 }
 
 // weightedMedian returns the lower median of sorted weighted values.
-func weightedMedian(vs []wbin, n int64) float64 {
-	k := (n + 1) / 2 // rank, 1-based
-	for _, b := range vs {
-		if k <= b.c {
-			return b.v
-		}
-		k -= b.c
-	}
-	return vs[len(vs)-1].v
-}
+func weightedMedian(vs []wbin, n int64) float64 { return weightedAt(vs, (n-1)/2) }
 
 // weightedQuantile is the q-quantile of sorted weighted values, linearly
 // interpolated between closest ranks (index q·(n−1)).
@@ -338,7 +330,7 @@ func (p *Params) robustCandidate(distinct int64, s *Summary) (Stats, bool) {
 	for _, b := range gaps {
 		nGaps += b.Count
 	}
-	r := RobustStats{On: true, Gaps: nGaps, Merged: s.N - nGaps}
+	r := RobustStats{On: true, Gaps: nGaps, Merged: s.N - nGaps, tolerance: rp.Tolerance}
 	r.Callbacks = distinct - r.Merged
 	if r.Callbacks < rp.MinCallbacks || nGaps < 2 {
 		return Stats{}, false
@@ -585,7 +577,7 @@ func gapHistogram(deltas []int64, period float64) []Bin {
 }
 
 func (r *RobustStats) reasons() []string {
-	out := []string{fmt.Sprintf("%d of %d gaps within %g %% of %s", r.OnTime, r.Gaps-r.Pauses, 100*DefaultRobust().Tolerance, fmtSeconds(r.Period))}
+	out := []string{fmt.Sprintf("%d of %d gaps within %g %% of %s", r.OnTime, r.Gaps-r.Pauses, 100*r.tolerance, fmtSeconds(r.Period))}
 	if r.Period2 > 0 {
 		out = append(out, fmt.Sprintf("second period %s", fmtSeconds(r.Period2)))
 	}

@@ -373,3 +373,21 @@ func TestDefaultWarmup(t *testing.T) {
 		t.Errorf("robust with a 1 h window warms up %s, want 1h", r.DefaultWarmup())
 	}
 }
+
+// TestRobustReasonsSayTheTolerance: the "within T %" reason states the
+// tolerance the gaps were counted with, not the default one.
+func TestRobustReasonsSayTheTolerance(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	evs := revents("tol", "rundll32.exe", "93.1.2.12", rtimer(rng, 60, 0.05, 24*time.Hour), "ConnectionSuccess")
+	for _, tol := range []float64{0.1, 0.2} {
+		p := Robust()
+		p.Robust.Tolerance = tol
+		r, ok := robustRows(t, p, evs)["tol"]
+		if !ok {
+			t.Fatalf("tolerance %g: the beacon is not found", tol)
+		}
+		if want := fmt.Sprintf("gaps within %g %% of", 100*tol); !hasReason(r.Reasons, want) {
+			t.Errorf("tolerance %g: reasons %q lack %q", tol, r.Reasons, want)
+		}
+	}
+}
