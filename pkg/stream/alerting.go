@@ -366,5 +366,5 @@ func (r *metaReader) str() string {
 		return ""
 	}
 	r.b = rest
-	return string([]byte(s))
+	return strings.Clone(s)
 }

@@ -7,6 +7,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -1122,7 +1123,9 @@ func (w *worker) watermark(it *item) error {
 		m := w.srcs[k]
 		if m == nil {
 			m = &srcMark{}
-			w.srcs[k] = m
+			// The key outlives the record: its topic must not alias the
+			// record's value (the lookup above may).
+			w.srcs[tp{strings.Clone(s.topic), s.part}] = m
 			w.metaDirty = true
 		}
 		if s.flags&wmOwned == 0 {

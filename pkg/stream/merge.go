@@ -401,11 +401,6 @@ func (m *merger) skipTo(topic string, p int32, next int64) {
 func (m *merger) sources(dst []source, universe []tp, idleAfter time.Duration, now time.Time) []source {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.sourcesLocked(dst, universe, idleAfter, now)
-}
-
-// sourcesLocked is sources for a caller that holds m.mu (an emit callback).
-func (m *merger) sourcesLocked(dst []source, universe []tp, idleAfter time.Duration, now time.Time) []source {
 	for _, k := range universe {
 		s := source{topic: k.topic, part: k.p}
 		if i, ok := m.find(k.topic, k.p); ok {

@@ -144,7 +144,7 @@ func decodeItem(key, value []byte, it *item) error {
 		return errShort
 	}
 	srcs := it.sources[:0]
-	*it = item{kind: value[0] &^ kindReleased, ip: bytesString(key)}
+	*it = item{kind: value[0] &^ kindReleased, ip: bytesString(key), sources: srcs}
 	released := value[0]&kindReleased != 0
 	b := value[1:]
 	if it.kind == kindWatermark {

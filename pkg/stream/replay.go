@@ -652,7 +652,7 @@ func (r *replay) event(mp *mpart, e *beacon.Event) {
 	if r.res.Events%1024 == 0 {
 		// Watermarks as the events go, not only once per poll: the
 		// workers then hold few records.
-		r.watermarkWith(r.merge.sourcesLocked)
+		r.watermark() // emit calls event without m.mu held
 	}
 	// Ingest sweeps once per poll; a replay sweeps at the first event past
 	// the margin, so that where the held-back observations land does not
@@ -671,9 +671,7 @@ func (r *replay) reject(rec *kgo.Record, reason string, err error) {
 // watermark routes a watermark record to every detection partition when
 // the input partitions' watermarks changed. An input partition is idle
 // once the merger has handed on everything up to its end offset.
-func (r *replay) watermark() { r.watermarkWith(r.merge.sources) }
-
-func (r *replay) watermarkWith(sources func([]source, []tp, time.Duration, time.Time) []source) {
+func (r *replay) watermark() {
 	if r.universe == nil {
 		for k := range r.parts {
 			r.universe = append(r.universe, k)
@@ -685,7 +683,7 @@ func (r *replay) watermarkWith(sources func([]source, []tp, time.Duration, time.
 			return int(a.p) - int(b.p)
 		})
 	}
-	r.wmSources = sources(r.wmSources[:0], r.universe, 0, time.Now().Add(time.Hour))
+	r.wmSources = r.merge.sources(r.wmSources[:0], r.universe, 0, time.Now().Add(time.Hour))
 	v := appendWatermark(nil, filterFingerprint(r.s.cfg.profile, &r.s.cfg.params), r.wmSources)
 	if string(v) == string(r.lastWM) {
 		return
