@@ -768,11 +768,15 @@ type workerEnv struct {
 	crashed *atomic.Bool    // the Service's test hook: stop as a killed process would
 	late    *atomic.Int64   // connections dropped as older than their window
 	work    context.Context // canceled only by a crash or a fatal error
+	// filters is filterFingerprint of cfg, which every watermark record
+	// must carry: computed once, not per record.
+	filters string
 }
 
 // workerEnv returns the environment of the workers of owner o.
 func (s *Service) workerEnv(o workerOwner, work context.Context, late *atomic.Int64) workerEnv {
-	return workerEnv{owner: o, cfg: &s.cfg, m: s.m, baseLog: s.log, crashed: &s.crashed, late: late, work: work}
+	return workerEnv{owner: o, cfg: &s.cfg, m: s.m, baseLog: s.log, crashed: &s.crashed, late: late, work: work,
+		filters: filterFingerprint(s.cfg.profile, &s.cfg.params)}
 }
 
 var errStopped = errors.New("stream: partition worker stopped")
@@ -1113,7 +1117,7 @@ func (w *worker) take(it *item, onTime bool) error {
 // watermark merges a watermark record into the partition's view of the
 // input partitions and moves stream time.
 func (w *worker) watermark(it *item) error {
-	if want := filterFingerprint(w.cfg.profile, &w.cfg.params); it.fingerprint != want {
+	if want := w.filters; it.fingerprint != want {
 		return fatalError{fmt.Errorf("%w: ingest filters %q, this detector's %q (use the same parameters, or a new --group)",
 			errFilters, it.fingerprint, want)}
 	}
