@@ -67,7 +67,7 @@ type demoConfig struct {
 
 func runDemo(ctx context.Context, args []string, s stdio) error {
 	c := demoConfig{}
-	c.params, _ = profileParams(args, streamProfile)
+	c.params = profileParams(args, streamProfile)
 	c.params.Lookback = time.Hour
 	fs := newFlags("demo", demoUsage, s)
 	fs.DurationVar(&c.duration, "duration", time.Minute, "how long to run (wall time)")

@@ -40,7 +40,7 @@ Examples:
 Flags:`
 
 func runHunt(ctx context.Context, args []string, s stdio) error {
-	p, _ := profileParams(args, huntProfile)
+	p := profileParams(args, huntProfile)
 	fs := newFlags("hunt", huntUsage, s)
 	end := fs.String("end", "", "the query's now: an ISO 8601 date or date-time (2024-05-02, 2024-05-02T10:00, …Z or +02:00; default: newest filtered Timestamp + 1s, the streaming detector's clock)")
 	format := fs.String("format", "table", "output: table (for people), jsonl or csv (the query's columns)")

@@ -29,7 +29,7 @@ const (
 // --profile (def when they do not), so that the parameter flags registered
 // next show and start from that profile's defaults. An unknown profile is
 // reported by the flag itself, after parsing.
-func profileParams(args []string, def string) (beacon.Params, string) {
+func profileParams(args []string, def string) beacon.Params {
 	name := def
 	for i := 0; i < len(args); i++ {
 		a := args[i]
@@ -47,7 +47,7 @@ func profileParams(args []string, def string) (beacon.Params, string) {
 	if err != nil {
 		p, _ = beacon.ProfileParams(def)
 	}
-	return p, def
+	return p
 }
 
 // reprofile handles a profile chosen by the config file or the

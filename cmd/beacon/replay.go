@@ -148,7 +148,7 @@ func configKnown(replay *flag.FlagSet) func(string) bool {
 
 func runReplay(ctx context.Context, args []string, s stdio) error {
 	var c replayConfig
-	c.params, _ = profileParams(args, streamProfile)
+	c.params = profileParams(args, streamProfile)
 	started := c.params.Profile
 	fs := newFlags("replay", replayUsage, s)
 	registerReplayFlags(fs, &c)

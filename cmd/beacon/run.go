@@ -182,7 +182,7 @@ func registerDetectFlags(fs *flag.FlagSet, c *detectConfig) {
 
 func runRun(ctx context.Context, args []string, s stdio) error {
 	var c runConfig
-	c.params, _ = profileParams(args, streamProfile)
+	c.params = profileParams(args, streamProfile)
 	started := c.params.Profile
 	fs := newFlags("run", runUsage, s)
 	registerRunFlags(fs, &c)
