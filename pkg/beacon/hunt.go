@@ -1,9 +1,11 @@
 package beacon
 
 import (
+	"cmp"
 	"hash/maphash"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 )
@@ -112,9 +114,12 @@ func (h *Hunt) DefaultNow() (now Time, ok bool) {
 // that passed the filters lie in it: what hunt reports on stderr.
 func (h *Hunt) Window(now Time) (from, to Time, events int64) {
 	from, to = h.p.Window(now)
-	for _, t := range h.merge().evTime {
-		if t >= from && t <= to {
-			events++
+	a := h.merge()
+	for k := range a.buckets {
+		for _, ev := range a.buckets[k] {
+			if ev.t >= from && ev.t <= to {
+				events++
+			}
 		}
 	}
 	return from, to, events
@@ -127,28 +132,35 @@ type adder struct {
 	hx   *hashIndex
 	seed bool // the seed profile: Connection's IP checks are DomainIP's (see add)
 
+	// Addresses kept as strings: every RemoteIP under robust, and under
+	// seed those that are not canonical IPv4 (see ipOfEvent).
 	ipIndex   slots
 	ips       []ipEntry
 	ipKeys    []ipKey // ips[i]'s first 16 bytes, beside the slots' order
 	whoIndex  slots
 	whos      []who
-	tupIndex  tupleSlots
-	tuples    []tupleKey
 	pairIndex slots
 	pairs     []ipURL
-	// Each kept event is (tuple index, timestamp), in arrival order; Rows
-	// groups them with a counting sort, so no per-tuple slice is grown.
-	evTuple []int32
-	evTime  []Time
+	// Each kept event as its tuple and timestamp, appended to the bucket
+	// its tuple's hash picks (from the columns, not the adder's indexes, so
+	// a tuple falls in the same bucket in every adder). Rows sorts each
+	// bucket on its own — a few thousand events, in cache, on every CPU —
+	// to group the events by tuple: no per-event probe of a table of
+	// ~150k tuples (each a cache miss) while adding.
+	buckets [numBuckets][]tupleEvent
 	newest  Time
 	any     bool
 }
+
+// numBuckets is how many buckets an adder spreads its events over: ~2k
+// events (≈ 50 KB) each for a day of 600k kept events.
+const numBuckets = 256
 
 func newAdder(p *Params, hx *hashIndex) *adder {
 	return &adder{p: p, hx: hx, seed: p.Profile == "" || p.Profile == ProfileSeed}
 }
 
-// ipEntry is a distinct RemoteIP.
+// ipEntry is a distinct RemoteIP kept as a string.
 type ipEntry struct {
 	s      string
 	hash   uint64
@@ -169,26 +181,60 @@ type who struct {
 	hash                                                       uint64
 }
 
-// tupleKey is a tuple as indexes into ips and whos.
-type tupleKey struct {
-	who, ip uint32
-	port    int32
+// ipID names a RemoteIP: a canonical IPv4 address (four decimal octets,
+// no leading zeros, nothing else) by its value with rawIPv4 set, which is
+// the same string in every adder and is formatted back the same; any
+// other address by its index in the adder's ips.
+type ipID uint64
+
+const rawIPv4 ipID = 1 << 32
+
+// tupleEvent is a kept event: its tuple (who, IP, port) and timestamp.
+type tupleEvent struct {
+	who  uint32
+	port int32
+	ip   ipID
+	t    Time
+}
+
+// sameTuple tells whether two events have the same tuple.
+func sameTuple(a, b *tupleEvent) bool { return a.who == b.who && a.ip == b.ip && a.port == b.port }
+
+// compareTupleEvents orders events by tuple, then time.
+func compareTupleEvents(a, b tupleEvent) int {
+	switch {
+	case a.who != b.who:
+		return cmpOrder(a.who < b.who)
+	case a.ip != b.ip:
+		return cmpOrder(a.ip < b.ip)
+	case a.port != b.port:
+		return cmpOrder(a.port < b.port)
+	case a.t != b.t:
+		return cmpOrder(a.t < b.t)
+	}
+	return 0
+}
+
+func cmpOrder(less bool) int {
+	if less {
+		return -1
+	}
+	return 1
 }
 
 // ipURL is a distinct (RemoteIP, RemoteUrl) and the newest time it was
 // seen, for the Domains enrichment.
 type ipURL struct {
-	ip     uint32
+	ip     ipID
 	url    string
 	newest Time
 	hash   uint64
 }
 
 func (a *adder) add(e *Event) {
-	ii := a.ip(e.RemoteIP)
-	domain := a.ips[ii].domain
+	id, ipHash, domain := a.ipOfEvent(e.RemoteIP)
 	if domain {
-		a.addDomain(ii, e.RemoteUrl, e.Timestamp)
+		a.addDomain(id, e.RemoteUrl, e.Timestamp)
 	}
 	if a.seed {
 		if !seedConnection(a.p, domain, e) {
@@ -204,14 +250,37 @@ func (a *adder) add(e *Event) {
 		return // null == null is null in Kusto: such rows never pair up
 	}
 	var wi uint32
+	var wh uint64
 	if a.seed {
-		wi = a.who(e.DeviceId, e.DeviceName, e.AccountName, e.AccountDomain, e.FileName)
+		wi, wh = a.who(e.DeviceId, e.DeviceName, e.AccountName, e.AccountDomain, e.FileName)
 	} else {
 		t := a.p.TupleOf(e) // robust lower-cases names; the IP is the event's
-		wi = a.who(t.DeviceId, t.DeviceName, t.AccountName, t.AccountDomain, t.FileName)
+		wi, wh = a.who(t.DeviceId, t.DeviceName, t.AccountName, t.AccountDomain, t.FileName)
 	}
-	a.evTuple = append(a.evTuple, a.tuple(tupleKey{wi, ii, e.RemotePort}))
-	a.evTime = append(a.evTime, e.Timestamp)
+	b := &a.buckets[a.hx.bucket(wh, ipHash, e.RemotePort)]
+	*b = append(*b, tupleEvent{wi, e.RemotePort, id, e.Timestamp})
+}
+
+// ipOfEvent names RemoteIP s: its ipID, a hash of it that is the same in
+// every adder, and DomainIP(s). Under seed a canonical IPv4 address is
+// its own name, and DomainIP is read from its value: no table is probed.
+func (a *adder) ipOfEvent(s string) (id ipID, hash uint64, domain bool) {
+	if a.seed {
+		if v, ok := canonicalIPv4(s); ok {
+			return rawIPv4 | ipID(v), a.hx.v4Hash(v), v != 0 && !ipv4Private(v)
+		}
+	}
+	i := a.ip(s)
+	e := &a.ips[i]
+	return ipID(i), e.hash, e.domain
+}
+
+// ipString is the address an ipID names.
+func (a *adder) ipString(id ipID) string {
+	if id&rawIPv4 != 0 {
+		return formatIPv4(uint32(id))
+	}
+	return a.ips[id].s
 }
 
 // seedConnection is seed's Params.Connection given domain =
@@ -232,83 +301,102 @@ func seedConnection(p *Params, domain bool, e *Event) bool {
 // absorb folds b's events, tuples and pairs into a. b's strings are
 // already a's to keep.
 func (a *adder) absorb(b *adder) {
-	ipMap := make([]uint32, len(b.ips))
+	ipMap := make([]ipID, len(b.ips))
 	for i := range b.ips {
-		ipMap[i] = a.ipOf(&b.ips[i])
+		ipMap[i] = ipID(a.ipOf(&b.ips[i]))
+	}
+	remap := func(id ipID) ipID {
+		if id&rawIPv4 != 0 {
+			return id
+		}
+		return ipMap[id]
 	}
 	whoMap := make([]uint32, len(b.whos))
 	for i := range b.whos {
 		whoMap[i] = a.whoOf(&b.whos[i])
 	}
-	tupMap := make([]int32, len(b.tuples))
-	for i, t := range b.tuples {
-		tupMap[i] = a.tuple(tupleKey{whoMap[t.who], ipMap[t.ip], t.port})
-	}
-	for k, i := range b.evTuple {
-		a.evTuple = append(a.evTuple, tupMap[i])
-		a.evTime = append(a.evTime, b.evTime[k])
+	for k := range b.buckets {
+		dst := a.buckets[k]
+		if dst == nil {
+			dst = make([]tupleEvent, 0, len(b.buckets[k]))
+		}
+		for _, ev := range b.buckets[k] {
+			dst = append(dst, tupleEvent{whoMap[ev.who], ev.port, remap(ev.ip), ev.t})
+		}
+		a.buckets[k] = dst
+		b.buckets[k] = nil
 	}
 	for i := range b.pairs {
 		u := &b.pairs[i]
-		a.pairOf(ipMap[u.ip], u.url, u.newest, true)
+		a.pairOf(remap(u.ip), u.url, u.newest, true)
 	}
 	if b.any && (!a.any || b.newest > a.newest) {
 		a.newest, a.any = b.newest, true
 	}
 }
 
-// tupleOf returns the tuple of a key.
-func (a *adder) tupleOf(k tupleKey) Tuple {
+// tupleOf returns the tuple of a kept event.
+func (a *adder) tupleOf(k *tupleEvent) Tuple {
 	w := &a.whos[k.who]
-	return Tuple{w.DeviceId, w.DeviceName, w.AccountName, w.AccountDomain, w.FileName, a.ips[k.ip].s, k.port}
+	return Tuple{w.DeviceId, w.DeviceName, w.AccountName, w.AccountDomain, w.FileName, a.ipString(k.ip), k.port}
 }
 
 // Rows runs the query at now and returns its rows in output order.
 func (h *Hunt) Rows(now Time) []Row {
 	a := h.merge()
 	from, to := h.p.Window(now)
-	// Counting sort of the window's events by tuple.
-	n := len(a.tuples)
-	start := make([]int32, n+1)
-	for k, i := range a.evTuple {
-		if t := a.evTime[k]; t >= from && t <= to {
-			start[i+1]++
-		}
-	}
-	for i := range n {
-		start[i+1] += start[i]
-	}
-	times := make([]Time, start[n])
-	fill := append([]int32(nil), start[:n]...)
-	for k, i := range a.evTuple {
-		if t := a.evTime[k]; t >= from && t <= to {
-			times[fill[i]] = t
-			fill[i]++
-		}
-	}
-	// The per-tuple tests, on every CPU: each takes a range of tuples.
+	// The per-tuple tests, on every CPU: each takes buckets in turn,
+	// sorts the bucket's events in the window by tuple and time, and tests
+	// each tuple's run of timestamps.
 	type cand struct {
-		i  int32
+		ev tupleEvent // the tuple's first event
 		st Stats
 		ts []Time
 	}
 	parts := make([][]cand, runtime.GOMAXPROCS(0))
+	var next atomic.Int32
 	var wg sync.WaitGroup
 	for k := range parts {
-		lo, hi := n*k/len(parts), n*(k+1)/len(parts)
 		wg.Go(func() {
+			var evs []tupleEvent
+			var ts []Time
 			var deltas []int64
-			for i := lo; i < hi; i++ {
-				ts := times[start[i]:start[i+1]]
-				if len(ts) <= 1 || int64(len(ts)) <= h.p.TotalEventsThresholdMin {
-					continue // cannot pass the count test, duplicates or not
+			for {
+				b := int(next.Add(1)) - 1
+				if b >= numBuckets {
+					return
 				}
-				slices.Sort(ts)
-				ts = slices.Compact(ts)
-				deltas = Deltas(ts, deltas)
-				s := SummaryOf(deltas)
-				if st, ok := h.p.Candidate(int64(len(ts)), &s); ok {
-					parts[k] = append(parts[k], cand{int32(i), st, ts})
+				evs = evs[:0]
+				for _, ev := range a.buckets[b] {
+					if ev.t >= from && ev.t <= to {
+						evs = append(evs, ev)
+					}
+				}
+				if len(evs) == 0 {
+					continue
+				}
+				slices.SortFunc(evs, compareTupleEvents)
+				for i := 0; i < len(evs); {
+					j := i + 1
+					for j < len(evs) && sameTuple(&evs[i], &evs[j]) {
+						j++
+					}
+					run := evs[i:j]
+					i = j
+					if len(run) <= 1 || int64(len(run)) <= h.p.TotalEventsThresholdMin {
+						continue // cannot pass the count test, duplicates or not
+					}
+					ts = ts[:0]
+					for _, ev := range run {
+						if len(ts) == 0 || ts[len(ts)-1] != ev.t {
+							ts = append(ts, ev.t) // sorted: duplicates are adjacent
+						}
+					}
+					deltas = Deltas(ts, deltas)
+					s := SummaryOf(deltas)
+					if st, ok := h.p.Candidate(int64(len(ts)), &s); ok {
+						parts[k] = append(parts[k], cand{run[0], st, slices.Clone(ts)})
+					}
 				}
 			}
 		})
@@ -316,19 +404,21 @@ func (h *Hunt) Rows(now Time) []Row {
 	wg.Wait()
 	byDest := make(map[Destination][]Candidate)
 	tsOf := make(map[Tuple][]Time)
-	ipsOf := make(map[uint32]bool)
+	ipsOf := make(map[ipID]bool)
 	for _, part := range parts {
 		for _, c := range part {
-			k := a.tuples[c.i]
-			t := a.tupleOf(k)
+			t := a.tupleOf(&c.ev)
 			byDest[t.Destination()] = append(byDest[t.Destination()], Candidate{t, c.st})
 			tsOf[t] = c.ts
-			ipsOf[k.ip] = true
+			ipsOf[c.ev.ip] = true
 		}
 	}
 	domains := a.domainsAfter(h.p.DomainsFrom(now), ipsOf)
 	var rows []Row
 	for _, cands := range byDest {
+		// The candidates' order depends on how the events were spread
+		// over adders and buckets: put them in the tuples' order.
+		slices.SortFunc(cands, func(x, y Candidate) int { return compareTuples(&x.Tuple, &y.Tuple) })
 		kept, devices := h.p.SelectDestination(cands)
 		for _, k := range kept {
 			c := &cands[k]
@@ -339,17 +429,31 @@ func (h *Hunt) Rows(now Time) []Row {
 	return rows
 }
 
+// compareTuples orders tuples column by column.
+func compareTuples(x, y *Tuple) int {
+	for _, c := range [...]int{
+		strings.Compare(x.DeviceId, y.DeviceId), strings.Compare(x.DeviceName, y.DeviceName),
+		strings.Compare(x.AccountName, y.AccountName), strings.Compare(x.AccountDomain, y.AccountDomain),
+		strings.Compare(x.FileName, y.FileName), strings.Compare(x.RemoteIP, y.RemoteIP),
+	} {
+		if c != 0 {
+			return c
+		}
+	}
+	return cmp.Compare(x.RemotePort, y.RemotePort)
+}
+
 // domainsAfter returns, for the IPs of the candidates, the sorted set of
 // domains seen after from.
-func (a *adder) domainsAfter(from Time, ips map[uint32]bool) map[string][]string {
+func (a *adder) domainsAfter(from Time, ips map[ipID]bool) map[string][]string {
 	out := make(map[string][]string)
 	for ip := range ips {
-		out[a.ips[ip].s] = nil
+		out[a.ipString(ip)] = nil
 	}
 	for i := range a.pairs {
 		u := &a.pairs[i]
 		if ips[u.ip] && u.newest > from {
-			s := a.ips[u.ip].s
+			s := a.ipString(u.ip)
 			out[s] = append(out[s], DomainOf(u.url))
 		}
 	}

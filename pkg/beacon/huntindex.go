@@ -3,6 +3,7 @@ package beacon
 import (
 	"encoding/binary"
 	"hash/maphash"
+	"strconv"
 	"unsafe"
 )
 
@@ -67,18 +68,68 @@ func (x *hashIndex) whoHash(dev, name, acct, dom, file string) uint64 {
 	return x.final(mix(h, file))
 }
 
-// tupleHash hashes a tuple's indexes.
-func (x *hashIndex) tupleHash(k tupleKey) uint64 {
+// bucket picks a tuple's bucket from the hashes of its who and address
+// (the same in every adder) and its port.
+func (x *hashIndex) bucket(who, ip uint64, port int32) int {
 	const m = 0x9e3779b97f4a7c15
-	h := (x.seed ^ uint64(k.who)<<32 ^ uint64(k.ip)) * m
-	h ^= h >> 32
-	h = (h ^ uint64(uint32(k.port))) * m
-	return x.final(h)
+	h := (who ^ ip*m ^ uint64(uint32(port))) * m
+	h ^= h >> 29
+	h *= 0xbf58476d1ce4e5b9
+	return int(h >> (64 - 8)) // numBuckets = 1<<8
 }
 
-// pairHash hashes a (RemoteIP index, RemoteUrl).
-func (x *hashIndex) pairHash(ip uint32, url string) uint64 {
+// v4Hash hashes an IPv4 address kept by its value.
+func (x *hashIndex) v4Hash(v uint32) uint64 {
+	return x.final((x.seed ^ uint64(v)) * 0x9e3779b97f4a7c15)
+}
+
+// pairHash hashes a (RemoteIP, RemoteUrl).
+func (x *hashIndex) pairHash(ip ipID, url string) uint64 {
 	return x.final(mix(x.seed^uint64(ip)*0x9e3779b97f4a7c15, url))
+}
+
+// canonicalIPv4 reads s when it is an IPv4 address as formatIPv4 writes
+// it: four decimal octets up to 255 without leading zeros, nothing else.
+// Such a string and its value determine each other, so Hunt keys it by
+// the value; every other spelling (01.2.3.4, 1.2.3.4/24, IPv6) is kept
+// as a string.
+func canonicalIPv4(s string) (uint32, bool) {
+	if len(s) < 7 || len(s) > 15 {
+		return 0, false
+	}
+	var a uint32
+	i := 0
+	for part := 0; part < 4; part++ {
+		if part > 0 {
+			if i >= len(s) || s[i] != '.' {
+				return 0, false
+			}
+			i++
+		}
+		start := i
+		var v uint32
+		for i < len(s) && s[i]-'0' <= 9 && i-start < 3 {
+			v = v*10 + uint32(s[i]-'0')
+			i++
+		}
+		if i == start || v > 255 || (s[start] == '0' && i-start > 1) {
+			return 0, false
+		}
+		a = a<<8 | v
+	}
+	return a, i == len(s)
+}
+
+// formatIPv4 writes an address in dotted-quad form.
+func formatIPv4(v uint32) string {
+	b := make([]byte, 0, 15)
+	for k := 3; k >= 0; k-- {
+		b = strconv.AppendUint(b, uint64(v>>(8*k)&0xff), 10)
+		if k > 0 {
+			b = append(b, '.')
+		}
+	}
+	return string(b)
 }
 
 // slots is an open-addressing table of positions: each slot holds 32
@@ -205,8 +256,9 @@ func (a *adder) ipHashes(yield func(uint64, int32) bool) {
 	}
 }
 
-// who returns the index of a who, adding it (copied) when it is new.
-func (a *adder) who(dev, name, acct, dom, file string) uint32 {
+// who returns the index and hash of a who, adding it (copied) when it is
+// new.
+func (a *adder) who(dev, name, acct, dom, file string) (uint32, uint64) {
 	k := a.hx.whoHash(dev, name, acct, dom, file)
 	a.whoIndex.room(a.whoHashes)
 	j, i := a.whoIndex.find(k, func(i int32) bool {
@@ -218,7 +270,7 @@ func (a *adder) who(dev, name, acct, dom, file string) uint32 {
 		a.whos = append(a.whos, newWho(dev, name, acct, dom, file, k))
 		a.whoIndex.fill(j, k, i)
 	}
-	return uint32(i)
+	return uint32(i), k
 }
 
 // newWho copies the five strings into one allocation: comparing a who on
@@ -257,55 +309,12 @@ func (a *adder) whoHashes(yield func(uint64, int32) bool) {
 	}
 }
 
-// tupleSlots is an open-addressing table of tuples that holds each key
-// beside its position: a lookup reads one 16-byte slot, not a slot and
-// then the entry (each a cache miss in a day's ~150k tuples).
-type tupleSlots struct {
-	s    []tupleSlot
-	n    int
-	mask uint64
-}
-
-type tupleSlot struct {
-	key tupleKey
-	i   int32 // position + 1; 0 is an empty slot
-}
-
-// tuple returns the index of a tuple, adding it when it is new.
-func (a *adder) tuple(t tupleKey) int32 {
-	x := &a.tupIndex
-	if 4*(x.n+1) > 3*len(x.s) {
-		size := max(1024, 2*len(x.s))
-		x.s, x.mask = make([]tupleSlot, size), uint64(size-1)
-		for i, t := range a.tuples {
-			j := a.hx.tupleHash(t) & x.mask
-			for x.s[j].i != 0 {
-				j = (j + 1) & x.mask
-			}
-			x.s[j] = tupleSlot{t, int32(i) + 1}
-		}
-	}
-	for j := a.hx.tupleHash(t) & x.mask; ; j = (j + 1) & x.mask {
-		s := &x.s[j]
-		if s.i == 0 {
-			i := int32(len(a.tuples))
-			a.tuples = append(a.tuples, t)
-			*s = tupleSlot{t, i + 1}
-			x.n++
-			return i
-		}
-		if s.key == t {
-			return s.i - 1
-		}
-	}
-}
-
 // addDomain keeps the newest Timestamp of a (RemoteIP, RemoteUrl).
-func (a *adder) addDomain(ip uint32, url string, ts Time) { a.pairOf(ip, url, ts, false) }
+func (a *adder) addDomain(ip ipID, url string, ts Time) { a.pairOf(ip, url, ts, false) }
 
 // pairOf keeps ts as the pair's newest time when it is newer; owned says
 // url is a copy already (merge).
-func (a *adder) pairOf(ip uint32, url string, ts Time, owned bool) {
+func (a *adder) pairOf(ip ipID, url string, ts Time, owned bool) {
 	k := a.hx.pairHash(ip, url)
 	a.pairIndex.room(func(yield func(uint64, int32) bool) {
 		for i := range a.pairs {

@@ -7,12 +7,15 @@ import (
 	"time"
 )
 
-// TestHuntHashCollisions keeps three bits of Hunt's tuple and pair hashes,
-// so that nearly every tuple and (RemoteIP, RemoteUrl) shares its hash
-// with others, and holds the rows to those of full hashes: a slot whose
-// hash matches is checked against the entry. The fleet has beacons among noise that
-// differs in one column at a time (port, process, account), and domains
-// whose pairs differ only in the URL or only in the IP.
+// TestHuntHashCollisions keeps three bits of Hunt's who, address and pair
+// hashes, so that nearly every who, RemoteIP kept as a string and
+// (RemoteIP, RemoteUrl) shares its hash with others (and every tuple
+// falls in one bucket), and holds the rows to those of full hashes: a
+// slot whose hash matches is checked against the entry. The fleet has
+// beacons among noise that differs in one column at a time (port,
+// process, account, address), and domains whose pairs differ only in the
+// URL or only in the IP; some addresses are spelt with a leading zero,
+// which Kusto reads as IPv4 and Hunt keeps as strings.
 func TestHuntHashCollisions(t *testing.T) {
 	var evs []Event
 	for d := range 12 {
@@ -29,7 +32,7 @@ func TestHuntHashCollisions(t *testing.T) {
 			n = conn(dev, fmt.Sprintf("p%d.exe", k%5), ip, 443, ts+Second/2)
 			n.AccountName = fmt.Sprintf("u%d", k%2)
 			evs = append(evs, n)
-			n = conn(dev, "implant.exe", fmt.Sprintf("9.9.%d.%d", k%7, d), 443, ts+2*Second/3)
+			n = conn(dev, "implant.exe", fmt.Sprintf("09.9.%d.%d", k%7, d), 443, ts+2*Second/3)
 			n.RemoteUrl = e.RemoteUrl
 			evs = append(evs, n)
 		}
@@ -51,8 +54,8 @@ func TestHuntHashCollisions(t *testing.T) {
 	// Three bits make at most eight hashes: more keys than that share.
 	h := NewHunt(Seed())
 	h.AddBatch(evs)
-	if a := h.merge(); len(a.tuples) <= 8 || len(a.pairs) <= 8 || len(a.ips) <= 8 {
-		t.Fatalf("%d tuples, %d pairs, %d IPs: too few to collide", len(a.tuples), len(a.pairs), len(a.ips))
+	if a := h.merge(); len(a.whos) <= 8 || len(a.pairs) <= 8 || len(a.ips) <= 8 {
+		t.Fatalf("%d whos, %d pairs, %d IPs kept as strings: too few to collide", len(a.whos), len(a.pairs), len(a.ips))
 	}
 }
 
@@ -129,6 +132,36 @@ func TestHuntMergesAdders(t *testing.T) {
 			if got := run(parts, weak); !reflect.DeepEqual(got, want) {
 				t.Errorf("%d adders, weak %v:\n%+v\nwant\n%+v", parts, weak, got, want)
 			}
+		}
+	}
+}
+
+// TestCanonicalIPv4 holds Hunt's IPv4 shortcut to the strings: an address
+// read by canonicalIPv4 formats back to the same string, its DomainIP is
+// read from the value, and every other spelling is refused (kept as a
+// string).
+func TestCanonicalIPv4(t *testing.T) {
+	for _, s := range []string{"0.0.0.0", "8.8.8.8", "10.1.2.3", "172.16.0.1", "172.31.255.255", "172.32.0.1", "192.168.1.1",
+		"192.169.0.1", "255.255.255.255", "1.22.133.4", "100.64.0.1", "", "01.2.3.4", "1.2.3.04", "1.2.3.4/24", "1.2.3",
+		"1.2.3.4.5", "256.1.1.1", "1.2.3.4 ", " 1.2.3.4", "1..3.4", "::1", "::ffff:8.8.8.8", "1.2.3.4a", "1234.1.1.1", "1.2.3.-4"} {
+		v, ok := canonicalIPv4(s)
+		if !ok {
+			if a, isV4 := parseIPv4(s); isV4 && formatIPv4(a) == s {
+				t.Errorf("%q: refused, but it is canonical", s)
+			}
+			continue
+		}
+		if got := formatIPv4(v); got != s {
+			t.Errorf("%q: read as %d, which formats as %q", s, v, got)
+		}
+		if got, want := v != 0 && !ipv4Private(v), DomainIP(s); got != want {
+			t.Errorf("%q: DomainIP from the value %v, from the string %v", s, got, want)
+		}
+	}
+	for i := range uint32(100_000) {
+		v := i * 2654435761 // spread over the space, 0 included
+		if got, ok := canonicalIPv4(formatIPv4(v)); !ok || got != v {
+			t.Fatalf("%d: formatted %q, read back %d %v", v, formatIPv4(v), got, ok)
 		}
 	}
 }

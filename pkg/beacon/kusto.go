@@ -9,15 +9,12 @@ func IPv4IsPrivate(s string) (private, ok bool) {
 	if !ok {
 		return false, false
 	}
-	switch {
-	case a>>24 == 10:
-		return true, true
-	case a>>20 == 172<<4|1: // 172.16.0.0/12
-		return true, true
-	case a>>16 == 192<<8|168:
-		return true, true
-	}
-	return false, true
+	return ipv4Private(a), true
+}
+
+// ipv4Private tells whether a is in 10/8, 172.16/12 or 192.168/16.
+func ipv4Private(a uint32) bool {
+	return a>>24 == 10 || a>>20 == 172<<4|1 || a>>16 == 192<<8|168
 }
 
 // parseIPv4 parses dotted-quad IPv4 with an optional /0–/32 suffix.
