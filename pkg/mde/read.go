@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
+	"runtime/debug"
 	"sync"
 
 	"github.com/beaconhunt/beacon/pkg/beacon"
@@ -76,6 +78,14 @@ const chunkSize = 1 << 20
 // A truncated gzip stream or Avro file is an error, as is a CSV file that
 // lacks a column the query needs; bad lines are not (see OnBad).
 func Read(ctx context.Context, r io.Reader, source string, opt Options, fn func([]beacon.Event)) (Stats, error) {
+	if f, ok := r.(*os.File); ok {
+		if st, ok, err := readMapped(ctx, f, source, opt, fn); ok {
+			if err != nil {
+				return st, err
+			}
+			return st, ctx.Err()
+		}
+	}
 	counted := &countingReader{r: r}
 	br := bufio.NewReaderSize(counted, 64<<10)
 	if head, _ := br.Peek(2); len(head) == 2 && head[0] == 0x1f && head[1] == 0x8b {
@@ -142,21 +152,102 @@ func spansLines(head []byte) bool {
 }
 
 type chunk struct {
-	data      []byte
-	firstLine int64
-	read      int64
-	lines     int64
-	events    []beacon.Event
-	nEvents   int64 // events decoded (with opt.Concurrent, handed over in small batches)
-	bad       []BadLine
-	other     int64
-	done      chan struct{}
+	data    []byte
+	read    int64
+	lines   int64
+	events  []beacon.Event
+	nEvents int64 // events decoded (with opt.Concurrent, handed over in small batches)
+	bad     []BadLine
+	other   int64
+	fault   error // the mapped file faulted while this chunk was decoded
+	done    chan struct{}
 }
 
 // readLines decodes JSON lines in parallel: a reader fills reused 1 MiB
 // chunks cut at line ends, workers decode them, and fn sees each chunk's
 // events (in order, or at once with opt.Concurrent).
 func readLines(ctx context.Context, br *bufio.Reader, source string, opt Options, counted *countingReader, fn func([]beacon.Event)) (Stats, error) {
+	var carry []byte
+	first := true
+	produce := func(c *chunk) (bool, error) {
+		for {
+			if c.data == nil {
+				size := chunkSize
+				if n := br.Buffered(); first && n < br.Size() {
+					// The whole input may already be buffered: a small
+					// file needs no megabyte.
+					size = max(n+1, 4096)
+				}
+				c.data = make([]byte, 0, size)
+			}
+			first = false
+			buf := append(c.data[:0], carry...)
+			n, err := fill(br, buf[len(buf):cap(buf)])
+			buf = buf[:len(buf)+n]
+			eof := err == io.EOF
+			if err != nil && !eof {
+				return false, err
+			}
+			end := len(buf)
+			if !eof {
+				end = bytes.LastIndexByte(buf, '\n') + 1
+				if end == 0 { // a line longer than the chunk: grow and read on
+					carry = buf
+					c.data = make([]byte, 0, 2*cap(buf))
+					continue
+				}
+			}
+			carry = append(carry[:0], buf[end:]...)
+			c.data, c.read = buf[:end], counted.n
+			return eof, nil
+		}
+	}
+	return decodeLines(ctx, source, opt, fn, produce, nil)
+}
+
+// readMappedLines is readLines over a mapped file: the chunks are slices
+// of the mapping, cut at line ends, so nothing is copied.
+func readMappedLines(ctx context.Context, whole []byte, skip int, source string, opt Options, fn func([]beacon.Event)) (Stats, error) {
+	data, base := whole[skip:], int64(skip)
+	off := 0
+	produce := func(c *chunk) (bool, error) {
+		end := min(off+chunkSize, len(data))
+		if end < len(data) {
+			if j := bytes.LastIndexByte(data[off:end], '\n'); j >= 0 {
+				end = off + j + 1
+			} else if j := bytes.IndexByte(data[end:], '\n'); j >= 0 {
+				end += j + 1 // a line longer than a chunk
+			} else {
+				end = len(data)
+			}
+		}
+		c.data, c.read = data[off:end], base+int64(end)
+		off = end
+		return off == len(data), nil
+	}
+	// Pages every chunk before has been decoded from are let go (the page
+	// cache keeps them): the mapping does not count in the process's
+	// resident memory beyond the chunks in flight.
+	released := 0
+	release := func(read int64) {
+		if end := int(read) &^ (os.Getpagesize() - 1); end > released {
+			releasePages(whole[released:end]) // whole is page-aligned: mmap's
+			released = end
+		}
+	}
+	return decodeLines(ctx, source, opt, fn, produce, release)
+}
+
+// decodeLines runs the pipeline of readLines: produce fills a chunk (and
+// says whether the input ended), workers decode chunks, and the chunks
+// are counted and their bad lines reported in input order. A chunk's line
+// numbers are counted by the worker that decodes it and made absolute
+// here, so the reader never scans a chunk. A release function says the
+// chunks alias a mapped file: a fault reading it (the file was truncated
+// meanwhile) is an error, not a crash, and release is told how far the
+// input is done with after each chunk.
+func decodeLines(ctx context.Context, source string, opt Options, fn func([]beacon.Event), produce func(*chunk) (eof bool, err error), release func(read int64)) (Stats, error) {
+	mapped := release != nil
 	workers := opt.Workers
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
@@ -170,13 +261,21 @@ func readLines(ctx context.Context, br *bufio.Reader, source string, opt Options
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
+			if mapped {
+				defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+			}
 			tmpl := new(templates)
 			var flush func([]beacon.Event)
 			if opt.Concurrent {
 				flush = fn
 			}
 			for c := range jobs {
-				decodeChunk(c, source, opt.QueryOnly, tmpl, flush)
+				c.fault = nil
+				if mapped {
+					c.fault = catchFault(func() { decodeChunk(c, source, opt.QueryOnly, tmpl, flush) })
+				} else {
+					decodeChunk(c, source, opt.QueryOnly, tmpl, flush)
+				}
 				c.done <- struct{}{}
 			}
 		})
@@ -186,8 +285,9 @@ func readLines(ctx context.Context, br *bufio.Reader, source string, opt Options
 	go func() {
 		defer close(order)
 		defer close(jobs)
-		line := int64(1)
-		var carry []byte
+		if mapped {
+			defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+		}
 		for ctx.Err() == nil {
 			var c *chunk
 			select {
@@ -195,37 +295,20 @@ func readLines(ctx context.Context, br *bufio.Reader, source string, opt Options
 			case <-stop:
 				return
 			}
-			if c.data == nil {
-				size := chunkSize
-				if n := br.Buffered(); n < br.Size() && len(carry) == 0 && line == 1 {
-					// The whole input may already be buffered: a small
-					// file needs no megabyte.
-					size = max(n+1, 4096)
+			var eof bool
+			var err error
+			if mapped {
+				if ferr := catchFault(func() { eof, err = produce(c) }); ferr != nil {
+					err = ferr
 				}
-				c.data = make([]byte, 0, size)
+			} else {
+				eof, err = produce(c)
 			}
-			buf := append(c.data[:0], carry...)
-			n, err := fill(br, buf[len(buf):cap(buf)])
-			buf = buf[:len(buf)+n]
-			eof := err == io.EOF
-			if err != nil && !eof {
+			if err != nil {
 				readErr = err
 				free <- c
 				return
 			}
-			end := len(buf)
-			if !eof {
-				end = bytes.LastIndexByte(buf, '\n') + 1
-				if end == 0 { // a line longer than the chunk: grow and read on
-					carry = buf
-					c.data = make([]byte, 0, 2*cap(buf))
-					free <- c
-					continue
-				}
-			}
-			carry = append(carry[:0], buf[end:]...)
-			c.data, c.firstLine, c.read = buf[:end], line, counted.n
-			line += int64(bytes.Count(c.data, []byte{'\n'}))
 			order <- c
 			jobs <- c
 			if eof {
@@ -234,27 +317,40 @@ func readLines(ctx context.Context, br *bufio.Reader, source string, opt Options
 		}
 	}()
 	st := Stats{Shape: ShapeLines}
+	line := int64(1) // the first line of the next chunk
+	var fault error
 	for c := range order {
 		<-c.done
+		if c.fault != nil && fault == nil {
+			fault = c.fault
+		}
 		st.Lines += c.lines
 		st.Events += c.nEvents
 		st.Bad += int64(len(c.bad))
 		st.Other += c.other
 		if opt.OnBad != nil {
 			for _, b := range c.bad {
+				b.Line += line - 1
 				opt.OnBad(b)
 			}
 		}
+		line += c.lines
 		if !opt.Concurrent && len(c.events) > 0 {
 			fn(c.events)
 		}
 		if opt.OnProgress != nil {
 			opt.OnProgress(c.read)
 		}
+		if mapped {
+			release(c.read)
+		}
 		free <- c
 	}
 	close(stop)
 	wg.Wait()
+	if readErr == nil {
+		readErr = fault
+	}
 	if readErr != nil {
 		return st, fmt.Errorf("%s: %w", source, readErr)
 	}
@@ -288,7 +384,7 @@ const flushBatch = 64
 // c.events is left empty.
 func decodeChunk(c *chunk, source string, queryOnly bool, tmpl *templates, flush func([]beacon.Event)) {
 	data := c.data
-	line := c.firstLine
+	line := int64(1) // within the chunk: the collector adds the lines before it
 	c.events, c.bad, c.lines, c.other, c.nEvents = c.events[:0], c.bad[:0], 0, 0, 0
 	d := decoder{queryOnly: queryOnly, tmpl: tmpl}
 	for len(data) > 0 {
@@ -325,11 +421,17 @@ func decodeChunk(c *chunk, source string, queryOnly bool, tmpl *templates, flush
 // at; after broken JSON, reading resumes at the next line that starts with
 // '{' or '['.
 func readValues(ctx context.Context, br *bufio.Reader, source string, opt Options, counted *countingReader, fn func([]beacon.Event)) (Stats, error) {
-	st := Stats{Shape: ShapeValues}
 	data, err := io.ReadAll(br)
 	if err != nil {
-		return st, fmt.Errorf("%s: %w", source, err)
+		return Stats{Shape: ShapeValues}, fmt.Errorf("%s: %w", source, err)
 	}
+	return decodeValues(ctx, data, source, opt, fn, func() int64 { return counted.n }), nil
+}
+
+// decodeValues is readValues over the whole input in memory (read, or a
+// mapped file); read gives the bytes read for OnProgress.
+func decodeValues(ctx context.Context, data []byte, source string, opt Options, fn func([]beacon.Event), read func() int64) Stats {
+	st := Stats{Shape: ShapeValues}
 	st.Lines = int64(bytes.Count(data, []byte{'\n'}))
 	if len(data) > 0 && data[len(data)-1] != '\n' {
 		st.Lines++
@@ -393,7 +495,83 @@ func readValues(ctx context.Context, br *bufio.Reader, source string, opt Option
 	}
 	st.Other = int64(d.other)
 	if opt.OnProgress != nil {
-		opt.OnProgress(counted.n)
+		opt.OnProgress(read())
 	}
-	return st, nil
+	return st
 }
+
+// mapMin is the smallest file Read maps rather than reads: below it the
+// mapping costs more than the copy it saves.
+const mapMin = 4 << 20
+
+// readMapped reads a regular, uncompressed file of JSON lines or values
+// from a read-only mapping of it, instead of copying it through buffers:
+// the chunks of lines and the values are slices of the mapping (a file
+// of values is not read into the heap whole). ok is false when f is not
+// such a file (a pipe, gzip, CSV, Avro, a small file, mapping refused),
+// with f untouched: Read then reads it. A fault on the mapping — the file
+// was truncated while it was read — is an error naming the file.
+func readMapped(ctx context.Context, f *os.File, source string, opt Options, fn func([]beacon.Event)) (st Stats, ok bool, err error) {
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() || fi.Size() < mapMin || int64(int(fi.Size())) != fi.Size() {
+		return st, false, nil
+	}
+	if pos, err := f.Seek(0, io.SeekCurrent); err != nil || pos != 0 {
+		return st, false, nil
+	}
+	head := make([]byte, 64<<10+len(utf8BOM))
+	n, err := f.ReadAt(head, 0)
+	if err != nil && err != io.EOF {
+		return st, false, nil
+	}
+	head = head[:n]
+	skip := 0
+	if bytes.HasPrefix(head, utf8BOM) {
+		skip = len(utf8BOM)
+	}
+	head = head[skip:min(len(head), skip+64<<10)]
+	values := false
+	switch {
+	case len(head) >= 2 && head[0] == 0x1f && head[1] == 0x8b, bytes.HasPrefix(head, []byte("Obj\x01")):
+		return st, false, nil
+	case spansLines(head):
+		values = true
+	case isCSV(head):
+		return st, false, nil
+	}
+	data, err := mapFile(f, fi.Size())
+	if err != nil {
+		return st, false, nil
+	}
+	defer unmapFile(data)
+	if values {
+		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+		if ferr := catchFault(func() {
+			st = decodeValues(ctx, data[skip:], source, opt, fn, func() int64 { return int64(len(data)) })
+		}); ferr != nil {
+			return st, true, fmt.Errorf("%s: %w", source, ferr)
+		}
+		return st, true, nil
+	}
+	st, err = readMappedLines(ctx, data, skip, source, opt, fn)
+	return st, true, err
+}
+
+// catchFault runs f and turns a memory fault in it (with
+// debug.SetPanicOnFault on: a page of a mapped file that is gone) into an
+// error; any other panic goes on.
+func catchFault(f func()) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			if _, isFault := r.(interface{ Addr() uintptr }); isFault {
+				err = errFileChanged
+				return
+			}
+			panic(r)
+		}
+	}()
+	f()
+	return nil
+}
+
+var errFileChanged = errors.New("the file changed (was truncated?) while it was read")

@@ -1,0 +1,138 @@
+package mde
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"runtime/debug"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/beaconhunt/beacon/pkg/beacon"
+)
+
+// TestMappedFile reads files big enough to be mapped (JSON lines, with a
+// BOM, bad lines and a line longer than a chunk; pretty-printed values)
+// through an *os.File and through a plain reader of the same bytes, and
+// holds the two to the same events, bad lines (their line numbers) and
+// counts, in order and with Concurrent.
+func TestMappedFile(t *testing.T) {
+	dir := t.TempDir()
+	row := func(i int) string {
+		return fmt.Sprintf(`{"Timestamp":"2024-05-01T10:%02d:%02d.%07dZ","DeviceId":"d%d","DeviceName":"w%d","ActionType":"ConnectionSuccess","RemoteIP":"8.8.%d.%d","RemotePort":%d,"RemoteUrl":"u%d.example","RemoteIPType":"Public","InitiatingProcessFileName":"p.exe","InitiatingProcessAccountName":"a","InitiatingProcessAccountDomain":"b"}`,
+			i/60%60, i%60, i, i%97, i%13, i%251, i%7, 440+i%5, i%11)
+	}
+	var lines, values bytes.Buffer
+	lines.Write(utf8BOM)
+	for i := 0; lines.Len() < mapMin+3*chunkSize; i++ {
+		switch {
+		case i%5000 == 17:
+			lines.WriteString(`{"Timestamp":"broken"` + "\r\n")
+		case i == 9000:
+			// A line longer than a chunk, cut nowhere inside.
+			lines.WriteString(`{"Skipped":"` + string(bytes.Repeat([]byte{'x'}, chunkSize+100)) + `",` + row(i)[1:] + "\n")
+		default:
+			lines.WriteString(row(i) + "\n")
+		}
+	}
+	values.WriteString("[\n")
+	for i := 0; values.Len() < mapMin+chunkSize; i++ {
+		if i > 0 {
+			values.WriteString(",\n")
+		}
+		if i%3000 == 5 {
+			values.WriteString("  {\n    \"Timestamp\": null\n  }")
+			continue
+		}
+		values.WriteString("  " + row(i))
+	}
+	values.WriteString("\n]\n")
+
+	for _, in := range []struct {
+		name string
+		data []byte
+	}{{"lines.jsonl", lines.Bytes()}, {"values.json", values.Bytes()}} {
+		path := filepath.Join(dir, in.name)
+		if err := os.WriteFile(path, in.data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		for _, concurrent := range []bool{false, true} {
+			read := func(r io.Reader) ([]beacon.Event, []BadLine, Stats) {
+				var evs []beacon.Event
+				var bad []BadLine
+				var mu sync.Mutex // with Concurrent, batches come from every worker at once
+				st, err := Read(context.Background(), r, path, Options{Workers: 2, Concurrent: concurrent,
+					OnBad: func(b BadLine) { bad = append(bad, b) }},
+					func(b []beacon.Event) {
+						mu.Lock()
+						defer mu.Unlock()
+						for i := range b {
+							evs = append(evs, b[i].Clone())
+						}
+					})
+				if err != nil {
+					t.Fatalf("%s: %v", in.name, err)
+				}
+				return evs, bad, st
+			}
+			f, err := os.Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			gotEvs, gotBad, gotSt := read(f)
+			f.Close()
+			wantEvs, wantBad, wantSt := read(struct{ io.Reader }{bytes.NewReader(in.data)}) // not an *os.File: read, not mapped
+			if len(wantBad) == 0 || wantSt.Events < 10000 {
+				t.Fatalf("%s: %d bad lines, %d events: the test's file is wrong", in.name, len(wantBad), wantSt.Events)
+			}
+			if concurrent {
+				sortEvents(gotEvs)
+				sortEvents(wantEvs)
+			}
+			if gotSt != wantSt || !reflect.DeepEqual(gotBad, wantBad) || !reflect.DeepEqual(gotEvs, wantEvs) {
+				t.Errorf("%s (concurrent %v): mapped %+v, %d events, bad %v\nread %+v, %d events, bad %v",
+					in.name, concurrent, gotSt, len(gotEvs), gotBad, wantSt, len(wantEvs), wantBad)
+			}
+		}
+	}
+}
+
+// sortEvents orders events by time (the test's are all distinct).
+func sortEvents(evs []beacon.Event) {
+	slices.SortFunc(evs, func(a, b beacon.Event) int { return cmp.Compare(a.Timestamp, b.Timestamp) })
+}
+
+// TestMappedFileTruncated maps a file, truncates it, and reads a page
+// that is gone: the fault is errFileChanged, not a crash.
+func TestMappedFileTruncated(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "day.jsonl")
+	if err := os.WriteFile(path, bytes.Repeat([]byte("{}\n"), mapMin), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	data, err := mapFile(f, 3*mapMin)
+	if err != nil {
+		t.Skipf("no mmap here: %v", err) // not unix: Read reads the file instead
+	}
+	defer unmapFile(data)
+	if err := f.Truncate(0); err != nil {
+		t.Fatal(err)
+	}
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	var b byte
+	err = catchFault(func() { b = data[len(data)-1] })
+	if !errors.Is(err, errFileChanged) {
+		t.Fatalf("reading a truncated mapping: %v (byte %q), want errFileChanged", err, b)
+	}
+}
