@@ -225,7 +225,15 @@ func (d *decoder) object(dst []beacon.Event) ([]beacon.Event, error) {
 		d.rowDone(&ev, &r, start)
 		return dst, nil
 	}
-	for k := 0; ; k++ {
+	k0, end := d.fastKeys(&ev, &r, true)
+	if end {
+		d.rowDone(&ev, &r, start)
+		if r.err == nil && isNetworkCategory(r.category) {
+			dst = append(dst, ev)
+		}
+		return dst, nil
+	}
+	for k := k0; ; k++ {
 		d.ws()
 		c, err := d.keyAt(k)
 		if err != nil {
@@ -269,6 +277,133 @@ func (d *decoder) object(dst []beacon.Event) ([]beacon.Event, error) {
 			return dst, d.errf("want ',' or '}'")
 		}
 	}
+}
+
+// fastKeys reads the keys of the object whose first key is at d.i, in
+// the order of the template of its depth (see templates), as long as the
+// JSON is compact (no space around ':' and ',') and each value is of the
+// common kind for its key: a plain string, a Defender timestamp, a port of
+// a few digits, a skipped string, integer or null. It stops at the first
+// key that is not so and returns that key's index, with d.i back at the
+// key's quote, for the object's own loop to go on from; end says it read
+// the whole object, its closing brace included. What it stores is what
+// the object's loop (top: object; else columns, which skips the
+// container keys) would store for the same key and value: it is that
+// loop with the dispatch, the whitespace and the error paths left out.
+func (d *decoder) fastKeys(ev *beacon.Event, r *row, top bool) (k int, end bool) {
+	t := d.tmpl
+	if t == nil || d.depth >= len(t) {
+		return 0, false
+	}
+	ks := t[d.depth]
+	b := d.b
+	for k = 0; k < len(ks); k++ {
+		e := &ks[k]
+		key := d.i
+		if !e.is(b, key) {
+			return k, false
+		}
+		d.i += len(e.raw)
+		c := e.c
+		ok := false
+		if off := stringCols[c]; off != 0 && !(d.queryOnly && optionalCol[c]) {
+			var v []byte
+			if v, ok = d.plain(c); ok {
+				*(*string)(unsafe.Add(unsafe.Pointer(ev), off)) = bytesString(v)
+			}
+		} else {
+			switch c {
+			case colTimestamp:
+				i := d.i
+				if i < len(b) && b[i] == '"' {
+					if j := scanPlain(b, i+1); j < len(b) && b[j] == '"' && j > i+1 {
+						if ts, err := d.timestamp(b[i+1 : j]); err == nil {
+							ev.Timestamp, r.timestamp, d.i, ok = ts, true, j+1, true
+						}
+					}
+				}
+			case colRemotePort:
+				i := d.i
+				if i < len(b) && b[i]-'0' <= 9 {
+					j := digitsEnd(b, i)
+					if j-i <= 9 && j < len(b) && b[j] != '.' && b[j] != 'e' && b[j] != 'E' {
+						var p int32
+						for _, c := range b[i:j] {
+							p = p*10 + int32(c-'0')
+						}
+						d.i, ok = j, true
+						ev.RemotePort, ev.HasPort = p, true
+					}
+				}
+			case colTenantId, colCategory, colType:
+				if !top {
+					ok = d.skipFast()
+					break
+				}
+				var v []byte
+				if v, ok = d.plain(c); ok {
+					if c == colTenantId {
+						ev.TenantId = bytesString(v)
+					} else {
+						r.category = v
+					}
+				}
+			case colRecords, colResultsUpper, colResults, colProperties:
+				if !top {
+					ok = d.skipFast()
+				}
+			case colAdditionalFields:
+			case colProcessId, colReportId:
+				if d.queryOnly {
+					ok = d.skipFast()
+				}
+			default: // colOther, the known keys that are skipped, optional columns left out
+				ok = d.skipFast()
+			}
+		}
+		if !ok || d.i >= len(b) {
+			d.i = key
+			return k, false
+		}
+		switch b[d.i] {
+		case ',':
+			d.i++
+		case '}':
+			d.i++
+			return k + 1, true
+		default:
+			d.i = key
+			return k, false
+		}
+	}
+	return k, false
+}
+
+// skipFast skips the common values of skipped keys — a plain string, a
+// non-negative integer, null — and tells whether it did.
+func (d *decoder) skipFast() bool {
+	b, i := d.b, d.i
+	if i >= len(b) {
+		return false
+	}
+	switch c := b[i]; {
+	case c == '"':
+		if j := scanPlain(b, i+1); j < len(b) && b[j] == '"' {
+			d.i = j + 1
+			return true
+		}
+	case c-'0' <= 9:
+		if j := digitsEnd(b, i); j < len(b) && b[j] != '.' && b[j] != 'e' && b[j] != 'E' {
+			d.i = j
+			return true
+		}
+	case c == 'n':
+		if len(b)-i >= 4 && string(b[i:i+4]) == "null" {
+			d.i = i + 4
+			return true
+		}
+	}
+	return false
 }
 
 // container reads the value of a key of an object that is not a column:
@@ -454,7 +589,11 @@ func (d *decoder) columns(ev *beacon.Event, r *row) error {
 		d.i++
 		return nil
 	}
-	for k := 0; ; k++ {
+	k0, end := d.fastKeys(ev, r, false)
+	if end {
+		return nil
+	}
+	for k := k0; ; k++ {
 		d.ws()
 		c, err := d.keyAt(k)
 		if err != nil {

@@ -68,10 +68,11 @@ func TestKeyWords(t *testing.T) {
 	}
 }
 
-// FuzzKeyTemplate holds the key templates (keyAt) to the decoder without
-// them: every line of the input, decoded by one decoder that carries its
-// templates from line to line, gives the events and the error of a fresh
-// decoder that finds every key by keyCol.
+// FuzzKeyTemplate holds the key templates (keyAt, and fastKeys, which
+// reads an object along its template) to the decoder without them: every
+// line of the input, decoded by one decoder that carries its templates
+// from line to line, gives the events and the error of a fresh decoder
+// that finds every key by keyCol, with and without QueryOnly.
 func FuzzKeyTemplate(f *testing.F) {
 	row := `{"Timestamp":"2024-05-01T10:00:00Z","DeviceId":"a","ActionType":"ConnectionSuccess","RemoteIP":"8.8.8.8","RemotePort":443,"LocalIP":"10.0.0.1","InitiatingProcessFileName":"x.exe"}`
 	f.Add([]byte(row + "\n" + row + "\n" +
@@ -91,14 +92,16 @@ func FuzzKeyTemplate(f *testing.F) {
 		f.Add(b)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		tmpl := new(templates)
-		with := decoder{queryOnly: true, tmpl: tmpl}
-		for _, line := range bytes.Split(data, []byte{'\n'}) {
-			got, gotErr := with.message(line, nil)
-			without := decoder{queryOnly: true}
-			want, wantErr := without.message(line, nil)
-			if fmt.Sprint(gotErr) != fmt.Sprint(wantErr) || !reflect.DeepEqual(got, want) {
-				t.Fatalf("line %q:\nwith templates %+v, %v\nwithout %+v, %v", line, got, gotErr, want, wantErr)
+		for _, queryOnly := range []bool{true, false} {
+			tmpl := new(templates)
+			with := decoder{queryOnly: queryOnly, tmpl: tmpl}
+			for _, line := range bytes.Split(data, []byte{'\n'}) {
+				got, gotErr := with.message(line, nil)
+				without := decoder{queryOnly: queryOnly}
+				want, wantErr := without.message(line, nil)
+				if fmt.Sprint(gotErr) != fmt.Sprint(wantErr) || !reflect.DeepEqual(got, want) {
+					t.Fatalf("queryOnly %v, line %q:\nwith templates %+v, %v\nwithout %+v, %v", queryOnly, line, got, gotErr, want, wantErr)
+				}
 			}
 		}
 	})
