@@ -36,6 +36,11 @@ type Hunt struct {
 	all    []*adder // every adder since the last merge
 	merged *adder   // what the rows are read from
 	events atomic.Int64
+	// The window count of the last Rows: Window at the same now need not
+	// read every event again.
+	rowsNow   Time
+	rowsCount int64
+	rowsDone  bool
 }
 
 // NewHunt returns an empty batch.
@@ -65,6 +70,7 @@ func (h *Hunt) AddBatch(batch []Event) {
 func (h *Hunt) take() *adder {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.rowsDone = false // events are coming: the window's count will change
 	if n := len(h.free); n > 0 {
 		a := h.free[n-1]
 		h.free = h.free[:n-1]
@@ -114,6 +120,9 @@ func (h *Hunt) DefaultNow() (now Time, ok bool) {
 // that passed the filters lie in it: what hunt reports on stderr.
 func (h *Hunt) Window(now Time) (from, to Time, events int64) {
 	from, to = h.p.Window(now)
+	if h.rowsDone && h.rowsNow == now {
+		return from, to, h.rowsCount
+	}
 	a := h.merge()
 	for k := range a.buckets {
 		for _, ev := range a.buckets[k] {
@@ -197,29 +206,87 @@ type tupleEvent struct {
 	t    Time
 }
 
-// sameTuple tells whether two events have the same tuple.
-func sameTuple(a, b *tupleEvent) bool { return a.who == b.who && a.ip == b.ip && a.port == b.port }
-
-// compareTupleEvents orders events by tuple, then time.
-func compareTupleEvents(a, b tupleEvent) int {
-	switch {
-	case a.who != b.who:
-		return cmpOrder(a.who < b.who)
-	case a.ip != b.ip:
-		return cmpOrder(a.ip < b.ip)
-	case a.port != b.port:
-		return cmpOrder(a.port < b.port)
-	case a.t != b.t:
-		return cmpOrder(a.t < b.t)
-	}
-	return 0
+// tupleGroups groups a bucket's events in a window by tuple, with a small
+// table that stays in cache: first[i] is the first event of group i, and
+// times[start[i]:start[i+1]] its timestamps, in no order. Its slices are
+// reused from bucket to bucket.
+type tupleGroups struct {
+	first []tupleEvent
+	start []int32
+	times []Time
+	of    []int32 // each event's group, -1 outside the window
+	slots []int32 // group + 1, 0 empty
 }
 
-func cmpOrder(less bool) int {
-	if less {
-		return -1
+// group fills g from evs and returns how many events lie in [from, to].
+func (g *tupleGroups) group(evs []tupleEvent, from, to Time) int64 {
+	g.first, g.of = g.first[:0], g.of[:0]
+	size := 16
+	for size < 2*len(evs) {
+		size *= 2
 	}
-	return 1
+	if cap(g.slots) < size {
+		g.slots = make([]int32, size)
+	}
+	g.slots = g.slots[:size]
+	clear(g.slots)
+	mask := uint64(size - 1)
+	var n int64
+	for i := range evs {
+		ev := &evs[i]
+		if ev.t < from || ev.t > to {
+			g.of = append(g.of, -1)
+			continue
+		}
+		n++
+		h := (uint64(ev.who)<<32 ^ uint64(uint32(ev.port))) * 0x9e3779b97f4a7c15
+		h = (h ^ h>>29 ^ uint64(ev.ip)) * 0xbf58476d1ce4e5b9
+		j := (h ^ h>>32) & mask
+		for {
+			s := g.slots[j]
+			if s == 0 {
+				g.first = append(g.first, *ev)
+				g.slots[j] = int32(len(g.first))
+				g.of = append(g.of, int32(len(g.first)-1))
+				break
+			}
+			if f := &g.first[s-1]; f.who == ev.who && f.ip == ev.ip && f.port == ev.port {
+				g.of = append(g.of, s-1)
+				break
+			}
+			j = (j + 1) & mask
+		}
+	}
+	// Counting sort of the times by group.
+	if cap(g.start) < len(g.first)+1 {
+		g.start = make([]int32, len(g.first)+1, 2*len(g.first)+1)
+	}
+	g.start = g.start[:len(g.first)+1]
+	clear(g.start)
+	for _, i := range g.of {
+		if i >= 0 {
+			g.start[i+1]++
+		}
+	}
+	for i := range g.first {
+		g.start[i+1] += g.start[i]
+	}
+	if cap(g.times) < int(n) {
+		g.times = make([]Time, n, 2*n)
+	}
+	g.times = g.times[:n]
+	fill := g.start[:len(g.first)] // advanced as filled, then restored
+	for k, i := range g.of {
+		if i >= 0 {
+			g.times[fill[i]] = evs[k].t
+			fill[i]++
+		}
+	}
+	for i := len(g.first); i > 0; i-- { // fill[i-1] is now start[i]: shift back
+		g.start[i] = g.start[i-1]
+	}
+	g.start[0] = 0
+	return n
 }
 
 // ipURL is a distinct (RemoteIP, RemoteUrl) and the newest time it was
@@ -354,54 +421,40 @@ func (h *Hunt) Rows(now Time) []Row {
 		ts []Time
 	}
 	parts := make([][]cand, runtime.GOMAXPROCS(0))
+	inWindow := make([]int64, len(parts))
 	var next atomic.Int32
 	var wg sync.WaitGroup
 	for k := range parts {
 		wg.Go(func() {
-			var evs []tupleEvent
-			var ts []Time
+			var g tupleGroups
 			var deltas []int64
 			for {
 				b := int(next.Add(1)) - 1
 				if b >= numBuckets {
 					return
 				}
-				evs = evs[:0]
-				for _, ev := range a.buckets[b] {
-					if ev.t >= from && ev.t <= to {
-						evs = append(evs, ev)
-					}
-				}
-				if len(evs) == 0 {
-					continue
-				}
-				slices.SortFunc(evs, compareTupleEvents)
-				for i := 0; i < len(evs); {
-					j := i + 1
-					for j < len(evs) && sameTuple(&evs[i], &evs[j]) {
-						j++
-					}
-					run := evs[i:j]
-					i = j
-					if len(run) <= 1 || int64(len(run)) <= h.p.TotalEventsThresholdMin {
+				inWindow[k] += g.group(a.buckets[b], from, to)
+				for i := range g.first {
+					ts := g.times[g.start[i]:g.start[i+1]]
+					if len(ts) <= 1 || int64(len(ts)) <= h.p.TotalEventsThresholdMin {
 						continue // cannot pass the count test, duplicates or not
 					}
-					ts = ts[:0]
-					for _, ev := range run {
-						if len(ts) == 0 || ts[len(ts)-1] != ev.t {
-							ts = append(ts, ev.t) // sorted: duplicates are adjacent
-						}
-					}
+					slices.Sort(ts)
+					ts = slices.Compact(ts)
 					deltas = Deltas(ts, deltas)
 					s := SummaryOf(deltas)
 					if st, ok := h.p.Candidate(int64(len(ts)), &s); ok {
-						parts[k] = append(parts[k], cand{run[0], st, slices.Clone(ts)})
+						parts[k] = append(parts[k], cand{g.first[i], st, slices.Clone(ts)})
 					}
 				}
 			}
 		})
 	}
 	wg.Wait()
+	h.rowsNow, h.rowsCount, h.rowsDone = now, 0, true
+	for _, n := range inWindow {
+		h.rowsCount += n
+	}
 	byDest := make(map[Destination][]Candidate)
 	tsOf := make(map[Tuple][]Time)
 	ipsOf := make(map[ipID]bool)

@@ -1,7 +1,6 @@
 package beacon
 
 import (
-	"encoding/binary"
 	"hash/maphash"
 	"strconv"
 	"unsafe"
@@ -15,37 +14,23 @@ import (
 // on ~250k tuples of a day.
 type hashIndex struct {
 	seed uint64
+	ms   maphash.Seed // strings are hashed by maphash (AES on amd64 and arm64)
 	// weak keeps three bits of the hash: tests force collisions.
 	weak bool
 }
 
 func newHashIndex(seed maphash.Seed) hashIndex {
-	return hashIndex{seed: maphash.Comparable(seed, 0) | 1}
+	return hashIndex{seed: maphash.Comparable(seed, 0) | 1, ms: seed}
 }
 
-// mix folds the string s into the hash h eight bytes at a time, with its
-// length, so that ("ab", "c") and ("a", "bc") differ. The hash only needs
-// to spread keys: equality is always checked, and keys that collide are
-// still told apart (spill), so a poor or attacked hash costs time, never
-// a wrong answer.
-func mix(h uint64, s string) uint64 {
-	const m = 0x9e3779b97f4a7c15
-	h = (h ^ uint64(len(s))) * m
-	b := unsafe.Slice(unsafe.StringData(s), len(s))
-	for len(b) >= 8 {
-		h = (h ^ binary.LittleEndian.Uint64(b)) * m
-		h ^= h >> 32
-		b = b[8:]
-	}
-	if len(b) > 0 {
-		var w uint64
-		for i, c := range b {
-			w |= uint64(c) << (8 * i)
-		}
-		h = (h ^ w) * m
-		h ^= h >> 32
-	}
-	return h
+// mix folds the string s into the hash h. The hash only needs to spread
+// keys: equality is always checked, and keys that collide are still told
+// apart (spill), so a poor or attacked hash costs time, never a wrong
+// answer. maphash takes the length in, so ("ab", "c") and ("a", "bc")
+// differ.
+func (x *hashIndex) mix(h uint64, s string) uint64 {
+	h = (h ^ maphash.String(x.ms, s)) * 0x9e3779b97f4a7c15
+	return h ^ h>>32
 }
 
 func (x *hashIndex) final(h uint64) uint64 {
@@ -63,9 +48,9 @@ func (x *hashIndex) final(h uint64) uint64 {
 // account's domain its name, so hashing them too would spread the keys
 // little more, and equality is checked on all five anyway.
 func (x *hashIndex) whoHash(dev, name, acct, dom, file string) uint64 {
-	h := mix(x.seed^uint64(len(name))<<32^uint64(len(dom)), dev)
-	h = mix(h, acct)
-	return x.final(mix(h, file))
+	h := x.mix(x.seed^uint64(len(name))<<32^uint64(len(dom)), dev)
+	h = x.mix(h, acct)
+	return x.final(x.mix(h, file))
 }
 
 // bucket picks a tuple's bucket from the hashes of its who and address
@@ -85,7 +70,7 @@ func (x *hashIndex) v4Hash(v uint32) uint64 {
 
 // pairHash hashes a (RemoteIP, RemoteUrl).
 func (x *hashIndex) pairHash(ip ipID, url string) uint64 {
-	return x.final(mix(x.seed^uint64(ip)*0x9e3779b97f4a7c15, url))
+	return x.final(x.mix(x.seed^uint64(ip)*0x9e3779b97f4a7c15, url))
 }
 
 // canonicalIPv4 reads s when it is an IPv4 address as formatIPv4 writes
@@ -97,27 +82,29 @@ func canonicalIPv4(s string) (uint32, bool) {
 	if len(s) < 7 || len(s) > 15 {
 		return 0, false
 	}
-	var a uint32
-	i := 0
-	for part := 0; part < 4; part++ {
-		if part > 0 {
-			if i >= len(s) || s[i] != '.' {
+	var a, v uint32
+	n, dots := 0, 0 // digits of the octet so far, dots so far
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == '.' {
+			if n == 0 || dots == 3 || v > 255 {
 				return 0, false
 			}
-			i++
+			a, v, n = a<<8|v, 0, 0
+			dots++
+			continue
 		}
-		start := i
-		var v uint32
-		for i < len(s) && s[i]-'0' <= 9 && i-start < 3 {
-			v = v*10 + uint32(s[i]-'0')
-			i++
-		}
-		if i == start || v > 255 || (s[start] == '0' && i-start > 1) {
+		d := uint32(c) - '0'
+		if d > 9 || n == 3 || (n == 1 && v == 0) { // not a digit, a fourth digit, a leading zero
 			return 0, false
 		}
-		a = a<<8 | v
+		v = v*10 + d
+		n++
 	}
-	return a, i == len(s)
+	if n == 0 || dots != 3 || v > 255 {
+		return 0, false
+	}
+	return a<<8 | v, true
 }
 
 // formatIPv4 writes an address in dotted-quad form.
@@ -207,7 +194,7 @@ func keyOfIP(s string) ipKey {
 // ipHash hashes an address from its key (or its bytes when long).
 func (x *hashIndex) ipHash(k ipKey, s string) uint64 {
 	if k.n < 0 {
-		return x.final(mix(x.seed, s))
+		return x.final(x.mix(x.seed, s))
 	}
 	const m = 0x9e3779b97f4a7c15
 	h := (x.seed ^ k.w0) * m

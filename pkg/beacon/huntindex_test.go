@@ -165,3 +165,20 @@ func TestCanonicalIPv4(t *testing.T) {
 		}
 	}
 }
+
+// FuzzCanonicalIPv4 holds canonicalIPv4 to its definition: it accepts
+// exactly the strings Kusto reads as IPv4 that formatIPv4 writes back the
+// same, with their value.
+func FuzzCanonicalIPv4(f *testing.F) {
+	for _, s := range []string{"8.8.8.8", "0.0.0.0", "255.255.255.255", "01.2.3.4", "1.2.3.4/8", "256.1.1.1", "1.2.3.4.5", "1.2.3"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		v, ok := canonicalIPv4(s)
+		a, isV4 := parseIPv4(s)
+		want := isV4 && formatIPv4(a) == s
+		if ok != want || (ok && v != a) {
+			t.Fatalf("%q: %d %v, want %v (Kusto %d %v)", s, v, ok, want, a, isV4)
+		}
+	})
+}
