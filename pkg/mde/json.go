@@ -297,6 +297,10 @@ func (d *decoder) fastKeys(ev *beacon.Event, r *row, top bool) (k int, end bool)
 	}
 	ks := t[d.depth]
 	b := d.b
+	q := 0
+	if d.queryOnly {
+		q = 1
+	}
 	for k = 0; k < len(ks); k++ {
 		e := &ks[k]
 		key := d.i
@@ -304,62 +308,54 @@ func (d *decoder) fastKeys(ev *beacon.Event, r *row, top bool) (k int, end bool)
 			return k, false
 		}
 		d.i += len(e.raw)
-		c := e.c
 		ok := false
-		if off := stringCols[c]; off != 0 && !(d.queryOnly && optionalCol[c]) {
+		switch e.act[q] {
+		case actString:
 			var v []byte
-			if v, ok = d.plain(c); ok {
-				*(*string)(unsafe.Add(unsafe.Pointer(ev), off)) = bytesString(v)
+			if v, ok = d.plain(e.c); ok {
+				*(*string)(unsafe.Add(unsafe.Pointer(ev), stringCols[e.c])) = bytesString(v)
 			}
-		} else {
-			switch c {
-			case colTimestamp:
-				i := d.i
-				if i < len(b) && b[i] == '"' {
-					if j := scanPlain(b, i+1); j < len(b) && b[j] == '"' && j > i+1 {
-						if ts, err := d.timestamp(b[i+1 : j]); err == nil {
-							ev.Timestamp, r.timestamp, d.i, ok = ts, true, j+1, true
-						}
+		case actTimestamp:
+			i := d.i
+			if i < len(b) && b[i] == '"' {
+				if j := scanPlain(b, i+1); j < len(b) && b[j] == '"' && j > i+1 {
+					if ts, err := d.timestamp(b[i+1 : j]); err == nil {
+						ev.Timestamp, r.timestamp, d.i, ok = ts, true, j+1, true
 					}
 				}
-			case colRemotePort:
-				i := d.i
-				if i < len(b) && b[i]-'0' <= 9 {
-					j := digitsEnd(b, i)
-					if j-i <= 9 && j < len(b) && b[j] != '.' && b[j] != 'e' && b[j] != 'E' {
-						var p int32
-						for _, c := range b[i:j] {
-							p = p*10 + int32(c-'0')
-						}
-						d.i, ok = j, true
-						ev.RemotePort, ev.HasPort = p, true
+			}
+		case actPort:
+			i := d.i
+			if i < len(b) && b[i]-'0' <= 9 {
+				j := digitsEnd(b, i)
+				if j-i <= 9 && j < len(b) && b[j] != '.' && b[j] != 'e' && b[j] != 'E' {
+					var p int32
+					for _, c := range b[i:j] {
+						p = p*10 + int32(c-'0')
 					}
+					d.i, ok = j, true
+					ev.RemotePort, ev.HasPort = p, true
 				}
-			case colTenantId, colCategory, colType:
-				if !top {
-					ok = d.skipFast()
-					break
+			}
+		case actTenant, actCategory:
+			if !top {
+				ok = d.skipFast()
+				break
+			}
+			var v []byte
+			if v, ok = d.plain(e.c); ok {
+				if e.c == colTenantId {
+					ev.TenantId = bytesString(v)
+				} else {
+					r.category = v
 				}
-				var v []byte
-				if v, ok = d.plain(c); ok {
-					if c == colTenantId {
-						ev.TenantId = bytesString(v)
-					} else {
-						r.category = v
-					}
-				}
-			case colRecords, colResultsUpper, colResults, colProperties:
-				if !top {
-					ok = d.skipFast()
-				}
-			case colAdditionalFields:
-			case colProcessId, colReportId:
-				if d.queryOnly {
-					ok = d.skipFast()
-				}
-			default: // colOther, the known keys that are skipped, optional columns left out
+			}
+		case actContainer:
+			if !top {
 				ok = d.skipFast()
 			}
+		case actSkip:
+			ok = d.skipFast()
 		}
 		if !ok || d.i >= len(b) {
 			d.i = key

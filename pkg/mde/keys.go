@@ -328,19 +328,61 @@ type templates [4][]tmplKey
 type tmplKey struct {
 	raw string // "Key": as it appears, no escapes or spaces
 	c   col
-	// raw as words at offsets 0, 8, … and len-8 (overlapping), when it is
-	// at least eight bytes: compared inline, without a call.
-	w   [5]uint64
-	off [5]uintptr
-	nw  int
+	// raw as words at offsets 0, 8, 16, 24 and len-8 (overlapping), when
+	// it is at least eight bytes: compared inline, without a call.
+	w  [5]uint64
+	nw int
+	// What fastKeys does with the value, without and with QueryOnly.
+	act [2]keyAct
+}
+
+// keyAct is what fastKeys does with a key's value (see actOf).
+type keyAct uint8
+
+const (
+	actBail      keyAct = iota // leave the key to the object's loop
+	actString                  // a string column (stringCols)
+	actTimestamp               // Timestamp
+	actPort                    // RemotePort
+	actTenant                  // tenantId: stored in a record, skipped in a row
+	actCategory                // category or Type: the same
+	actContainer               // records, results, properties: the object's loop in a record, skipped in a row
+	actSkip                    // a key the decoder skips
+)
+
+// actOf is the action for a key's value: what the object's loop and
+// column do with it, for the common value.
+func actOf(c col, queryOnly bool) keyAct {
+	if stringCols[c] != 0 && !(queryOnly && optionalCol[c]) {
+		return actString
+	}
+	switch c {
+	case colTimestamp:
+		return actTimestamp
+	case colRemotePort:
+		return actPort
+	case colTenantId:
+		return actTenant
+	case colCategory, colType:
+		return actCategory
+	case colRecords, colResultsUpper, colResults, colProperties:
+		return actContainer
+	case colAdditionalFields:
+		return actBail
+	case colProcessId, colReportId:
+		if !queryOnly {
+			return actBail
+		}
+	}
+	return actSkip // colOther, the known keys that are skipped, optional columns left out
 }
 
 func newTmplKey(raw []byte, c col) tmplKey {
-	t := tmplKey{raw: string(raw), c: c}
+	t := tmplKey{raw: string(raw), c: c, act: [2]keyAct{actOf(c, false), actOf(c, true)}}
 	if n := len(raw); n >= 8 && n <= 8*len(t.w) {
 		for off := 0; off < n; off += 8 {
 			o := uintptr(min(off, n-8))
-			t.w[t.nw], t.off[t.nw] = load64(unsafe.Pointer(&raw[0]), o), o
+			t.w[t.nw] = load64(unsafe.Pointer(&raw[0]), o)
 			t.nw++
 		}
 	}
@@ -351,7 +393,8 @@ func newTmplKey(raw []byte, c col) tmplKey {
 // order; keys and input are read alike, so only equality matters).
 func load64(p unsafe.Pointer, off uintptr) uint64 { return *(*uint64)(unsafe.Add(p, off)) }
 
-// is tells whether b[i:] starts with the key and a value may follow.
+// is tells whether b[i:] starts with the key and a value may follow: the
+// first and last words first (most misses differ there), then the middle.
 func (t *tmplKey) is(b []byte, i int) bool {
 	n := len(t.raw)
 	if i < 0 || i+n >= len(b) {
@@ -361,8 +404,11 @@ func (t *tmplKey) is(b []byte, i int) bool {
 		return string(b[i:i+n]) == t.raw
 	}
 	p := unsafe.Pointer(&b[i]) // b[i : i+n] is in bounds: the offsets are below n-7
-	for k := range t.nw {
-		if load64(p, t.off[k]) != t.w[k] {
+	if load64(p, 0) != t.w[0] || load64(p, uintptr(n-8)) != t.w[t.nw-1] {
+		return false
+	}
+	for k := 1; k < t.nw-1; k++ {
+		if load64(p, uintptr(8*k)) != t.w[k] {
 			return false
 		}
 	}
