@@ -148,6 +148,7 @@ type adder struct {
 	ipKeys    []ipKey // ips[i]'s first 16 bytes, beside the slots' order
 	whoIndex  slots
 	whos      []who
+	whoKeys   []whoKey // whos[i] as its one block of bytes and lengths, for the hot compare
 	pairIndex slots
 	pairs     []ipURL
 	// Each kept event as its tuple and timestamp, appended to the bucket

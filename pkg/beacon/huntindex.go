@@ -248,16 +248,65 @@ func (a *adder) ipHashes(yield func(uint64, int32) bool) {
 func (a *adder) who(dev, name, acct, dom, file string) (uint32, uint64) {
 	k := a.hx.whoHash(dev, name, acct, dom, file)
 	a.whoIndex.room(a.whoHashes)
-	j, i := a.whoIndex.find(k, func(i int32) bool {
-		w := &a.whos[i]
-		return w.DeviceId == dev && w.DeviceName == name && w.AccountName == acct && w.AccountDomain == dom && w.FileName == file
-	})
+	j, i := a.whoIndex.find(k, func(i int32) bool { return a.whoIs(i, dev, name, acct, dom, file) })
 	if i < 0 {
 		i = int32(len(a.whos))
-		a.whos = append(a.whos, newWho(dev, name, acct, dom, file, k))
+		a.addWho(newWho(dev, name, acct, dom, file, k))
 		a.whoIndex.fill(j, k, i)
 	}
 	return uint32(i), k
+}
+
+func (a *adder) addWho(w who) {
+	a.whos = append(a.whos, w)
+	a.whoKeys = append(a.whoKeys, keyOfWho(&w))
+}
+
+// whoKey is a who as newWho lays it out, its five strings one after
+// another in one block, by the block and the lengths: 24 bytes a who, so
+// that the table of them stays in cache and a compare touches the block
+// only once the lengths match. A who not so laid out, or with a string
+// longer than 65535 bytes, is compared by its strings (slow).
+type whoKey struct {
+	p    *byte
+	n    [5]uint16
+	slow bool
+}
+
+func keyOfWho(w *who) whoKey {
+	k := whoKey{p: unsafe.StringData(w.DeviceId)}
+	off := uintptr(0)
+	for i, s := range [5]string{w.DeviceId, w.DeviceName, w.AccountName, w.AccountDomain, w.FileName} {
+		if len(s) > 0xffff || (len(s) > 0 && unsafe.StringData(s) != (*byte)(unsafe.Add(unsafe.Pointer(k.p), off))) {
+			k.slow = true
+		}
+		k.n[i] = uint16(len(s))
+		off += uintptr(len(s))
+	}
+	if k.p == nil {
+		k.slow = true
+	}
+	return k
+}
+
+// whoIs tells whether who i is (dev, name, acct, dom, file).
+func (a *adder) whoIs(i int32, dev, name, acct, dom, file string) bool {
+	k := &a.whoKeys[i]
+	if k.slow {
+		w := &a.whos[i]
+		return w.DeviceId == dev && w.DeviceName == name && w.AccountName == acct && w.AccountDomain == dom && w.FileName == file
+	}
+	if int(k.n[0]) != len(dev) || int(k.n[1]) != len(name) || int(k.n[2]) != len(acct) || int(k.n[3]) != len(dom) || int(k.n[4]) != len(file) {
+		return false
+	}
+	p := unsafe.Pointer(k.p)
+	o1 := uintptr(len(dev))
+	o2 := o1 + uintptr(len(name))
+	o3 := o2 + uintptr(len(acct))
+	o4 := o3 + uintptr(len(dom))
+	at := func(o uintptr, n int) string { return unsafe.String((*byte)(unsafe.Add(p, o)), n) }
+	return at(0, len(dev)) == dev && at(o4, len(file)) == file && at(o2, len(acct)) == acct &&
+		at(o1, len(name)) == name && at(o3, len(dom)) == dom
 }
 
 // newWho copies the five strings into one allocation: comparing a who on
@@ -278,13 +327,11 @@ func newWho(dev, name, acct, dom, file string, hash uint64) who {
 func (a *adder) whoOf(e *who) uint32 {
 	a.whoIndex.room(a.whoHashes)
 	j, i := a.whoIndex.find(e.hash, func(i int32) bool {
-		w := &a.whos[i]
-		return w.DeviceId == e.DeviceId && w.DeviceName == e.DeviceName && w.AccountName == e.AccountName &&
-			w.AccountDomain == e.AccountDomain && w.FileName == e.FileName
+		return a.whoIs(i, e.DeviceId, e.DeviceName, e.AccountName, e.AccountDomain, e.FileName)
 	})
 	if i < 0 {
 		i = int32(len(a.whos))
-		a.whos = append(a.whos, *e)
+		a.addWho(*e)
 		a.whoIndex.fill(j, e.hash, i)
 	}
 	return uint32(i)

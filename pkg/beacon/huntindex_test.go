@@ -2,7 +2,9 @@ package beacon
 
 import (
 	"fmt"
+	"hash/maphash"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -181,4 +183,54 @@ func FuzzCanonicalIPv4(f *testing.F) {
 			t.Fatalf("%q: %d %v, want %v (Kusto %d %v)", s, v, ok, want, a, isV4)
 		}
 	})
+}
+
+// TestWhoKeys holds the block compare of whos (whoIs) to comparing the
+// five strings: whos that differ in one string, or only in where one
+// string ends and the next begins, are told apart; a who not laid out by
+// newWho, or with a string over 65535 bytes, is compared by its strings.
+func TestWhoKeys(t *testing.T) {
+	p := Seed()
+	hx := newHashIndex(maphash.MakeSeed())
+	a := newAdder(&p, &hx)
+	long := strings.Repeat("x", 70000)
+	cases := [][5]string{
+		{"dev", "name", "acct", "dom", "file"}, {"dev", "name", "acct", "dom", "filf"}, {"dev", "nam", "eacct", "dom", "file"},
+		{"", "", "", "", ""}, {"", "name", "", "", ""}, {"dev", "name", "acct", "dom", long}, {long, "", "", "", "x"},
+	}
+	var ids []uint32
+	for _, c := range cases {
+		i, _ := a.who(c[0], c[1], c[2], c[3], c[4])
+		ids = append(ids, i)
+	}
+	// A who laid out by hand, its strings out of order in one block.
+	block := strings.Clone("fnsep")
+	sep := who{DeviceId: block[2:], DeviceName: block[1:2], FileName: block[:1]}
+	a.addWho(sep)
+	if !a.whoKeys[len(a.whoKeys)-1].slow || !a.whoKeys[ids[5]].slow || a.whoKeys[ids[0]].slow {
+		t.Fatalf("slow flags: %+v", a.whoKeys)
+	}
+	for k, c := range cases {
+		// The same strings from other memory find the same who.
+		cc := [5]string{}
+		for j := range c {
+			cc[j] = strings.Clone(c[j])
+		}
+		if i, _ := a.who(cc[0], cc[1], cc[2], cc[3], cc[4]); i != ids[k] {
+			t.Errorf("%q: who %d, first %d", c, i, ids[k])
+		}
+		for i := range a.whos {
+			w := &a.whos[i]
+			want := w.DeviceId == c[0] && w.DeviceName == c[1] && w.AccountName == c[2] && w.AccountDomain == c[3] && w.FileName == c[4]
+			if got := a.whoIs(int32(i), c[0], c[1], c[2], c[3], c[4]); got != want {
+				t.Errorf("who %d is %q: %v, want %v", i, c, got, want)
+			}
+		}
+	}
+	if !a.whoIs(int32(len(a.whos)-1), "sep", "n", "", "", "f") {
+		t.Error("a who laid out by hand is not found")
+	}
+	if len(a.whos) != len(cases)+1 {
+		t.Errorf("%d whos, want %d", len(a.whos), len(cases)+1)
+	}
 }
