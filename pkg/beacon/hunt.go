@@ -124,10 +124,12 @@ func (h *Hunt) Window(now Time) (from, to Time, events int64) {
 		return from, to, h.rowsCount
 	}
 	a := h.merge()
-	for k := range a.buckets {
-		for _, ev := range a.buckets[k] {
-			if ev.t >= from && ev.t <= to {
-				events++
+	for _, src := range a.sources() {
+		for k := range src.buckets {
+			for _, ev := range src.buckets[k] {
+				if ev.t >= from && ev.t <= to {
+					events++
+				}
 			}
 		}
 	}
@@ -158,8 +160,35 @@ type adder struct {
 	// to group the events by tuple: no per-event probe of a table of
 	// ~150k tuples (each a cache miss) while adding.
 	buckets [numBuckets][]tupleEvent
-	newest  Time
-	any     bool
+	// The events of the adders absorbed, left in their buckets with the
+	// maps of their indexes to this adder's: merging copies no event.
+	absorbed []eventSource
+	newest   Time
+	any      bool
+}
+
+// eventSource is an adder's buckets and the maps from its who and
+// address indexes to those of the adder that absorbed it (nil: its own).
+type eventSource struct {
+	buckets *[numBuckets][]tupleEvent
+	whoMap  []uint32
+	ipMap   []ipID
+}
+
+// remap is ev with its indexes in the absorbing adder's terms.
+func (s *eventSource) remap(ev tupleEvent) tupleEvent {
+	if s.whoMap != nil {
+		ev.who = s.whoMap[ev.who]
+		if ev.ip&rawIPv4 == 0 {
+			ev.ip = s.ipMap[ev.ip]
+		}
+	}
+	return ev
+}
+
+// sources are the adder's own events and those it absorbed.
+func (a *adder) sources() []eventSource {
+	return append([]eventSource{{buckets: &a.buckets}}, a.absorbed...)
 }
 
 // numBuckets is how many buckets an adder spreads its events over: ~2k
@@ -219,11 +248,16 @@ type tupleGroups struct {
 	slots []int32 // group + 1, 0 empty
 }
 
-// group fills g from evs and returns how many events lie in [from, to].
-func (g *tupleGroups) group(evs []tupleEvent, from, to Time) int64 {
+// group fills g from bucket b of the sources and returns how many events
+// lie in [from, to].
+func (g *tupleGroups) group(srcs []eventSource, b int, from, to Time) int64 {
 	g.first, g.of = g.first[:0], g.of[:0]
+	total := 0
+	for _, src := range srcs {
+		total += len(src.buckets[b])
+	}
 	size := 16
-	for size < 2*len(evs) {
+	for size < 2*total {
 		size *= 2
 	}
 	if cap(g.slots) < size {
@@ -233,29 +267,15 @@ func (g *tupleGroups) group(evs []tupleEvent, from, to Time) int64 {
 	clear(g.slots)
 	mask := uint64(size - 1)
 	var n int64
-	for i := range evs {
-		ev := &evs[i]
-		if ev.t < from || ev.t > to {
-			g.of = append(g.of, -1)
-			continue
-		}
-		n++
-		h := (uint64(ev.who)<<32 ^ uint64(uint32(ev.port))) * 0x9e3779b97f4a7c15
-		h = (h ^ h>>29 ^ uint64(ev.ip)) * 0xbf58476d1ce4e5b9
-		j := (h ^ h>>32) & mask
-		for {
-			s := g.slots[j]
-			if s == 0 {
-				g.first = append(g.first, *ev)
-				g.slots[j] = int32(len(g.first))
-				g.of = append(g.of, int32(len(g.first)-1))
-				break
+	for si := range srcs {
+		src := &srcs[si]
+		for _, e := range src.buckets[b] {
+			if e.t < from || e.t > to {
+				g.of = append(g.of, -1)
+				continue
 			}
-			if f := &g.first[s-1]; f.who == ev.who && f.ip == ev.ip && f.port == ev.port {
-				g.of = append(g.of, s-1)
-				break
-			}
-			j = (j + 1) & mask
+			n++
+			g.add(src.remap(e), mask)
 		}
 	}
 	// Counting sort of the times by group.
@@ -277,10 +297,14 @@ func (g *tupleGroups) group(evs []tupleEvent, from, to Time) int64 {
 	}
 	g.times = g.times[:n]
 	fill := g.start[:len(g.first)] // advanced as filled, then restored
-	for k, i := range g.of {
-		if i >= 0 {
-			g.times[fill[i]] = evs[k].t
-			fill[i]++
+	k := 0
+	for _, src := range srcs {
+		for _, e := range src.buckets[b] {
+			if i := g.of[k]; i >= 0 {
+				g.times[fill[i]] = e.t
+				fill[i]++
+			}
+			k++
 		}
 	}
 	for i := len(g.first); i > 0; i-- { // fill[i-1] is now start[i]: shift back
@@ -288,6 +312,25 @@ func (g *tupleGroups) group(evs []tupleEvent, from, to Time) int64 {
 	}
 	g.start[0] = 0
 	return n
+}
+
+// add puts ev in its group.
+func (g *tupleGroups) add(ev tupleEvent, mask uint64) {
+	h := (uint64(ev.who)<<32 ^ uint64(uint32(ev.port))) * 0x9e3779b97f4a7c15
+	h = (h ^ h>>29 ^ uint64(ev.ip)) * 0xbf58476d1ce4e5b9
+	for j := (h ^ h>>32) & mask; ; j = (j + 1) & mask {
+		s := g.slots[j]
+		if s == 0 {
+			g.first = append(g.first, ev)
+			g.slots[j] = int32(len(g.first))
+			g.of = append(g.of, int32(len(g.first)-1))
+			return
+		}
+		if f := &g.first[s-1]; f.who == ev.who && f.ip == ev.ip && f.port == ev.port {
+			g.of = append(g.of, s-1)
+			return
+		}
+	}
 }
 
 // ipURL is a distinct (RemoteIP, RemoteUrl) and the newest time it was
@@ -383,17 +426,19 @@ func (a *adder) absorb(b *adder) {
 	for i := range b.whos {
 		whoMap[i] = a.whoOf(&b.whos[i])
 	}
-	for k := range b.buckets {
-		dst := a.buckets[k]
-		if dst == nil {
-			dst = make([]tupleEvent, 0, len(b.buckets[k]))
+	a.absorbed = append(a.absorbed, eventSource{&b.buckets, whoMap, ipMap})
+	for _, src := range b.absorbed { // b absorbed others before: compose the maps
+		wm := make([]uint32, len(src.whoMap))
+		for i, w := range src.whoMap {
+			wm[i] = whoMap[w]
 		}
-		for _, ev := range b.buckets[k] {
-			dst = append(dst, tupleEvent{whoMap[ev.who], ev.port, remap(ev.ip), ev.t})
+		im := make([]ipID, len(src.ipMap))
+		for i, ip := range src.ipMap {
+			im[i] = remap(ip)
 		}
-		a.buckets[k] = dst
-		b.buckets[k] = nil
+		a.absorbed = append(a.absorbed, eventSource{src.buckets, wm, im})
 	}
+	b.absorbed = nil
 	for i := range b.pairs {
 		u := &b.pairs[i]
 		a.pairOf(remap(u.ip), u.url, u.newest, true)
@@ -421,6 +466,7 @@ func (h *Hunt) Rows(now Time) []Row {
 		st Stats
 		ts []Time
 	}
+	srcs := a.sources()
 	parts := make([][]cand, runtime.GOMAXPROCS(0))
 	inWindow := make([]int64, len(parts))
 	var next atomic.Int32
@@ -428,13 +474,13 @@ func (h *Hunt) Rows(now Time) []Row {
 	for k := range parts {
 		wg.Go(func() {
 			var g tupleGroups
-			var deltas []int64
+			var deltas, scratch []int64
 			for {
 				b := int(next.Add(1)) - 1
 				if b >= numBuckets {
 					return
 				}
-				inWindow[k] += g.group(a.buckets[b], from, to)
+				inWindow[k] += g.group(srcs, b, from, to)
 				for i := range g.first {
 					ts := g.times[g.start[i]:g.start[i+1]]
 					if len(ts) <= 1 || int64(len(ts)) <= h.p.TotalEventsThresholdMin {
@@ -443,7 +489,8 @@ func (h *Hunt) Rows(now Time) []Row {
 					slices.Sort(ts)
 					ts = slices.Compact(ts)
 					deltas = Deltas(ts, deltas)
-					s := SummaryOf(deltas)
+					var s Summary
+					s, scratch = summaryOf(deltas, scratch)
 					if st, ok := h.p.Candidate(int64(len(ts)), &s); ok {
 						parts[k] = append(parts[k], cand{g.first[i], st, slices.Clone(ts)})
 					}

@@ -3,6 +3,7 @@ package beacon
 import (
 	"math"
 	"math/bits"
+	"slices"
 	"sort"
 )
 
@@ -29,11 +30,35 @@ type Summary struct {
 
 // SummaryOf summarizes a list of deltas.
 func SummaryOf(deltas []int64) Summary {
-	var s Summary
-	for _, d := range deltas {
-		s.Add(d)
-	}
+	s, _ := summaryOf(deltas, nil)
 	return s
+}
+
+// summaryOf is SummaryOf with a scratch slice to sort the deltas in, which
+// it returns for reuse: the histogram is read off the sorted deltas in
+// one pass, not built by inserting each (TestSummaryOfIsAdd).
+func summaryOf(deltas, scratch []int64) (Summary, []int64) {
+	var s Summary
+	if len(deltas) == 0 {
+		return s, scratch
+	}
+	sorted := append(scratch[:0], deltas...)
+	slices.Sort(sorted)
+	for i := 0; i < len(sorted); {
+		d := sorted[i]
+		j := i + 1
+		for j < len(sorted) && sorted[j] == d {
+			j++
+		}
+		s.Hist = append(s.Hist, Bin{Delta: d, Count: int64(j - i)})
+		i = j
+	}
+	for _, d := range deltas {
+		s.Sum += d
+		s.SumSq += d * d
+	}
+	s.N = int64(len(deltas))
+	return s, sorted
 }
 
 // Add counts one more delta of d seconds.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"reflect"
 	"testing"
 )
 
@@ -55,5 +56,27 @@ func TestSampleVarianceLarge(t *testing.T) {
 	// All deltas equal: exactly 0, however large.
 	if v := sampleVariance(n, 2*sum, 4*sum); v != 0 {
 		t.Fatalf("variance of equal deltas = %v", v)
+	}
+}
+
+// TestSummaryOfIsAdd holds SummaryOf (the histogram read off sorted
+// deltas) to adding the deltas one by one.
+func TestSummaryOfIsAdd(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	var scratch []int64
+	for n := range 200 {
+		deltas := make([]int64, n)
+		for i := range deltas {
+			deltas[i] = r.Int64N(int64(n/3 + 2)) // repeats, and 0
+		}
+		var want Summary
+		for _, d := range deltas {
+			want.Add(d)
+		}
+		var got Summary
+		got, scratch = summaryOf(deltas, scratch)
+		if !reflect.DeepEqual(got, want) || !reflect.DeepEqual(SummaryOf(deltas), want) {
+			t.Fatalf("%v: %+v, want %+v", deltas, got, want)
+		}
 	}
 }
