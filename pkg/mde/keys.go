@@ -322,8 +322,10 @@ func (d *decoder) keyCol() (col, error) {
 // next key is predicted and confirmed with one comparison of its bytes,
 // "Key": included, instead of being found by guessCol and tailMatches.
 // A key is a function of its bytes, so a confirmed prediction is the col
-// keyCol would give; a miss takes keyCol and learns the key.
-type templates [4][]tmplKey
+// keyCol would give; a miss takes keyCol and learns the key. Six depths
+// cover an envelope's properties (object 1, records 2, record 3,
+// properties 4) and an array of envelopes.
+type templates [6][]tmplKey
 
 type tmplKey struct {
 	raw string // "Key": as it appears, no escapes or spaces
