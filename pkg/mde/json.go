@@ -314,6 +314,8 @@ func (d *decoder) fastKeys(ev *beacon.Event, r *row, top bool) (k int, end bool)
 			var v []byte
 			if v, ok = d.plain(e.c); ok {
 				*(*string)(unsafe.Add(unsafe.Pointer(ev), stringCols[e.c])) = bytesString(v)
+			} else if ok = d.null(); ok { // null is "" (see stringValue)
+				*(*string)(unsafe.Add(unsafe.Pointer(ev), stringCols[e.c])) = ""
 			}
 		case actTimestamp:
 			i := d.i
@@ -336,6 +338,8 @@ func (d *decoder) fastKeys(ev *beacon.Event, r *row, top bool) (k int, end bool)
 					d.i, ok = j, true
 					ev.RemotePort, ev.HasPort = p, true
 				}
+			} else if ok = d.null(); ok {
+				ev.RemotePort, ev.HasPort = 0, false
 			}
 		case actTenant, actCategory:
 			if !top {
@@ -375,6 +379,15 @@ func (d *decoder) fastKeys(ev *beacon.Event, r *row, top bool) (k int, end bool)
 	return k, false
 }
 
+// null consumes a null and tells whether there was one.
+func (d *decoder) null() bool {
+	if b, i := d.b, d.i; len(b)-i >= 4 && string(b[i:i+4]) == "null" {
+		d.i = i + 4
+		return true
+	}
+	return false
+}
+
 // skipFast skips the common values of skipped keys — a plain string, a
 // non-negative integer, null — and tells whether it did.
 func (d *decoder) skipFast() bool {
@@ -394,10 +407,7 @@ func (d *decoder) skipFast() bool {
 			return true
 		}
 	case c == 'n':
-		if len(b)-i >= 4 && string(b[i:i+4]) == "null" {
-			d.i = i + 4
-			return true
-		}
+		return d.null()
 	}
 	return false
 }

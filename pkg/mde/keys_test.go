@@ -84,6 +84,10 @@ func FuzzKeyTemplate(f *testing.F) {
 		`{"time":"t","tenantId":"y","category":"AdvancedHunting-DeviceProcessEvents","properties":{"Timestamp":"2024-05-01T10:00:00Z"}}]}` + "\n" +
 		`{"time":"t","tenantId":"x","properties":{"RemotePort":2,"Timestamp":"2024-05-01T10:00:02Z"}}` + "\n" +
 		`{"Results":[{"Timestamp":"2024-05-01T10:00:00Z","RemotePort":3}],"Schema":[]}`))
+	// Nulls where fastKeys reads strings and ports, and other values after them.
+	nulls := `{"Timestamp":"2024-05-01T10:00:00Z","RemoteUrl":null,"RemotePort":null,"DeviceName":"n","LocalPort":null}`
+	f.Add([]byte(nulls + "\n" + nulls + "\n" + strings.NewReplacer(`null`, `nul`).Replace(nulls) + "\n" +
+		strings.NewReplacer(`"RemotePort":null`, `"RemotePort":true`, `"RemoteUrl":null`, `"RemoteUrl":nullx`).Replace(nulls) + "\n" + nulls))
 	for _, n := range []string{"rows.jsonl", "storage-account.json", "envelope.jsonl", "bom-crlf.jsonl"} {
 		b, err := os.ReadFile(filepath.Join("testdata/shapes", n))
 		if err != nil {
