@@ -252,7 +252,13 @@ func decodeLines(ctx context.Context, source string, opt Options, fn func([]beac
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
 	}
-	free := make(chan *chunk, 2*workers+2)
+	inFlight := 2*workers + 2
+	if mapped {
+		// A mapped chunk is only a slice: let more be decoded while the
+		// collector waits for a slow one, so no worker idles for it.
+		inFlight = 8*workers + 2
+	}
+	free := make(chan *chunk, inFlight)
 	for range cap(free) {
 		free <- &chunk{done: make(chan struct{}, 1)} // data allocated on first use
 	}
