@@ -277,7 +277,8 @@ func keyOfWho(w *who) whoKey {
 	k := whoKey{p: unsafe.StringData(w.DeviceId)}
 	off := uintptr(0)
 	for i, s := range [5]string{w.DeviceId, w.DeviceName, w.AccountName, w.AccountDomain, w.FileName} {
-		if len(s) > 0xffff || (len(s) > 0 && unsafe.StringData(s) != (*byte)(unsafe.Add(unsafe.Pointer(k.p), off))) {
+		// Addresses compared as integers: p+off may be one past the block.
+		if len(s) > 0xffff || (len(s) > 0 && uintptr(unsafe.Pointer(unsafe.StringData(s))) != uintptr(unsafe.Pointer(k.p))+off) {
 			k.slow = true
 		}
 		k.n[i] = uint16(len(s))
@@ -304,7 +305,12 @@ func (a *adder) whoIs(i int32, dev, name, acct, dom, file string) bool {
 	o2 := o1 + uintptr(len(name))
 	o3 := o2 + uintptr(len(acct))
 	o4 := o3 + uintptr(len(dom))
-	at := func(o uintptr, n int) string { return unsafe.String((*byte)(unsafe.Add(p, o)), n) }
+	at := func(o uintptr, n int) string {
+		if n == 0 {
+			return "" // p+o may be one past the block
+		}
+		return unsafe.String((*byte)(unsafe.Add(p, o)), n)
+	}
 	return at(0, len(dev)) == dev && at(o4, len(file)) == file && at(o2, len(acct)) == acct &&
 		at(o1, len(name)) == name && at(o3, len(dom)) == dom
 }
