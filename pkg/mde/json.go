@@ -225,7 +225,10 @@ func (d *decoder) object(dst []beacon.Event) ([]beacon.Event, error) {
 		d.rowDone(&ev, &r, start)
 		return dst, nil
 	}
-	k0, end := d.fastKeys(&ev, &r, true)
+	k0, end, err := d.fastKeys(&ev, &r, true)
+	if err != nil {
+		return dst, err
+	}
 	if end {
 		d.rowDone(&ev, &r, start)
 		if r.err == nil && isNetworkCategory(r.category) {
@@ -290,10 +293,10 @@ func (d *decoder) object(dst []beacon.Event) ([]beacon.Event, error) {
 // the object's loop (top: object; else columns, which skips the
 // container keys) would store for the same key and value: it is that
 // loop with the dispatch, the whitespace and the error paths left out.
-func (d *decoder) fastKeys(ev *beacon.Event, r *row, top bool) (k int, end bool) {
+func (d *decoder) fastKeys(ev *beacon.Event, r *row, top bool) (k int, end bool, err error) {
 	t := d.tmpl
 	if t == nil || d.depth >= len(t) {
-		return 0, false
+		return 0, false, nil
 	}
 	ks := t[d.depth]
 	b := d.b
@@ -305,7 +308,7 @@ func (d *decoder) fastKeys(ev *beacon.Event, r *row, top bool) (k int, end bool)
 		e := &ks[k]
 		key := d.i
 		if !e.is(b, key) {
-			return k, false
+			return k, false, nil
 		}
 		d.i += len(e.raw)
 		ok := false
@@ -357,26 +360,33 @@ func (d *decoder) fastKeys(ev *beacon.Event, r *row, top bool) (k int, end bool)
 		case actContainer:
 			if !top {
 				ok = d.skipFast()
+			} else if e.c == colProperties && d.i < len(b) && b[d.i] == '{' {
+				// A record's row: what container does, its errors the
+				// object's (nothing of the record is left to redo).
+				if err := d.columns(ev, r); err != nil {
+					return k, false, err
+				}
+				ok = true
 			}
 		case actSkip:
 			ok = d.skipFast()
 		}
 		if !ok || d.i >= len(b) {
 			d.i = key
-			return k, false
+			return k, false, nil
 		}
 		switch b[d.i] {
 		case ',':
 			d.i++
 		case '}':
 			d.i++
-			return k + 1, true
+			return k + 1, true, nil
 		default:
 			d.i = key
-			return k, false
+			return k, false, nil
 		}
 	}
-	return k, false
+	return k, false, nil
 }
 
 // null consumes a null and tells whether there was one.
@@ -595,7 +605,10 @@ func (d *decoder) columns(ev *beacon.Event, r *row) error {
 		d.i++
 		return nil
 	}
-	k0, end := d.fastKeys(ev, r, false)
+	k0, end, err := d.fastKeys(ev, r, false)
+	if err != nil {
+		return err
+	}
 	if end {
 		return nil
 	}
