@@ -307,7 +307,16 @@ func (d *decoder) fastKeys(ev *beacon.Event, r *row, top bool) (k int, end bool,
 	for k = 0; k < len(ks); k++ {
 		e := &ks[k]
 		key := d.i
-		if !e.is(b, key) {
+		if n := len(e.raw); e.nw == 1 || e.nw == 2 {
+			// Keys of 8 to 16 bytes, most of them: is, inline.
+			if key+n >= len(b) {
+				return k, false, nil
+			}
+			p := unsafe.Pointer(&b[key]) // b[key : key+n] is in bounds, n >= 8
+			if load64(p, 0) != e.w[0] || load64(p, uintptr(n-8)) != e.w[e.nw-1] {
+				return k, false, nil
+			}
+		} else if !e.is(b, key) {
 			return k, false, nil
 		}
 		d.i += len(e.raw)
