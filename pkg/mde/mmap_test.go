@@ -131,8 +131,15 @@ func TestMappedFileTruncated(t *testing.T) {
 	}
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	var b byte
-	err = catchFault(func() { b = data[len(data)-1] })
+	err = catchFault(data, func() { b = data[len(data)-1] })
 	if !errors.Is(err, errFileChanged) {
 		t.Fatalf("reading a truncated mapping: %v (byte %q), want errFileChanged", err, b)
 	}
+	// A fault outside the mapping is not the file's: it goes on.
+	defer func() {
+		if r := recover(); r == nil {
+			t.Error("a fault outside the mapping was caught")
+		}
+	}()
+	catchFault(data[:1], func() { b = data[len(data)-1] })
 }

@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"sync"
+	"unsafe"
 
 	"github.com/beaconhunt/beacon/pkg/beacon"
 )
@@ -202,7 +203,7 @@ func readLines(ctx context.Context, br *bufio.Reader, source string, opt Options
 			return eof, nil
 		}
 	}
-	return decodeLines(ctx, source, opt, fn, produce, nil)
+	return decodeLines(ctx, source, opt, fn, produce, nil, nil)
 }
 
 // readMappedLines is readLines over a mapped file: the chunks are slices
@@ -235,19 +236,19 @@ func readMappedLines(ctx context.Context, whole []byte, skip int, source string,
 			released = end
 		}
 	}
-	return decodeLines(ctx, source, opt, fn, produce, release)
+	return decodeLines(ctx, source, opt, fn, produce, whole, release)
 }
 
 // decodeLines runs the pipeline of readLines: produce fills a chunk (and
 // says whether the input ended), workers decode chunks, and the chunks
 // are counted and their bad lines reported in input order. A chunk's line
 // numbers are counted by the worker that decodes it and made absolute
-// here, so the reader never scans a chunk. A release function says the
-// chunks alias a mapped file: a fault reading it (the file was truncated
+// here, so the reader never scans a chunk. A mapping says the chunks
+// alias a mapped file: a fault reading it (the file was truncated
 // meanwhile) is an error, not a crash, and release is told how far the
 // input is done with after each chunk.
-func decodeLines(ctx context.Context, source string, opt Options, fn func([]beacon.Event), produce func(*chunk) (eof bool, err error), release func(read int64)) (Stats, error) {
-	mapped := release != nil
+func decodeLines(ctx context.Context, source string, opt Options, fn func([]beacon.Event), produce func(*chunk) (eof bool, err error), mapping []byte, release func(read int64)) (Stats, error) {
+	mapped := mapping != nil
 	workers := opt.Workers
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
@@ -278,7 +279,7 @@ func decodeLines(ctx context.Context, source string, opt Options, fn func([]beac
 			for c := range jobs {
 				c.fault = nil
 				if mapped {
-					c.fault = catchFault(func() { decodeChunk(c, source, opt.QueryOnly, tmpl, flush) })
+					c.fault = catchFault(mapping, func() { decodeChunk(c, source, opt.QueryOnly, tmpl, flush) })
 				} else {
 					decodeChunk(c, source, opt.QueryOnly, tmpl, flush)
 				}
@@ -304,7 +305,7 @@ func decodeLines(ctx context.Context, source string, opt Options, fn func([]beac
 			var eof bool
 			var err error
 			if mapped {
-				if ferr := catchFault(func() { eof, err = produce(c) }); ferr != nil {
+				if ferr := catchFault(mapping, func() { eof, err = produce(c) }); ferr != nil {
 					err = ferr
 				}
 			} else {
@@ -552,7 +553,7 @@ func readMapped(ctx context.Context, f *os.File, source string, opt Options, fn 
 	defer unmapFile(data)
 	if values {
 		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-		if ferr := catchFault(func() {
+		if ferr := catchFault(data, func() {
 			st = decodeValues(ctx, data[skip:], source, opt, fn, func() int64 { return int64(len(data)) })
 		}); ferr != nil {
 			return st, true, fmt.Errorf("%s: %w", source, ferr)
@@ -563,15 +564,18 @@ func readMapped(ctx context.Context, f *os.File, source string, opt Options, fn 
 	return st, true, err
 }
 
-// catchFault runs f and turns a memory fault in it (with
-// debug.SetPanicOnFault on: a page of a mapped file that is gone) into an
-// error; any other panic goes on.
-func catchFault(f func()) (err error) {
+// catchFault runs f and turns a memory fault in it on the mapping (with
+// debug.SetPanicOnFault on: a page of a mapped file that is gone) into
+// an error; any other panic, a fault elsewhere included, goes on.
+func catchFault(mapping []byte, f func()) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			if _, isFault := r.(interface{ Addr() uintptr }); isFault {
-				err = errFileChanged
-				return
+			if fault, isFault := r.(interface{ Addr() uintptr }); isFault && len(mapping) > 0 {
+				lo := uintptr(unsafe.Pointer(unsafe.SliceData(mapping)))
+				if a := fault.Addr(); a >= lo && a-lo < uintptr(len(mapping)) {
+					err = errFileChanged
+					return
+				}
 			}
 			panic(r)
 		}
