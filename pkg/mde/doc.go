@@ -32,5 +32,6 @@
 //
 // The decoder is written for speed: values the query does not need are
 // skipped without unescaping or copying, strings without escapes alias the
-// input, and events are appended to reused slices.
+// input, and events are appended to reused slices. Large regular files
+// are decoded from a read-only mapping, not copied through buffers.
 package mde

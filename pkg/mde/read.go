@@ -74,7 +74,10 @@ const chunkSize = 1 << 20
 // spanning lines, CSV or an Avro container file, told by the first bytes.
 // It calls fn with batches of events; in input order unless
 // opt.Concurrent. The events' strings alias buffers that are reused once
-// fn returns: copy what you keep (Event.Clone).
+// fn returns, or a mapping of the file that is gone once Read returns:
+// copy what you keep (Event.Clone). A regular, uncompressed *os.File of
+// JSON lines or values of 4 MiB or more is read through a read-only
+// mapping (no copy; see readMapped).
 //
 // A truncated gzip stream or Avro file is an error, as is a CSV file that
 // lacks a column the query needs; bad lines are not (see OnBad).
