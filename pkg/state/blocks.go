@@ -58,11 +58,12 @@ const blockOverhead = 112
 type block struct {
 	start      beacon.Time
 	ts         []beacon.Time // sorted, distinct; may hold dead timestamps
-	prev, next *block        // LRU list, most recent after the sentinel
+	prev, next *block        // the cache's list, newest (or last given a second chance) after the sentinel
 	charged    int64
 	id         uint32 // the tuple's
 	dirty      bool   // changed since the last commit: in Partition.dirtyBlocks
 	deleted    bool   // dropped (its key deleted in the batch)
+	used       bool   // read since it was added or last given a second chance (shrinkCache)
 }
 
 type blockKey struct {
@@ -190,7 +191,7 @@ func (p *Partition) blockIndex(tp *tuple, t beacon.Time) int {
 func (p *Partition) block(tp *tuple, i int) (*block, error) {
 	k := blockKey{tp.id, p.blockAt(tp, i)}
 	if b := p.cache[k]; b != nil {
-		p.lruFront(b)
+		b.used = true
 		return b, nil
 	}
 	p.key = tsKey(p.key, p.id, uint64(tp.id), k.start)
@@ -246,18 +247,29 @@ func (p *Partition) recharge(b *block) {
 	b.charged = c
 }
 
-// shrinkCache drops the least recently used clean blocks while the store's
-// cache is over budget (to leave room for need more bytes).
+// shrinkCache drops clean blocks, oldest first, while the store's cache is
+// over budget (to leave room for need more bytes). It is a second-chance
+// (CLOCK) approximation of LRU: a hit only sets the block's used flag
+// instead of moving it in the list (three blocks' pointers written, two of
+// them cache misses, on every hit), and an old block that was used since
+// it was added or last spared moves to the front once, unused.
 func (p *Partition) shrinkCache(need int64) {
+	b := p.lru.prev
 	for p.s.cached.Load()+need > p.s.blockBudget {
-		b := p.lru.prev
-		for b != &p.lru && b.dirty {
-			b = b.prev
+		for b != &p.lru && (b.dirty || b.used) {
+			prev := b.prev
+			if !b.dirty {
+				b.used = false
+				p.lruFront(b)
+			}
+			b = prev
 		}
 		if b == &p.lru {
 			return
 		}
+		prev := b.prev
 		p.cacheDrop(b)
+		b = prev
 	}
 }
 

@@ -36,6 +36,7 @@ type Store struct {
 	blockBudget int64
 	cached      atomic.Int64
 	commitEvery int
+	inMemory    bool // WithInMemory: Close commits nothing
 }
 
 // CacheBudget returns the bytes the store's cache of decoded timestamp
@@ -172,7 +173,7 @@ func Open(dir string, p beacon.Params, opts ...Option) (*Store, error) {
 		return nil, fmt.Errorf("state: open %s: %w", dir, err)
 	}
 	s := &Store{db: db, p: p, wo: pebble.NoSync, cfgSync: pebble.Sync, log: log, parts: make(map[int32]*Partition),
-		hashMask: ^uint64(0), blockBudget: cfg.blockBudget, commitEvery: cfg.commitEvery}
+		hashMask: ^uint64(0), blockBudget: cfg.blockBudget, commitEvery: cfg.commitEvery, inMemory: cfg.inMemory}
 	if cfg.inMemory { // no WAL to sync
 		s.cfgSync = pebble.NoSync
 	}
@@ -203,7 +204,9 @@ func (s *Store) checkConfig() error {
 }
 
 // Close closes the store. Partitions obtained from it must not be used
-// afterwards.
+// afterwards. It commits what the partitions held back (WithCommitEvery),
+// except in memory (WithInMemory), where nothing survives Close and a
+// commit would only cost the CPU of writing it.
 func (s *Store) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -213,7 +216,7 @@ func (s *Store) Close() error {
 	s.closed = true
 	var err error
 	for _, p := range s.parts {
-		if p.err == nil {
+		if p.err == nil && !s.inMemory {
 			if ferr := p.Flush(); ferr != nil && err == nil {
 				err = ferr
 			}
