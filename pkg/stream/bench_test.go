@@ -66,7 +66,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 
 func benchEndToEnd(b *testing.B, benchOpts ...Opt) {
 	_, vals := benchData(b)
-	var total time.Duration
+	var total, cpu time.Duration
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		cluster, addr := newCluster(b, 8)
@@ -74,13 +74,18 @@ func benchEndToEnd(b *testing.B, benchOpts ...Opt) {
 		adm := kadm.NewClient(cl)
 		s := service(b, addr, b.TempDir(), zap.NewNop(), append([]Opt{Warmup(time.Hour)}, benchOpts...)...)
 		b.StartTimer()
-		t0 := time.Now()
+		t0, cpu0 := time.Now(), cpuTime()
 		stop := start(b, s)
 		waitIngested(b, adm)
+		ingested := time.Since(t0)
 		ends := endOffsets(b, adm, tRepart)
 		waitDetected(b, s, ends)
 		total += time.Since(t0)
+		cpu += cpuTime() - cpu0
 		b.StopTimer()
+		if i == 0 {
+			b.Logf("input committed by ingest after %v, every repartition record applied after %v", ingested.Round(time.Millisecond), time.Since(t0).Round(time.Millisecond))
+		}
 		if err := stop(); err != nil {
 			b.Fatal(err)
 		}
@@ -96,6 +101,7 @@ func benchEndToEnd(b *testing.B, benchOpts ...Opt) {
 		cluster.Close() // each iteration starts from a clean broker and heap
 	}
 	b.ReportMetric(float64(len(vals))*float64(b.N)/total.Seconds(), "events/s")
+	b.ReportMetric(float64(cpu.Nanoseconds())/(float64(len(vals))*float64(b.N)), "cpu-ns/event")
 }
 
 // waitIngested waits until ingest has committed the end of the input.
