@@ -621,7 +621,13 @@ func (d *detector) status() []partitionStatus {
 // batch is one fetch's records of a partition.
 type batch struct {
 	recs []*kgo.Record
-	hwm  int64
+	// Or, from a replay, records without a kgo.Record each: their keys
+	// and values in buf (pendEnt), at offsets first, first+1, …; the
+	// worker's strings and held records alias buf, which is not reused.
+	buf   []byte
+	ents  []pendEnt
+	first int64
+	hwm   int64
 	// end makes the end of the batch an evaluation point, as reaching the
 	// high watermark does: replay marks its last batch so.
 	end bool
@@ -631,6 +637,28 @@ type batch struct {
 	// of a rebuild); records before it were fetched before the move.
 	seek bool
 	from int64
+}
+
+func (b *batch) len() int { return len(b.recs) + len(b.ents) }
+
+// at returns the offset, key and value of the batch's i-th record.
+func (b *batch) at(i int) (offset int64, key, value []byte) {
+	if b.recs != nil {
+		r := b.recs[i]
+		return r.Offset, r.Key, r.Value
+	}
+	e := b.ents[i]
+	return b.first + int64(i), b.buf[e.keyStart:e.keyEnd:e.keyEnd], b.buf[e.keyEnd:e.valEnd:e.valEnd]
+}
+
+// record returns the batch's i-th record, for the dead-letter path; a
+// replay's is made up, of topic "replay" and partition p.
+func (b *batch) record(i int, p int32) *kgo.Record {
+	if b.recs != nil {
+		return b.recs[i]
+	}
+	off, key, value := b.at(i)
+	return &kgo.Record{Topic: "replay", Partition: p, Offset: off, Key: key, Value: value}
 }
 
 // seek is a rebuild start for the poll loop to apply.
@@ -1007,26 +1035,28 @@ func (w *worker) process(b batch) error {
 	if w.rebuild {
 		return nil // fetched before the seek
 	}
-	for _, r := range b.recs {
+	n := b.len()
+	for i := range n {
 		if w.crashed.Load() {
 			return errStopped
 		}
-		if r.Offset < w.next {
+		offset, key, value := b.at(i)
+		if offset < w.next {
 			continue // already seen (a fetch overlapping a resumed offset)
 		}
-		if w.next >= 0 && r.Offset > w.next {
+		if w.next >= 0 && offset > w.next {
 			// Records this partition's state never saw are gone: the
 			// repartition topic's retention removed them before they were
 			// read (a detector down longer than retention). The window
 			// lacks their events until those age out; say so loudly.
 			w.log.Warn("repartition records lost before they were applied",
-				zap.Int64("expected_offset", w.next), zap.Int64("offset", r.Offset))
-			w.m.dropped.WithLabelValues("lost").Add(float64(r.Offset - w.next))
+				zap.Int64("expected_offset", w.next), zap.Int64("offset", offset))
+			w.m.dropped.WithLabelValues("lost").Add(float64(offset - w.next))
 		}
-		w.next = r.Offset + 1
+		w.next = offset + 1
 		it := &w.scratch
-		if err := decodeItem(r.Key, r.Value, it); err != nil {
-			w.owner.deadLetter(r, reasonRecord, err)
+		if err := decodeItem(key, value, it); err != nil {
+			w.owner.deadLetter(b.record(i, w.id), reasonRecord, err)
 			continue
 		}
 		if it.kind == kindWatermark {
@@ -1037,7 +1067,7 @@ func (w *worker) process(b batch) error {
 		}
 		if !w.hasSW || it.release > w.sw {
 			// Ahead of stream time: it waits.
-			w.held.push(held{rec: r, release: it.release, offset: r.Offset})
+			w.held.push(held{key: key, value: value, release: it.release, offset: offset})
 			if w.held.len() > w.cfg.maxHeld {
 				w.forced++
 				if w.forced == 1 || w.forced%100_000 == 0 {
@@ -1055,7 +1085,7 @@ func (w *worker) process(b batch) error {
 		// interval only if that is its own (a record behind it is a
 		// duplicate, or came out of order across a change of ingest
 		// owner, and goes with the next point).
-		w.inHand, w.hasHand = r.Offset, true
+		w.inHand, w.hasHand = offset, true
 		err := w.take(it, w.tick(it.release) == w.tick(w.sw))
 		w.hasHand = false
 		if err != nil {
@@ -1071,7 +1101,11 @@ func (w *worker) process(b batch) error {
 	}
 	// Caught up with nothing pending after the last point (only
 	// watermarks came): the offset moves on, so that lag shows zero.
-	caughtUp := len(b.recs) > 0 && b.recs[len(b.recs)-1].Offset+1 >= b.hwm
+	caughtUp := false
+	if n > 0 {
+		last, _, _ := b.at(n - 1)
+		caughtUp = last+1 >= b.hwm
+	}
 	if caughtUp && w.n == 0 && !w.hasOpen && w.held.len() == 0 && w.next > w.applied {
 		if err := w.flush(); err != nil {
 			return err
@@ -1194,7 +1228,7 @@ func (w *worker) advance(t beacon.Time) error {
 		// Decoded again: holding the record costs less than holding its
 		// decoded form (one pointer for the collector, not a dozen).
 		it := &w.scratch
-		if err := decodeItem(h.rec.Key, h.rec.Value, it); err != nil {
+		if err := decodeItem(h.key, h.value, it); err != nil {
 			return err
 		}
 		w.inHand, w.hasHand = h.offset, true
@@ -1437,9 +1471,11 @@ func (w *worker) status() partitionStatus {
 	return st
 }
 
-// held is a record waiting for stream time to reach its release time.
+// held is a record waiting for stream time to reach its release time: its
+// key and value (which alias the fetch's buffer, not its kgo.Record).
 type held struct {
-	rec      *kgo.Record
+	key      []byte
+	value    []byte
 	release  beacon.Time
 	offset   int64
 	released bool

@@ -72,6 +72,8 @@ type ingest struct {
 	nparts    int
 	lastWM    []byte
 	lastWMAt  time.Time
+	wmBuf     []byte // the next watermark value, compared with lastWM
+	filters   string // filterFingerprint of the service's parameters
 	wmSources []source
 	wmPending bool       // a watermark was produced and not yet flushed
 	wmMu      sync.Mutex // guards universe and nparts, set by assigned
@@ -110,6 +112,7 @@ func newIngestCore(s *Service) (*ingest, error) {
 		markProg:   make(map[tp]progMark),
 		commitProg: make(map[tp]progMark),
 		now:        time.Now(),
+		filters:    filterFingerprint(s.cfg.profile, &s.cfg.params),
 	}
 	in.reject = func(r *kgo.Record, reason string, err error) { s.deadLetter(in.cl, r, reason, err) }
 	return in, nil
@@ -399,15 +402,17 @@ func (in *ingest) poll(fetches kgo.Fetches) {
 	}
 }
 
-func (in *ingest) markOffset(topic string, p int32, epoch int32, next int64) {
-	if in.marks[topic] == nil {
-		in.marks[topic] = make(map[int32]kgo.EpochOffset)
+func (in *ingest) markOffset(mp *mpart, epoch int32, next int64) {
+	ps := in.marks[mp.topic]
+	if ps == nil {
+		ps = make(map[int32]kgo.EpochOffset)
+		in.marks[mp.topic] = ps
 	}
-	in.marks[topic][p] = kgo.EpochOffset{Epoch: epoch, Offset: next}
+	ps[mp.id] = kgo.EpochOffset{Epoch: epoch, Offset: next}
 	// The record before next is complete: the partition's watermark is
-	// now that of the records up to the mark.
-	t, has := in.merge.progress(topic, p)
-	in.markProg[tp{topic, p}] = progMark{offset: next, time: t, has: has}
+	// now that of the records up to the mark. Only this goroutine moves
+	// it while emit runs (event), so it is read without the lock.
+	in.markProg[tp{mp.topic, mp.id}] = progMark{offset: next, time: mp.prog, has: mp.hasProg}
 }
 
 // progMark is an input partition's watermark at an offset: the newest
@@ -682,10 +687,13 @@ func (in *ingest) watermarkIdle(quiet time.Duration) {
 	}
 	now := time.Now()
 	in.wmSources = in.merge.sources(in.wmSources[:0], universe, quiet, now)
-	v := appendWatermark(nil, filterFingerprint(in.s.cfg.profile, &in.s.cfg.params), in.wmSources)
-	if !force && string(v) == string(in.lastWM) && now.Sub(in.lastWMAt) < wmEvery {
+	in.wmBuf = appendWatermark(in.wmBuf[:0], in.filters, in.wmSources)
+	if !force && string(in.wmBuf) == string(in.lastWM) && now.Sub(in.lastWMAt) < wmEvery {
 		return
 	}
+	// A new value for the records: the client holds it until they are
+	// acknowledged.
+	v := slices.Clone(in.wmBuf)
 	in.lastWM, in.lastWMAt = v, now
 	in.wmPending = true
 	for p := range nparts {

@@ -61,6 +61,8 @@ type mpart struct {
 	// needProg: newly assigned, its watermark is still to be taken from
 	// the previous reader's (ingest.initProgress).
 	needProg bool
+
+	rp *replayPart // a replay's account of the partition (replay.plan)
 }
 
 // caughtUp reports whether the partition has handed on everything up to
@@ -140,16 +142,18 @@ func (m *merger) find(topic string, p int32) (int, bool) {
 }
 
 // assign starts tracking a partition that will be consumed from position
-// and currently ends at end.
-func (m *merger) assign(topic string, p int32, position, end int64) {
+// and currently ends at end, and returns it.
+func (m *merger) assign(topic string, p int32, position, end int64) *mpart {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	i, ok := m.find(topic, p)
 	if ok {
 		m.parts[i].next, m.parts[i].hwm = position, end
-		return
+		return m.parts[i]
 	}
-	m.parts = slices.Insert(m.parts, i, &mpart{topic: topic, id: p, next: position, hwm: end, lastEvent: time.Now(), needProg: true})
+	mp := &mpart{topic: topic, id: p, next: position, hwm: end, lastEvent: time.Now(), needProg: true}
+	m.parts = slices.Insert(m.parts, i, mp)
+	return mp
 }
 
 // assigned returns how many partitions are tracked, and the most records
@@ -276,14 +280,15 @@ func (m *merger) segments(n int) []*mseg {
 }
 
 // emit hands on events in order while no partition that may deliver older
-// ones is empty, calling mark with the offset to commit after each
-// completed record. It returns the partitions to pause and to resume.
+// ones is empty, calling mark with the record's partition and the offset to
+// commit after each completed record. It returns the partitions to pause
+// and to resume.
 //
 // The order is decided under the lock, but event and mark run after it is
 // released, in that order: event produces, which can block while the
 // client's buffer is full, and the rebalance callbacks must not wait for
 // that to take the lock.
-func (m *merger) emit(event func(*mpart, *beacon.Event), mark func(topic string, p int32, epoch int32, next int64)) (pause, resume map[string][]int32) {
+func (m *merger) emit(event func(*mpart, *beacon.Event), mark func(mp *mpart, epoch int32, next int64)) (pause, resume map[string][]int32) {
 	pause, resume = m.order()
 	for i := range m.out {
 		o := &m.out[i]
@@ -292,7 +297,7 @@ func (m *merger) emit(event func(*mpart, *beacon.Event), mark func(topic string,
 			event(o.mp, &o.seg.evs[e.ev])
 		}
 		if e.last || e.marker() {
-			mark(o.mp.topic, o.mp.id, e.epoch, e.offset+1)
+			mark(o.mp, e.epoch, e.offset+1)
 		}
 	}
 	clear(m.out)
@@ -440,17 +445,6 @@ func addTP(m map[string][]int32, t string, p int32) map[string][]int32 {
 	}
 	m[t] = append(m[t], p)
 	return m
-}
-
-// progress returns a partition's watermark (ingest.markOffset: at a mark,
-// the watermark of the records up to it).
-func (m *merger) progress(topic string, p int32) (beacon.Time, bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if i, ok := m.find(topic, p); ok {
-		return m.parts[i].prog, m.parts[i].hasProg
-	}
-	return 0, false
 }
 
 // startProg sets the watermark a newly assigned partition starts from

@@ -532,7 +532,7 @@ func TestMergerCallsOutUnlocked(t *testing.T) {
 		m.emit(func(_ *mpart, e *beacon.Event) {
 			m.assigned() // takes the lock: deadlocks if emit holds it
 			seen = append(seen, int64(e.Timestamp))
-		}, func(_ string, _, _ int32, next int64) {
+		}, func(_ *mpart, _ int32, next int64) {
 			m.revoke("other", 0) // likewise
 			seen = append(seen, -next)
 		})

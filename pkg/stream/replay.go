@@ -192,7 +192,9 @@ type replay struct {
 
 	universe  []tp // every input partition, sorted
 	wmSources []source
+	filters   string // filterFingerprint, computed once
 	lastWM    []byte
+	wmBuf     []byte // the next watermark value, compared with lastWM
 
 	// Batches being filled, one per detection partition.
 	pend    []pendBatch
@@ -458,7 +460,7 @@ func (r *replay) plan(ctx context.Context, adm *kadm.Client) (map[string]map[int
 			start = min(start, end)
 			rp := &replayPart{start: start, next: start, emitted: start, end: end, done: start >= end}
 			r.parts[tp{t, p}] = rp
-			r.merge.assign(t, p, start, end)
+			r.merge.assign(t, p, start, end).rp = rp
 			r.total += end - start
 			if !rp.done {
 				if consume[t] == nil {
@@ -624,9 +626,9 @@ func (r *replay) failed() error {
 }
 
 // emitted records that the merger handed on a record's events.
-func (r *replay) emitted(topic string, p int32, _ int32, next int64) {
-	if rp := r.parts[tp{topic, p}]; rp != nil {
-		rp.emitted = next
+func (r *replay) emitted(mp *mpart, _ int32, next int64) {
+	if mp.rp != nil {
+		mp.rp.emitted = next
 	}
 }
 
@@ -682,13 +684,16 @@ func (r *replay) watermark() {
 			}
 			return int(a.p) - int(b.p)
 		})
+		r.filters = filterFingerprint(r.s.cfg.profile, &r.s.cfg.params)
 	}
 	r.wmSources = r.merge.sources(r.wmSources[:0], r.universe, 0, time.Now().Add(time.Hour))
-	v := appendWatermark(nil, filterFingerprint(r.s.cfg.profile, &r.s.cfg.params), r.wmSources)
+	v := appendWatermark(r.wmBuf[:0], r.filters, r.wmSources)
 	if string(v) == string(r.lastWM) {
+		r.wmBuf = v
 		return
 	}
-	r.lastWM = v
+	// add copies the value: both buffers are reused.
+	r.lastWM, r.wmBuf = v, r.lastWM
 	for p := range r.pend {
 		r.add(p, "", v)
 	}
@@ -729,22 +734,14 @@ func (r *replay) send(p int, end bool, done chan struct{}) {
 	if len(b.ents) == 0 && !end {
 		return
 	}
-	recs := make([]kgo.Record, len(b.ents))
-	ptrs := make([]*kgo.Record, len(b.ents))
-	for i, e := range b.ents {
-		recs[i] = kgo.Record{
-			Topic: "replay", Partition: int32(p), Offset: r.offsets[p],
-			Key: b.buf[e.keyStart:e.keyEnd:e.keyEnd], Value: b.buf[e.keyEnd:e.valEnd:e.valEnd],
-		}
-		r.offsets[p]++
-		ptrs[i] = &recs[i]
-	}
-	// The worker's segment aliases the buffer until it is applied: the next
-	// batch gets a new one.
-	size := cap(b.buf)
-	b.buf = make([]byte, 0, size)
-	b.ents = b.ents[:0]
-	r.ws[p].send(batch{recs: ptrs, hwm: math.MaxInt64, end: end, done: done})
+	// The worker's segment and held records alias the buffer until they
+	// are applied: the next batch gets new ones.
+	first := r.offsets[p]
+	r.offsets[p] += int64(len(b.ents))
+	bt := batch{buf: b.buf, ents: b.ents, first: first, hwm: math.MaxInt64, end: end, done: done}
+	b.buf = make([]byte, 0, cap(b.buf))
+	b.ents = make([]pendEnt, 0, cap(b.ents))
+	r.ws[p].send(bt)
 }
 
 // finalSet evaluates every partition at the same stream time.
