@@ -92,7 +92,8 @@ func (p *Partition) Row(t beacon.Tuple) (row beacon.Row, ok bool, err error) {
 }
 
 // decide returns the destination's candidates (in ds.cands order), the
-// indexes SelectDestination keeps and the device count.
+// indexes SelectDestination keeps and the device count. The candidates are
+// the caller's until the next decide, which reuses their array.
 func (p *Partition) decide(ds *dest) (cands []beacon.Candidate, kept []int, devices int64, err error) {
 	p.refresh(ds)
 	// SelectDestination keeps nothing when more than
@@ -102,7 +103,8 @@ func (p *Partition) decide(ds *dest) (cands []beacon.Candidate, kept []int, devi
 	if len(ds.cands) == 0 || p.p.OverDeviceCap(int64(len(ds.devices))) {
 		return nil, nil, 0, nil
 	}
-	cands = make([]beacon.Candidate, 0, len(ds.cands))
+	clear(p.cands)
+	cands = slices.Grow(p.cands[:0], len(ds.cands))
 	var buf [2]beacon.Bin
 	for _, id := range ds.cands {
 		tp := p.tup(id)
@@ -113,6 +115,7 @@ func (p *Partition) decide(ds *dest) (cands []beacon.Candidate, kept []int, devi
 		}
 		cands = append(cands, beacon.Candidate{Tuple: p.columns(tp), Stats: st})
 	}
+	p.cands = cands
 	kept, devices = p.p.SelectDestination(cands)
 	return cands, kept, devices, nil
 }

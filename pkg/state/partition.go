@@ -85,6 +85,8 @@ type Partition struct {
 	pendQ     timeHeap[uint32]  // tuples with timestamps beyond the window end, by the oldest (stale: key ≠ pend[id])
 	domainQ   timeHeap[*domain] // domains, each once, by a time ≤ their newest
 	dirty     []beacon.Destination
+	dirtyOut  []beacon.Destination // what Dirty returned last: the next Dirty reuses it
+	cands     []beacon.Candidate   // decide's, reused
 	due       []*tuple
 	work      []item
 	batch     *pebble.Batch
@@ -383,17 +385,22 @@ func (p *Partition) setCand(d *dest, tp *tuple, cand bool) {
 // Dirty returns, sorted, every destination whose rows may have changed since
 // the previous call: one of its tuples' windows changed, or its IP's domain
 // set did. Evaluating only these keeps the caller's view exact. After a load
-// every destination is dirty.
+// every destination is dirty. The slice is the caller's until the next call
+// of Dirty, which reuses its array (an evaluation point every few seconds
+// of event time would otherwise grow a new one each time).
 func (p *Partition) Dirty() []beacon.Destination {
 	out := p.dirty
-	p.dirty = nil
+	clear(p.dirtyOut)
+	p.dirty, p.dirtyOut = p.dirtyOut[:0], out
 	for _, k := range out {
 		if d := p.dests[k]; d != nil {
 			d.dirty = false
 		}
 	}
 	slices.SortFunc(out, compareDest)
-	return slices.Compact(out)
+	out = slices.Compact(out)
+	p.dirtyOut = out
+	return out
 }
 
 func compareDest(a, b beacon.Destination) int {
