@@ -799,6 +799,10 @@ type workerEnv struct {
 	// filters is filterFingerprint of cfg, which every watermark record
 	// must carry: computed once, not per record.
 	filters string
+	// noMeta: nothing will read the state's bookkeeping blob (a replay's
+	// scratch state), so the workers do not encode it (tens of KiB at
+	// every evaluation point).
+	noMeta bool
 }
 
 // workerEnv returns the environment of the workers of owner o.
@@ -1009,7 +1013,7 @@ func (w *worker) finish(fail func(error)) {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.metaDirty {
+	if w.metaDirty && !w.noMeta {
 		if _, err := w.part.Apply(nil, nil, -1, w.encodeMeta()); err != nil {
 			fail(err)
 			return
@@ -1275,7 +1279,9 @@ func (w *worker) flush() error {
 	}
 	var meta []byte
 	if w.metaDirty {
-		meta = w.encodeMeta()
+		if !w.noMeta {
+			meta = w.encodeMeta()
+		}
 		w.metaDirty = false
 	}
 	st, err := w.part.Apply(w.conns, w.domains, off, meta)

@@ -284,6 +284,7 @@ func (r *replay) run(ctx context.Context) error {
 	r.store = st
 	work, cancelWork := context.WithCancel(context.Background())
 	env := s.workerEnv(r, work, &r.late)
+	env.noMeta = r.scratch // nothing reads a scratch state's blob
 	stopped := false
 	stop := func() {
 		if !stopped {
