@@ -49,7 +49,9 @@ const pivotRefresh = 15 * 60 * beacon.Second
 const maxPivots = 100_000
 
 // pivotItem is the pivots section of a decoded connection record. Strings
-// alias the record value.
+// alias the record value. sum is the checksum a pvSame section carries; a
+// pvFull section's is computed only when the pivots are kept
+// (pivotStore.observe), not for every decode.
 type pivotItem struct {
 	flags byte
 	sum   uint32
@@ -123,7 +125,6 @@ func decodePivots(b []byte, pv *pivotItem) ([]byte, error) {
 			return nil, errors.New("pivots: bad process id")
 		}
 		pv.ProcessId, b = id, b[n:]
-		pv.sum, _ = pivotSum(&pv.Pivots, nil) // rare: one allocation
 	case pv.flags&pvSame != 0:
 		if len(b) < 4 {
 			return nil, fmt.Errorf("pivots: %w", errShort)
@@ -225,7 +226,10 @@ type heldPivots struct {
 // so after a restart or a move to another instance a tuple's pivots fill
 // in from its next record with them in full (at most pivotRefresh of event
 // time later). Its worker's goroutine alone uses it.
-type pivotStore struct{ m lru2[*heldPivots] }
+type pivotStore struct {
+	m   lru2[*heldPivots]
+	buf []byte // pivotSum's
+}
 
 // observe takes the pivots section of a released connection record.
 func (ps *pivotStore) observe(it *item) {
@@ -255,7 +259,8 @@ func (ps *pivotStore) observe(it *item) {
 		h = new(heldPivots)
 		ps.m.put(k, h)
 	}
-	h.time, h.sum = it.time, it.pv.sum
+	h.time = it.time
+	h.sum, ps.buf = pivotSum(&it.pv.Pivots, ps.buf)
 	h.Pivots = Pivots{TenantId: intern(it.pv.TenantId), SHA256: intern(it.pv.SHA256), SHA1: intern(it.pv.SHA1),
 		FolderPath: intern(it.pv.FolderPath), CommandLine: intern(it.pv.CommandLine),
 		ProcessId: it.pv.ProcessId, ReportId: it.pv.ReportId}

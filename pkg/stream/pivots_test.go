@@ -36,10 +36,10 @@ func TestPivotsFormat(t *testing.T) {
 		full bool
 		want pivotItem
 	}{
-		{"full", p, true, pivotItem{pvFull | pvReport, sum, p}},
+		{"full", p, true, pivotItem{pvFull | pvReport, 0, p}}, // a full section's sum is computed when kept
 		{"checksum", p, false, pivotItem{pvSame | pvReport, sum, Pivots{ReportId: p.ReportId}}},
 		{"full without ReportId", Pivots{SHA256: p.SHA256, ProcessId: -1}, true,
-			pivotItem{pvFull, sum0(&Pivots{SHA256: p.SHA256, ProcessId: -1}), Pivots{SHA256: p.SHA256, ProcessId: -1}}},
+			pivotItem{pvFull, 0, Pivots{SHA256: p.SHA256, ProcessId: -1}}},
 		{"ReportId only", Pivots{ReportId: 7}, false, pivotItem{pvSame | pvReport, sum0(&Pivots{}), Pivots{ReportId: 7}}},
 	} {
 		v := appendPivots(append([]byte(nil), old...), &c.p, sum0(&c.p), c.full)
