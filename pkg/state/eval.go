@@ -116,6 +116,11 @@ func (p *Partition) decide(ds *dest) (cands []beacon.Candidate, kept []int, devi
 		cands = append(cands, beacon.Candidate{Tuple: p.columns(tp), Stats: st})
 	}
 	p.cands = cands
+	if cap(cands) > 256 {
+		// A large destination's: not kept for the next one, as refresh
+		// gives back a long stale list (bytes per tuple stay the same).
+		p.cands = nil
+	}
 	kept, devices = p.p.SelectDestination(cands)
 	return cands, kept, devices, nil
 }
