@@ -292,7 +292,11 @@ func (p *Partition) dirtyBlock(b *block) {
 
 // newBlock adds a block at index i of tp's blocks.
 func (p *Partition) newBlock(tp *tuple, i int, start beacon.Time, ts []beacon.Time) *block {
-	p.setBlocks(tp, slices.Insert(p.blockStarts(tp), i, start))
+	if i == p.nblocks(tp) {
+		p.appendBlockStart(tp, start)
+	} else {
+		p.setBlocks(tp, slices.Insert(p.blockStarts(tp), i, start))
+	}
 	b := &block{id: tp.id, start: start, ts: ts}
 	p.cacheAdd(b)
 	p.dirtyBlock(b)

@@ -949,7 +949,7 @@ func loadPartition(s *Store, id int32) (*Partition, error) {
 			if len(ts) == 0 || !p.h.hasStream || ts[0] < start || (p.nblocks(cur) > 0 && start <= p.blockAt(cur, p.nblocks(cur)-1)) {
 				return nil, bad(k, errCorrupt)
 			}
-			p.setBlocks(cur, append(p.blockStarts(cur), start))
+			p.appendBlockStart(cur, start)
 			for _, t := range ts {
 				switch {
 				case t < from: // dead: left in a block the window moved into

@@ -344,6 +344,19 @@ func (p *Partition) blockStarts(tp *tuple) []beacon.Time {
 	return out
 }
 
+// appendBlockStart adds a block start after tp's last one: a new tail
+// block, or the load path's next block. It appends to ext.more instead of
+// copying the list twice (blockStarts, then setBlocks' clone), which made
+// loading a tuple of n blocks quadratic in n.
+func (p *Partition) appendBlockStart(tp *tuple, start beacon.Time) {
+	if tp.b0 == noBlock {
+		tp.b0 = start
+		return
+	}
+	e := p.ext(tp)
+	e.more = append(e.more, start)
+}
+
 func (p *Partition) setBlocks(tp *tuple, starts []beacon.Time) {
 	tp.b0 = noBlock
 	if len(starts) > 0 {

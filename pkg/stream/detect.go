@@ -1230,7 +1230,8 @@ func (w *worker) advance(t beacon.Time) error {
 	for w.held.len() > 0 && w.held.min().release <= t {
 		h := w.held.pop()
 		// Decoded again: holding the record costs less than holding its
-		// decoded form (one pointer for the collector, not a dozen).
+		// decoded form (its key and value for the collector, not a dozen
+		// strings).
 		it := &w.scratch
 		if err := decodeItem(h.key, h.value, it); err != nil {
 			return err
