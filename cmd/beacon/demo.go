@@ -504,11 +504,18 @@ func (c *demoConfig) summary(w io.Writer, gen *fleet.Generator, p *alertPrinter,
 
 // missReason says why the query cannot have found an implant yet.
 func (c *demoConfig) missReason(l fleet.Label) string {
+	need := c.params.TotalEventsThresholdMin + 1 // seed: more than TotalEventsThresholdMin
+	if c.params.Profile == beacon.ProfileRobust {
+		need = c.params.Robust.MinCallbacks // robust reports from MinCallbacks
+	}
 	switch {
-	case l.Events <= c.params.TotalEventsThresholdMin:
-		return fmt.Sprintf("only %d callbacks logged so far; the query needs more than %d", l.Events, c.params.TotalEventsThresholdMin)
-	case time.Duration(c.params.TotalEventsThresholdMin+1)*l.GapMin > c.params.Lookback:
-		return fmt.Sprintf("%d callbacks do not fit in the %s window", c.params.TotalEventsThresholdMin+1, c.params.Lookback)
+	case l.Events < need:
+		return fmt.Sprintf("only %d callbacks logged so far; the profile needs %d", l.Events, need)
+	case time.Duration(need)*l.GapMin > c.params.Lookback:
+		return fmt.Sprintf("%d callbacks do not fit in the %s window", need, c.params.Lookback)
+	}
+	if c.params.Profile == beacon.ProfileRobust {
+		return "never scored as a beacon (see its sub-scores with hunt --profile robust --threshold 0; docs/robust.md)"
 	}
 	return "never in the query's set (a missed or doubled callback makes a near-perfect timer's gaps outliers; see docs/streaming.md)"
 }

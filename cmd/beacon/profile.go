@@ -75,6 +75,7 @@ func addProfileFlags(fs *flag.FlagSet, p *beacon.Params, def string) *string {
 	profile := fs.String("profile", def, "detection profile: seed (the query, quirks included) or robust (docs/robust.md)")
 	r := &p.Robust
 	fs.Float64Var(&r.Threshold, "threshold", r.Threshold, "robust: report tuples whose Score is at least this (0..1)")
+	fs.Float64Var(&r.RareThreshold, "rare-threshold", r.RareThreshold, "robust: also report tuples scoring at least this whose device is the only one with a candidate on the destination (0..1)")
 	fs.Int64Var(&r.MinCallbacks, "min-callbacks", r.MinCallbacks, "robust: a tuple needs at least this many callbacks")
 	fs.Int64Var(&r.BurstGap, "burst-gap", r.BurstGap, "robust: connections at most this many seconds apart are one callback")
 	return profile
@@ -88,7 +89,7 @@ func checkProfile(p *beacon.Params, name string) error {
 	}
 	p.Profile = def.Profile
 	if p.Profile == beacon.ProfileRobust {
-		p.TotalEventsThresholdMin = min(p.TotalEventsThresholdMin, p.Robust.MinCallbacks-1)
+		p.TotalEventsThresholdMin = min(p.TotalEventsThresholdMin, p.Robust.FirstCallbacks()-1)
 	}
 	return nil
 }

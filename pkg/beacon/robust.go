@@ -25,9 +25,18 @@ type RobustParams struct {
 	// callback (a burst of connections, a near-duplicate event) and is
 	// neither a gap nor evidence against the period.
 	BurstGap int64
-	// MinCallbacks (5): a tuple needs at least this many callbacks. A 12 h
-	// sleep reaches it in 2.5 days; the 7 d window gives it 14.
+	// MinCallbacks (5): a tuple needs at least this many callbacks to be
+	// reported. A 12 h sleep reaches it in 2.5 days; the 7 d window gives
+	// it 14.
 	MinCallbacks int64
+	// PrevalenceCallbacks (3): a tuple with at least this many callbacks
+	// (two gaps: a period) counts toward the prevalence of its
+	// (destination, period) and toward its destination's devices, even
+	// before it has MinCallbacks: a fleet service is recognised from the
+	// devices that poll it, not only from those that have polled it
+	// MinCallbacks times (a short window, a service's devices entering a
+	// stream one by one).
+	PrevalenceCallbacks int64
 	// MinPeriod and MaxPeriod (4 s, 15 h) bound the period estimate.
 	MinPeriod, MaxPeriod float64
 	// MaxMissed (4): a gap of about k × period, k = 2..MaxMissed, is k−1
@@ -46,20 +55,27 @@ type RobustParams struct {
 	// PeriodTolerance (0.25): candidates of one destination whose periods
 	// differ by at most this fraction poll it with one period.
 	PeriodTolerance float64
+	// RareThreshold (0.65): a tuple scoring at least this, below Threshold,
+	// is reported when its device is the only one with a candidate on the
+	// destination (rare destination: a C2 server has one victim here, a
+	// web site people visit a few times a day has many).
+	RareThreshold float64
 }
 
 // DefaultRobust returns the robust profile's defaults.
 func DefaultRobust() RobustParams {
 	return RobustParams{
-		BurstGap:        2,
-		MinCallbacks:    5,
-		MinPeriod:       4,
-		MaxPeriod:       15 * 3600,
-		MaxMissed:       4,
-		Tolerance:       0.1,
-		Threshold:       0.8,
-		PrevalenceScore: 0.5,
-		PeriodTolerance: 0.25,
+		BurstGap:            2,
+		MinCallbacks:        5,
+		PrevalenceCallbacks: 3,
+		MinPeriod:           4,
+		MaxPeriod:           15 * 3600,
+		MaxMissed:           4,
+		Tolerance:           0.1,
+		Threshold:           0.8,
+		PrevalenceScore:     0.5,
+		PeriodTolerance:     0.25,
+		RareThreshold:       0.65,
 	}
 }
 
@@ -69,14 +85,16 @@ func (r *RobustParams) validate() error {
 		return fmt.Errorf("burst gap must not be negative, got %d", r.BurstGap)
 	case r.MinCallbacks < 3:
 		return fmt.Errorf("min callbacks must be at least 3, got %d", r.MinCallbacks)
+	case r.PrevalenceCallbacks < 3:
+		return fmt.Errorf("prevalence callbacks must be at least 3, got %d", r.PrevalenceCallbacks)
 	case r.MinPeriod <= float64(r.BurstGap) || r.MaxPeriod < r.MinPeriod:
 		return fmt.Errorf("period bounds [%v, %v] must lie above the burst gap %d", r.MinPeriod, r.MaxPeriod, r.BurstGap)
 	case r.MaxMissed < 1:
 		return fmt.Errorf("max missed must be at least 1, got %d", r.MaxMissed)
 	case r.Tolerance <= 0 || r.Tolerance >= 0.5:
 		return fmt.Errorf("tolerance must be in (0, 0.5), got %v", r.Tolerance)
-	case r.Threshold < 0 || r.Threshold > 1 || r.PrevalenceScore < 0 || r.PrevalenceScore > 1:
-		return fmt.Errorf("threshold %v and prevalence score %v must be in [0, 1]", r.Threshold, r.PrevalenceScore)
+	case r.Threshold < 0 || r.Threshold > 1 || r.PrevalenceScore < 0 || r.PrevalenceScore > 1 || r.RareThreshold < 0 || r.RareThreshold > 1:
+		return fmt.Errorf("threshold %v, rare threshold %v and prevalence score %v must be in [0, 1]", r.Threshold, r.RareThreshold, r.PrevalenceScore)
 	case r.PeriodTolerance < 0 || r.PeriodTolerance >= 1:
 		return fmt.Errorf("period tolerance must be in [0, 1), got %v", r.PeriodTolerance)
 	}
@@ -91,13 +109,32 @@ func Robust() Params {
 	p.Profile = ProfileRobust
 	p.Robust = DefaultRobust()
 	p.Lookback = 7 * 24 * time.Hour
-	p.TotalEventsThresholdMin = p.Robust.MinCallbacks - 1
+	p.TotalEventsThresholdMin = p.Robust.FirstCallbacks() - 1
 	p.ActionTypes = []string{
 		"ConnectionSuccess", "ConnectionFailed", "ConnectionRequest", "ConnectionAttempt",
 		"ConnectionSuccessAggregatedReport", "ConnectionFailedAggregatedReport",
 		"ConnectionRequestAggregatedReport", "ConnectionAttemptAggregatedReport",
 	}
 	return p
+}
+
+// FirstCallbacks is the fewest callbacks a tuple needs to be a candidate
+// (for prevalence, if not to be reported): PrevalenceCallbacks, or
+// MinCallbacks when that is lower.
+func (r *RobustParams) FirstCallbacks() int64 { return min(r.PrevalenceCallbacks, r.MinCallbacks) }
+
+// floor is the lowest Score of a candidate: it counts toward prevalence.
+func (r *RobustParams) floor() float64 {
+	return min(r.PrevalenceScore, r.Threshold, r.RareThreshold)
+}
+
+// reportable reports whether a candidate of a destination on devices
+// devices, its period group under the cap, is reported.
+func (r *RobustParams) reportable(s *RobustStats, devices int64) bool {
+	if s.Callbacks < r.MinCallbacks {
+		return false // counts toward prevalence only
+	}
+	return s.Score >= r.Threshold || (devices == 1 && s.Score >= r.RareThreshold)
 }
 
 // DefaultWarmup is how much event time a streaming partition waits before
@@ -332,7 +369,7 @@ func (p *Params) robustCandidate(distinct int64, s *Summary) (Stats, bool) {
 	}
 	r := RobustStats{On: true, Gaps: nGaps, Merged: s.N - nGaps, tolerance: rp.Tolerance}
 	r.Callbacks = distinct - r.Merged
-	if r.Callbacks < rp.MinCallbacks || nGaps < 2 {
+	if r.Callbacks < rp.FirstCallbacks() || nGaps < 2 {
 		return Stats{}, false
 	}
 	r.LongestGap = gaps[len(gaps)-1].Delta
@@ -392,11 +429,19 @@ func (p *Params) robustCandidate(distinct int64, s *Summary) (Stats, bool) {
 	slices.SortFunc(dev, func(a, b wbin) int { return cmp.Compare(a.v, b.v) })
 	r.MAD = weightedMedian(dev, kept)
 	r.OnTime, r.Supported = onTime, supported
-	// Coverage: time in supporting gaps over all time between callbacks.
+	// Coverage: time in supporting gaps over the time between callbacks
+	// that is not a pause. A pause (working hours, overnight) is already
+	// counted against the period in Support; counting its hours again here
+	// would score a working-hours implant by the length of its nights.
 	var covered, total float64
+	pause := (float64(rp.MaxMissed) + 0.5) * max(period, r.Period2)
 	for _, b := range raw {
+		_, v, ok := rp.explain(b.v, period, r.Period2)
+		if !ok && b.v > pause {
+			continue
+		}
 		total += b.v * float64(b.c)
-		if _, v, ok := rp.explain(b.v, period, r.Period2); ok && math.Abs(v-period) <= jitterBand*period {
+		if ok && math.Abs(v-period) <= jitterBand*period {
 			covered += b.v * float64(b.c)
 		}
 	}
@@ -418,7 +463,7 @@ func (p *Params) robustCandidate(distinct int64, s *Summary) (Stats, bool) {
 	}
 	r.Score = clamp01(weightDispersion*r.Dispersion + weightSupport*r.Support +
 		weightCount*r.CountScore + weightCoverage*r.Coverage)
-	if r.Score < min(rp.PrevalenceScore, rp.Threshold) {
+	if r.Score < rp.floor() {
 		return Stats{}, false
 	}
 	st := Stats{Count: s.N, Min: s.Hist[0].Delta, Max: s.Hist[len(s.Hist)-1].Delta}
@@ -511,8 +556,10 @@ func evidence(n int64, w float64) float64 {
 // period (sorted, a new group where a period exceeds the previous by more
 // than PeriodTolerance); a group on more than CompromisedDeviceCountMax
 // devices is a fleet service for that period and none of it is kept; of
-// the others, those with Score ≥ Threshold are. devices is the
-// destination's device count over all candidates.
+// the others, those with MinCallbacks and Score ≥ Threshold are, and those
+// with Score ≥ RareThreshold when their device is the destination's only
+// one. devices is the destination's device count over all candidates,
+// those counting toward prevalence only (fewer than MinCallbacks) included.
 func (p *Params) robustSelect(cands []Candidate) (kept []int, devices int64) {
 	devices = countDevices(cands)
 	order := make([]int, len(cands))
@@ -537,7 +584,7 @@ func (p *Params) robustSelect(cands []Candidate) (kept []int, devices int64) {
 		n := countDevices(group)
 		for _, i := range order[lo:hi] {
 			cands[i].R.PeriodDevices = n
-			if n <= p.CompromisedDeviceCountMax && cands[i].R.Score >= p.Robust.Threshold {
+			if n <= p.CompromisedDeviceCountMax && p.Robust.reportable(&cands[i].R, devices) {
 				kept = append(kept, i)
 			}
 		}

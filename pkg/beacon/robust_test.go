@@ -391,3 +391,75 @@ func TestRobustReasonsSayTheTolerance(t *testing.T) {
 		}
 	}
 }
+
+// TestRobustPrevalenceBeforeMinCallbacks: the devices of a fleet service
+// that have polled only three or four times (a short window, devices
+// entering a stream one by one) count toward its prevalence, so the few
+// that reached MinCallbacks first are not reported.
+func TestRobustPrevalenceBeforeMinCallbacks(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	var evs []Event
+	for i := range 14 {
+		n := 3 + i%2 // 3 or 4 callbacks so far
+		if i < 3 {
+			n = 12
+		}
+		ts := rtimer(rng, 900, 0.02, 4*time.Hour)
+		ts = ts[len(ts)-n:] // entered late: the newest n
+		evs = append(evs, revents(fmt.Sprintf("svc%02d", i), "msmpeng.exe", "13.89.1.1", ts, "ConnectionSuccess")...)
+	}
+	if rows := robustRows(t, Robust(), evs); len(rows) != 0 {
+		t.Errorf("fleet service reported: %d rows", len(rows))
+	}
+	// Counting only the devices with MinCallbacks, the three are reported:
+	// the prevalence floor is what keeps them out.
+	p := Robust()
+	p.Robust.PrevalenceCallbacks = p.Robust.MinCallbacks
+	p.TotalEventsThresholdMin = p.Robust.FirstCallbacks() - 1
+	rows := robustRows(t, p, evs)
+	for i := range 3 {
+		if _, ok := rows[fmt.Sprintf("svc%02d", i)]; !ok {
+			t.Errorf("without the prevalence floor svc%02d is not reported, so this test shows nothing: %v", i, rows)
+		}
+	}
+	// A tuple below MinCallbacks is never reported itself.
+	p = Robust()
+	p.CompromisedDeviceCountMax = 100
+	for dev, r := range robustRows(t, p, evs) {
+		if r.Callbacks < p.Robust.MinCallbacks {
+			t.Errorf("%s reported with %d callbacks", dev, r.Callbacks)
+		}
+	}
+}
+
+// TestRobustRareDestination: a weak beacon (six jittery callbacks of a 4 h
+// sleep, scoring between RareThreshold and Threshold) is reported when its
+// device is the only one with a candidate on the destination, and not when
+// another device polls it too.
+func TestRobustRareDestination(t *testing.T) {
+	p := Robust()
+	gaps := []float64{1, 0.83, 0.95, 1.12, 0.9} // × 4 h
+	ts := []Time{robustStart}
+	for _, g := range gaps {
+		ts = append(ts, ts[len(ts)-1]+Time(g*4*3600)*Second)
+	}
+	deltas := Deltas(ts, nil)
+	s := SummaryOf(deltas)
+	st, ok := p.Candidate(int64(len(ts)), &s)
+	if !ok || st.R.Score < p.Robust.RareThreshold || st.R.Score >= p.Robust.Threshold {
+		t.Fatalf("score %v (candidate %v): want one in [%v, %v)", st.R.Score, ok, p.Robust.RareThreshold, p.Robust.Threshold)
+	}
+	evs := revents("victim", "rundll32.exe", "195.46.140.32", ts, "ConnectionFailed")
+	if _, ok := robustRows(t, p, evs)["victim"]; !ok {
+		t.Errorf("a weak beacon to a destination no other device polls is not reported")
+	}
+	other := revents("other", "rundll32.exe", "195.46.140.32", []Time{robustStart, robustStart + 600*Second, robustStart + 1210*Second}, "ConnectionSuccess")
+	rows := robustRows(t, p, append(evs, other...))
+	if _, ok := rows["victim"]; ok {
+		t.Errorf("a weak beacon is reported although another device polls its destination")
+	}
+	p.Robust.RareThreshold = p.Robust.Threshold
+	if _, ok := robustRows(t, p, evs)["victim"]; ok {
+		t.Errorf("reported with RareThreshold = Threshold: the rare rule is not what reports it")
+	}
+}
