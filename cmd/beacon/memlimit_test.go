@@ -45,7 +45,7 @@ func TestMemoryLimitFlag(t *testing.T) {
 	file := simulateDay(t, addr, "mem", "json", 12, "12")
 	want, _ := cmdRun(t, "hunt", "--quiet", "--format", "jsonl", file)
 	const limit = 3 << 30
-	got, _ := cmdRun(t, "replay", "--quiet", "--brokers", addr, "--topic", "mem", "--format", "jsonl", "--memory-limit", "3GiB")
+	got, _ := cmdRun(t, "replay", "--profile", "seed", "--quiet", "--brokers", addr, "--topic", "mem", "--format", "jsonl", "--memory-limit", "3GiB")
 	if l := debug.SetMemoryLimit(-1); l != limit {
 		t.Errorf("Go memory limit %d after replay --memory-limit 3GiB, want %d", l, limit)
 	}

@@ -13,16 +13,13 @@ import (
 )
 
 // The default profiles. hunt keeps seed: it is what detection engineers
-// compare with the query. run, replay and demo are to detect with robust
-// once it meets issue 13's acceptance on fresh labelled fleets; it does on
-// two-day and week fleets but not yet on one-day fleets with every trait
-// (docs/robust.md, "Acceptance"), so they stay on seed. Setting
-// streamProfile to beacon.ProfileRobust is the whole switch: the tests
-// that compare replay with hunt pass --profile seed, and the others ask
-// streamProfile.
+// compare with the query, row for row. run, replay and demo detect with
+// robust, which catches the implants the query's semantics miss
+// (docs/robust.md, "Acceptance"). The tests that compare replay with hunt
+// pass --profile explicitly; the others ask streamProfile.
 const (
 	huntProfile   = beacon.ProfileSeed
-	streamProfile = beacon.ProfileSeed
+	streamProfile = beacon.ProfileRobust
 )
 
 // profileParams returns the defaults of the profile that args select with

@@ -138,7 +138,7 @@ func TestComposeWalkthrough(t *testing.T) {
 	}
 	// The start-up line names what an operator checks first.
 	for _, want := range []string{`"msg":"beacon service starting"`, `"brokers":["` + addr + `"]`, `"input_topics":["` + topic + `"]`,
-		`"group":"beacon"`, `"profile":"seed"`, `"state_dir":"`} {
+		`"group":"beacon"`, `"profile":"` + streamProfile + `"`, `"state_dir":"`} {
 		if !strings.Contains(errOut.String(), want) {
 			t.Errorf("the log lacks %s:\n%.2000s", want, errOut.String())
 		}
