@@ -435,7 +435,7 @@ func TestRobustPrevalenceBeforeMinCallbacks(t *testing.T) {
 // TestRobustRareDestination: a weak beacon (six jittery callbacks of a 4 h
 // sleep, scoring between RareThreshold and Threshold) is reported when its
 // device is the only one with a candidate on the destination, and not when
-// another device polls it too.
+// another device polls it too, nor when the window is shorter than a day.
 func TestRobustRareDestination(t *testing.T) {
 	p := Robust()
 	gaps := []float64{1, 0.83, 0.95, 1.12, 0.9} // × 4 h
@@ -457,6 +457,13 @@ func TestRobustRareDestination(t *testing.T) {
 	rows := robustRows(t, p, append(evs, other...))
 	if _, ok := rows["victim"]; ok {
 		t.Errorf("a weak beacon is reported although another device polls its destination")
+	}
+	// Rarity needs a day of the fleet's activity: with a 23 h window (the
+	// six callbacks span 19.3 h) being alone on the destination says little.
+	short := p
+	short.Lookback = 23 * time.Hour
+	if _, ok := robustRows(t, short, evs)["victim"]; ok {
+		t.Errorf("reported by rarity with a window shorter than a day")
 	}
 	p.Robust.RareThreshold = p.Robust.Threshold
 	if _, ok := robustRows(t, p, evs)["victim"]; ok {
