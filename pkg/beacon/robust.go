@@ -59,9 +59,15 @@ type RobustParams struct {
 	// is reported when its device is the only one with a candidate on the
 	// destination (rare destination: a C2 server has one victim here, a
 	// web site people visit a few times a day has many) — with a window of
-	// at least rareMinWindow: in a shorter one few devices have visited
-	// anything three times, so being alone says little.
+	// at least RareWindow.
 	RareThreshold float64
+	// RareWindow (24 h): rarity is judged only when the window (Lookback)
+	// is at least this long, a day of the fleet's activity (working hours,
+	// browsing sessions): in a shorter one few devices have visited
+	// anything three times, so being alone on a destination says little.
+	// The demo's 1 h window alerted 14 browsing tuples in 17 h of fleet
+	// time by rarity, none without it.
+	RareWindow time.Duration
 }
 
 // DefaultRobust returns the robust profile's defaults.
@@ -78,6 +84,7 @@ func DefaultRobust() RobustParams {
 		PrevalenceScore:     0.5,
 		PeriodTolerance:     0.25,
 		RareThreshold:       0.65,
+		RareWindow:          24 * time.Hour,
 	}
 }
 
@@ -97,6 +104,8 @@ func (r *RobustParams) validate() error {
 		return fmt.Errorf("tolerance must be in (0, 0.5), got %v", r.Tolerance)
 	case r.Threshold < 0 || r.Threshold > 1 || r.PrevalenceScore < 0 || r.PrevalenceScore > 1 || r.RareThreshold < 0 || r.RareThreshold > 1:
 		return fmt.Errorf("threshold %v, rare threshold %v and prevalence score %v must be in [0, 1]", r.Threshold, r.RareThreshold, r.PrevalenceScore)
+	case r.RareWindow < 0:
+		return fmt.Errorf("rare window must not be negative, got %s", r.RareWindow)
 	case r.PeriodTolerance < 0 || r.PeriodTolerance >= 1:
 		return fmt.Errorf("period tolerance must be in [0, 1), got %v", r.PeriodTolerance)
 	}
@@ -130,12 +139,6 @@ func (r *RobustParams) floor() float64 {
 	return min(r.PrevalenceScore, r.Threshold, r.RareThreshold)
 }
 
-// rareMinWindow is the shortest window over which a destination with one
-// device is rare: a day of the fleet's activity (working hours, browsing
-// sessions). The demo's 1 h window alerted 14 browsing tuples in 17 h of
-// fleet time by rarity, none without it.
-const rareMinWindow = 24 * time.Hour
-
 // reportable reports whether a candidate of a destination on devices
 // devices, its period group under the cap, is reported.
 func (p *Params) reportable(s *RobustStats, devices int64) bool {
@@ -143,7 +146,7 @@ func (p *Params) reportable(s *RobustStats, devices int64) bool {
 	if s.Callbacks < r.MinCallbacks {
 		return false // counts toward prevalence only
 	}
-	return s.Score >= r.Threshold || (devices == 1 && s.Score >= r.RareThreshold && p.Lookback >= rareMinWindow)
+	return s.Score >= r.Threshold || (devices == 1 && s.Score >= r.RareThreshold && p.Lookback >= r.RareWindow)
 }
 
 // DefaultWarmup is how much event time a streaming partition waits before

@@ -25,9 +25,13 @@ func TestMatchesBatchQueryRobust(t *testing.T) {
 			// The scenario's timers are short: ask for fewer callbacks
 			// and a low threshold so that many tuples decide both ways.
 			p.Robust.MinCallbacks = 4
-			p.TotalEventsThresholdMin = 3
 			p.Robust.Threshold = 0.5
 			p.Robust.PrevalenceScore = 0.3
+			// Tuples of 3 callbacks count toward prevalence only, and
+			// rarity reports from 0.4 in this short window.
+			p.TotalEventsThresholdMin = p.Robust.FirstCallbacks() - 1
+			p.Robust.RareThreshold = 0.4
+			p.Robust.RareWindow = 0
 			runScenario(t, p, uint64(seed), seed == 1)
 		})
 	}
