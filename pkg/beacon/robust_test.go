@@ -435,7 +435,8 @@ func TestRobustPrevalenceBeforeMinCallbacks(t *testing.T) {
 // TestRobustRareDestination: a weak beacon (six jittery callbacks of a 4 h
 // sleep, scoring between RareThreshold and Threshold) is reported when its
 // device is the only one with a candidate on the destination, and not when
-// another device polls it too, nor when the window is shorter than a day.
+// another device polls it too, nor when the window is shorter than a day,
+// nor with fewer than RareCallbacks callbacks.
 func TestRobustRareDestination(t *testing.T) {
 	p := Robust()
 	gaps := []float64{1, 0.83, 0.95, 1.12, 0.9} // × 4 h
@@ -464,6 +465,11 @@ func TestRobustRareDestination(t *testing.T) {
 	short.Lookback = 23 * time.Hour
 	if _, ok := robustRows(t, short, evs)["victim"]; ok {
 		t.Errorf("reported by rarity with a window shorter than a day")
+	}
+	few := p
+	few.Robust.RareCallbacks = int64(len(ts)) + 1
+	if _, ok := robustRows(t, few, evs)["victim"]; ok {
+		t.Errorf("reported by rarity with fewer than RareCallbacks callbacks")
 	}
 	p.Robust.RareThreshold = p.Robust.Threshold
 	if _, ok := robustRows(t, p, evs)["victim"]; ok {

@@ -32,6 +32,7 @@ func TestMatchesBatchQueryRobust(t *testing.T) {
 			p.TotalEventsThresholdMin = p.Robust.FirstCallbacks() - 1
 			p.Robust.RareThreshold = 0.4
 			p.Robust.RareWindow = 0
+			p.Robust.RareCallbacks = p.Robust.MinCallbacks
 			runScenario(t, p, uint64(seed), seed == 1)
 		})
 	}
