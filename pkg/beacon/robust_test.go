@@ -476,3 +476,32 @@ func TestRobustRareDestination(t *testing.T) {
 		t.Errorf("reported with RareThreshold = Threshold: the rare rule is not what reports it")
 	}
 }
+
+// TestRobustRareNeedsRegularity: rarity stands in for evidence, not for
+// regularity. A long-lived tuple alone on its destination whose gaps are
+// only loosely periodic (many gaps, so evidence enough, but a wide spread)
+// scores between RareThreshold and Threshold and is not reported.
+func TestRobustRareNeedsRegularity(t *testing.T) {
+	p := Robust()
+	rng := rand.New(rand.NewPCG(11, 12))
+	ts := []Time{robustStart}
+	for i := range 60 {
+		g := 600 * (0.7 + 0.6*rng.Float64())
+		if i%2 == 1 {
+			g = 100 + 1400*rng.Float64() // every other gap anywhere
+		}
+		ts = append(ts, ts[len(ts)-1]+Time(g)*Second)
+	}
+	s := SummaryOf(Deltas(ts, nil))
+	st, ok := p.Candidate(int64(len(ts)), &s)
+	if !ok || st.R.Score < p.Robust.RareThreshold || st.R.Score >= p.Robust.Threshold || st.R.regularity() >= p.Robust.Threshold {
+		t.Fatalf("score %v, regularity %v (candidate %v): want a score in [%v, %v) and regularity under %v",
+			st.R.Score, st.R.regularity(), ok, p.Robust.RareThreshold, p.Robust.Threshold, p.Robust.Threshold)
+	}
+	evs := revents("tab", "chrome.exe", "195.45.148.129", ts, "ConnectionSuccess")
+	// Alone on the destination, with RareCallbacks and a day's window:
+	// regularity is the only rule of rarity it fails.
+	if _, ok := robustRows(t, p, evs)["tab"]; ok {
+		t.Errorf("a loosely periodic tuple is reported by rarity (score %v, regularity %v)", st.R.Score, st.R.regularity())
+	}
+}
