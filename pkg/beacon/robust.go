@@ -274,6 +274,34 @@ func (p *Params) robustConnection(e *Event) bool {
 // (100.64/10), documentation, benchmarking, reserved or broadcast. An
 // IPv4-mapped IPv6 address is judged as its IPv4 address.
 func PublicIP(s string) bool {
+	if v, ok := canonicalIPv4(s); ok {
+		return publicIPv4(v) // every event asks: most are dotted quads
+	}
+	return publicAddr(s)
+}
+
+// publicIPv4 is publicAddr for an IPv4 address's value, without parsing
+// (TestPublicIPv4 holds the two to the same answer): not 0/8, 10/8,
+// 127/8, 169.254/16, 172.16/12, 192.168/16, multicast or 240/4 (broadcast
+// included), nor one of nonPublic4.
+func publicIPv4(v uint32) bool {
+	switch {
+	case v>>24 == 0, v>>24 == 10, v>>24 == 127, v>>28 >= 0xe:
+		return false
+	case v>>16 == 169<<8|254, v>>16 == 192<<8|168, v>>20 == 172<<4|1:
+		return false
+	case v>>22 == (100<<8|64)>>6, v>>17 == (198<<8|18)>>1: // 100.64/10, 198.18/15
+		return false
+	}
+	switch v >> 8 {
+	case 192<<16 | 0<<8 | 0, 192<<16 | 0<<8 | 2, 198<<16 | 51<<8 | 100, 203<<16 | 0<<8 | 113:
+		return false
+	}
+	return true
+}
+
+// publicAddr is PublicIP for any spelling netip reads.
+func publicAddr(s string) bool {
 	a, err := netip.ParseAddr(s)
 	if err != nil {
 		return false

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"net/netip"
 	"testing"
 	"time"
 )
@@ -303,6 +304,32 @@ func TestPublicIP(t *testing.T) {
 		if got := PublicIP(ip); got != want {
 			t.Errorf("PublicIP(%q) = %v, want %v", ip, got, want)
 		}
+	}
+}
+
+// TestPublicIPv4 holds publicIPv4, which PublicIP asks for a dotted quad,
+// to net/netip's answer (publicAddr): at both edges of every range it
+// leaves out, and over addresses spread through the whole space.
+func TestPublicIPv4(t *testing.T) {
+	check := func(v uint32) {
+		t.Helper()
+		if got, want := publicIPv4(v), publicAddr(formatIPv4(v)); got != want {
+			t.Fatalf("%s: publicIPv4 %v, net/netip %v", formatIPv4(v), got, want)
+		}
+	}
+	for _, cidr := range []string{"0.0.0.0/8", "10.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
+		"192.168.0.0/16", "224.0.0.0/4", "240.0.0.0/4", "100.64.0.0/10", "198.18.0.0/15", "192.0.0.0/24",
+		"192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "8.8.8.0/24"} {
+		pf := netip.MustParsePrefix(cidr)
+		b := pf.Addr().As4()
+		lo := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+		hi := lo | (1<<(32-pf.Bits()) - 1)
+		for _, v := range []uint32{lo - 1, lo, lo + 1, hi - 1, hi, hi + 1} {
+			check(v)
+		}
+	}
+	for i := range uint32(200_000) {
+		check(i * 2654435761)
 	}
 }
 
