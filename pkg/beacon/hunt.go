@@ -153,6 +153,10 @@ type adder struct {
 	whoKeys   []whoKey // whos[i] as its one block of bytes and lengths, for the hot compare
 	pairIndex slots
 	pairs     []ipURL
+	// The pairs with an empty RemoteUrl (about half of a day's events),
+	// by the address alone: one probe of a 16-byte slot, no string hashed
+	// or compared.
+	bare ipTimes
 	// Each kept event as its tuple and timestamp, appended to the bucket
 	// its tuple's hash picks (from the columns, not the adder's indexes, so
 	// a tuple falls in the same bucket in every adder). Rows sorts each
@@ -345,7 +349,11 @@ type ipURL struct {
 func (a *adder) add(e *Event) {
 	id, ipHash, domain := a.ipOfEvent(e.RemoteIP)
 	if domain {
-		a.addDomain(id, e.RemoteUrl, e.Timestamp)
+		if e.RemoteUrl == "" {
+			a.bare.keep(a.hx, id, e.Timestamp)
+		} else {
+			a.addDomain(id, e.RemoteUrl, e.Timestamp)
+		}
 	}
 	if a.seed {
 		if !seedConnection(a.p, domain, e) {
@@ -443,6 +451,11 @@ func (a *adder) absorb(b *adder) {
 		u := &b.pairs[i]
 		a.pairOf(remap(u.ip), u.url, u.newest, true)
 	}
+	for _, u := range b.bare.s {
+		if u.key != 0 {
+			a.bare.keep(a.hx, remap(u.ip()), u.newest)
+		}
+	}
 	if b.any && (!a.any || b.newest > a.newest) {
 		a.newest, a.any = b.newest, true
 	}
@@ -530,6 +543,23 @@ func (h *Hunt) Rows(now Time) []Row {
 	return rows
 }
 
+// allPairs yields every (RemoteIP, RemoteUrl) kept and its newest time,
+// those with an empty URL included.
+func (a *adder) allPairs() func(yield func(*ipURL) bool) {
+	return func(yield func(*ipURL) bool) {
+		for i := range a.pairs {
+			if !yield(&a.pairs[i]) {
+				return
+			}
+		}
+		for _, u := range a.bare.s {
+			if u.key != 0 && !yield(&ipURL{ip: u.ip(), newest: u.newest}) {
+				return
+			}
+		}
+	}
+}
+
 // compareTuples orders tuples column by column.
 func compareTuples(x, y *Tuple) int {
 	for _, c := range [...]int{
@@ -551,8 +581,7 @@ func (a *adder) domainsAfter(from Time, ips map[ipID]bool) map[string][]string {
 	for ip := range ips {
 		out[a.ipString(ip)] = nil
 	}
-	for i := range a.pairs {
-		u := &a.pairs[i]
+	for u := range a.allPairs() {
 		if ips[u.ip] && u.newest > from {
 			s := a.ipString(u.ip)
 			out[s] = append(out[s], DomainOf(u.url))

@@ -374,3 +374,53 @@ func (a *adder) pairOf(ip ipID, url string, ts Time, owned bool) {
 	a.pairs = append(a.pairs, ipURL{ip, url, ts, k})
 	a.pairIndex.fill(j, k, int32(len(a.pairs)-1))
 }
+
+// ipTimes keeps the newest time of each address, by open addressing on
+// 16-byte slots that hold the address itself: for the pairs whose
+// RemoteUrl is empty, a probe touches one slot, usually one cache line.
+type ipTimes struct {
+	s    []ipTime
+	n    int
+	mask uint64
+}
+
+// ipTime is a slot of ipTimes: the address's ipID + 1 (0 is an empty
+// slot) and its newest time.
+type ipTime struct {
+	key    uint64
+	newest Time
+}
+
+func (u ipTime) ip() ipID { return ipID(u.key - 1) }
+
+// keep records ts for ip when it is newer than what ip has.
+func (t *ipTimes) keep(x *hashIndex, ip ipID, ts Time) {
+	if 2*(t.n+1) > len(t.s) {
+		old := t.s
+		size := max(1024, 2*len(old))
+		t.s, t.mask = make([]ipTime, size), uint64(size-1)
+		for _, u := range old {
+			if u.key != 0 {
+				*t.slot(x, u.key) = u
+			}
+		}
+	}
+	k := uint64(ip) + 1
+	u := t.slot(x, k)
+	if u.key == 0 {
+		u.key, u.newest = k, ts
+		t.n++
+	} else if ts > u.newest {
+		u.newest = ts
+	}
+}
+
+// slot is key's slot, or the empty one where it goes (the caller fills
+// it).
+func (t *ipTimes) slot(x *hashIndex, key uint64) *ipTime {
+	for j := x.final((x.seed^key)*0x9e3779b97f4a7c15) & t.mask; ; j = (j + 1) & t.mask {
+		if u := &t.s[j]; u.key == key || u.key == 0 {
+			return u
+		}
+	}
+}
