@@ -145,18 +145,20 @@ type adder struct {
 
 	// Addresses kept as strings: every RemoteIP under robust, and under
 	// seed those that are not canonical IPv4 (see ipOfEvent).
-	ipIndex   slots
-	ips       []ipEntry
-	ipKeys    []ipKey // ips[i]'s first 16 bytes, beside the slots' order
-	whoIndex  slots
-	whos      []who
-	whoKeys   []whoKey // whos[i] as its one block of bytes and lengths, for the hot compare
-	pairIndex slots
-	pairs     []ipURL
-	// The pairs with an empty RemoteUrl (about half of a day's events),
-	// by the address alone: one probe of a 16-byte slot, no string hashed
-	// or compared.
-	bare ipTimes
+	ipIndex  slots
+	ips      []ipEntry
+	ipKeys   []ipKey // ips[i]'s first 16 bytes, beside the slots' order
+	whoIndex slots
+	whos     []who
+	whoKeys  []whoKey // whos[i] as its one block of bytes and lengths, for the hot compare
+	// RemoteUrls, each distinct one once (a few thousand a day; urls[0]
+	// is ""), and the (RemoteIP, RemoteUrl) pairs by the address and the
+	// URL's index, in 24-byte slots that hold the key and the newest time:
+	// the pair probe, made for every public-IPv4 event, touches one slot,
+	// and the URL table it goes through stays in cache.
+	urlIndex slots
+	urls     []urlEntry
+	pairs    pairTimes
 	// Each kept event as its tuple and timestamp, appended to the bucket
 	// its tuple's hash picks (from the columns, not the adder's indexes, so
 	// a tuple falls in the same bucket in every adder). Rows sorts each
@@ -337,23 +339,10 @@ func (g *tupleGroups) add(ev tupleEvent, mask uint64) {
 	}
 }
 
-// ipURL is a distinct (RemoteIP, RemoteUrl) and the newest time it was
-// seen, for the Domains enrichment.
-type ipURL struct {
-	ip     ipID
-	url    string
-	newest Time
-	hash   uint64
-}
-
 func (a *adder) add(e *Event) {
 	id, ipHash, domain := a.ipOfEvent(e.RemoteIP)
 	if domain {
-		if e.RemoteUrl == "" {
-			a.bare.keep(a.hx, id, e.Timestamp)
-		} else {
-			a.addDomain(id, e.RemoteUrl, e.Timestamp)
-		}
+		a.pairs.keep(a.hx, id, a.url(e.RemoteUrl), e.Timestamp)
 	}
 	if a.seed {
 		if !seedConnection(a.p, domain, e) {
@@ -447,13 +436,13 @@ func (a *adder) absorb(b *adder) {
 		a.absorbed = append(a.absorbed, eventSource{src.buckets, wm, im})
 	}
 	b.absorbed = nil
-	for i := range b.pairs {
-		u := &b.pairs[i]
-		a.pairOf(remap(u.ip), u.url, u.newest, true)
+	urlMap := make([]uint32, len(b.urls))
+	for i := range b.urls {
+		urlMap[i] = a.urlOf(&b.urls[i])
 	}
-	for _, u := range b.bare.s {
+	for _, u := range b.pairs.s {
 		if u.key != 0 {
-			a.bare.keep(a.hx, remap(u.ip()), u.newest)
+			a.pairs.keep(a.hx, remap(u.ip()), urlMap[u.url], u.newest)
 		}
 	}
 	if b.any && (!a.any || b.newest > a.newest) {
@@ -543,23 +532,6 @@ func (h *Hunt) Rows(now Time) []Row {
 	return rows
 }
 
-// allPairs yields every (RemoteIP, RemoteUrl) kept and its newest time,
-// those with an empty URL included.
-func (a *adder) allPairs() func(yield func(*ipURL) bool) {
-	return func(yield func(*ipURL) bool) {
-		for i := range a.pairs {
-			if !yield(&a.pairs[i]) {
-				return
-			}
-		}
-		for _, u := range a.bare.s {
-			if u.key != 0 && !yield(&ipURL{ip: u.ip(), newest: u.newest}) {
-				return
-			}
-		}
-	}
-}
-
 // compareTuples orders tuples column by column.
 func compareTuples(x, y *Tuple) int {
 	for _, c := range [...]int{
@@ -581,10 +553,10 @@ func (a *adder) domainsAfter(from Time, ips map[ipID]bool) map[string][]string {
 	for ip := range ips {
 		out[a.ipString(ip)] = nil
 	}
-	for u := range a.allPairs() {
-		if ips[u.ip] && u.newest > from {
-			s := a.ipString(u.ip)
-			out[s] = append(out[s], DomainOf(u.url))
+	for _, u := range a.pairs.s {
+		if u.key != 0 && ips[u.ip()] && u.newest > from {
+			s := a.ipString(u.ip())
+			out[s] = append(out[s], DomainOf(a.urlString(u.url)))
 		}
 	}
 	for ip, list := range out {

@@ -68,11 +68,6 @@ func (x *hashIndex) v4Hash(v uint32) uint64 {
 	return x.final((x.seed ^ uint64(v)) * 0x9e3779b97f4a7c15)
 }
 
-// pairHash hashes a (RemoteIP, RemoteUrl).
-func (x *hashIndex) pairHash(ip ipID, url string) uint64 {
-	return x.final(x.mix(x.seed^uint64(ip)*0x9e3779b97f4a7c15, url))
-}
-
 // canonicalIPv4 reads s when it is an IPv4 address as formatIPv4 writes
 // it: four decimal octets up to 255 without leading zeros, nothing else.
 // Such a string and its value determine each other, so Hunt keys it by
@@ -349,77 +344,112 @@ func (a *adder) whoHashes(yield func(uint64, int32) bool) {
 	}
 }
 
-// addDomain keeps the newest Timestamp of a (RemoteIP, RemoteUrl).
-func (a *adder) addDomain(ip ipID, url string, ts Time) { a.pairOf(ip, url, ts, false) }
-
-// pairOf keeps ts as the pair's newest time when it is newer; owned says
-// url is a copy already (merge).
-func (a *adder) pairOf(ip ipID, url string, ts Time, owned bool) {
-	k := a.hx.pairHash(ip, url)
-	a.pairIndex.room(func(yield func(uint64, int32) bool) {
-		for i := range a.pairs {
-			yield(a.pairs[i].hash, int32(i))
-		}
-	})
-	j, i := a.pairIndex.find(k, func(i int32) bool { u := &a.pairs[i]; return u.ip == ip && u.url == url })
-	if i >= 0 {
-		if u := &a.pairs[i]; ts > u.newest {
-			u.newest = ts
-		}
-		return
-	}
-	if !owned {
-		url = cloneString(url)
-	}
-	a.pairs = append(a.pairs, ipURL{ip, url, ts, k})
-	a.pairIndex.fill(j, k, int32(len(a.pairs)-1))
+// urlEntry is a distinct non-empty RemoteUrl and its hash.
+type urlEntry struct {
+	s    string
+	hash uint64
 }
 
-// ipTimes keeps the newest time of each address, by open addressing on
-// 16-byte slots that hold the address itself: for the pairs whose
-// RemoteUrl is empty, a probe touches one slot, usually one cache line.
-type ipTimes struct {
-	s    []ipTime
+// url returns the index of RemoteUrl s, adding it (copied) when it is
+// new. The empty URL, about half of a day's events, is 0 without a probe.
+func (a *adder) url(s string) uint32 {
+	if s == "" {
+		return 0
+	}
+	if len(a.urls) == 0 {
+		a.urls = append(a.urls, urlEntry{}) // urls[0] is ""
+	}
+	k := a.hx.final(a.hx.mix(a.hx.seed, s))
+	a.urlIndex.room(a.urlHashes)
+	j, i := a.urlIndex.find(k, func(i int32) bool { return a.urls[i].s == s })
+	if i < 0 {
+		i = int32(len(a.urls))
+		a.urls = append(a.urls, urlEntry{cloneString(s), k})
+		a.urlIndex.fill(j, k, i)
+	}
+	return uint32(i)
+}
+
+// urlOf is url for an entry of another adder (merge).
+func (a *adder) urlOf(e *urlEntry) uint32 {
+	if e.s == "" {
+		return 0
+	}
+	if len(a.urls) == 0 {
+		a.urls = append(a.urls, urlEntry{})
+	}
+	a.urlIndex.room(a.urlHashes)
+	j, i := a.urlIndex.find(e.hash, func(i int32) bool { return a.urls[i].s == e.s })
+	if i < 0 {
+		i = int32(len(a.urls))
+		a.urls = append(a.urls, *e)
+		a.urlIndex.fill(j, e.hash, i)
+	}
+	return uint32(i)
+}
+
+func (a *adder) urlHashes(yield func(uint64, int32) bool) {
+	for i := 1; i < len(a.urls); i++ {
+		yield(a.urls[i].hash, int32(i))
+	}
+}
+
+// urlString is the URL an index names.
+func (a *adder) urlString(i uint32) string {
+	if i == 0 {
+		return ""
+	}
+	return a.urls[i].s
+}
+
+// pairTimes keeps the newest time of each (RemoteIP, RemoteUrl) by open
+// addressing on 24-byte slots that hold the pair itself (the address's
+// ipID and the URL's index): a probe touches one slot, usually one
+// cache line, and compares two integers.
+type pairTimes struct {
+	s    []pairTime
 	n    int
 	mask uint64
 }
 
-// ipTime is a slot of ipTimes: the address's ipID + 1 (0 is an empty
-// slot) and its newest time.
-type ipTime struct {
+// pairTime is a slot of pairTimes: the address's ipID + 1 (0 is an empty
+// slot), the URL's index and the pair's newest time.
+type pairTime struct {
 	key    uint64
+	url    uint32
 	newest Time
 }
 
-func (u ipTime) ip() ipID { return ipID(u.key - 1) }
+func (u *pairTime) ip() ipID { return ipID(u.key - 1) }
 
-// keep records ts for ip when it is newer than what ip has.
-func (t *ipTimes) keep(x *hashIndex, ip ipID, ts Time) {
+// keep records ts for (ip, url) when it is newer than what the pair has.
+func (t *pairTimes) keep(x *hashIndex, ip ipID, url uint32, ts Time) {
 	if 2*(t.n+1) > len(t.s) {
 		old := t.s
 		size := max(1024, 2*len(old))
-		t.s, t.mask = make([]ipTime, size), uint64(size-1)
+		t.s, t.mask = make([]pairTime, size), uint64(size-1)
 		for _, u := range old {
 			if u.key != 0 {
-				*t.slot(x, u.key) = u
+				*t.slot(x, u.key, u.url) = u
 			}
 		}
 	}
 	k := uint64(ip) + 1
-	u := t.slot(x, k)
+	u := t.slot(x, k, url)
 	if u.key == 0 {
-		u.key, u.newest = k, ts
+		*u = pairTime{k, url, ts}
 		t.n++
 	} else if ts > u.newest {
 		u.newest = ts
 	}
 }
 
-// slot is key's slot, or the empty one where it goes (the caller fills
-// it).
-func (t *ipTimes) slot(x *hashIndex, key uint64) *ipTime {
-	for j := x.final((x.seed^key)*0x9e3779b97f4a7c15) & t.mask; ; j = (j + 1) & t.mask {
-		if u := &t.s[j]; u.key == key || u.key == 0 {
+// slot is the pair's slot, or the empty one where it goes (the caller
+// fills it).
+func (t *pairTimes) slot(x *hashIndex, key uint64, url uint32) *pairTime {
+	h := x.final((x.seed ^ key ^ uint64(url)<<40) * 0x9e3779b97f4a7c15)
+	for j := h & t.mask; ; j = (j + 1) & t.mask {
+		if u := &t.s[j]; u.key == 0 || u.key == key && u.url == url {
 			return u
 		}
 	}

@@ -10,8 +10,8 @@ import (
 )
 
 // TestHuntHashCollisions keeps three bits of Hunt's who, address and pair
-// hashes, so that nearly every who, RemoteIP kept as a string and
-// (RemoteIP, RemoteUrl) shares its hash with others (and every tuple
+// hashes, so that nearly every who, RemoteIP kept as a string, RemoteUrl
+// and (RemoteIP, RemoteUrl) shares its hash with others (and every tuple
 // falls in one bucket), and holds the rows to those of full hashes: a
 // slot whose hash matches is checked against the entry. The fleet has
 // beacons among noise that differs in one column at a time (port,
@@ -56,8 +56,8 @@ func TestHuntHashCollisions(t *testing.T) {
 	// Three bits make at most eight hashes: more keys than that share.
 	h := NewHunt(Seed())
 	h.AddBatch(evs)
-	if a := h.merge(); len(a.whos) <= 8 || len(a.pairs) <= 8 || len(a.ips) <= 8 {
-		t.Fatalf("%d whos, %d pairs, %d IPs kept as strings: too few to collide", len(a.whos), len(a.pairs), len(a.ips))
+	if a := h.merge(); len(a.whos) <= 8 || a.pairs.n <= 8 || len(a.urls) <= 8 || len(a.ips) <= 8 {
+		t.Fatalf("%d whos, %d pairs, %d URLs, %d IPs kept as strings: too few to collide", len(a.whos), a.pairs.n, len(a.urls), len(a.ips))
 	}
 }
 
