@@ -77,29 +77,43 @@ func canonicalIPv4(s string) (uint32, bool) {
 	if len(s) < 7 || len(s) > 15 {
 		return 0, false
 	}
-	var a, v uint32
-	n, dots := 0, 0 // digits of the octet so far, dots so far
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c == '.' {
-			if n == 0 || dots == 3 || v > 255 {
+	// Octet by octet, with its digits unrolled: a first digit, then up to
+	// two more unless the first was 0 (no leading zeros); anything after
+	// an octet but a dot (or the end after the fourth) fails, a fourth
+	// digit included.
+	var a uint32
+	i := 0
+	for k := range 4 {
+		if k > 0 {
+			if i >= len(s) || s[i] != '.' {
 				return 0, false
 			}
-			a, v, n = a<<8|v, 0, 0
-			dots++
-			continue
+			i++
 		}
-		d := uint32(c) - '0'
-		if d > 9 || n == 3 || (n == 1 && v == 0) { // not a digit, a fourth digit, a leading zero
+		if i >= len(s) {
 			return 0, false
 		}
-		v = v*10 + d
-		n++
+		v := uint32(s[i]) - '0'
+		if v > 9 {
+			return 0, false
+		}
+		i++
+		if v != 0 && i < len(s) {
+			if d := uint32(s[i]) - '0'; d <= 9 {
+				v, i = v*10+d, i+1
+				if i < len(s) {
+					if d := uint32(s[i]) - '0'; d <= 9 {
+						v, i = v*10+d, i+1
+					}
+				}
+			}
+		}
+		if v > 255 {
+			return 0, false
+		}
+		a = a<<8 | v
 	}
-	if n == 0 || dots != 3 || v > 255 {
-		return 0, false
-	}
-	return a<<8 | v, true
+	return a, i == len(s)
 }
 
 // formatIPv4 writes an address in dotted-quad form.
