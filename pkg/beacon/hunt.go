@@ -152,13 +152,14 @@ type adder struct {
 	whos     []who
 	whoKeys  []whoKey // whos[i] as its one block of bytes and lengths, for the hot compare
 	// RemoteUrls, each distinct one once (a few thousand a day; urls[0]
-	// is ""), and the (RemoteIP, RemoteUrl) pairs by the address and the
-	// URL's index, in 24-byte slots that hold the key and the newest time:
-	// the pair probe, made for every public-IPv4 event, touches one slot,
-	// and the URL table it goes through stays in cache.
+	// is ""), and every public-IPv4 event's (RemoteIP, RemoteUrl) and
+	// time as the address, the URL's index and the time, appended to a
+	// log: the Domains column needs the pairs of the few addresses that
+	// make rows, found in Rows, so adding probes no table of ~21k pairs
+	// (a miss to memory an event) but writes 24 bytes in sequence.
 	urlIndex slots
 	urls     []urlEntry
-	pairs    pairTimes
+	seen     pairLog
 	// Each kept event as its tuple and timestamp, appended to the bucket
 	// its tuple's hash picks (from the columns, not the adder's indexes, so
 	// a tuple falls in the same bucket in every adder). Rows sorts each
@@ -342,7 +343,7 @@ func (g *tupleGroups) add(ev tupleEvent, mask uint64) {
 func (a *adder) add(e *Event) {
 	id, ipHash, domain := a.ipOfEvent(e.RemoteIP)
 	if domain {
-		a.pairs.keep(a.hx, id, a.url(e.RemoteUrl), e.Timestamp)
+		a.seen.add(pairSeen{id, e.Timestamp, a.url(e.RemoteUrl)})
 	}
 	if a.seed {
 		if !seedConnection(a.p, domain, e) {
@@ -440,11 +441,13 @@ func (a *adder) absorb(b *adder) {
 	for i := range b.urls {
 		urlMap[i] = a.urlOf(&b.urls[i])
 	}
-	for _, u := range b.pairs.s {
-		if u.key != 0 {
-			a.pairs.keep(a.hx, remap(u.ip()), urlMap[u.url], u.newest)
+	for _, c := range b.seen.chunks { // b is done: its log is remapped in place
+		for i := range c {
+			c[i].ip, c[i].url = remap(c[i].ip), urlMap[c[i].url]
 		}
+		a.seen.chunks = append(a.seen.chunks, c)
 	}
+	b.seen.chunks = nil
 	if b.any && (!a.any || b.newest > a.newest) {
 		a.newest, a.any = b.newest, true
 	}
@@ -553,10 +556,33 @@ func (a *adder) domainsAfter(from Time, ips map[ipID]bool) map[string][]string {
 	for ip := range ips {
 		out[a.ipString(ip)] = nil
 	}
-	for _, u := range a.pairs.s {
-		if u.key != 0 && ips[u.ip()] && u.newest > from {
-			s := a.ipString(u.ip())
-			out[s] = append(out[s], DomainOf(a.urlString(u.url)))
+	// A filter of the candidates' addresses: most entries of the log
+	// fail one bit test, not a map lookup.
+	var bits [1024]uint64
+	bit := func(ip ipID) (int, uint64) {
+		h := uint64(ip) * 0x9e3779b97f4a7c15 >> (64 - 16)
+		return int(h >> 6), 1 << (h & 63)
+	}
+	for ip := range ips {
+		w, m := bit(ip)
+		bits[w] |= m
+	}
+	type pair struct {
+		ip  ipID
+		url uint32
+	}
+	done := make(map[pair]bool)
+	for _, c := range a.seen.chunks {
+		for i := range c {
+			u := &c[i]
+			if w, m := bit(u.ip); bits[w]&m == 0 || u.t <= from || !ips[u.ip] {
+				continue
+			}
+			if k := (pair{u.ip, u.url}); !done[k] {
+				done[k] = true
+				s := a.ipString(u.ip)
+				out[s] = append(out[s], DomainOf(a.urlString(u.url)))
+			}
 		}
 	}
 	for ip, list := range out {

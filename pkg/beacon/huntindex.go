@@ -416,55 +416,28 @@ func (a *adder) urlString(i uint32) string {
 	return a.urls[i].s
 }
 
-// pairTimes keeps the newest time of each (RemoteIP, RemoteUrl) by open
-// addressing on 24-byte slots that hold the pair itself (the address's
-// ipID and the URL's index): a probe touches one slot, usually one
-// cache line, and compares two integers.
-type pairTimes struct {
-	s    []pairTime
-	n    int
-	mask uint64
+// pairLog is every public-IPv4 event's pair and time, in chunks of a
+// fixed size: appending never copies what is there.
+type pairLog struct {
+	chunks [][]pairSeen
 }
 
-// pairTime is a slot of pairTimes: the address's ipID + 1 (0 is an empty
-// slot), the URL's index and the pair's newest time.
-type pairTime struct {
-	key    uint64
-	url    uint32
-	newest Time
+// pairSeen is an event's (RemoteIP, RemoteUrl) as the address's ipID and
+// the URL's index, and its time.
+type pairSeen struct {
+	ip  ipID
+	t   Time
+	url uint32
 }
 
-func (u *pairTime) ip() ipID { return ipID(u.key - 1) }
+// pairChunk is how many entries a chunk of a pairLog holds (≈ 768 KB).
+const pairChunk = 1 << 15
 
-// keep records ts for (ip, url) when it is newer than what the pair has.
-func (t *pairTimes) keep(x *hashIndex, ip ipID, url uint32, ts Time) {
-	if 2*(t.n+1) > len(t.s) {
-		old := t.s
-		size := max(1024, 2*len(old))
-		t.s, t.mask = make([]pairTime, size), uint64(size-1)
-		for _, u := range old {
-			if u.key != 0 {
-				*t.slot(x, u.key, u.url) = u
-			}
-		}
+func (l *pairLog) add(u pairSeen) {
+	n := len(l.chunks)
+	if n == 0 || len(l.chunks[n-1]) == pairChunk {
+		l.chunks = append(l.chunks, make([]pairSeen, 0, pairChunk))
+		n++
 	}
-	k := uint64(ip) + 1
-	u := t.slot(x, k, url)
-	if u.key == 0 {
-		*u = pairTime{k, url, ts}
-		t.n++
-	} else if ts > u.newest {
-		u.newest = ts
-	}
-}
-
-// slot is the pair's slot, or the empty one where it goes (the caller
-// fills it).
-func (t *pairTimes) slot(x *hashIndex, key uint64, url uint32) *pairTime {
-	h := x.final((x.seed ^ key ^ uint64(url)<<40) * 0x9e3779b97f4a7c15)
-	for j := h & t.mask; ; j = (j + 1) & t.mask {
-		if u := &t.s[j]; u.key == 0 || u.key == key && u.url == url {
-			return u
-		}
-	}
+	l.chunks[n-1] = append(l.chunks[n-1], u)
 }
