@@ -172,6 +172,12 @@ type adder struct {
 	absorbed []eventSource
 	newest   Time
 	any      bool
+	// Robust's names as the events spell them, each with the who of its
+	// lower-cased names (TupleOf's): a spelling is lowered once, not at
+	// every event.
+	rawIndex slots
+	raws     []who
+	rawTo    []uint32
 }
 
 // eventSource is an adder's buckets and the maps from its who and
@@ -345,11 +351,7 @@ func (a *adder) add(e *Event) {
 	if domain {
 		a.seen.add(pairSeen{id, e.Timestamp, a.url(e.RemoteUrl)})
 	}
-	if a.seed {
-		if !seedConnection(a.p, domain, e) {
-			return
-		}
-	} else if !a.p.Connection(e) {
+	if !connection(a.p, a.seed, domain, e) {
 		return
 	}
 	if !a.any || e.Timestamp > a.newest {
@@ -363,21 +365,23 @@ func (a *adder) add(e *Event) {
 	if a.seed {
 		wi, wh = a.who(e.DeviceId, e.DeviceName, e.AccountName, e.AccountDomain, e.FileName)
 	} else {
-		t := a.p.TupleOf(e) // robust lower-cases names; the IP is the event's
-		wi, wh = a.who(t.DeviceId, t.DeviceName, t.AccountName, t.AccountDomain, t.FileName)
+		wi, wh = a.robustWho(e)
 	}
 	b := &a.buckets[a.hx.bucket(wh, ipHash, e.RemotePort)]
 	*b = append(*b, tupleEvent{wi, e.RemotePort, id, e.Timestamp})
 }
 
 // ipOfEvent names RemoteIP s: its ipID, a hash of it that is the same in
-// every adder, and DomainIP(s). Under seed a canonical IPv4 address is
-// its own name, and DomainIP is read from its value: no table is probed.
+// every adder, and p.DomainIP(s). A canonical IPv4 address is its own
+// name, and DomainIP is read from its value: no table is probed.
 func (a *adder) ipOfEvent(s string) (id ipID, hash uint64, domain bool) {
-	if a.seed {
-		if v, ok := canonicalIPv4(s); ok {
-			return rawIPv4 | ipID(v), a.hx.v4Hash(v), v != 0 && !ipv4Private(v)
+	if v, ok := canonicalIPv4(s); ok {
+		if a.seed {
+			domain = v != 0 && !ipv4Private(v)
+		} else {
+			domain = publicIPv4(v)
 		}
+		return rawIPv4 | ipID(v), a.hx.v4Hash(v), domain
 	}
 	i := a.ip(s)
 	e := &a.ips[i]
@@ -390,6 +394,17 @@ func (a *adder) ipString(id ipID) string {
 		return formatIPv4(uint32(id))
 	}
 	return a.ips[id].s
+}
+
+// connection is p.Connection(e) given domain = p.DomainIP(e.RemoteIP),
+// which an adder knows per address; seed says whether p is the seed
+// profile. Robust's Connection is its ActionTypes and PublicIP, which is
+// its DomainIP. TestHuntConnection holds the two to the same answer.
+func connection(p *Params, seed, domain bool, e *Event) bool {
+	if seed {
+		return seedConnection(p, domain, e)
+	}
+	return domain && p.ActionTypeOK(e.ActionType)
 }
 
 // seedConnection is seed's Params.Connection given domain =

@@ -271,6 +271,35 @@ func (a *adder) addWho(w who) {
 	a.whoKeys = append(a.whoKeys, keyOfWho(&w))
 }
 
+// robustWho is who for robust's tuple of e, whose names TupleOf lowers:
+// e's names as spelled are looked up first, so each spelling is lowered
+// once (TestHuntRobustSpellings).
+func (a *adder) robustWho(e *Event) (uint32, uint64) {
+	k := a.hx.whoHash(e.DeviceId, e.DeviceName, e.AccountName, e.AccountDomain, e.FileName)
+	a.rawIndex.room(a.rawHashes)
+	j, i := a.rawIndex.find(k, func(i int32) bool {
+		w := &a.raws[i]
+		return w.FileName == e.FileName && w.AccountName == e.AccountName && w.DeviceId == e.DeviceId &&
+			w.DeviceName == e.DeviceName && w.AccountDomain == e.AccountDomain
+	})
+	if i >= 0 {
+		wi := a.rawTo[i]
+		return wi, a.whos[wi].hash
+	}
+	t := a.p.TupleOf(e)
+	wi, wh := a.who(t.DeviceId, t.DeviceName, t.AccountName, t.AccountDomain, t.FileName)
+	a.rawIndex.fill(j, k, int32(len(a.raws)))
+	a.raws = append(a.raws, newWho(e.DeviceId, e.DeviceName, e.AccountName, e.AccountDomain, e.FileName, k))
+	a.rawTo = append(a.rawTo, wi)
+	return wi, wh
+}
+
+func (a *adder) rawHashes(yield func(uint64, int32) bool) {
+	for i := range a.raws {
+		yield(a.raws[i].hash, int32(i))
+	}
+}
+
 // whoKey is a who as newWho lays it out, its five strings one after
 // another in one block, by the block and the lengths: 24 bytes a who, so
 // that the table of them stays in cache and a compare touches the block

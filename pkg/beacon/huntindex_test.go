@@ -61,24 +61,75 @@ func TestHuntHashCollisions(t *testing.T) {
 	}
 }
 
-// TestHuntSeedConnection holds Hunt's seed shortcut (DomainIP known per
-// address) to Params.Connection on every combination of the columns the
-// filters read.
-func TestHuntSeedConnection(t *testing.T) {
-	p := Seed()
+// TestHuntConnection holds Hunt's shortcut (DomainIP known per address)
+// to Params.Connection, under both profiles, on every combination of the
+// columns the filters read.
+func TestHuntConnection(t *testing.T) {
 	ips := []string{"", "0.0.0.0", "8.8.8.8", "10.1.2.3", "172.16.0.1", "172.32.0.1", "192.168.1.1", "127.0.0.1",
-		"169.254.1.1", "::1", "2001:4860::8888", "::ffff:8.8.8.8", "8.8.8.8/24", "8.8.8", "1.2.3.4.5", "256.1.1.1", "01.2.3.4"}
+		"169.254.1.1", "100.64.0.1", "192.0.2.1", "::1", "2001:4860::8888", "2001:db8::1", "fd00::1", "::ffff:8.8.8.8",
+		"8.8.8.8/24", "8.8.8", "1.2.3.4.5", "256.1.1.1", "01.2.3.4"}
 	types := []string{"Public", "Private", "Reserved", "LinkLocal", "Loopback", "FourToSixMapping", "", "public"}
-	actions := []string{"ConnectionSuccess", "ConnectionFailed", "CsonnectionFailed", "connectionsuccess", ""}
-	for _, ip := range ips {
-		for _, typ := range types {
-			for _, act := range actions {
-				e := Event{RemoteIP: ip, RemoteIPType: typ, ActionType: act}
-				if got, want := seedConnection(&p, p.DomainIP(ip), &e), p.Connection(&e); got != want {
-					t.Errorf("%q %q %q: shortcut %v, Connection %v", ip, typ, act, got, want)
+	actions := []string{"ConnectionSuccess", "ConnectionFailed", "CsonnectionFailed", "ConnectionAttempt",
+		"ConnectionSuccessAggregatedReport", "connectionsuccess", ""}
+	for _, p := range []Params{Seed(), Robust()} {
+		seed := p.Profile != ProfileRobust
+		for _, ip := range ips {
+			for _, typ := range types {
+				for _, act := range actions {
+					e := Event{RemoteIP: ip, RemoteIPType: typ, ActionType: act}
+					if got, want := connection(&p, seed, p.DomainIP(ip), &e), p.Connection(&e); got != want {
+						t.Errorf("%s: %q %q %q: shortcut %v, Connection %v", p.Profile, ip, typ, act, got, want)
+					}
 				}
 			}
 		}
+	}
+}
+
+// TestHuntRobustSpellings: under robust, events whose process and
+// account names differ only in case are one who, spelled as TupleOf
+// lowers it, however often and in whichever order the spellings come;
+// names that differ otherwise, or in DeviceName's case, are not.
+func TestHuntRobustSpellings(t *testing.T) {
+	p := Robust()
+	hx := newHashIndex(maphash.MakeSeed())
+	a := newAdder(&p, &hx)
+	spell := func(dev, name, acct, dom, file string) *Event {
+		return &Event{DeviceId: dev, DeviceName: name, AccountName: acct, AccountDomain: dom, FileName: file}
+	}
+	same := []*Event{
+		spell("d1", "WKS-1", "SYSTEM", "NT AUTHORITY", "MsMpEng.exe"),
+		spell("d1", "WKS-1", "system", "nt authority", "msmpeng.exe"),
+		spell("d1", "WKS-1", "System", "NT Authority", "MSMPENG.EXE"),
+	}
+	other := []*Event{
+		spell("d1", "wks-1", "system", "nt authority", "msmpeng.exe"), // DeviceName keeps its case
+		spell("d2", "WKS-1", "SYSTEM", "NT AUTHORITY", "MsMpEng.exe"),
+		spell("d1", "WKS-1", "SYSTEM", "NT AUTHORITY", "MsMpEng2.exe"),
+	}
+	var first uint32
+	for round := range 3 {
+		for k, e := range same {
+			wi, wh := a.robustWho(e)
+			if round == 0 && k == 0 {
+				first = wi
+			}
+			w := a.whos[wi]
+			if wi != first || wh != w.hash {
+				t.Fatalf("round %d, %+v: who %d (hash %x), want %d (hash %x)", round, *e, wi, wh, first, w.hash)
+			}
+			if tu := p.TupleOf(e); w.AccountName != tu.AccountName || w.AccountDomain != tu.AccountDomain || w.FileName != tu.FileName {
+				t.Fatalf("who %+v is not TupleOf's %+v", w, tu)
+			}
+		}
+		for _, e := range other {
+			if wi, _ := a.robustWho(e); wi == first {
+				t.Fatalf("%+v: the who of %+v", *e, *same[0])
+			}
+		}
+	}
+	if len(a.whos) != 1+len(other) || len(a.raws) != len(same)+len(other) {
+		t.Errorf("%d whos for %d spellings, want %d", len(a.whos), len(a.raws), 1+len(other))
 	}
 }
 
