@@ -452,8 +452,10 @@ func (a *adder) absorb(b *adder) {
 		a.absorbed = append(a.absorbed, eventSource{src.buckets, wm, im})
 	}
 	b.absorbed = nil
-	urlMap := make([]uint32, len(b.urls))
-	for i := range b.urls {
+	// urls[0] is "" once any URL was kept; before that b's log can still
+	// hold events with no URL (0), so urlMap always maps 0 to 0.
+	urlMap := make([]uint32, max(1, len(b.urls)))
+	for i := 1; i < len(b.urls); i++ {
 		urlMap[i] = a.urlOf(&b.urls[i])
 	}
 	for _, c := range b.seen.chunks { // b is done: its log is remapped in place

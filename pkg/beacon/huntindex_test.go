@@ -144,6 +144,9 @@ func TestHuntMergesAdders(t *testing.T) {
 		for k, ts := range series(t0.Add(time.Duration(d)*time.Minute), every(25, Time(90+d)*Second)...) {
 			e := conn(dev, fmt.Sprintf("p%d.exe", d%2), ip, 443, ts)
 			e.RemoteUrl = fmt.Sprintf("evil%d-%d.example", k, d%2)
+			if d%5 == 4 {
+				e.RemoteUrl = "" // events with no URL (of an adder that saw no other, below)
+			}
 			evs = append(evs, e)
 			if k%4 == 0 {
 				e.RemoteIP = "10.0.0.1" // private: domains only for public
@@ -156,7 +159,7 @@ func TestHuntMergesAdders(t *testing.T) {
 		now    Time
 		window int64
 	}
-	run := func(parts int, weak bool) answer {
+	run := func(parts int, weak, byURL bool) answer {
 		h := NewHunt(Seed())
 		h.hx.weak = weak
 		adders := make([]*adder, parts)
@@ -164,7 +167,14 @@ func TestHuntMergesAdders(t *testing.T) {
 			adders[k] = h.take()
 		}
 		for i := range evs {
-			adders[i*7%parts].add(&evs[i])
+			k := i * 7 % parts
+			if byURL { // the last adder gets every event with no URL, and no other
+				k = i % (parts - 1)
+				if evs[i].RemoteUrl == "" {
+					k = parts - 1
+				}
+			}
+			adders[k].add(&evs[i])
 		}
 		for _, a := range adders {
 			h.give(a)
@@ -176,14 +186,16 @@ func TestHuntMergesAdders(t *testing.T) {
 		}
 		return answer{h.Rows(now), now, n}
 	}
-	want := run(1, false)
+	want := run(1, false, false)
 	if len(want.rows) == 0 {
 		t.Fatal("no beacons: the test's fleet is wrong")
 	}
 	for _, parts := range []int{2, 3} {
 		for _, weak := range []bool{false, true} {
-			if got := run(parts, weak); !reflect.DeepEqual(got, want) {
-				t.Errorf("%d adders, weak %v:\n%+v\nwant\n%+v", parts, weak, got, want)
+			for _, byURL := range []bool{false, true} {
+				if got := run(parts, weak, byURL); !reflect.DeepEqual(got, want) {
+					t.Errorf("%d adders, weak %v, no-URL adder %v:\n%+v\nwant\n%+v", parts, weak, byURL, got, want)
+				}
 			}
 		}
 	}
