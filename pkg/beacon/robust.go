@@ -623,6 +623,7 @@ func evidence(n int64, w float64) float64 {
 // those counting toward prevalence only (fewer than MinCallbacks) included.
 func (p *Params) robustSelect(cands []Candidate) (kept []int, devices int64) {
 	devices = countDevices(cands)
+	var ids []string // countDevicesAt's
 	order := make([]int, len(cands))
 	for i := range order {
 		order[i] = i
@@ -638,11 +639,7 @@ func (p *Params) robustSelect(cands []Candidate) (kept []int, devices int64) {
 		for hi < len(order) && cands[order[hi]].R.Period <= cands[order[hi-1]].R.Period*(1+p.Robust.PeriodTolerance) {
 			hi++
 		}
-		group := make([]Candidate, 0, hi-lo)
-		for _, i := range order[lo:hi] {
-			group = append(group, cands[i])
-		}
-		n := countDevices(group)
+		n := countDevicesAt(cands, order[lo:hi], &ids)
 		for _, i := range order[lo:hi] {
 			cands[i].R.PeriodDevices = n
 			if n <= p.CompromisedDeviceCountMax && p.reportable(&cands[i].R, devices) {
@@ -653,6 +650,20 @@ func (p *Params) robustSelect(cands []Candidate) (kept []int, devices int64) {
 	}
 	slices.Sort(kept)
 	return kept, devices
+}
+
+// countDevicesAt is countDevices of the candidates at idx, sorting their
+// DeviceIds in *ids (reused) rather than copying the candidates.
+func countDevicesAt(cands []Candidate, idx []int, ids *[]string) int64 {
+	if len(idx) <= 1 {
+		return int64(len(idx))
+	}
+	*ids = (*ids)[:0]
+	for _, i := range idx {
+		*ids = append(*ids, cands[i].DeviceId)
+	}
+	slices.Sort(*ids)
+	return int64(len(slices.Compact(*ids)))
 }
 
 // newRobustRow renders a kept robust candidate.

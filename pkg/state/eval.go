@@ -105,15 +105,12 @@ func (p *Partition) decide(ds *dest) (cands []beacon.Candidate, kept []int, devi
 	}
 	clear(p.cands)
 	cands = slices.Grow(p.cands[:0], len(ds.cands))
-	var buf [2]beacon.Bin
-	for _, id := range ds.cands {
-		tp := p.tup(id)
-		sum := p.summary(tp, &buf)
-		st, ok := p.p.Candidate(int64(tp.distinct), &sum)
-		if !ok {
-			return nil, nil, 0, p.corrupt(tp, "candidate status")
-		}
-		cands = append(cands, beacon.Candidate{Tuple: p.columns(tp), Stats: st})
+	for i, id := range ds.cands {
+		// The statistics refresh kept: a tuple's summary, all Candidate
+		// reads, changes only with its window, which makes it stale.
+		// Computing them again for every candidate at every point was
+		// most of a robust stream's CPU.
+		cands = append(cands, beacon.Candidate{Tuple: p.columns(p.tup(id)), Stats: ds.stats[i]})
 	}
 	p.cands = cands
 	if cap(cands) > 256 {
@@ -160,7 +157,8 @@ func (p *Partition) evaluate(ds *dest, rows []beacon.Row) ([]beacon.Row, error) 
 }
 
 // refresh asks Params.Candidate again about the tuples that changed since
-// the destination was last evaluated, and only about them.
+// the destination was last evaluated, and only about them, and keeps the
+// candidates' statistics.
 func (p *Partition) refresh(ds *dest) {
 	var buf [2]beacon.Bin
 	for _, id := range ds.stale {
@@ -170,8 +168,12 @@ func (p *Partition) refresh(ds *dest) {
 		}
 		tp.stale = false
 		sum := p.summary(tp, &buf)
-		if _, ok := p.p.Candidate(int64(tp.distinct), &sum); ok != tp.cand {
-			p.setCand(ds, tp, ok)
+		st, ok := p.p.Candidate(int64(tp.distinct), &sum)
+		switch {
+		case ok != tp.cand:
+			p.setCand(ds, tp, ok, &st)
+		case ok:
+			ds.stats[tp.candPos] = st
 		}
 	}
 	clear(ds.stale)

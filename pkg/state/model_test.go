@@ -279,7 +279,8 @@ func (m *model) checkTuples(part *Partition, full bool) {
 			}
 			ntuples++
 			var buf [2]beacon.Bin
-			if sum := part.summary(tp, &buf); func() bool { _, ok := m.p.Candidate(int64(tp.distinct), &sum); return ok }() != tp.cand {
+			sum := part.summary(tp, &buf)
+			if _, ok := m.p.Candidate(int64(tp.distinct), &sum); ok != tp.cand {
 				t.Fatalf("p%d check %d: %v: candidate %v", m.pid, m.checks, part.columns(tp), tp.cand)
 			}
 			if tp.cand {
@@ -287,6 +288,10 @@ func (m *model) checkTuples(part *Partition, full bool) {
 				n++
 				if ds.cands[tp.candPos] != tp.id {
 					t.Fatalf("p%d: %v: candidate list broken", m.pid, part.columns(tp))
+				}
+				// The statistics decide uses are those of the window now.
+				if st, _ := m.p.Candidate(int64(tp.distinct), &sum); !reflect.DeepEqual(st, ds.stats[tp.candPos]) {
+					t.Fatalf("p%d check %d: %v: kept statistics %+v, the window's %+v", m.pid, m.checks, part.columns(tp), ds.stats[tp.candPos], st)
 				}
 			}
 		}

@@ -117,6 +117,7 @@ type dest struct {
 	ntuples int32
 	stale   []uint32         // tuples changed since the last evaluation (a deleted one's id may be reused)
 	cands   []uint32         // candidate tuples as of the last evaluation
+	stats   []beacon.Stats   // Params.Candidate's statistics of cands[i], as of its last change
 	devices map[string]int32 // DeviceId → candidates among cands
 	dirty   bool
 }
@@ -310,7 +311,7 @@ func (p *Partition) deleteTuple(tp *tuple) {
 	d := p.destOf(tp)
 	p.markDirty(d)
 	if tp.cand {
-		p.setCand(d, tp, false)
+		p.setCand(d, tp, false, nil)
 	}
 	if pr := p.prinOf(tp); pr.refs == 1 {
 		delete(p.prins, pr.principalKey)
@@ -360,23 +361,27 @@ func (p *Partition) touch(tp *tuple) {
 	}
 }
 
-// setCand records that tp, of d, became (or stopped being) a candidate.
-func (p *Partition) setCand(d *dest, tp *tuple, cand bool) {
+// setCand records that tp, of d, became (or stopped being) a candidate,
+// with st its statistics when it became one.
+func (p *Partition) setCand(d *dest, tp *tuple, cand bool, st *beacon.Stats) {
 	tp.cand = cand
 	dev := p.prinOf(tp).deviceId
 	if cand {
 		tp.candPos = int32(len(d.cands))
 		d.cands = append(d.cands, tp.id)
+		d.stats = append(d.stats, *st)
 		if d.devices == nil {
 			d.devices = make(map[string]int32)
 		}
 		d.devices[dev]++
 		return
 	}
-	last := d.cands[len(d.cands)-1]
-	d.cands[tp.candPos] = last
+	n := len(d.cands) - 1
+	last := d.cands[n]
+	d.cands[tp.candPos], d.stats[tp.candPos] = last, d.stats[n]
 	p.tup(last).candPos = tp.candPos
-	d.cands = d.cands[:len(d.cands)-1]
+	d.stats[n] = beacon.Stats{}
+	d.cands, d.stats = d.cands[:n], d.stats[:n]
 	if d.devices[dev]--; d.devices[dev] == 0 {
 		delete(d.devices, dev)
 	}
