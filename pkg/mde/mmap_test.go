@@ -143,3 +143,43 @@ func TestMappedFileTruncated(t *testing.T) {
 	}()
 	catchFault(data[:1], func() { b = data[len(data)-1] })
 }
+
+// TestMappedFileTruncatedInCallback: a file truncated while Read hands
+// its events over in order is an error (errFileChanged), not a crash,
+// though the callback is what reads the strings that alias the vanished
+// pages; no batch is handed over after the fault.
+func TestMappedFileTruncatedInCallback(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "day.jsonl")
+	row := []byte(`{"Timestamp":"2024-05-01T10:00:00Z","DeviceId":"d1","DeviceName":"w1","ActionType":"ConnectionSuccess","RemoteIP":"8.8.8.8","RemotePort":443,"RemoteIPType":"Public","InitiatingProcessFileName":"p.exe"}` + "\n")
+	if err := os.WriteFile(path, bytes.Repeat(row, 2*mapMin/len(row)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	calls, after := 0, 0
+	var sum byte
+	_, err = Read(context.Background(), f, "day.jsonl", Options{}, func(evs []beacon.Event) {
+		if calls++; calls == 1 {
+			if err := os.Truncate(path, 0); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			after++
+		}
+		for i := range evs {
+			for j := 0; j < len(evs[i].DeviceId); j++ {
+				sum += evs[i].DeviceId[j] // a mapped page that is gone: a fault
+			}
+		}
+	})
+	if !errors.Is(err, errFileChanged) {
+		t.Fatalf("Read of a file truncated under its callback: %v (%d calls), want errFileChanged", err, calls)
+	}
+	if after != 0 {
+		t.Errorf("%d batches handed over after the fault", after)
+	}
+	_ = sum
+}

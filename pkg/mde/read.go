@@ -329,6 +329,11 @@ func decodeLines(ctx context.Context, source string, opt Options, fn func([]beac
 	st := Stats{Shape: ShapeLines}
 	line := int64(1) // the first line of the next chunk
 	var fault error
+	if mapped && !opt.Concurrent {
+		// fn runs here and reads strings that alias the mapping: a fault
+		// in it is the file's too (TestMappedFileTruncatedInCallback).
+		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	}
 	for c := range order {
 		<-c.done
 		if c.fault != nil && fault == nil {
@@ -345,8 +350,12 @@ func decodeLines(ctx context.Context, source string, opt Options, fn func([]beac
 			}
 		}
 		line += c.lines
-		if !opt.Concurrent && len(c.events) > 0 {
-			fn(c.events)
+		if !opt.Concurrent && len(c.events) > 0 && fault == nil {
+			if mapped {
+				fault = catchFault(mapping, func() { fn(c.events) })
+			} else {
+				fn(c.events)
+			}
 		}
 		if opt.OnProgress != nil {
 			opt.OnProgress(c.read)
