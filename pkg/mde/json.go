@@ -687,7 +687,10 @@ func (d *decoder) key() ([]byte, error) {
 // skipped. A wrong value is noted in r (the value is consumed); the error
 // returned is a syntax error.
 func (d *decoder) column(c col, ev *beacon.Event, r *row) error {
-	if off := stringCols[c]; off != 0 && !(d.queryOnly && optionalCol[c]) {
+	if off := stringCols[c]; off != 0 {
+		if d.queryOnly && optionalCol[c] {
+			return d.skip()
+		}
 		dst := (*string)(unsafe.Add(unsafe.Pointer(ev), off))
 		if v, ok := d.plain(c); ok {
 			*dst = bytesString(v)
@@ -700,7 +703,6 @@ func (d *decoder) column(c col, ev *beacon.Event, r *row) error {
 		*dst = v
 		return nil
 	}
-	var dst *string
 	switch c {
 	case colTimestamp:
 		v, null, err := d.scalar()
@@ -768,32 +770,6 @@ func (d *decoder) column(c col, ev *beacon.Event, r *row) error {
 			return nil
 		}
 		return d.skip()
-	case colDeviceId:
-		dst = &ev.DeviceId
-	case colDeviceName:
-		dst = &ev.DeviceName
-	case colActionType:
-		dst = &ev.ActionType
-	case colRemoteIP:
-		dst = &ev.RemoteIP
-	case colRemoteIPType:
-		dst = &ev.RemoteIPType
-	case colRemoteUrl:
-		dst = &ev.RemoteUrl
-	case colAccountName:
-		dst = &ev.AccountName
-	case colAccountDomain:
-		dst = &ev.AccountDomain
-	case colFileName:
-		dst = &ev.FileName
-	case colSHA256:
-		dst = &ev.SHA256
-	case colSHA1:
-		dst = &ev.SHA1
-	case colFolderPath:
-		dst = &ev.FolderPath
-	case colCommandLine:
-		dst = &ev.CommandLine
 	case colProcessId, colReportId:
 		if d.queryOnly {
 			return d.skip()
@@ -818,19 +794,6 @@ func (d *decoder) column(c col, ev *beacon.Event, r *row) error {
 	default:
 		return d.skip()
 	}
-	if d.queryOnly && (dst == &ev.SHA256 || dst == &ev.SHA1 || dst == &ev.FolderPath || dst == &ev.CommandLine) {
-		return d.skip()
-	}
-	if v, ok := d.plain(c); ok {
-		*dst = bytesString(v)
-		return nil
-	}
-	v, err := d.stringValue()
-	if err != nil {
-		return err
-	}
-	*dst = v
-	return nil
 }
 
 // stringCols are the offsets in beacon.Event of the string columns (0:
