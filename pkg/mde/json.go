@@ -300,102 +300,205 @@ func (d *decoder) fastKeys(ev *beacon.Event, r *row, top bool) (k int, end bool,
 	}
 	ks := t[d.depth]
 	b := d.b
+	n := len(b)
+	if n == 0 {
+		return 0, false, nil
+	}
+	// Every read of b below is at an index checked against n: the loads
+	// are unchecked (the compiler cannot see that) and the position is a
+	// local, written back to d.i only where the loop stops.
+	base := unsafe.Pointer(unsafe.SliceData(b))
+	at := func(i int) byte { return *(*byte)(unsafe.Add(base, i)) }
 	q := 0
 	if d.queryOnly {
 		q = 1
 	}
+	i := d.i
 	for k = 0; k < len(ks); k++ {
 		e := &ks[k]
-		key := d.i
-		if n := len(e.raw); e.nw == 1 || e.nw == 2 {
-			// Keys of 8 to 16 bytes, most of them: is, inline.
-			if key+n >= len(b) {
-				return k, false, nil
-			}
-			p := unsafe.Pointer(&b[key]) // b[key : key+n] is in bounds, n >= 8
-			if load64(p, 0) != e.w[0] || load64(p, uintptr(n-8)) != e.w[e.nw-1] {
-				return k, false, nil
-			}
-		} else if !e.is(b, key) {
-			return k, false, nil
+		key := i
+		kn := len(e.raw)
+		if key+kn >= n {
+			break // the key and at least one byte of its value
 		}
-		d.i += len(e.raw)
+		p := unsafe.Add(base, key)
+		switch {
+		case e.nw == 0:
+			// A key of fewer than eight bytes ("time":): one masked word
+			// when eight bytes are there.
+			if kn < 8 {
+				if key+8 > n || load64(p, 0)&e.mask != e.w[0] {
+					d.i = key
+					return k, false, nil
+				}
+			} else if string(b[key:key+kn]) != e.raw { // longer than e.w holds
+				d.i = key
+				return k, false, nil
+			}
+		case e.nw <= 2:
+			if load64(p, 0) != e.w[0] || load64(p, uintptr(kn-8)) != e.w[e.nw-1] {
+				d.i = key
+				return k, false, nil
+			}
+		default:
+			if load64(p, 0) != e.w[0] || load64(p, uintptr(kn-8)) != e.w[e.nw-1] {
+				d.i = key
+				return k, false, nil
+			}
+			for w := 1; w < e.nw-1; w++ {
+				if load64(p, uintptr(8*w)) != e.w[w] {
+					d.i = key
+					return k, false, nil
+				}
+			}
+		}
+		i = key + kn // at the value: i < n
+		c := at(i)
 		ok := false
 		switch e.act[q] {
 		case actString:
-			var v []byte
-			if v, ok = d.plain(e.c); ok {
-				*(*string)(unsafe.Add(unsafe.Pointer(ev), stringCols[e.c])) = bytesString(v)
-			} else if ok = d.null(); ok { // null is "" (see stringValue)
-				*(*string)(unsafe.Add(unsafe.Pointer(ev), stringCols[e.c])) = ""
+			if c == '"' {
+				if j := quoteEnd(base, i+1, n); j < n && at(j) == '"' {
+					*(*string)(unsafe.Add(unsafe.Pointer(ev), e.off)) = unsafe.String((*byte)(unsafe.Add(base, i+1)), j-i-1)
+					i, ok = j+1, true
+				}
+			} else if c == 'n' && i+4 <= n && load32(base, i) == word4null { // null is "" (see stringValue)
+				*(*string)(unsafe.Add(unsafe.Pointer(ev), e.off)) = ""
+				i, ok = i+4, true
 			}
 		case actTimestamp:
-			i := d.i
-			if i < len(b) && b[i] == '"' {
-				if j := scanPlain(b, i+1); j < len(b) && b[j] == '"' && j > i+1 {
+			if c == '"' {
+				if j := quoteEnd(base, i+1, n); j < n && at(j) == '"' && j > i+1 {
 					if ts, err := d.timestamp(b[i+1 : j]); err == nil {
-						ev.Timestamp, r.timestamp, d.i, ok = ts, true, j+1, true
+						ev.Timestamp, r.timestamp, i, ok = ts, true, j+1, true
 					}
 				}
 			}
 		case actPort:
-			i := d.i
-			if i < len(b) && b[i]-'0' <= 9 {
-				j := digitsEnd(b, i)
-				if j-i <= 9 && j < len(b) && b[j] != '.' && b[j] != 'e' && b[j] != 'E' {
-					var p int32
-					for _, c := range b[i:j] {
-						p = p*10 + int32(c-'0')
+			if c-'0' <= 9 {
+				var v int32
+				j := i
+				for j < n && j-i <= 9 {
+					x := at(j) - '0'
+					if x > 9 {
+						break
 					}
-					d.i, ok = j, true
-					ev.RemotePort, ev.HasPort = p, true
+					v = v*10 + int32(x)
+					j++
 				}
-			} else if ok = d.null(); ok {
+				if j-i <= 9 && j < n {
+					if x := at(j); x != '.' && x != 'e' && x != 'E' && x-'0' > 9 {
+						i, ok = j, true
+						ev.RemotePort, ev.HasPort = v, true
+					}
+				}
+			} else if c == 'n' && i+4 <= n && load32(base, i) == word4null {
+				i, ok = i+4, true
 				ev.RemotePort, ev.HasPort = 0, false
 			}
 		case actTenant, actCategory:
 			if !top {
-				ok = d.skipFast()
+				i, ok = skipFastAt(base, i, n)
 				break
 			}
-			var v []byte
-			if v, ok = d.plain(e.c); ok {
-				if e.c == colTenantId {
-					ev.TenantId = bytesString(v)
-				} else {
-					r.category = v
+			if c == '"' {
+				if j := quoteEnd(base, i+1, n); j < n && at(j) == '"' {
+					if e.c == colTenantId {
+						ev.TenantId = unsafe.String((*byte)(unsafe.Add(base, i+1)), j-i-1)
+					} else {
+						r.category = b[i+1 : j]
+					}
+					i, ok = j+1, true
 				}
 			}
 		case actContainer:
 			if !top {
-				ok = d.skipFast()
-			} else if e.c == colProperties && d.i < len(b) && b[d.i] == '{' {
+				i, ok = skipFastAt(base, i, n)
+			} else if e.c == colProperties && c == '{' {
 				// A record's row: what container does, its errors the
 				// object's (nothing of the record is left to redo).
+				d.i = i
 				if err := d.columns(ev, r); err != nil {
 					return k, false, err
 				}
-				ok = true
+				i, ok = d.i, true
 			}
 		case actSkip:
-			ok = d.skipFast()
+			i, ok = skipFastAt(base, i, n)
 		}
-		if !ok || d.i >= len(b) {
+		if !ok || i >= n {
 			d.i = key
 			return k, false, nil
 		}
-		switch b[d.i] {
+		switch at(i) {
 		case ',':
-			d.i++
+			i++
 		case '}':
-			d.i++
+			d.i = i + 1
 			return k + 1, true, nil
 		default:
 			d.i = key
 			return k, false, nil
 		}
 	}
+	d.i = i
 	return k, false, nil
+}
+
+// word4null is "null" as a little-endian 32-bit word.
+const word4null = 'n' | 'u'<<8 | 'l'<<16 | 'l'<<24
+
+// load32 reads the four bytes at p+i as a little-endian word.
+func load32(p unsafe.Pointer, i int) uint32 {
+	return binary.LittleEndian.Uint32(unsafe.Slice((*byte)(unsafe.Add(p, i)), 4))
+}
+
+// quoteEnd is scanPlain over the n bytes at p: the index of the first
+// byte at or after j that is a quote, a backslash or a control character,
+// or n.
+func quoteEnd(p unsafe.Pointer, j, n int) int {
+	const lo, hi = 0x0101010101010101, 0x8080808080808080
+	for ; j+8 <= n; j += 8 {
+		x := *(*uint64)(unsafe.Add(p, j))
+		t := ((x - lo*0x20) | ((x ^ lo*'"') - lo) | ((x ^ lo*'\\') - lo)) &^ x & hi
+		if t != 0 {
+			return j + bits.TrailingZeros64(t)/8
+		}
+	}
+	for j < n && !special[*(*byte)(unsafe.Add(p, j))] {
+		j++
+	}
+	return j
+}
+
+// skipFastAt is skipFast over the n bytes at p from i: the index after a
+// plain string, a non-negative integer or null at i, and whether there
+// was one.
+func skipFastAt(p unsafe.Pointer, i, n int) (int, bool) {
+	if i >= n {
+		return i, false
+	}
+	switch c := *(*byte)(unsafe.Add(p, i)); {
+	case c == '"':
+		if j := quoteEnd(p, i+1, n); j < n && *(*byte)(unsafe.Add(p, j)) == '"' {
+			return j + 1, true
+		}
+	case c-'0' <= 9:
+		j := i + 1
+		for j < n && *(*byte)(unsafe.Add(p, j))-'0' <= 9 {
+			j++
+		}
+		if j < n {
+			if x := *(*byte)(unsafe.Add(p, j)); x != '.' && x != 'e' && x != 'E' {
+				return j, true
+			}
+		}
+	case c == 'n':
+		if i+4 <= n && load32(p, i) == word4null {
+			return i + 4, true
+		}
+	}
+	return i, false
 }
 
 // null consumes a null and tells whether there was one.

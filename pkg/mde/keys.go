@@ -336,6 +336,10 @@ type tmplKey struct {
 	nw int
 	// What fastKeys does with the value, without and with QueryOnly.
 	act [2]keyAct
+	// For a key of fewer than eight bytes, w[0] is raw and mask selects
+	// its bytes of a word read at the key.
+	mask uint64
+	off  uintptr // stringCols[c]: where fastKeys stores a string column
 }
 
 // keyAct is what fastKeys does with a key's value (see actOf).
@@ -380,8 +384,13 @@ func actOf(c col, queryOnly bool) keyAct {
 }
 
 func newTmplKey(raw []byte, c col) tmplKey {
-	t := tmplKey{raw: string(raw), c: c, act: [2]keyAct{actOf(c, false), actOf(c, true)}}
-	if n := len(raw); n >= 8 && n <= 8*len(t.w) {
+	t := tmplKey{raw: string(raw), c: c, act: [2]keyAct{actOf(c, false), actOf(c, true)}, off: stringCols[c]}
+	if n := len(raw); n < 8 {
+		var w, m [8]byte
+		copy(w[:], raw)
+		copy(m[:n], "\xff\xff\xff\xff\xff\xff\xff")
+		t.w[0], t.mask = load64(unsafe.Pointer(&w[0]), 0), load64(unsafe.Pointer(&m[0]), 0)
+	} else if n <= 8*len(t.w) {
 		for off := 0; off < n; off += 8 {
 			o := uintptr(min(off, n-8))
 			t.w[t.nw] = load64(unsafe.Pointer(&raw[0]), o)
