@@ -105,6 +105,9 @@ type decoder struct {
 	// The keys of the last objects seen at each depth (see keyAt), kept
 	// across messages.
 	tmpl *templates
+	// inLine says that b goes on past the line being decoded (see
+	// lineAt): a newline ends the input for ws and skipString.
+	inLine bool
 	// The last date timestamp parsed: its ten bytes and its midnight.
 	dateW    uint64
 	dateH    uint16
@@ -132,6 +135,38 @@ func (d *decoder) message(b []byte, dst []beacon.Event) ([]beacon.Event, error) 
 		return dst, d.rowErr
 	}
 	return dst, nil
+}
+
+// lineAt decodes the line that starts data — a line of JSON lines whose
+// end has not been looked for — when it is one object and decodes
+// without an error: it returns the events appended and the length of the
+// line, its newline excluded. Otherwise ok is false, dst and d are as
+// before (but for what only speeds decoding up: templates, dates), and
+// the caller decodes the line with message. The decoder reads the object
+// from data with inLine set, so nothing it consumes is past a newline
+// (JSON strings hold none; whitespace does, and inLine stops ws there):
+// what it reads is what message would read from the line alone, without
+// a pass to find the line's end first.
+func (d *decoder) lineAt(data []byte, dst []beacon.Event) (_ []beacon.Event, n int, ok bool) {
+	if len(data) == 0 || data[0] != '{' {
+		return dst, 0, false
+	}
+	mark, other := len(dst), d.other
+	d.b, d.i, d.rowErr, d.path, d.depth = data, 0, nil, d.path[:0], 0
+	d.inLine = true
+	out, err := d.object(dst)
+	d.inLine = false
+	if err == nil && d.rowErr == nil {
+		j := d.i
+		for j < len(data) && (data[j] == ' ' || data[j] == '\t' || data[j] == '\r') {
+			j++
+		}
+		if j == len(data) || data[j] == '\n' {
+			return out, j, true
+		}
+	}
+	d.other = other
+	return out[:mark], 0, false
 }
 
 // value decodes one top-level value: an object (row, record, envelope or
@@ -1033,7 +1068,12 @@ func (d *decoder) ws() {
 	}
 	for d.i < len(d.b) {
 		switch d.b[d.i] {
-		case ' ', '\t', '\r', '\n':
+		case '\n':
+			if d.inLine {
+				return // the line ends here (see lineAt)
+			}
+			d.i++
+		case ' ', '\t', '\r':
 			d.i++
 		default:
 			return
@@ -1191,6 +1231,10 @@ func (d *decoder) skipString() (escaped bool, err error) {
 			escaped = true
 		}
 		if n%2 == 0 {
+			if d.inLine && bytes.IndexByte(d.b[d.i+1:q], '\n') >= 0 {
+				d.i = len(d.b)
+				return false, d.errf("unterminated string") // at the end of the line (see lineAt)
+			}
 			if !escaped && bytes.IndexByte(d.b[d.i+1:q], '\\') >= 0 {
 				escaped = true
 			}

@@ -412,6 +412,15 @@ func decodeChunk(c *chunk, source string, queryOnly bool, tmpl *templates, flush
 			flush(c.events)
 			c.events = c.events[:0]
 		}
+		if evs, n, ok := d.lineAt(data, c.events); ok {
+			c.events = evs
+			c.lines++
+			line++
+			data = data[min(n+1, len(data)):]
+			continue
+		} else {
+			c.events = evs
+		}
 		i := bytes.IndexByte(data, '\n')
 		var l []byte
 		if i < 0 {
