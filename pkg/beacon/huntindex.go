@@ -252,10 +252,9 @@ func (a *adder) ipHashes(yield func(uint64, int32) bool) {
 	}
 }
 
-// who returns the index and hash of a who, adding it (copied) when it is
-// new.
-func (a *adder) who(dev, name, acct, dom, file string) (uint32, uint64) {
-	k := a.hx.whoHash(dev, name, acct, dom, file)
+// who returns the index of the who whose whoHash is k, adding it
+// (copied) when it is new.
+func (a *adder) who(k uint64, dev, name, acct, dom, file string) uint32 {
 	a.whoIndex.room(a.whoHashes)
 	j, i := a.whoIndex.find(k, func(i int32) bool { return a.whoIs(i, dev, name, acct, dom, file) })
 	if i < 0 {
@@ -263,7 +262,7 @@ func (a *adder) who(dev, name, acct, dom, file string) (uint32, uint64) {
 		a.addWho(newWho(dev, name, acct, dom, file, k))
 		a.whoIndex.fill(j, k, i)
 	}
-	return uint32(i), k
+	return uint32(i)
 }
 
 func (a *adder) addWho(w who) {
@@ -287,7 +286,8 @@ func (a *adder) robustWho(e *Event) (uint32, uint64) {
 		return wi, a.whos[wi].hash
 	}
 	t := a.p.TupleOf(e)
-	wi, wh := a.who(t.DeviceId, t.DeviceName, t.AccountName, t.AccountDomain, t.FileName)
+	wh := a.hx.whoHash(t.DeviceId, t.DeviceName, t.AccountName, t.AccountDomain, t.FileName)
+	wi := a.who(wh, t.DeviceId, t.DeviceName, t.AccountName, t.AccountDomain, t.FileName)
 	a.rawIndex.fill(j, k, int32(len(a.raws)))
 	a.raws = append(a.raws, newWho(e.DeviceId, e.DeviceName, e.AccountName, e.AccountDomain, e.FileName, k))
 	a.rawTo = append(a.rawTo, wi)

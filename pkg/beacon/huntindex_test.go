@@ -261,9 +261,12 @@ func TestWhoKeys(t *testing.T) {
 		{"dev", "name", "acct", "dom", "file"}, {"dev", "name", "acct", "dom", "filf"}, {"dev", "nam", "eacct", "dom", "file"},
 		{"", "", "", "", ""}, {"", "name", "", "", ""}, {"dev", "name", "acct", "dom", long}, {long, "", "", "", "x"},
 	}
+	lookup := func(c [5]string) uint32 {
+		return a.who(hx.whoHash(c[0], c[1], c[2], c[3], c[4]), c[0], c[1], c[2], c[3], c[4])
+	}
 	var ids []uint32
 	for _, c := range cases {
-		i, _ := a.who(c[0], c[1], c[2], c[3], c[4])
+		i := lookup(c)
 		ids = append(ids, i)
 	}
 	// A who laid out by hand, its strings out of order in one block.
@@ -279,7 +282,7 @@ func TestWhoKeys(t *testing.T) {
 		for j := range c {
 			cc[j] = strings.Clone(c[j])
 		}
-		if i, _ := a.who(cc[0], cc[1], cc[2], cc[3], cc[4]); i != ids[k] {
+		if i := lookup(cc); i != ids[k] {
 			t.Errorf("%q: who %d, first %d", c, i, ids[k])
 		}
 		for i := range a.whos {
