@@ -1,7 +1,9 @@
 package beacon
 
 import (
+	"encoding/binary"
 	"hash/maphash"
+	"math/bits"
 	"strconv"
 	"unsafe"
 )
@@ -14,13 +16,12 @@ import (
 // on ~250k tuples of a day.
 type hashIndex struct {
 	seed uint64
-	ms   maphash.Seed // strings are hashed by maphash (AES on amd64 and arm64)
 	// weak keeps three bits of the hash: tests force collisions.
 	weak bool
 }
 
 func newHashIndex(seed maphash.Seed) hashIndex {
-	return hashIndex{seed: maphash.Comparable(seed, 0) | 1, ms: seed}
+	return hashIndex{seed: maphash.Comparable(seed, 0) | 1}
 }
 
 // mix folds the string s into the hash h. The hash only needs to spread
@@ -29,8 +30,56 @@ func newHashIndex(seed maphash.Seed) hashIndex {
 // answer. maphash takes the length in, so ("ab", "c") and ("a", "bc")
 // differ.
 func (x *hashIndex) mix(h uint64, s string) uint64 {
-	h = (h ^ maphash.String(x.ms, s)) * 0x9e3779b97f4a7c15
-	return h ^ h>>32
+	return strHash(h, s)
+}
+
+// The constants of wyhash (final version 4).
+const (
+	wy0 = 0xa0761d6478bd642f
+	wy1 = 0xe7037ed1a0b428db
+)
+
+func wymix(a, b uint64) uint64 {
+	hi, lo := bits.Mul64(a, b)
+	return hi ^ lo
+}
+
+// strHash hashes s from seed: wyhash without its three-lane loop for
+// long keys (the strings here are short). It reads s eight bytes at a
+// time — overlapping at the end, never past it — inline where
+// maphash.String was three calls a who (hash/maphash's AES hash is as
+// good, but its call, its seed handling and its dispatch on the length
+// cost more than hashing 40 bytes). The length is mixed in.
+func strHash(seed uint64, s string) uint64 {
+	n := len(s)
+	p := unsafe.Pointer(unsafe.StringData(s))
+	seed ^= wymix(seed^wy0, wy1)
+	var a, b uint64
+	switch {
+	case n > 16:
+		i := 0
+		for ; n-i > 16; i += 16 {
+			seed = wymix(load64at(p, i)^wy1, load64at(p, i+8)^seed)
+		}
+		a, b = load64at(p, n-16), load64at(p, n-8)
+	case n >= 8:
+		a, b = load64at(p, 0), load64at(p, n-8)
+	case n >= 4:
+		a = uint64(load32at(p, 0))<<32 | uint64(load32at(p, n-4))
+	case n > 0:
+		a = uint64(*(*byte)(p))<<16 | uint64(*(*byte)(unsafe.Add(p, n>>1)))<<8 | uint64(*(*byte)(unsafe.Add(p, n-1)))
+	}
+	hi, lo := bits.Mul64(a^wy1, b^seed)
+	return wymix(lo^wy0^uint64(n), hi^wy1)
+}
+
+// load64at and load32at read the little-endian word at p+i.
+func load64at(p unsafe.Pointer, i int) uint64 {
+	return binary.LittleEndian.Uint64(unsafe.Slice((*byte)(unsafe.Add(p, i)), 8))
+}
+
+func load32at(p unsafe.Pointer, i int) uint32 {
+	return binary.LittleEndian.Uint32(unsafe.Slice((*byte)(unsafe.Add(p, i)), 4))
 }
 
 func (x *hashIndex) final(h uint64) uint64 {

@@ -300,3 +300,37 @@ func TestWhoKeys(t *testing.T) {
 		t.Errorf("%d whos, want %d", len(a.whos), len(cases)+1)
 	}
 }
+
+// TestStrHash holds strHash to reading every byte of its string and
+// only those: for every length up to 64, changing any one byte changes
+// the hash, the bytes around the string (in the same array) do not, and
+// a string and its extension by a zero byte hash apart.
+func TestStrHash(t *testing.T) {
+	buf := make([]byte, 80)
+	for i := range buf {
+		buf[i] = byte(i*7 + 1)
+	}
+	for n := 0; n <= 64; n++ {
+		s := string(buf[8 : 8+n])
+		h := strHash(42, s)
+		// The same bytes elsewhere, with other bytes around them.
+		other := make([]byte, 80)
+		copy(other[3:], s)
+		if got := strHash(42, string(other[3:3+n])); got != h {
+			t.Fatalf("len %d: the hash depends on the bytes around the string", n)
+		}
+		for i := range n {
+			b := []byte(s)
+			b[i] ^= 0x20
+			if strHash(42, string(b)) == h {
+				t.Errorf("len %d: byte %d does not change the hash", n, i)
+			}
+		}
+		if strHash(42, s+"\x00") == h {
+			t.Errorf("len %d: a zero byte more hashes the same", n)
+		}
+		if strHash(43, s) == h {
+			t.Errorf("len %d: the seed does not change the hash", n)
+		}
+	}
+}
