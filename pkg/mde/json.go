@@ -334,15 +334,14 @@ func (d *decoder) fastKeys(ev *beacon.Event, r *row, top bool) (k int, end bool,
 		return 0, false, nil
 	}
 	ks := t[d.depth]
-	b := d.b
-	n := len(b)
+	n := len(d.b)
 	if n == 0 {
 		return 0, false, nil
 	}
-	// Every read of b below is at an index checked against n: the loads
+	// Every read of d.b below is at an index checked against n: the loads
 	// are unchecked (the compiler cannot see that) and the position is a
 	// local, written back to d.i only where the loop stops.
-	base := unsafe.Pointer(unsafe.SliceData(b))
+	base := unsafe.Pointer(unsafe.SliceData(d.b))
 	at := func(i int) byte { return *(*byte)(unsafe.Add(base, i)) }
 	q := 0
 	if d.queryOnly {
@@ -366,7 +365,7 @@ func (d *decoder) fastKeys(ev *beacon.Event, r *row, top bool) (k int, end bool,
 					d.i = key
 					return k, false, nil
 				}
-			} else if string(b[key:key+kn]) != e.raw { // longer than e.w holds
+			} else if unsafe.String((*byte)(p), kn) != e.raw { // longer than e.w holds
 				d.i = key
 				return k, false, nil
 			}
@@ -404,7 +403,7 @@ func (d *decoder) fastKeys(ev *beacon.Event, r *row, top bool) (k int, end bool,
 		case actTimestamp:
 			if c == '"' {
 				if j := quoteEnd(base, i+1, n); j < n && at(j) == '"' && j > i+1 {
-					if ts, err := d.timestamp(b[i+1 : j]); err == nil {
+					if ts, err := d.timestamp(unsafe.Slice((*byte)(unsafe.Add(base, i+1)), j-i-1)); err == nil {
 						ev.Timestamp, r.timestamp, i, ok = ts, true, j+1, true
 					}
 				}
@@ -441,7 +440,7 @@ func (d *decoder) fastKeys(ev *beacon.Event, r *row, top bool) (k int, end bool,
 					if e.c == colTenantId {
 						ev.TenantId = unsafe.String((*byte)(unsafe.Add(base, i+1)), j-i-1)
 					} else {
-						r.category = b[i+1 : j]
+						r.category = unsafe.Slice((*byte)(unsafe.Add(base, i+1)), j-i-1)
 					}
 					i, ok = j+1, true
 				}
