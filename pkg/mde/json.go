@@ -436,14 +436,26 @@ func (d *decoder) fastKeys(ev *beacon.Event, r *row, top bool) (k int, end bool,
 				break
 			}
 			if c == '"' {
-				if j := quoteEnd(base, i+1, n); j < n && at(j) == '"' {
-					if e.c == colTenantId {
-						ev.TenantId = unsafe.String((*byte)(unsafe.Add(base, i+1)), j-i-1)
-					} else {
-						r.category = unsafe.Slice((*byte)(unsafe.Add(base, i+1)), j-i-1)
+				// A record's tenantId and category repeat from record to
+				// record: the last value (a copy, scanned when it was
+				// new, so it holds no quote, escape or control byte) and
+				// a closing quote after it is the value, one compare
+				// instead of a scan.
+				j := i + 1 + len(e.last)
+				if e.last == "" || j >= n || at(j) != '"' || unsafe.String((*byte)(unsafe.Add(base, i+1)), len(e.last)) != e.last {
+					if j = quoteEnd(base, i+1, n); j >= n || at(j) != '"' {
+						break
 					}
-					i, ok = j+1, true
+					if j-i-1 <= maxLast {
+						e.last = string(unsafe.Slice((*byte)(unsafe.Add(base, i+1)), j-i-1))
+					}
 				}
+				if e.c == colTenantId {
+					ev.TenantId = unsafe.String((*byte)(unsafe.Add(base, i+1)), j-i-1)
+				} else {
+					r.category = unsafe.Slice((*byte)(unsafe.Add(base, i+1)), j-i-1)
+				}
+				i, ok = j+1, true
 			}
 		case actContainer:
 			if !top {

@@ -340,7 +340,13 @@ type tmplKey struct {
 	// its bytes of a word read at the key.
 	mask uint64
 	off  uintptr // stringCols[c]: where fastKeys stores a string column
+	// The last value of a record's tenantId or category (a copy), tried
+	// first.
+	last string
 }
+
+// maxLast is the longest value a tmplKey keeps as its last.
+const maxLast = 64
 
 // keyAct is what fastKeys does with a key's value (see actOf).
 type keyAct uint8

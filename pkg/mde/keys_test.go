@@ -84,6 +84,14 @@ func FuzzKeyTemplate(f *testing.F) {
 		`{"time":"t","tenantId":"y","category":"AdvancedHunting-DeviceProcessEvents","properties":{"Timestamp":"2024-05-01T10:00:00Z"}}]}` + "\n" +
 		`{"time":"t","tenantId":"x","properties":{"RemotePort":2,"Timestamp":"2024-05-01T10:00:02Z"}}` + "\n" +
 		`{"Results":[{"Timestamp":"2024-05-01T10:00:00Z","RemotePort":3}],"Schema":[]}`))
+	// A record's tenantId and category as the last ones, then as the last
+	// ones and more (an escape, a quote, other bytes), then back.
+	rec := func(tenant, category string) string {
+		return `{"time":"t","tenantId":"` + tenant + `","category":"` + category + `","properties":{"Timestamp":"2024-05-01T10:00:00Z","RemotePort":1}}`
+	}
+	const cat = "AdvancedHunting-DeviceNetworkEvents"
+	f.Add([]byte(`{"records":[` + rec("x", cat) + `,` + rec("x", cat) + `,` + rec(`x\"y`, cat) + `,` + rec("xy", cat+"s") + `,` + rec("x", cat) + `]}` + "\n" +
+		rec("x", cat) + "\n" + rec(`x\u0041`, cat) + "\n" + rec("", "") + "\n" + rec("x", cat)))
 	// Nulls where fastKeys reads strings and ports, and other values after them.
 	nulls := `{"Timestamp":"2024-05-01T10:00:00Z","RemoteUrl":null,"RemotePort":null,"DeviceName":"n","LocalPort":null}`
 	f.Add([]byte(nulls + "\n" + nulls + "\n" + strings.NewReplacer(`null`, `nul`).Replace(nulls) + "\n" +
