@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/beaconhunt/beacon/pkg/beacon"
 )
@@ -275,6 +276,9 @@ func TestScanPlain(t *testing.T) {
 		}
 		if got := scanPlain(b, j); got != want {
 			t.Fatalf("scanPlain(%q, %d) = %d, want %d", b, j, got, want)
+		}
+		if got := quoteEnd(unsafe.Pointer(unsafe.SliceData(b)), j, len(b)); got != want {
+			t.Fatalf("quoteEnd(%q, %d) = %d, want %d", b, j, got, want)
 		}
 	}
 }
