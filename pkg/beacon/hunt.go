@@ -175,9 +175,12 @@ func (h *Hunt) Window(now Time) (from, to Time, events int64) {
 	a := h.merge()
 	for _, src := range a.sources() {
 		for k := range src.buckets {
-			for _, ev := range src.buckets[k] {
-				if ev.t >= from && ev.t <= to {
-					events++
+			l := &src.buckets[k]
+			for ci := range l.numChunks() {
+				for _, ev := range l.chunk(ci) {
+					if ev.t >= from && ev.t <= to {
+						events++
+					}
 				}
 			}
 		}
@@ -215,7 +218,7 @@ type adder struct {
 	// bucket on its own — a few thousand events, in cache, on every CPU —
 	// to group the events by tuple: no per-event probe of a table of
 	// ~150k tuples (each a cache miss) while adding.
-	buckets [numBuckets][]tupleEvent
+	buckets [numBuckets]eventList
 	// The events of the adders absorbed, left in their buckets with the
 	// maps of their indexes to this adder's: merging copies no event.
 	absorbed []eventSource
@@ -233,7 +236,7 @@ type adder struct {
 // eventSource is an adder's buckets and the maps from its who and
 // address indexes to those of the adder that absorbed it (nil: its own).
 type eventSource struct {
-	buckets *[numBuckets][]tupleEvent
+	buckets *[numBuckets]eventList
 	whoMap  []uint32
 	ipMap   []ipID
 }
@@ -317,7 +320,7 @@ func (g *tupleGroups) group(srcs []eventSource, b int, from, to Time) int64 {
 	g.first, g.of = g.first[:0], g.of[:0]
 	total := 0
 	for _, src := range srcs {
-		total += len(src.buckets[b])
+		total += src.buckets[b].len()
 	}
 	size := 16
 	for size < 2*total {
@@ -332,13 +335,16 @@ func (g *tupleGroups) group(srcs []eventSource, b int, from, to Time) int64 {
 	var n int64
 	for si := range srcs {
 		src := &srcs[si]
-		for _, e := range src.buckets[b] {
-			if e.t < from || e.t > to {
-				g.of = append(g.of, -1)
-				continue
+		l := &src.buckets[b]
+		for ci := range l.numChunks() {
+			for _, e := range l.chunk(ci) {
+				if e.t < from || e.t > to {
+					g.of = append(g.of, -1)
+					continue
+				}
+				n++
+				g.add(src.remap(e), mask)
 			}
-			n++
-			g.add(src.remap(e), mask)
 		}
 	}
 	// Counting sort of the times by group.
@@ -362,12 +368,15 @@ func (g *tupleGroups) group(srcs []eventSource, b int, from, to Time) int64 {
 	fill := g.start[:len(g.first)] // advanced as filled, then restored
 	k := 0
 	for _, src := range srcs {
-		for _, e := range src.buckets[b] {
-			if i := g.of[k]; i >= 0 {
-				g.times[fill[i]] = e.t
-				fill[i]++
+		l := &src.buckets[b]
+		for ci := range l.numChunks() {
+			for _, e := range l.chunk(ci) {
+				if i := g.of[k]; i >= 0 {
+					g.times[fill[i]] = e.t
+					fill[i]++
+				}
+				k++
 			}
-			k++
 		}
 	}
 	for i := len(g.first); i > 0; i-- { // fill[i-1] is now start[i]: shift back
@@ -426,8 +435,55 @@ func (a *adder) addHashed(e *Event, wh uint64) {
 	} else {
 		wi, wh = a.robustWho(e)
 	}
-	b := &a.buckets[a.hx.bucket(wh, ipHash, e.RemotePort)]
-	*b = append(*b, tupleEvent{wi, e.RemotePort, id, e.Timestamp})
+	a.buckets[a.hx.bucket(wh, ipHash, e.RemotePort)].add(tupleEvent{wi, e.RemotePort, id, e.Timestamp})
+}
+
+// eventList is a bucket's events in chunks that are never copied: the
+// first ones small, then of eventChunk events each. Grown by doubling, a
+// day's buckets were copied whole on the way and left as much again in
+// garbage arrays: fresh heap pages, each a page fault and zeroed by the
+// kernel, for what is appended once and read twice.
+type eventList struct {
+	tail []tupleEvent   // the chunk being filled
+	full [][]tupleEvent // the chunks before it, full
+}
+
+// eventChunk is the size of a full chunk: 170 events fill a 4 KiB size
+// class.
+const eventChunk = 4096 / int(unsafe.Sizeof(tupleEvent{}))
+
+func (l *eventList) add(ev tupleEvent) {
+	if len(l.tail) == cap(l.tail) {
+		l.grow()
+	}
+	l.tail = append(l.tail, ev)
+}
+
+//go:noinline
+func (l *eventList) grow() {
+	if cap(l.tail) > 0 {
+		l.full = append(l.full, l.tail)
+	}
+	l.tail = make([]tupleEvent, 0, min(eventChunk, max(8, 2*cap(l.tail))))
+}
+
+func (l *eventList) len() int {
+	n := len(l.tail)
+	for _, c := range l.full {
+		n += len(c)
+	}
+	return n
+}
+
+// numChunks and chunk give the list's chunks in order, for loops over
+// every event: for ci := range l.numChunks() { … l.chunk(ci) … }.
+func (l *eventList) numChunks() int { return len(l.full) + 1 }
+
+func (l *eventList) chunk(ci int) []tupleEvent {
+	if ci < len(l.full) {
+		return l.full[ci]
+	}
+	return l.tail
 }
 
 // ipOfEvent names RemoteIP s: its ipID, a hash of it that is the same in
