@@ -57,13 +57,13 @@ func (p *Partition) Members(d beacon.Destination) ([]beacon.Tuple, error) {
 	if ds == nil || !p.h.hasStream {
 		return nil, nil
 	}
-	cands, kept, _, err := p.decide(ds)
-	if err != nil || len(kept) == 0 {
-		return nil, err
+	sel, _ := p.decide(ds)
+	if len(sel) == 0 {
+		return nil, nil
 	}
-	out := make([]beacon.Tuple, len(kept))
-	for i, k := range kept {
-		out[i] = cands[k].Tuple
+	out := make([]beacon.Tuple, len(sel))
+	for i := range sel {
+		out[i] = sel[i].c.Tuple
 	}
 	return out, nil
 }
@@ -78,33 +78,38 @@ func (p *Partition) Row(t beacon.Tuple) (row beacon.Row, ok bool, err error) {
 	if ds == nil || !p.h.hasStream {
 		return row, false, nil
 	}
-	cands, kept, devices, err := p.decide(ds)
-	if err != nil {
-		return row, false, err
-	}
-	for _, k := range kept {
-		if cands[k].Tuple == t {
-			row, err = p.render(p.tup(ds.cands[k]), &cands[k], p.domainsOf(ds.ip), devices)
+	sel, devices := p.decide(ds)
+	for i := range sel {
+		if s := &sel[i]; s.c.Tuple == t {
+			row, err = p.render(p.tup(s.id), &s.c, p.domainsOf(ds.ip), devices)
 			return row, err == nil, err
 		}
 	}
 	return row, false, nil
 }
 
-// decide returns the destination's candidates (in ds.cands order), the
-// indexes SelectDestination keeps and the device count. The candidates are
-// the caller's until the next decide, which reuses their array.
-func (p *Partition) decide(ds *dest) (cands []beacon.Candidate, kept []int, devices int64, err error) {
+// decide returns the candidates SelectDestination keeps, in ds.cands
+// order, and the device count. They stay the destination's: the next
+// decide that finds its candidates or their statistics changed replaces
+// them, and the others return them again without asking
+// SelectDestination.
+func (p *Partition) decide(ds *dest) (sel []selected, devices int64) {
 	p.refresh(ds)
+	if ds.selOK {
+		return ds.sel, ds.selN
+	}
 	// SelectDestination keeps nothing when more than
 	// CompromisedDeviceCountMax devices have a candidate. The devices are
 	// counted already, so a popular destination is settled here without
 	// computing its candidates' statistics.
+	clear(ds.sel)
+	ds.sel, ds.selN, ds.selOK = ds.sel[:0], 0, true
 	if len(ds.cands) == 0 || p.p.OverDeviceCap(int64(len(ds.devices))) {
-		return nil, nil, 0, nil
+		ds.sel = nil
+		return nil, 0
 	}
 	clear(p.cands)
-	cands = slices.Grow(p.cands[:0], len(ds.cands))
+	cands := slices.Grow(p.cands[:0], len(ds.cands))
 	for i, id := range ds.cands {
 		// The statistics refresh kept: a tuple's summary, all Candidate
 		// reads, changes only with its window, which makes it stale.
@@ -118,8 +123,15 @@ func (p *Partition) decide(ds *dest) (cands []beacon.Candidate, kept []int, devi
 		// gives back a long stale list (bytes per tuple stay the same).
 		p.cands = nil
 	}
-	kept, devices = p.p.SelectDestination(cands)
-	return cands, kept, devices, nil
+	kept, devices := p.p.SelectDestination(cands)
+	for _, k := range kept {
+		ds.sel = append(ds.sel, selected{id: ds.cands[k], c: cands[k]})
+	}
+	if len(ds.sel) == 0 {
+		ds.sel = nil
+	}
+	ds.selN = devices
+	return ds.sel, devices
 }
 
 // render reads a kept tuple's timestamps and builds its row.
@@ -137,14 +149,14 @@ func (p *Partition) render(tp *tuple, c *beacon.Candidate, domains []string, dev
 // evaluate appends the destination's rows to rows, sorted when rows was
 // empty.
 func (p *Partition) evaluate(ds *dest, rows []beacon.Row) ([]beacon.Row, error) {
-	cands, kept, devices, err := p.decide(ds)
-	if err != nil || len(kept) == 0 {
-		return rows, err
+	sel, devices := p.decide(ds)
+	if len(sel) == 0 {
+		return rows, nil
 	}
 	domains := p.domainsOf(ds.ip)
 	n := len(rows)
-	for _, k := range kept {
-		row, err := p.render(p.tup(ds.cands[k]), &cands[k], domains, devices)
+	for i := range sel {
+		row, err := p.render(p.tup(sel[i].id), &sel[i].c, domains, devices)
 		if err != nil {
 			return nil, err
 		}
@@ -174,6 +186,7 @@ func (p *Partition) refresh(ds *dest) {
 			p.setCand(ds, tp, ok, &st)
 		case ok:
 			ds.stats[tp.candPos] = st
+			ds.selOK = false
 		}
 	}
 	clear(ds.stale)

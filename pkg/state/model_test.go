@@ -298,6 +298,25 @@ func (m *model) checkTuples(part *Partition, full bool) {
 		if n != len(ds.cands) || !reflect.DeepEqual(devices, ds.devices) && !(len(devices) == 0 && len(ds.devices) == 0) {
 			t.Fatalf("p%d check %d: %v: %d candidates on %v devices, want %d on %v", m.pid, m.checks, ds.key, len(ds.cands), ds.devices, n, devices)
 		}
+		// The selection decide keeps is SelectDestination's over them now.
+		if ds.selOK {
+			fresh := make([]beacon.Candidate, len(ds.cands))
+			for i, id := range ds.cands {
+				fresh[i] = beacon.Candidate{Tuple: part.columns(part.tup(id)), Stats: ds.stats[i]}
+			}
+			var want []selected
+			var wantN int64
+			if len(fresh) > 0 && !m.p.OverDeviceCap(int64(len(ds.devices))) {
+				var kept []int
+				kept, wantN = m.p.SelectDestination(fresh)
+				for _, k := range kept {
+					want = append(want, selected{id: ds.cands[k], c: fresh[k]})
+				}
+			}
+			if !reflect.DeepEqual(want, ds.sel) || wantN != ds.selN {
+				t.Fatalf("p%d check %d: %v: kept selection %+v on %d devices, SelectDestination's %+v on %d", m.pid, m.checks, ds.key, ds.sel, ds.selN, want, wantN)
+			}
+		}
 		if ntuples != int(ds.ntuples) || ntuples == 0 {
 			t.Fatalf("p%d: %v counts %d tuples, has %d", m.pid, ds.key, ds.ntuples, ntuples)
 		}

@@ -120,6 +120,20 @@ type dest struct {
 	stats   []beacon.Stats   // Params.Candidate's statistics of cands[i], as of its last change
 	devices map[string]int32 // DeviceId → candidates among cands
 	dirty   bool
+	// sel is SelectDestination's answer over cands and stats as of the
+	// last decide, valid while selOK: it depends on the candidates and
+	// their statistics alone, and most evaluations of a dirty destination
+	// change neither (a non-candidate tuple moved, or the IP's domains).
+	selOK bool
+	sel   []selected
+	selN  int64 // its device count
+}
+
+// selected is a candidate SelectDestination kept: its tuple's id and the
+// candidate as it left SelectDestination (which may set fields of it).
+type selected struct {
+	id uint32
+	c  beacon.Candidate
 }
 
 // ipState groups the destinations and domains of a RemoteIP, so a change of
@@ -365,6 +379,7 @@ func (p *Partition) touch(tp *tuple) {
 // with st its statistics when it became one.
 func (p *Partition) setCand(d *dest, tp *tuple, cand bool, st *beacon.Stats) {
 	tp.cand = cand
+	d.selOK = false
 	dev := p.prinOf(tp).deviceId
 	if cand {
 		tp.candPos = int32(len(d.cands))
