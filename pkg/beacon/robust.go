@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -375,6 +376,54 @@ type wbin struct {
 	c int64
 }
 
+// wbinScratch holds robustCandidate's lists between calls.
+type wbinScratch struct{ raw, folded, other, dev []wbin }
+
+var wbinPool = sync.Pool{New: func() any { return new(wbinScratch) }}
+
+// sortWbins sorts by value. Only the values of a sorted list are ever read
+// (weightedAt), so the order of equal values does not matter; none is NaN.
+// The folded gaps are often sorted already (no missed callback folded).
+func sortWbins(vs []wbin) {
+	for i := 1; i < len(vs); i++ {
+		if vs[i].v < vs[i-1].v {
+			slices.SortFunc(vs, func(a, b wbin) int {
+				switch {
+				case a.v < b.v:
+					return -1
+				case a.v > b.v:
+					return 1
+				}
+				return 0
+			})
+			return
+		}
+	}
+}
+
+// absDeviations appends |v − center| of sorted values to dst, sorted: the
+// values below center give a descending run, those above an ascending one,
+// merged.
+func absDeviations(dst, sorted []wbin, center float64) []wbin {
+	mid, _ := slices.BinarySearchFunc(sorted, center, func(b wbin, c float64) int {
+		if b.v < c {
+			return -1
+		}
+		return 1
+	})
+	lo, hi := mid-1, mid
+	for lo >= 0 || hi < len(sorted) {
+		if hi >= len(sorted) || (lo >= 0 && center-sorted[lo].v <= sorted[hi].v-center) {
+			dst = append(dst, wbin{math.Abs(sorted[lo].v - center), sorted[lo].c})
+			lo--
+		} else {
+			dst = append(dst, wbin{math.Abs(sorted[hi].v - center), sorted[hi].c})
+			hi++
+		}
+	}
+	return dst
+}
+
 // weightedMedian returns the lower median of sorted weighted values.
 func weightedMedian(vs []wbin, n int64) float64 { return weightedAt(vs, (n-1)/2) }
 
@@ -434,21 +483,28 @@ func (p *Params) robustCandidate(distinct int64, s *Summary) (Stats, bool) {
 		return Stats{}, false
 	}
 	r.LongestGap = gaps[len(gaps)-1].Delta
-	raw := make([]wbin, len(gaps))
-	for i, b := range gaps {
-		raw[i] = wbin{float64(b.Delta), b.Count}
+	// The three lists are scratch: a stream asks again about every tuple
+	// that changed, at every evaluation point.
+	sc := wbinPool.Get().(*wbinScratch)
+	defer wbinPool.Put(sc)
+	raw := slices.Grow(sc.raw[:0], len(gaps))
+	for _, b := range gaps {
+		raw = append(raw, wbin{float64(b.Delta), b.Count})
 	}
+	sc.raw = raw
 	period := weightedMedian(raw, nGaps)
-	folded := make([]wbin, 0, len(gaps))
+	folded := slices.Grow(sc.folded[:0], len(gaps))
 	var kept int64
 	for range 2 {
 		folded, kept = rp.fold(raw, period, 0, folded[:0], &r)
 		if kept == 0 {
+			sc.folded = folded
 			return Stats{}, false
 		}
-		slices.SortFunc(folded, func(a, b wbin) int { return cmp.Compare(a.v, b.v) })
+		sortWbins(folded)
 		period = weightedMedian(folded, kept)
 	}
+	sc.folded = folded
 	if period < rp.MinPeriod || period > rp.MaxPeriod {
 		return Stats{}, false
 	}
@@ -456,7 +512,7 @@ func (p *Params) robustCandidate(distinct int64, s *Summary) (Stats, bool) {
 	// A second period (the sleep changed inside the window): the median of
 	// the gaps the first does not explain, if they are a twentieth of all and
 	// at least twelve (a regime needs evidence of its own).
-	var other []wbin
+	other := sc.other[:0]
 	var nOther int64
 	for _, b := range raw {
 		if _, ok := rp.multiple(b.v, period); !ok && b.v <= rp.MaxPeriod {
@@ -464,6 +520,7 @@ func (p *Params) robustCandidate(distinct int64, s *Summary) (Stats, bool) {
 			nOther += b.c
 		}
 	}
+	sc.other = other
 	if nOther >= 12 && nOther*20 >= nGaps {
 		// The regime must be one: its gaps within a ±45 % interdecile
 		// range of their median (a random process's long tail is wider).
@@ -472,14 +529,13 @@ func (p *Params) robustCandidate(distinct int64, s *Summary) (Stats, bool) {
 		if p2 > 1.5*period && idr2 <= 0.9*p2 {
 			r.Period2 = p2
 			folded, kept = rp.fold(raw, period, p2, folded[:0], &r)
-			slices.SortFunc(folded, func(a, b wbin) int { return cmp.Compare(a.v, b.v) })
+			sc.folded = folded
+			sortWbins(folded)
 		}
 	}
-	dev := make([]wbin, len(folded))
 	var onTime, supported int64
-	for i, b := range folded {
+	for _, b := range folded {
 		d := math.Abs(b.v - period)
-		dev[i] = wbin{d, b.c}
 		if d <= rp.Tolerance*period {
 			onTime += b.c
 		}
@@ -487,8 +543,8 @@ func (p *Params) robustCandidate(distinct int64, s *Summary) (Stats, bool) {
 			supported += b.c
 		}
 	}
-	slices.SortFunc(dev, func(a, b wbin) int { return cmp.Compare(a.v, b.v) })
-	r.MAD = weightedMedian(dev, kept)
+	sc.dev = absDeviations(sc.dev[:0], folded, period)
+	r.MAD = weightedMedian(sc.dev, kept)
 	r.OnTime, r.Supported = onTime, supported
 	// Coverage: time in supporting gaps over the time between callbacks
 	// that is not a pause. A pause (working hours, overnight) is already
@@ -622,28 +678,57 @@ func evidence(n int64, w float64) float64 {
 // one. devices is the destination's device count over all candidates,
 // those counting toward prevalence only (fewer than MinCallbacks) included.
 func (p *Params) robustSelect(cands []Candidate) (kept []int, devices int64) {
-	devices = countDevices(cands)
-	var ids []string // countDevicesAt's
-	order := make([]int, len(cands))
-	for i := range order {
-		order[i] = i
+	if len(cands) == 0 {
+		return nil, 0
 	}
-	slices.SortFunc(order, func(a, b int) int {
-		if c := cmp.Compare(cands[a].R.Period, cands[b].R.Period); c != 0 {
-			return c
+	// A stream asks again at every evaluation point where a candidate of
+	// the destination changed: the lists are scratch, each device is
+	// numbered once (devices counted by stamping, not by sorting
+	// DeviceIds), and the candidates are ordered by period alone (equal
+	// periods fall into one group whatever their order, and kept is
+	// sorted by index).
+	sc := selectPool.Get().(*selectScratch)
+	defer sc.put()
+	for i := range cands {
+		id := cands[i].DeviceId
+		d, ok := sc.ids[id]
+		if !ok {
+			d = int32(len(sc.ids))
+			sc.ids[id] = d
 		}
-		return cands[a].Tuple.Compare(&cands[b].Tuple)
+		sc.order = append(sc.order, byPeriod{cands[i].R.Period, int32(i), d})
+	}
+	devices = int64(len(sc.ids))
+	sc.seen = slices.Grow(sc.seen[:0], len(sc.ids))[:len(sc.ids)]
+	clear(sc.seen)
+	order := sc.order
+	slices.SortFunc(order, func(a, b byPeriod) int {
+		switch {
+		case a.period < b.period:
+			return -1
+		case a.period > b.period:
+			return 1
+		}
+		return 0
 	})
-	for lo := 0; lo < len(order); {
+	for lo, g := 0, int32(1); lo < len(order); g++ {
 		hi := lo + 1
-		for hi < len(order) && cands[order[hi]].R.Period <= cands[order[hi-1]].R.Period*(1+p.Robust.PeriodTolerance) {
+		for hi < len(order) && order[hi].period <= order[hi-1].period*(1+p.Robust.PeriodTolerance) {
 			hi++
 		}
-		n := countDevicesAt(cands, order[lo:hi], &ids)
-		for _, i := range order[lo:hi] {
-			cands[i].R.PeriodDevices = n
-			if n <= p.CompromisedDeviceCountMax && p.reportable(&cands[i].R, devices) {
-				kept = append(kept, i)
+		// The group's distinct devices: seen[d] == g once counted.
+		var n int64
+		for _, o := range order[lo:hi] {
+			if sc.seen[o.dev] != g {
+				sc.seen[o.dev] = g
+				n++
+			}
+		}
+		for _, o := range order[lo:hi] {
+			c := &cands[o.i]
+			c.R.PeriodDevices = n
+			if n <= p.CompromisedDeviceCountMax && p.reportable(&c.R, devices) {
+				kept = append(kept, int(o.i))
 			}
 		}
 		lo = hi
@@ -652,18 +737,29 @@ func (p *Params) robustSelect(cands []Candidate) (kept []int, devices int64) {
 	return kept, devices
 }
 
-// countDevicesAt is countDevices of the candidates at idx, sorting their
-// DeviceIds in *ids (reused) rather than copying the candidates.
-func countDevicesAt(cands []Candidate, idx []int, ids *[]string) int64 {
-	if len(idx) <= 1 {
-		return int64(len(idx))
+// byPeriod is a candidate's period, index and device number.
+type byPeriod struct {
+	period float64
+	i, dev int32
+}
+
+// selectScratch is robustSelect's between calls.
+type selectScratch struct {
+	ids   map[string]int32
+	order []byPeriod
+	seen  []int32
+}
+
+var selectPool = sync.Pool{New: func() any { return &selectScratch{ids: make(map[string]int32)} }}
+
+func (sc *selectScratch) put() {
+	if len(sc.ids) > 1024 {
+		sc.ids = make(map[string]int32) // a large destination's: clearing costs its size
+	} else {
+		clear(sc.ids)
 	}
-	*ids = (*ids)[:0]
-	for _, i := range idx {
-		*ids = append(*ids, cands[i].DeviceId)
-	}
-	slices.Sort(*ids)
-	return int64(len(slices.Compact(*ids)))
+	sc.order = sc.order[:0]
+	selectPool.Put(sc)
 }
 
 // newRobustRow renders a kept robust candidate.
