@@ -2,6 +2,8 @@ package state
 
 import (
 	"slices"
+	"sync"
+	"sync/atomic"
 
 	"github.com/beaconhunt/beacon/pkg/beacon"
 )
@@ -57,16 +59,95 @@ func (p *Partition) Members(d beacon.Destination) ([]beacon.Tuple, error) {
 	if ds == nil || !p.h.hasStream {
 		return nil, nil
 	}
-	sel, _ := p.decide(ds)
+	return members(p.decide(ds, &p.cands)), nil
+}
+
+func members(sel []selected, _ int64) []beacon.Tuple {
 	if len(sel) == 0 {
-		return nil, nil
+		return nil
 	}
 	out := make([]beacon.Tuple, len(sel))
 	for i := range sel {
 		out[i] = sel[i].c.Tuple
 	}
+	return out
+}
+
+// MembersOf sets out[i] to Members(keys[i]) for every key, deciding the
+// destinations on up to par goroutines: each decision reads and writes its
+// destination's own state alone, so they are independent, and an
+// evaluation point of a stream with one partition need not decide its
+// dirty destinations one after another. out is grown to len(keys) and
+// returned.
+func (p *Partition) MembersOf(keys []beacon.Destination, par int, out [][]beacon.Tuple) ([][]beacon.Tuple, error) {
+	clear(out)
+	out = slices.Grow(out[:0], len(keys))[:len(keys)]
+	if p.err != nil {
+		return out, p.err
+	}
+	if !p.h.hasStream {
+		return out, nil
+	}
+	ds := slices.Grow(p.decideQ[:0], len(keys))
+	p.decideGen++
+	dup := false
+	for _, k := range keys {
+		d := p.dests[k] // nil: no longer a destination
+		if d != nil {
+			if d.decideGen == p.decideGen {
+				d, dup = nil, true // decided once, copied below
+			} else {
+				d.decideGen = p.decideGen
+			}
+		}
+		ds = append(ds, d)
+	}
+	p.decideQ = ds
+	defer clear(ds)
+	if dup {
+		defer func() {
+			for i, k := range keys {
+				if ds[i] == nil && p.dests[k] != nil {
+					out[i] = slices.Clone(out[slices.Index(keys, k)])
+				}
+			}
+		}()
+	}
+	par = min(par, len(ds)/minDecidesPerGoroutine)
+	if par <= 1 {
+		for i, d := range ds {
+			if d != nil {
+				out[i] = members(p.decide(d, &p.cands))
+			}
+		}
+		return out, nil
+	}
+	if len(p.scratch) < par {
+		p.scratch = make([][]beacon.Candidate, par)
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for g := range par {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(ds) {
+					return
+				}
+				if d := ds[i]; d != nil {
+					out[i] = members(p.decide(d, &p.scratch[g]))
+				}
+			}
+		})
+	}
+	wg.Wait()
 	return out, nil
 }
+
+// minDecidesPerGoroutine keeps MembersOf serial when the destinations are
+// too few to pay for starting goroutines (a few µs each; a decision costs
+// about as much).
+const minDecidesPerGoroutine = 8
 
 // Row renders tuple t's row at the current stream time; ok is false when
 // t is not a beacon now.
@@ -78,7 +159,7 @@ func (p *Partition) Row(t beacon.Tuple) (row beacon.Row, ok bool, err error) {
 	if ds == nil || !p.h.hasStream {
 		return row, false, nil
 	}
-	sel, devices := p.decide(ds)
+	sel, devices := p.decide(ds, &p.cands)
 	for i := range sel {
 		if s := &sel[i]; s.c.Tuple == t {
 			row, err = p.render(p.tup(s.id), &s.c, p.domainsOf(ds.ip), devices)
@@ -92,8 +173,11 @@ func (p *Partition) Row(t beacon.Tuple) (row beacon.Row, ok bool, err error) {
 // order, and the device count. They stay the destination's: the next
 // decide that finds its candidates or their statistics changed replaces
 // them, and the others return them again without asking
-// SelectDestination.
-func (p *Partition) decide(ds *dest) (sel []selected, devices int64) {
+// SelectDestination. scratch is reused for the candidates it asks about.
+// It reads the partition's shared state (tuple columns, summaries) and
+// writes ds's own (its tuples' candidate marks and positions, its lists):
+// decisions of different destinations may run concurrently.
+func (p *Partition) decide(ds *dest, scratch *[]beacon.Candidate) (sel []selected, devices int64) {
 	p.refresh(ds)
 	if ds.selOK {
 		return ds.sel, ds.selN
@@ -108,8 +192,8 @@ func (p *Partition) decide(ds *dest) (sel []selected, devices int64) {
 		ds.sel = nil
 		return nil, 0
 	}
-	clear(p.cands)
-	cands := slices.Grow(p.cands[:0], len(ds.cands))
+	clear(*scratch)
+	cands := slices.Grow((*scratch)[:0], len(ds.cands))
 	for i, id := range ds.cands {
 		// The statistics refresh kept: a tuple's summary, all Candidate
 		// reads, changes only with its window, which makes it stale.
@@ -117,11 +201,11 @@ func (p *Partition) decide(ds *dest) (sel []selected, devices int64) {
 		// most of a robust stream's CPU.
 		cands = append(cands, beacon.Candidate{Tuple: p.columns(p.tup(id)), Stats: ds.stats[i]})
 	}
-	p.cands = cands
+	*scratch = cands
 	if cap(cands) > 256 {
 		// A large destination's: not kept for the next one, as refresh
 		// gives back a long stale list (bytes per tuple stay the same).
-		p.cands = nil
+		*scratch = nil
 	}
 	kept, devices := p.p.SelectDestination(cands)
 	for _, k := range kept {
@@ -149,7 +233,7 @@ func (p *Partition) render(tp *tuple, c *beacon.Candidate, domains []string, dev
 // evaluate appends the destination's rows to rows, sorted when rows was
 // empty.
 func (p *Partition) evaluate(ds *dest, rows []beacon.Row) ([]beacon.Row, error) {
-	sel, devices := p.decide(ds)
+	sel, devices := p.decide(ds, &p.cands)
 	if len(sel) == 0 {
 		return rows, nil
 	}

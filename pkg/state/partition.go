@@ -87,6 +87,9 @@ type Partition struct {
 	dirty     []beacon.Destination
 	dirtyOut  []beacon.Destination // what Dirty returned last: the next Dirty reuses it
 	cands     []beacon.Candidate   // decide's, reused
+	scratch   [][]beacon.Candidate // MembersOf's goroutines' cands
+	decideQ   []*dest              // MembersOf's
+	decideGen uint32               // MembersOf's calls, to find a key given twice
 	due       []*tuple
 	work      []item
 	batch     *pebble.Batch
@@ -127,6 +130,8 @@ type dest struct {
 	selOK bool
 	sel   []selected
 	selN  int64 // its device count
+
+	decideGen uint32 // the MembersOf call that last queued it
 }
 
 // selected is a candidate SelectDestination kept: its tuple's id and the

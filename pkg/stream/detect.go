@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -838,10 +839,11 @@ type worker struct {
 	quit chan struct{}
 	done chan struct{}
 
-	rebuild    bool         // find the rebuild's start first (see detector.assigned)
-	final      atomic.Bool  // at stop: apply and publish what is held
-	committed  int64        // Kafka's committed offset at assignment, -1 if none
-	acked      atomic.Int64 // offsets below are applied and their alerts acknowledged
+	decided    [][]beacon.Tuple // evaluate's members per dirty destination, reused
+	rebuild    bool             // find the rebuild's start first (see detector.assigned)
+	final      atomic.Bool      // at stop: apply and publish what is held
+	committed  int64            // Kafka's committed offset at assignment, -1 if none
+	acked      atomic.Int64     // offsets below are applied and their alerts acknowledged
 	lastCommit atomic.Int64
 
 	mu sync.Mutex // guards part against /beacons
@@ -1350,13 +1352,18 @@ func (w *worker) evaluate() error {
 		}
 	}
 	var alerts []Alert
-	for _, k := range dirty {
-		// Membership is decided from summaries; only the rows of tuples
-		// about to be alerted are rendered (their timestamps read).
-		ts, err := w.part.Members(k)
-		if err != nil {
-			return err
-		}
+	// Membership is decided from summaries, every destination's
+	// independently: on every core, as one partition is all a replay has
+	// by default. Only the rows of tuples about to be alerted are
+	// rendered (their timestamps read), in order, below.
+	members, err := w.part.MembersOf(dirty, runtime.GOMAXPROCS(0), w.decided)
+	w.decided = members
+	if err != nil {
+		return err
+	}
+	for i, k := range dirty {
+		ts := members[i]
+		members[i] = nil
 		w.nMembers -= len(w.members[k])
 		if len(ts) == 0 {
 			delete(w.members, k)
