@@ -146,8 +146,8 @@ func (p *Partition) MembersOf(keys []beacon.Destination, par int, out [][]beacon
 
 // minDecidesPerGoroutine keeps MembersOf serial when the destinations are
 // too few to pay for starting goroutines (a few µs each; a decision costs
-// about as much).
-const minDecidesPerGoroutine = 8
+// about as much). The tests lower it.
+var minDecidesPerGoroutine = 8
 
 // Row renders tuple t's row at the current stream time; ok is false when
 // t is not a beacon now.

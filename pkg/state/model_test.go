@@ -3,6 +3,7 @@ package state
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"reflect"
 	"slices"
@@ -167,6 +168,31 @@ func (m *model) check(part *Partition, full bool) {
 	dirty := make(map[beacon.Destination]bool)
 	for _, d := range part.Dirty() {
 		dirty[d] = true
+	}
+	if m.checks%2 == 0 {
+		// MembersOf, on several goroutines, first to decide since the
+		// last batch: a key twice and one of no destination too.
+		keys := slices.SortedFunc(maps.Keys(m.dests), compareDest)
+		if len(keys) > 0 {
+			keys = append(keys, keys[0])
+		}
+		keys = append(keys, beacon.Destination{FileName: "none.exe", RemoteIP: "192.0.2.1", RemotePort: 1})
+		got, err := part.MembersOf(keys, 3, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, d := range keys {
+			var want []beacon.Tuple
+			for _, r := range byDest[d] {
+				want = append(want, r.Tuple)
+			}
+			g := slices.Clone(got[i])
+			slices.SortFunc(g, func(a, b beacon.Tuple) int { return a.Compare(&b) })
+			slices.SortFunc(want, func(a, b beacon.Tuple) int { return a.Compare(&b) })
+			if !slices.Equal(g, want) {
+				t.Fatalf("p%d check %d MembersOf(%v) = %v, batch %v", m.pid, m.checks, d, g, want)
+			}
+		}
 	}
 	for d := range m.dests {
 		got, err := part.Evaluate(d)
