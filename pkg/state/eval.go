@@ -59,7 +59,7 @@ func (p *Partition) Members(d beacon.Destination) ([]beacon.Tuple, error) {
 	if ds == nil || !p.h.hasStream {
 		return nil, nil
 	}
-	return members(p.decide(ds, &p.cands)), nil
+	return members(p.decide(ds)), nil
 }
 
 func members(sel []selected, _ int64) []beacon.Tuple {
@@ -117,17 +117,14 @@ func (p *Partition) MembersOf(keys []beacon.Destination, par int, out [][]beacon
 	if par <= 1 {
 		for i, d := range ds {
 			if d != nil {
-				out[i] = members(p.decide(d, &p.cands))
+				out[i] = members(p.decide(d))
 			}
 		}
 		return out, nil
 	}
-	if len(p.scratch) < par {
-		p.scratch = make([][]beacon.Candidate, par)
-	}
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	for g := range par {
+	for range par {
 		wg.Go(func() {
 			for {
 				i := int(next.Add(1) - 1)
@@ -135,7 +132,7 @@ func (p *Partition) MembersOf(keys []beacon.Destination, par int, out [][]beacon
 					return
 				}
 				if d := ds[i]; d != nil {
-					out[i] = members(p.decide(d, &p.scratch[g]))
+					out[i] = members(p.decide(d))
 				}
 			}
 		})
@@ -159,7 +156,7 @@ func (p *Partition) Row(t beacon.Tuple) (row beacon.Row, ok bool, err error) {
 	if ds == nil || !p.h.hasStream {
 		return row, false, nil
 	}
-	sel, devices := p.decide(ds, &p.cands)
+	sel, devices := p.decide(ds)
 	for i := range sel {
 		if s := &sel[i]; s.c.Tuple == t {
 			row, err = p.render(p.tup(s.id), &s.c, p.domainsOf(ds.ip), devices)
@@ -173,43 +170,32 @@ func (p *Partition) Row(t beacon.Tuple) (row beacon.Row, ok bool, err error) {
 // order, and the device count. They stay the destination's: the next
 // decide that finds its candidates or their statistics changed replaces
 // them, and the others return them again without asking
-// SelectDestination. scratch is reused for the candidates it asks about.
-// It reads the partition's shared state (tuple columns, summaries) and
-// writes ds's own (its tuples' candidate marks and positions, its lists):
-// decisions of different destinations may run concurrently.
-func (p *Partition) decide(ds *dest, scratch *[]beacon.Candidate) (sel []selected, devices int64) {
+// SelectDestination. It reads the partition's shared state (tuple
+// columns, summaries) and writes ds's own (its tuples' candidate marks
+// and positions, its lists): decisions of different destinations may run
+// concurrently.
+func (p *Partition) decide(ds *dest) (sel []selected, devices int64) {
 	p.refresh(ds)
 	if ds.selOK {
 		return ds.sel, ds.selN
 	}
-	// SelectDestination keeps nothing when more than
-	// CompromisedDeviceCountMax devices have a candidate. The devices are
-	// counted already, so a popular destination is settled here without
-	// computing its candidates' statistics.
 	clear(ds.sel)
 	ds.sel, ds.selN, ds.selOK = ds.sel[:0], 0, true
+	// SelectDestination keeps nothing when more than
+	// CompromisedDeviceCountMax devices have a candidate. The devices are
+	// counted already, so a popular destination is settled here.
 	if len(ds.cands) == 0 || p.p.OverDeviceCap(int64(len(ds.devices))) {
 		ds.sel = nil
 		return nil, 0
 	}
-	clear(*scratch)
-	cands := slices.Grow((*scratch)[:0], len(ds.cands))
-	for i, id := range ds.cands {
-		// The statistics refresh kept: a tuple's summary, all Candidate
-		// reads, changes only with its window, which makes it stale.
-		// Computing them again for every candidate at every point was
-		// most of a robust stream's CPU.
-		cands = append(cands, beacon.Candidate{Tuple: p.columns(p.tup(id)), Stats: ds.stats[i]})
-	}
-	*scratch = cands
-	if cap(cands) > 256 {
-		// A large destination's: not kept for the next one, as refresh
-		// gives back a long stale list (bytes per tuple stay the same).
-		*scratch = nil
-	}
-	kept, devices := p.p.SelectDestination(cands)
+	// The statistics refresh kept: a tuple's summary, all Candidate
+	// reads, changes only with its window, which makes it stale.
+	// Computing them again for every candidate at every point was most
+	// of a robust stream's CPU, and copying them for SelectDestination
+	// the next most.
+	kept, devices := p.p.SelectDestination(ds.cs)
 	for _, k := range kept {
-		ds.sel = append(ds.sel, selected{id: ds.cands[k], c: cands[k]})
+		ds.sel = append(ds.sel, selected{id: ds.cands[k], c: ds.cs[k]})
 	}
 	if len(ds.sel) == 0 {
 		ds.sel = nil
@@ -233,7 +219,7 @@ func (p *Partition) render(tp *tuple, c *beacon.Candidate, domains []string, dev
 // evaluate appends the destination's rows to rows, sorted when rows was
 // empty.
 func (p *Partition) evaluate(ds *dest, rows []beacon.Row) ([]beacon.Row, error) {
-	sel, devices := p.decide(ds, &p.cands)
+	sel, devices := p.decide(ds)
 	if len(sel) == 0 {
 		return rows, nil
 	}
@@ -269,7 +255,7 @@ func (p *Partition) refresh(ds *dest) {
 		case ok != tp.cand:
 			p.setCand(ds, tp, ok, &st)
 		case ok:
-			ds.stats[tp.candPos] = st
+			ds.cs[tp.candPos].Stats = st
 			ds.selOK = false
 		}
 	}

@@ -316,8 +316,11 @@ func (m *model) checkTuples(part *Partition, full bool) {
 					t.Fatalf("p%d: %v: candidate list broken", m.pid, part.columns(tp))
 				}
 				// The statistics decide uses are those of the window now.
-				if st, _ := m.p.Candidate(int64(tp.distinct), &sum); !reflect.DeepEqual(st, ds.stats[tp.candPos]) {
-					t.Fatalf("p%d check %d: %v: kept statistics %+v, the window's %+v", m.pid, m.checks, part.columns(tp), ds.stats[tp.candPos], st)
+				// (SelectDestination sets robust's PeriodDevices.)
+				kept := ds.cs[tp.candPos]
+				kept.R.PeriodDevices = 0
+				if st, _ := m.p.Candidate(int64(tp.distinct), &sum); !reflect.DeepEqual(st, kept.Stats) || kept.Tuple != part.columns(tp) {
+					t.Fatalf("p%d check %d: %v: kept candidate %+v, the window's %+v", m.pid, m.checks, part.columns(tp), kept, st)
 				}
 			}
 		}
@@ -328,7 +331,7 @@ func (m *model) checkTuples(part *Partition, full bool) {
 		if ds.selOK {
 			fresh := make([]beacon.Candidate, len(ds.cands))
 			for i, id := range ds.cands {
-				fresh[i] = beacon.Candidate{Tuple: part.columns(part.tup(id)), Stats: ds.stats[i]}
+				fresh[i] = beacon.Candidate{Tuple: part.columns(part.tup(id)), Stats: ds.cs[i].Stats}
 			}
 			var want []selected
 			var wantN int64

@@ -86,8 +86,6 @@ type Partition struct {
 	domainQ   timeHeap[*domain] // domains, each once, by a time ≤ their newest
 	dirty     []beacon.Destination
 	dirtyOut  []beacon.Destination // what Dirty returned last: the next Dirty reuses it
-	cands     []beacon.Candidate   // decide's, reused
-	scratch   [][]beacon.Candidate // MembersOf's goroutines' cands
 	decideQ   []*dest              // MembersOf's
 	decideGen uint32               // MembersOf's calls, to find a key given twice
 	due       []*tuple
@@ -118,9 +116,13 @@ type dest struct {
 	ip      *ipState
 	idx     uint32 // in Partition.destAt
 	ntuples int32
-	stale   []uint32         // tuples changed since the last evaluation (a deleted one's id may be reused)
-	cands   []uint32         // candidate tuples as of the last evaluation
-	stats   []beacon.Stats   // Params.Candidate's statistics of cands[i], as of its last change
+	stale   []uint32 // tuples changed since the last evaluation (a deleted one's id may be reused)
+	cands   []uint32 // candidate tuples as of the last evaluation
+	// cs[i] is cands[i]'s columns and Params.Candidate's statistics, as
+	// of its window's last change: what SelectDestination reads, kept so
+	// that deciding copies nothing (SelectDestination may set fields of
+	// them: robust's PeriodDevices).
+	cs      []beacon.Candidate
 	devices map[string]int32 // DeviceId → candidates among cands
 	dirty   bool
 	// sel is SelectDestination's answer over cands and stats as of the
@@ -389,7 +391,7 @@ func (p *Partition) setCand(d *dest, tp *tuple, cand bool, st *beacon.Stats) {
 	if cand {
 		tp.candPos = int32(len(d.cands))
 		d.cands = append(d.cands, tp.id)
-		d.stats = append(d.stats, *st)
+		d.cs = append(d.cs, beacon.Candidate{Tuple: p.columns(tp), Stats: *st})
 		if d.devices == nil {
 			d.devices = make(map[string]int32)
 		}
@@ -398,10 +400,10 @@ func (p *Partition) setCand(d *dest, tp *tuple, cand bool, st *beacon.Stats) {
 	}
 	n := len(d.cands) - 1
 	last := d.cands[n]
-	d.cands[tp.candPos], d.stats[tp.candPos] = last, d.stats[n]
+	d.cands[tp.candPos], d.cs[tp.candPos] = last, d.cs[n]
 	p.tup(last).candPos = tp.candPos
-	d.stats[n] = beacon.Stats{}
-	d.cands, d.stats = d.cands[:n], d.stats[:n]
+	d.cs[n] = beacon.Candidate{}
+	d.cands, d.cs = d.cands[:n], d.cs[:n]
 	if d.devices[dev]--; d.devices[dev] == 0 {
 		delete(d.devices, dev)
 	}
