@@ -123,20 +123,22 @@ func (p *Partition) MembersOf(keys []beacon.Destination, par int, out [][]beacon
 		return out, nil
 	}
 	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range par {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= len(ds) {
-					return
-				}
-				if d := ds[i]; d != nil {
-					out[i] = members(p.decide(d))
-				}
+	work := func() {
+		for {
+			i := int(next.Add(1) - 1)
+			if i >= len(ds) {
+				return
 			}
-		})
+			if d := ds[i]; d != nil {
+				out[i] = members(p.decide(d))
+			}
+		}
 	}
+	var wg sync.WaitGroup
+	for range par - 1 {
+		wg.Go(work)
+	}
+	work() // the caller is one of the par
 	wg.Wait()
 	return out, nil
 }
