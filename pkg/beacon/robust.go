@@ -678,8 +678,16 @@ func evidence(n int64, w float64) float64 {
 // one. devices is the destination's device count over all candidates,
 // those counting toward prevalence only (fewer than MinCallbacks) included.
 func (p *Params) robustSelect(cands []Candidate) (kept []int, devices int64) {
-	if len(cands) == 0 {
+	switch len(cands) {
+	case 0:
 		return nil, 0
+	case 1: // one group of one device
+		c := &cands[0]
+		c.R.PeriodDevices = 1
+		if 1 <= p.CompromisedDeviceCountMax && p.reportable(&c.R, 1) {
+			kept = []int{0}
+		}
+		return kept, 1
 	}
 	// A stream asks again at every evaluation point where a candidate of
 	// the destination changed: the lists are scratch, each device is
