@@ -377,26 +377,76 @@ type wbin struct {
 }
 
 // wbinScratch holds robustCandidate's lists between calls.
-type wbinScratch struct{ raw, folded, other, dev []wbin }
+type wbinScratch struct{ raw, folded, other, dev, tmp []wbin }
 
 var wbinPool = sync.Pool{New: func() any { return new(wbinScratch) }}
 
-// sortWbins sorts by value. Only the values of a sorted list are ever read
-// (weightedAt), so the order of equal values does not matter; none is NaN.
-// The folded gaps are often sorted already (no missed callback folded).
-func sortWbins(vs []wbin) {
+// sortWbins sorts by value, using tmp (returned, grown) as the merge's
+// buffer. Only the values of a sorted list are ever read (weightedAt), so
+// the order of equal values does not matter; none is NaN. Folded gaps are
+// a few ascending runs — the gaps under 1.5 periods and the irregular ones
+// in raw order, and those folded from each multiple — merged here in
+// linear passes rather than sorted.
+func sortWbins(vs, tmp []wbin) []wbin {
+	var starts [maxRuns + 1]int
+	runs := append(starts[:0], 0)
 	for i := 1; i < len(vs); i++ {
 		if vs[i].v < vs[i-1].v {
-			slices.SortFunc(vs, func(a, b wbin) int {
-				switch {
-				case a.v < b.v:
-					return -1
-				case a.v > b.v:
-					return 1
+			if len(runs) == maxRuns {
+				slices.SortFunc(vs, func(a, b wbin) int {
+					switch {
+					case a.v < b.v:
+						return -1
+					case a.v > b.v:
+						return 1
+					}
+					return 0
+				})
+				return tmp
+			}
+			runs = append(runs, i)
+		}
+	}
+	if len(runs) == 1 {
+		return tmp
+	}
+	tmp = slices.Grow(tmp[:0], len(vs))[:len(vs)]
+	src, dst := vs, tmp
+	for len(runs) > 1 {
+		next := runs[:0] // written behind the reads
+		for r := 0; r < len(runs); r += 2 {
+			lo, mid, hi := runs[r], len(vs), len(vs)
+			if r+1 < len(runs) {
+				mid = runs[r+1]
+				if r+2 < len(runs) {
+					hi = runs[r+2]
 				}
-				return 0
-			})
-			return
+			}
+			mergeWbins(dst[lo:hi], src[lo:mid], src[mid:hi])
+			next = append(next, lo)
+		}
+		runs = next
+		src, dst = dst, src
+	}
+	if &src[0] != &vs[0] {
+		copy(vs, src)
+	}
+	return tmp
+}
+
+// maxRuns is the most ascending runs sortWbins merges; more are sorted.
+const maxRuns = 8
+
+// mergeWbins merges ascending a and b into dst (len(a)+len(b)).
+func mergeWbins(dst, a, b []wbin) {
+	i, j := 0, 0
+	for k := range dst {
+		if j >= len(b) || (i < len(a) && a[i].v <= b[j].v) {
+			dst[k] = a[i]
+			i++
+		} else {
+			dst[k] = b[j]
+			j++
 		}
 	}
 }
@@ -501,7 +551,7 @@ func (p *Params) robustCandidate(distinct int64, s *Summary) (Stats, bool) {
 			sc.folded = folded
 			return Stats{}, false
 		}
-		sortWbins(folded)
+		sc.tmp = sortWbins(folded, sc.tmp)
 		period = weightedMedian(folded, kept)
 	}
 	sc.folded = folded
@@ -530,7 +580,7 @@ func (p *Params) robustCandidate(distinct int64, s *Summary) (Stats, bool) {
 			r.Period2 = p2
 			folded, kept = rp.fold(raw, period, p2, folded[:0], &r)
 			sc.folded = folded
-			sortWbins(folded)
+			sc.tmp = sortWbins(folded, sc.tmp)
 		}
 	}
 	var onTime, supported int64
