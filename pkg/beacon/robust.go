@@ -681,11 +681,19 @@ func (rp *RobustParams) fold(raw []wbin, period, period2 float64, dst []wbin, r 
 	var n int64
 	pause := (float64(rp.MaxMissed) + 0.5) * max(period, period2)
 	for _, b := range raw {
-		switch k, v, ok := rp.explain(b.v, period, period2); {
+		// explain, which also tells which period explained the gap.
+		k, ok := rp.multiple(b.v, period)
+		first, v := ok, b.v-float64(k-1)*period
+		if !ok && period2 > 0 {
+			if k, ok = rp.multiple(b.v, period2); ok {
+				v = period + (b.v-float64(k)*period2)*period/period2
+			}
+		}
+		switch {
 		case ok:
 			dst = append(dst, wbin{v, b.c})
 			r.Missed += (k - 1) * b.c
-			if _, first := rp.multiple(b.v, period); !first {
+			if !first {
 				r.secondGaps += b.c
 			} else if k > 1 {
 				r.foldedGaps += b.c
