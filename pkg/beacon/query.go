@@ -149,6 +149,22 @@ func (p *Params) SelectDestination(cands []Candidate) (kept []int, devices int64
 	return kept, devices
 }
 
+// SameSelection reports whether SelectDestination's answer (the indexes
+// kept, the device count and the fields it sets) is the same when one
+// candidate's statistics a are replaced by b, its tuple unchanged: true
+// when b agrees with a on everything SelectDestination reads. A stream
+// that keeps a destination's answer asks it for every candidate whose
+// window changed, and selects again only when one says false.
+func (p *Params) SameSelection(a, b *Stats) bool {
+	if p.Profile == ProfileRobust {
+		return p.robustSameSelection(&a.R, &b.R)
+	}
+	out := func(s *Stats) bool { return s.Outliers > p.OutlierCountMax }
+	short := func(s *Stats) bool { return p.SleepMin != 0 && s.Avg < p.SleepMin }
+	long := func(s *Stats) bool { return p.SleepMax != 0 && s.Avg > p.SleepMax }
+	return out(a) == out(b) && short(a) == short(b) && long(a) == long(b)
+}
+
 func countDevices(cands []Candidate) int64 {
 	if len(cands) <= 1 {
 		return int64(len(cands))

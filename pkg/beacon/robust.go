@@ -160,6 +160,19 @@ func (p *Params) reportable(s *RobustStats, devices int64) bool {
 			s.regularity() >= r.Threshold)
 }
 
+// robustSameSelection is SameSelection for robust: robustSelect reads a
+// candidate's period (to group) and, through reportable, which side of
+// each threshold its statistics are on. It must follow reportable.
+func (p *Params) robustSameSelection(a, b *RobustStats) bool {
+	r := &p.Robust
+	return a.Period == b.Period &&
+		(a.Callbacks >= r.MinCallbacks) == (b.Callbacks >= r.MinCallbacks) &&
+		(a.Score >= r.Threshold) == (b.Score >= r.Threshold) &&
+		(a.Score >= r.RareThreshold) == (b.Score >= r.RareThreshold) &&
+		(a.Callbacks >= r.RareCallbacks) == (b.Callbacks >= r.RareCallbacks) &&
+		(a.regularity() >= r.Threshold) == (b.regularity() >= r.Threshold)
+}
+
 // regularity is the Score without its evidence term, rescaled to [0, 1]:
 // how regular the gaps are, whatever their number. Rarity stands in for
 // evidence (few gaps), not for regularity: a rare tuple is reported when

@@ -257,8 +257,22 @@ func (p *Partition) refresh(ds *dest) {
 		case ok != tp.cand:
 			p.setCand(ds, tp, ok, &st)
 		case ok:
-			ds.cs[tp.candPos].Stats = st
-			ds.selOK = false
+			c := &ds.cs[tp.candPos]
+			if !ds.selOK || !p.p.SameSelection(&c.Stats, &st) {
+				c.Stats = st
+				ds.selOK = false
+				break
+			}
+			// The answer stands (a steady beacon's period and thresholds
+			// rarely move): only the candidate's own statistics change,
+			// with what SelectDestination set in them.
+			st.R.PeriodDevices = c.R.PeriodDevices
+			c.Stats = st
+			for i := range ds.sel {
+				if ds.sel[i].id == id {
+					ds.sel[i].c.Stats = st
+				}
+			}
 		}
 	}
 	clear(ds.stale)

@@ -1,0 +1,101 @@
+package beacon
+
+import (
+	"cmp"
+	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"slices"
+	"testing"
+)
+
+// TestSameSelection holds SameSelection to SelectDestination, both
+// profiles: over random destinations, one candidate's statistics are
+// replaced by a variant, and whenever SameSelection says the answer
+// stands, SelectDestination's kept indexes, device count and the fields
+// it sets are the same as before. Variants are drawn near every threshold
+// SelectDestination reads, so both answers occur often.
+func TestSameSelection(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	robust, seed := Robust(), Seed()
+	seed.SleepMin, seed.SleepMax = 30, 3600
+	for _, p := range []*Params{&robust, &seed} {
+		t.Run(cmp.Or(p.Profile, ProfileSeed), func(t *testing.T) {
+			same, differ, changed := 0, 0, 0
+			for n := range 20000 {
+				cands := make([]Candidate, 1+rng.IntN(8))
+				for i := range cands {
+					cands[i] = Candidate{Tuple: Tuple{DeviceId: fmt.Sprintf("dev-%d", rng.IntN(5)), RemotePort: int32(i)}, Stats: randomStats(rng, p)}
+				}
+				j := rng.IntN(len(cands))
+				b := cands[j].Stats
+				switch rng.IntN(3) {
+				case 0:
+					b = randomStats(rng, p)
+				case 1:
+					b.Count++ // what every new gap changes, nothing read
+				default: // one field of another draw
+					o := randomStats(rng, p)
+					switch rng.IntN(8) {
+					case 0:
+						b.R.Period = o.R.Period
+					case 1:
+						b.R.Score = o.R.Score
+					case 2:
+						b.R.Callbacks = o.R.Callbacks
+					case 3:
+						b.R.Dispersion = o.R.Dispersion
+					case 4:
+						b.R.Support = o.R.Support
+					case 5:
+						b.R.Coverage = o.R.Coverage
+					case 6:
+						b.Outliers = o.Outliers
+					default:
+						b.Avg = o.Avg
+					}
+				}
+				before := slices.Clone(cands)
+				kept0, dev0 := p.SelectDestination(before)
+				after := slices.Clone(cands)
+				ok := p.SameSelection(&after[j].Stats, &b)
+				after[j].Stats = b
+				kept1, dev1 := p.SelectDestination(after)
+				if !ok {
+					differ++
+					continue
+				}
+				same++
+				for i := range after {
+					if i != j && !reflect.DeepEqual(after[i], before[i]) {
+						t.Fatalf("destination %d: candidate %d set to %+v, before %+v", n, i, after[i], before[i])
+					}
+				}
+				if after[j].R.PeriodDevices != before[j].R.PeriodDevices || !slices.Equal(kept0, kept1) || dev0 != dev1 {
+					t.Fatalf("destination %d: SameSelection(%+v, %+v), but kept %v on %d devices, before %v on %d", n, cands[j].Stats, b, kept1, dev1, kept0, dev0)
+				}
+				if len(kept0) > 0 {
+					changed++
+				}
+			}
+			if same < 500 || differ < 500 || changed < 100 {
+				t.Fatalf("too tame: %d same, %d differ, %d with rows", same, differ, changed)
+			}
+		})
+	}
+}
+
+// randomStats draws statistics around the thresholds p's SelectDestination
+// reads.
+func randomStats(rng *rand.Rand, p *Params) Stats {
+	pick := func(vs ...float64) float64 { return vs[rng.IntN(len(vs))] }
+	s := Stats{Count: 10 + rng.Int64N(100), Avg: pick(10, 29, 30, 31, 600, 3599, 3600, 3601), Outliers: rng.Int64N(p.OutlierCountMax + 2)}
+	if p.Profile == ProfileRobust {
+		r := &p.Robust
+		s.R = RobustStats{On: true, Period: pick(60, 61, 75, 76, 300, 3600),
+			Score:      pick(r.RareThreshold-0.01, r.RareThreshold, r.Threshold-0.01, r.Threshold, 0.9),
+			Callbacks:  int64(pick(float64(r.MinCallbacks-1), float64(r.MinCallbacks), float64(r.RareCallbacks), 50)),
+			Dispersion: pick(0.5, 0.8, 1), Support: pick(0.5, 0.8, 1), Coverage: pick(0.5, 1)}
+	}
+	return s
+}
