@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"fmt"
 	"os/exec"
 	"slices"
 	"strings"
@@ -329,11 +328,22 @@ func BenchmarkReplay(b *testing.B) {
 			}
 		})
 	}
-	for _, parts := range []int{1, 6} {
-		run(fmt.Sprintf("partitions=%d", parts), func(b *testing.B) {
+	// Seed with 1 and 6 partitions, then robust (the command's default
+	// profile) with 1, the command's default worker count.
+	for _, c := range []struct {
+		name    string
+		profile string
+		parts   int
+	}{{"partitions=1", beacon.ProfileSeed, 1}, {"partitions=6", beacon.ProfileSeed, 6}, {"robust/partitions=1", beacon.ProfileRobust, 1}} {
+		parts := c.parts
+		params, err := beacon.ProfileParams(c.profile)
+		if err != nil {
+			b.Fatal(err)
+		}
+		run(c.name, func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				res, err := Replay(context.Background(), ReplayOptions{Partitions: parts},
-					Brokers(addr), InputTopics(topic), Warmup(time.Hour))
+					Brokers(addr), InputTopics(topic), Warmup(time.Hour), Params(params))
 				if err != nil {
 					b.Fatal(err)
 				}
