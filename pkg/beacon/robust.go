@@ -76,6 +76,22 @@ type RobustParams struct {
 	// replayed days of 150 devices, 4 browsing tuples were alerted by rarity
 	// with 5 callbacks and 1 with more.
 	RareCallbacks int64
+	// RareSpan (12 h) and RareEvidence (0.3): a rare tuple with
+	// MinCallbacks but fewer than RareCallbacks callbacks — a 4 h beacon's
+	// five callbacks in a day, which RareCallbacks alone leaves out — is
+	// reported by rarity when its gaps at about the period (none folded,
+	// none a pause) add up to at least RareSpan, and its evidence
+	// (CountScore) is at least RareEvidence. The span: it has kept its
+	// period around the clock, longer than a working day, where a person's
+	// visits to a site, five of them looking regular by luck, fit in their
+	// day. The evidence: four gaps this close by chance have a probability
+	// of at most 10^(−10·RareEvidence) = 1 in 1000, and a day of 300
+	// devices has 600–1000 tuples of five callbacks (2000 in a week of 150),
+	// so fewer than one a set passes by chance (background traffic's
+	// Poisson gaps spread over the whole day, which the span does not
+	// exclude).
+	RareSpan     time.Duration
+	RareEvidence float64
 }
 
 // DefaultRobust returns the robust profile's defaults.
@@ -94,6 +110,8 @@ func DefaultRobust() RobustParams {
 		RareThreshold:       0.65,
 		RareWindow:          24 * time.Hour,
 		RareCallbacks:       6,
+		RareSpan:            12 * time.Hour,
+		RareEvidence:        0.3,
 	}
 }
 
@@ -111,10 +129,11 @@ func (r *RobustParams) validate() error {
 		return fmt.Errorf("max missed must be at least 1, got %d", r.MaxMissed)
 	case r.Tolerance <= 0 || r.Tolerance >= 0.5:
 		return fmt.Errorf("tolerance must be in (0, 0.5), got %v", r.Tolerance)
-	case r.Threshold < 0 || r.Threshold > 1 || r.PrevalenceScore < 0 || r.PrevalenceScore > 1 || r.RareThreshold < 0 || r.RareThreshold > 1:
-		return fmt.Errorf("threshold %v, rare threshold %v and prevalence score %v must be in [0, 1]", r.Threshold, r.RareThreshold, r.PrevalenceScore)
-	case r.RareWindow < 0:
-		return fmt.Errorf("rare window must not be negative, got %s", r.RareWindow)
+	case r.Threshold < 0 || r.Threshold > 1 || r.PrevalenceScore < 0 || r.PrevalenceScore > 1 || r.RareThreshold < 0 || r.RareThreshold > 1 ||
+		r.RareEvidence < 0 || r.RareEvidence > 1:
+		return fmt.Errorf("threshold %v, rare threshold %v, rare evidence %v and prevalence score %v must be in [0, 1]", r.Threshold, r.RareThreshold, r.RareEvidence, r.PrevalenceScore)
+	case r.RareWindow < 0 || r.RareSpan < 0:
+		return fmt.Errorf("rare window %s and rare span %s must not be negative", r.RareWindow, r.RareSpan)
 	case r.PeriodTolerance < 0 || r.PeriodTolerance >= 1:
 		return fmt.Errorf("period tolerance must be in [0, 1), got %v", r.PeriodTolerance)
 	}
@@ -156,7 +175,8 @@ func (p *Params) reportable(s *RobustStats, devices int64) bool {
 		return false // counts toward prevalence only
 	}
 	return s.Score >= r.Threshold ||
-		(devices == 1 && s.Score >= r.RareThreshold && s.Callbacks >= r.RareCallbacks && p.Lookback >= r.RareWindow &&
+		(devices == 1 && s.Score >= r.RareThreshold && p.Lookback >= r.RareWindow &&
+			(s.Callbacks >= r.RareCallbacks || (s.Span >= r.RareSpan.Seconds() && s.CountScore >= r.RareEvidence)) &&
 			s.regularity() >= r.Threshold)
 }
 
@@ -254,6 +274,10 @@ type RobustStats struct {
 	Missed     int64   // callbacks missing inside gaps of about k × period
 	Pauses     int64   // gaps longer than MaxMissed + ½ periods
 	LongestGap int64   // seconds
+	// Span is the time, in seconds, in gaps within ±50 % of the period that
+	// are neither folded (missed callbacks) nor the second period's: how
+	// long the tuple has kept its period (RareSpan).
+	Span float64
 	// PeriodDevices is the number of devices whose candidates poll this
 	// destination with about this period (set by SelectDestination).
 	PeriodDevices int64
@@ -623,6 +647,9 @@ func (p *Params) robustCandidate(distinct int64, s *Summary) (Stats, bool) {
 		total += b.v * float64(b.c)
 		if ok && math.Abs(v-period) <= jitterBand*period {
 			covered += b.v * float64(b.c)
+			if b.v < 1.5*period { // k = 1 of the first period
+				r.Span += b.v * float64(b.c)
+			}
 		}
 	}
 	// Dispersion from the interdecile range: with many gaps a few odd ones

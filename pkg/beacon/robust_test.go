@@ -495,6 +495,7 @@ func TestRobustRareDestination(t *testing.T) {
 	}
 	few := p
 	few.Robust.RareCallbacks = int64(len(ts)) + 1
+	few.Robust.RareSpan = few.Lookback + time.Hour // nor by its span (TestRobustRareSpan)
 	if _, ok := robustRows(t, few, evs)["victim"]; ok {
 		t.Errorf("reported by rarity with fewer than RareCallbacks callbacks")
 	}
@@ -531,4 +532,48 @@ func TestRobustRareNeedsRegularity(t *testing.T) {
 	if _, ok := robustRows(t, p, evs)["tab"]; ok {
 		t.Errorf("a loosely periodic tuple is reported by rarity (score %v, regularity %v)", st.R.Score, st.R.regularity())
 	}
+}
+
+// TestRobustRareSpan: a tuple with MinCallbacks but fewer than
+// RareCallbacks callbacks (a 4 h beacon's five callbacks in a day) is
+// reported by rarity when its on-period gaps span RareSpan and its evidence
+// reaches RareEvidence; the same gaps scaled into a working day (a person's
+// five visits), or spread so wide that chance explains them (background
+// traffic), are not.
+func TestRobustRareSpan(t *testing.T) {
+	p := Robust()
+	series := func(unit float64, gaps ...float64) []Time {
+		ts := []Time{robustStart + 3600*Second}
+		for _, g := range gaps {
+			ts = append(ts, ts[len(ts)-1]+Time(g*unit)*Second)
+		}
+		return ts
+	}
+	check := func(name string, ts []Time, want bool) {
+		t.Helper()
+		s := SummaryOf(Deltas(ts, nil))
+		st, ok := p.Candidate(int64(len(ts)), &s)
+		if !ok {
+			t.Fatalf("%s: not a candidate", name)
+		}
+		r := st.R
+		if r.Callbacks != p.Robust.MinCallbacks || r.Score < p.Robust.RareThreshold || r.Score >= p.Robust.Threshold || r.regularity() < p.Robust.Threshold {
+			t.Fatalf("%s: %d callbacks, score %v, regularity %v: want %d callbacks, a score in [%v, %v), regularity %v",
+				name, r.Callbacks, r.Score, r.regularity(), p.Robust.MinCallbacks, p.Robust.RareThreshold, p.Robust.Threshold, p.Robust.Threshold)
+		}
+		_, got := robustRows(t, p, revents("dev", "u8f79m.exe", "45.68.119.127", ts, "ConnectionSuccess"))["dev"]
+		if got != want {
+			t.Errorf("%s (span %.1f h, evidence %.3f): reported %v, want %v", name, r.Span/3600, r.CountScore, got, want)
+		}
+	}
+	beacon := []float64{0.95, 1, 1.05, 1.1} // × 4 h, as a sleep − U(0, 20 %) timer draws them
+	check("4 h beacon, five callbacks", series(4*3600, beacon...), true)
+	check("the same gaps in a working day", series(2*3600, beacon...), false)
+	check("four gaps spread by chance", series(4*3600, 0.85, 1, 1.15, 1.35), false)
+	// The span and evidence rule is what reports it: without it (RareSpan
+	// beyond the window) five callbacks are under RareCallbacks.
+	p.Robust.RareSpan = 8 * 24 * time.Hour
+	check("4 h beacon, RareSpan beyond reach", series(4*3600, beacon...), false)
+	p.Robust.RareSpan, p.Robust.RareEvidence = 12*time.Hour, 1
+	check("4 h beacon, RareEvidence 1", series(4*3600, beacon...), false)
 }
