@@ -76,20 +76,23 @@ type RobustParams struct {
 	// replayed days of 150 devices, 4 browsing tuples were alerted by rarity
 	// with 5 callbacks and 1 with more.
 	RareCallbacks int64
-	// RareSpan (12 h) and RareEvidence (0.3): a rare tuple with
-	// MinCallbacks but fewer than RareCallbacks callbacks — a 4 h beacon's
-	// five callbacks in a day, which RareCallbacks alone leaves out — is
-	// reported by rarity when its gaps at about the period (none folded,
-	// none a pause) add up to at least RareSpan, and its evidence
-	// (CountScore) is at least RareEvidence. The span: it has kept its
-	// period around the clock, longer than a working day, where a person's
-	// visits to a site, five of them looking regular by luck, fit in their
-	// day. The evidence: four gaps this close by chance have a probability
-	// of at most 10^(−10·RareEvidence) = 1 in 1000, and a day of 300
-	// devices has 600–1000 tuples of five callbacks (2000 in a week of 150),
-	// so fewer than one a set passes by chance (background traffic's
-	// Poisson gaps spread over the whole day, which the span does not
-	// exclude).
+	// RareSpan (12 h): rarity reports a tuple only when its gaps at about
+	// the period (none folded, none a pause) add up to at least this: it
+	// has kept its period around the clock, longer than a working day. A
+	// person's visits to a site that look regular by luck — five, six or a
+	// dozen of them, every hour or two — fit in their working day; a C2
+	// timer does not stop. In the hunted sets every tuple rarity reported
+	// that was neither implant nor updater spanned 6–10 h, every implant it
+	// reported 17–22 h.
+	//
+	// RareEvidence (0.3): a rare tuple with MinCallbacks but fewer than
+	// RareCallbacks callbacks — a 4 h beacon's five callbacks in a day —
+	// is reported when its evidence (CountScore) is at least this: four
+	// gaps this close by chance have a probability of at most
+	// 10^(−10·RareEvidence) = 1 in 1000, and a day of 300 devices has
+	// 600–1000 tuples of five callbacks (2000 in a week of 150), so fewer
+	// than one a set passes by chance (background traffic's Poisson gaps
+	// spread over the whole day, which the span does not exclude).
 	RareSpan     time.Duration
 	RareEvidence float64
 }
@@ -176,7 +179,7 @@ func (p *Params) reportable(s *RobustStats, devices int64) bool {
 	}
 	return s.Score >= r.Threshold ||
 		(devices == 1 && s.Score >= r.RareThreshold && p.Lookback >= r.RareWindow &&
-			(s.Callbacks >= r.RareCallbacks || (s.Span >= r.RareSpan.Seconds() && s.CountScore >= r.RareEvidence)) &&
+			s.Span >= r.RareSpan.Seconds() && (s.Callbacks >= r.RareCallbacks || s.CountScore >= r.RareEvidence) &&
 			s.regularity() >= r.Threshold)
 }
 

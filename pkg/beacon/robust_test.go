@@ -534,12 +534,11 @@ func TestRobustRareNeedsRegularity(t *testing.T) {
 	}
 }
 
-// TestRobustRareSpan: a tuple with MinCallbacks but fewer than
-// RareCallbacks callbacks (a 4 h beacon's five callbacks in a day) is
-// reported by rarity when its on-period gaps span RareSpan and its evidence
-// reaches RareEvidence; the same gaps scaled into a working day (a person's
-// five visits), or spread so wide that chance explains them (background
-// traffic), are not.
+// TestRobustRareSpan: rarity reports a tuple whose on-period gaps span
+// RareSpan, not one whose gaps fit in a working day (a person's visits); one
+// with MinCallbacks but fewer than RareCallbacks callbacks (a 4 h beacon's
+// five callbacks in a day) also needs RareEvidence: four gaps spread so wide
+// that chance explains them (background traffic) are not reported.
 func TestRobustRareSpan(t *testing.T) {
 	p := Robust()
 	series := func(unit float64, gaps ...float64) []Time {
@@ -557,9 +556,9 @@ func TestRobustRareSpan(t *testing.T) {
 			t.Fatalf("%s: not a candidate", name)
 		}
 		r := st.R
-		if r.Callbacks != p.Robust.MinCallbacks || r.Score < p.Robust.RareThreshold || r.Score >= p.Robust.Threshold || r.regularity() < p.Robust.Threshold {
+		if r.Callbacks != int64(len(ts)) || r.Score < p.Robust.RareThreshold || r.Score >= p.Robust.Threshold || r.regularity() < p.Robust.Threshold {
 			t.Fatalf("%s: %d callbacks, score %v, regularity %v: want %d callbacks, a score in [%v, %v), regularity %v",
-				name, r.Callbacks, r.Score, r.regularity(), p.Robust.MinCallbacks, p.Robust.RareThreshold, p.Robust.Threshold, p.Robust.Threshold)
+				name, r.Callbacks, r.Score, r.regularity(), len(ts), p.Robust.RareThreshold, p.Robust.Threshold, p.Robust.Threshold)
 		}
 		_, got := robustRows(t, p, revents("dev", "u8f79m.exe", "45.68.119.127", ts, "ConnectionSuccess"))["dev"]
 		if got != want {
@@ -570,6 +569,12 @@ func TestRobustRareSpan(t *testing.T) {
 	check("4 h beacon, five callbacks", series(4*3600, beacon...), true)
 	check("the same gaps in a working day", series(2*3600, beacon...), false)
 	check("four gaps spread by chance", series(4*3600, 0.85, 1, 1.15, 1.35), false)
+	// With RareCallbacks, evidence is not asked, the span is: seven visits
+	// an hour and a half apart fill a working day (9 h), the same gaps ×
+	// 4 h a day and a night.
+	seven := []float64{0.8, 1.1, 0.9, 1.2, 0.85, 1.15}
+	check("seven callbacks, 4 h apart", series(4*3600, seven...), true)
+	check("seven visits in a working day", series(1.5*3600, seven...), false)
 	// The span and evidence rule is what reports it: without it (RareSpan
 	// beyond the window) five callbacks are under RareCallbacks.
 	p.Robust.RareSpan = 8 * 24 * time.Hour

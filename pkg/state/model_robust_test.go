@@ -32,7 +32,10 @@ func TestMatchesBatchQueryRobust(t *testing.T) {
 			p.TotalEventsThresholdMin = p.Robust.FirstCallbacks() - 1
 			p.Robust.RareThreshold = 0.4
 			p.Robust.RareWindow = 0
-			p.Robust.RareCallbacks = p.Robust.MinCallbacks
+			// Rarity's span and evidence rules decide both ways too: a
+			// span of a minute, and evidence for tuples of MinCallbacks.
+			p.Robust.RareCallbacks = p.Robust.MinCallbacks + 1
+			p.Robust.RareSpan = time.Minute
 			runScenario(t, p, uint64(seed), seed == 1)
 		})
 	}
