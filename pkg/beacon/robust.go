@@ -667,7 +667,7 @@ func (p *Params) robustCandidate(distinct int64, s *Summary) (Stats, bool) {
 	// multiples more often than near the period, so they add no evidence.
 	// Nor do the second period's gaps: that period is a free choice fitted to
 	// the gaps the first leaves, so their spread is no surprise.
-	r.CountScore = evidence(supported-r.foldedGaps-r.secondGaps, max(idr/(2*period), timePrecision/period))
+	r.CountScore = evidence(supported-r.foldedGaps-r.secondGaps, kept-r.foldedGaps-r.secondGaps, max(idr/(2*period), timePrecision/period))
 	if total > 0 {
 		r.Coverage = clamp01(covered / total)
 	}
@@ -752,21 +752,38 @@ func (rp *RobustParams) fold(raw []wbin, period, period2 float64, dst []wbin, r 
 	return dst, n
 }
 
-// evidence scores n gaps within a relative half-spread w of the period
-// against chance: if gaps were spread evenly over a log range of width
-// nullRange, n of them would fall within ±w of some common value with
-// probability about p = n·(2w/nullRange)^(n−1). The sub-score is
-// −log₁₀(p)/evidenceFull, clamped to [0, 1]: five gaps within 2 % give
-// 0.68, six within 15 % 0.42, a hundred within 40 % 1. It is what makes a
-// few jittery gaps (a person visiting a site six times a day) weigh less
-// than many, or than a few exact ones.
-func evidence(n int64, w float64) float64 {
+// evidence scores n of N gaps within a relative half-spread w of the
+// period against chance: if gaps were spread evenly over a log range of
+// width nullRange, one would fall within ±w of a given value with
+// probability q = 2w/nullRange, and at least n of N within ±w of one of
+// them with probability about p = N·P(Bin(N−1, q) ≥ n−1), bounded by
+// Chernoff as N·exp(−(N−1)·KL((n−1)/(N−1) ‖ q)) — which is N·q^(N−1) when
+// every gap agrees (n = N). The sub-score is −log₁₀(p)/evidenceFull,
+// clamped to [0, 1]: five gaps within 2 % give 0.68, six within 15 % 0.42,
+// a hundred within 40 % 1. It is what makes a few jittery gaps (a person
+// visiting a site six times a day) weigh less than many, or than a few
+// exact ones; and the gaps that do not agree count against it, so that
+// a Poisson process's 46 gaps, 18 of them within ±34 % of its median
+// (about what chance puts there), are not evidence (TestRobustEvidence).
+func evidence(n, total int64, w float64) float64 {
 	if n < 2 {
 		return 0
 	}
+	total = max(total, n)
 	w = math.Max(w, minSpread)
-	x := math.Min(2*w/nullRange, 1)
-	lp := math.Log10(float64(n)) + float64(n-1)*math.Log10(x)
+	q := math.Min(2*w/nullRange, 1)
+	if q >= 1 {
+		return 0
+	}
+	a := float64(n-1) / float64(total-1)
+	if a <= q {
+		return 0
+	}
+	kl := a * math.Log(a/q)
+	if a < 1 {
+		kl += (1 - a) * math.Log((1-a)/(1-q))
+	}
+	lp := math.Log10(float64(total)) - float64(total-1)*kl/math.Ln10
 	return clamp01(-lp / evidenceFull)
 }
 
