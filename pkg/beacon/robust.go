@@ -85,6 +85,12 @@ type RobustParams struct {
 	// that was neither implant nor updater spanned 6–10 h, every implant it
 	// reported 17–22 h.
 	//
+	// Nor may it have paused (a gap of more than MaxMissed + ½ periods):
+	// a timer that stopped for a night or a weekend has not kept its
+	// period, and a person's visits pause. Every implant rarity reported
+	// in 43 hunted sets had no pause; the two other tuples it reported had
+	// 1 and 4 (a site visited over 5 days).
+	//
 	// RareEvidence (0.3): a rare tuple with MinCallbacks but fewer than
 	// RareCallbacks callbacks — a 4 h beacon's five callbacks in a day —
 	// is reported when its evidence (CountScore) is at least this: four
@@ -179,7 +185,7 @@ func (p *Params) reportable(s *RobustStats, devices int64) bool {
 	}
 	return s.Score >= r.Threshold ||
 		(devices == 1 && s.Score >= r.RareThreshold && p.Lookback >= r.RareWindow &&
-			s.Span >= r.RareSpan.Seconds() && (s.Callbacks >= r.RareCallbacks || s.CountScore >= r.RareEvidence) &&
+			s.Span >= r.RareSpan.Seconds() && s.Pauses == 0 && (s.Callbacks >= r.RareCallbacks || s.CountScore >= r.RareEvidence) &&
 			s.regularity() >= r.Threshold)
 }
 

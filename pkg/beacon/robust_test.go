@@ -571,7 +571,8 @@ func TestRobustRareNeedsRegularity(t *testing.T) {
 }
 
 // TestRobustRareSpan: rarity reports a tuple whose on-period gaps span
-// RareSpan, not one whose gaps fit in a working day (a person's visits); one
+// RareSpan, not one whose gaps fit in a working day (a person's visits) nor
+// one that paused; one
 // with MinCallbacks but fewer than RareCallbacks callbacks (a 4 h beacon's
 // five callbacks in a day) also needs RareEvidence: four gaps spread so wide
 // that chance explains them (background traffic) are not reported.
@@ -611,6 +612,10 @@ func TestRobustRareSpan(t *testing.T) {
 	seven := []float64{0.8, 1.1, 0.9, 1.2, 0.85, 1.15}
 	check("seven callbacks, 4 h apart", series(4*3600, seven...), true)
 	check("seven visits in a working day", series(1.5*3600, seven...), false)
+	// Nor one that paused: the same seven callbacks and a weekend (16
+	// periods) between the third and the fourth.
+	paused := append(append(append([]float64{}, seven[:3]...), 16), seven[3:]...)
+	check("seven callbacks and a pause", series(4*3600, paused...), false)
 	// The span and evidence rule is what reports it: without it (RareSpan
 	// beyond the window) five callbacks are under RareCallbacks.
 	p.Robust.RareSpan = 8 * 24 * time.Hour
