@@ -295,6 +295,7 @@ type RobustStats struct {
 	foldedGaps   int64   // gaps of k ≥ 2 periods (missed callbacks)
 	secondGaps   int64   // gaps the second period explains
 	tolerance    float64 // RobustParams.Tolerance it was decided with, for Reasons
+	threshold    float64 // RobustParams.Threshold: a row under it was reported by rarity, for Reasons
 }
 
 // Severity maps a score to low, medium, high or critical.
@@ -573,7 +574,7 @@ func (p *Params) robustCandidate(distinct int64, s *Summary) (Stats, bool) {
 	for _, b := range gaps {
 		nGaps += b.Count
 	}
-	r := RobustStats{On: true, Gaps: nGaps, Merged: s.N - nGaps, tolerance: rp.Tolerance}
+	r := RobustStats{On: true, Gaps: nGaps, Merged: s.N - nGaps, tolerance: rp.Tolerance, threshold: rp.Threshold}
 	r.Callbacks = distinct - r.Merged
 	if r.Callbacks < rp.FirstCallbacks() || nGaps < 2 {
 		return Stats{}, false
@@ -941,6 +942,9 @@ func (r *RobustStats) reasons() []string {
 	out = append(out, fmt.Sprintf("%d callbacks", r.Callbacks))
 	if r.PeriodDevices > 1 {
 		out = append(out, fmt.Sprintf("%d devices poll with this period", r.PeriodDevices))
+	}
+	if r.Score < r.threshold { // kept only by rarity (Params.reportable)
+		out = append(out, fmt.Sprintf("rare destination: the only device, period kept for %s", fmtSeconds(r.Span)))
 	}
 	return out
 }

@@ -5,6 +5,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -597,9 +599,12 @@ func TestRobustRareSpan(t *testing.T) {
 			t.Fatalf("%s: %d callbacks, score %v, regularity %v: want %d callbacks, a score in [%v, %v), regularity %v",
 				name, r.Callbacks, r.Score, r.regularity(), len(ts), p.Robust.RareThreshold, p.Robust.Threshold, p.Robust.Threshold)
 		}
-		_, got := robustRows(t, p, revents("dev", "u8f79m.exe", "45.68.119.127", ts, "ConnectionSuccess"))["dev"]
+		row, got := robustRows(t, p, revents("dev", "u8f79m.exe", "45.68.119.127", ts, "ConnectionSuccess"))["dev"]
 		if got != want {
 			t.Errorf("%s (span %.1f h, evidence %.3f): reported %v, want %v", name, r.Span/3600, r.CountScore, got, want)
+		}
+		if got && !slices.ContainsFunc(row.Reasons, func(s string) bool { return strings.HasPrefix(s, "rare destination: the only device") }) {
+			t.Errorf("%s: reported by rarity, but its reasons do not say so: %q", name, row.Reasons)
 		}
 	}
 	beacon := []float64{0.95, 1, 1.05, 1.1} // × 4 h, as a sleep − U(0, 20 %) timer draws them
