@@ -199,6 +199,9 @@ func (p *Params) robustSameSelection(a, b *RobustStats) bool {
 		(a.Score >= r.Threshold) == (b.Score >= r.Threshold) &&
 		(a.Score >= r.RareThreshold) == (b.Score >= r.RareThreshold) &&
 		(a.Callbacks >= r.RareCallbacks) == (b.Callbacks >= r.RareCallbacks) &&
+		(a.Span >= r.RareSpan.Seconds()) == (b.Span >= r.RareSpan.Seconds()) &&
+		(a.Pauses == 0) == (b.Pauses == 0) &&
+		(a.CountScore >= r.RareEvidence) == (b.CountScore >= r.RareEvidence) &&
 		(a.regularity() >= r.Threshold) == (b.regularity() >= r.Threshold)
 }
 

@@ -36,7 +36,7 @@ func TestSameSelection(t *testing.T) {
 					b.Count++ // what every new gap changes, nothing read
 				default: // one field of another draw
 					o := randomStats(rng, p)
-					switch rng.IntN(8) {
+					switch rng.IntN(11) {
 					case 0:
 						b.R.Period = o.R.Period
 					case 1:
@@ -51,6 +51,12 @@ func TestSameSelection(t *testing.T) {
 						b.R.Coverage = o.R.Coverage
 					case 6:
 						b.Outliers = o.Outliers
+					case 7:
+						b.R.Span = o.R.Span
+					case 8:
+						b.R.Pauses = o.R.Pauses
+					case 9:
+						b.R.CountScore = o.R.CountScore
 					default:
 						b.Avg = o.Avg
 					}
@@ -95,7 +101,10 @@ func randomStats(rng *rand.Rand, p *Params) Stats {
 		s.R = RobustStats{On: true, Period: pick(60, 61, 75, 76, 300, 3600),
 			Score:      pick(r.RareThreshold-0.01, r.RareThreshold, r.Threshold-0.01, r.Threshold, 0.9),
 			Callbacks:  int64(pick(float64(r.MinCallbacks-1), float64(r.MinCallbacks), float64(r.RareCallbacks), 50)),
-			Dispersion: pick(0.5, 0.8, 1), Support: pick(0.5, 0.8, 1), Coverage: pick(0.5, 1)}
+			Dispersion: pick(0.5, 0.8, 1), Support: pick(0.5, 0.8, 1), Coverage: pick(0.5, 1),
+			Span:       pick(r.RareSpan.Seconds()-1, r.RareSpan.Seconds(), 2*r.RareSpan.Seconds()),
+			Pauses:     int64(pick(0, 0, 1)),
+			CountScore: pick(r.RareEvidence-0.01, r.RareEvidence, 1)}
 	}
 	return s
 }
