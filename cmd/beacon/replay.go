@@ -50,10 +50,11 @@ What is read:
   --end T            the query's now of the final beacon set ('hunt --end T'):
                      connections after T - 1s are not applied.
 
-Alerts wait for the warm-up (--warmup, default the lookback) of each
-partition, counted from its first connection: a replay of one lookback of
-history alerts nothing unless the warm-up is shorter (--warmup 1h, or -1s
-for none). --workers routes events by RemoteIP to that many detection
+Alerts wait for the warm-up (--warmup; default a day under robust, the
+profile replay runs unless told, and the lookback under seed) of each
+partition, counted from its first connection: a replay of a single day
+alerts nothing unless the warm-up is shorter (--warmup 1h, or -1s for
+none). --workers routes events by RemoteIP to that many detection
 partitions with Kafka's partitioner: give it the live repartition topic's
 partition count to reproduce the live stream times and alerts (default 1:
 one stream time for all events; more partitions also replay faster).
