@@ -261,7 +261,7 @@ func TestScanPlain(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	alphabet := []byte{'a', 'Z', '"', '\\', 0x00, 0x1f, 0x20, 0x7f, 0x80, 0xa2, 0xdc, 0xff, '0', ':'}
 	for range 20000 {
-		b := make([]byte, r.IntN(40))
+		b := make([]byte, r.IntN(70))
 		for i := range b {
 			if r.IntN(6) == 0 {
 				b[i] = alphabet[r.IntN(len(alphabet))]
@@ -279,6 +279,9 @@ func TestScanPlain(t *testing.T) {
 		}
 		if got := quoteEnd(unsafe.Pointer(unsafe.SliceData(b)), j, len(b)); got != want {
 			t.Fatalf("quoteEnd(%q, %d) = %d, want %d", b, j, got, want)
+		}
+		if got := quoteEndGo(unsafe.Pointer(unsafe.SliceData(b)), j, len(b)); got != want {
+			t.Fatalf("quoteEndGo(%q, %d) = %d, want %d", b, j, got, want)
 		}
 	}
 }
