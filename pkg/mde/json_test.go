@@ -292,3 +292,26 @@ func BenchmarkReadSmall(b *testing.B) {
 		Read(context.Background(), bytes.NewReader(data), "x", Options{Workers: 2}, func([]beacon.Event) {})
 	}
 }
+
+// TestEqAt holds eqAt's word compares to ==, for every length up to past
+// maxLast and a difference at every position.
+func TestEqAt(t *testing.T) {
+	b := make([]byte, 2*maxLast+16)
+	for i := range b {
+		b[i] = byte('a' + i%26)
+	}
+	for n := 0; n <= maxLast+9; n++ {
+		s := string(b[:n])
+		p := unsafe.Pointer(unsafe.SliceData(b))
+		if !eqAt(p, s) {
+			t.Fatalf("eqAt(%q, %q) = false", b[:n], s)
+		}
+		for d := range n {
+			c := []byte(s)
+			c[d] ^= 0x20
+			if eqAt(p, string(c)) {
+				t.Fatalf("eqAt(%q, %q) = true", b[:n], c)
+			}
+		}
+	}
+}
