@@ -392,14 +392,35 @@ func (a *adder) whoIs(i int32, dev, name, acct, dom, file string) bool {
 	o2 := o1 + uintptr(len(name))
 	o3 := o2 + uintptr(len(acct))
 	o4 := o3 + uintptr(len(dom))
-	at := func(o uintptr, n int) string {
-		if n == 0 {
-			return "" // p+o may be one past the block
-		}
-		return unsafe.String((*byte)(unsafe.Add(p, o)), n)
+	eq := func(o uintptr, s string) bool {
+		return s == "" || eqWords(unsafe.Add(p, o), s) // p+o may be one past the block when s is ""
 	}
-	return at(0, len(dev)) == dev && at(o4, len(file)) == file && at(o2, len(acct)) == acct &&
-		at(o1, len(name)) == name && at(o3, len(dom)) == dom
+	return eq(0, dev) && eq(o4, file) && eq(o2, acct) && eq(o1, name) && eq(o3, dom)
+}
+
+// eqWords tells whether the len(s) bytes at p are s, with word loads (the
+// last one overlapping) instead of a memequal call per string: a hit
+// compares five.
+func eqWords(p unsafe.Pointer, s string) bool {
+	n := uintptr(len(s))
+	q := unsafe.Pointer(unsafe.StringData(s))
+	switch {
+	case n >= 8:
+		for o := uintptr(0); o+8 < n; o += 8 {
+			if *(*uint64)(unsafe.Add(p, o)) != *(*uint64)(unsafe.Add(q, o)) {
+				return false
+			}
+		}
+		return *(*uint64)(unsafe.Add(p, n-8)) == *(*uint64)(unsafe.Add(q, n-8))
+	case n >= 4:
+		return *(*uint32)(p) == *(*uint32)(q) && *(*uint32)(unsafe.Add(p, n-4)) == *(*uint32)(unsafe.Add(q, n-4))
+	}
+	for o := uintptr(0); o < n; o++ {
+		if *(*byte)(unsafe.Add(p, o)) != *(*byte)(unsafe.Add(q, o)) {
+			return false
+		}
+	}
+	return true
 }
 
 // newWho copies the five strings into one allocation: comparing a who on

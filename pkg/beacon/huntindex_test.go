@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // TestHuntHashCollisions keeps three bits of Hunt's who, address and pair
@@ -331,6 +332,29 @@ func TestStrHash(t *testing.T) {
 		}
 		if strHash(43, s) == h {
 			t.Errorf("len %d: the seed does not change the hash", n)
+		}
+	}
+}
+
+// TestEqWords holds eqWords' word compares to ==, for every length from
+// 0 to 80 and a difference at every position.
+func TestEqWords(t *testing.T) {
+	b := make([]byte, 96)
+	for i := range b {
+		b[i] = byte('a' + i%26)
+	}
+	p := unsafe.Pointer(unsafe.SliceData(b))
+	for n := 0; n <= 80; n++ {
+		s := string(b[:n])
+		if !eqWords(p, s) {
+			t.Fatalf("eqWords(%q, %q) = false", b[:n], s)
+		}
+		for d := range n {
+			c := []byte(s)
+			c[d] ^= 0x20
+			if eqWords(p, string(c)) {
+				t.Fatalf("eqWords(%q, %q) = true", b[:n], c)
+			}
 		}
 	}
 }
