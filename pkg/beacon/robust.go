@@ -560,6 +560,10 @@ func weightedAt(vs []wbin, k int64) float64 {
 // A tuple is a candidate when it has MinCallbacks, a period within bounds
 // and Score ≥ PrevalenceScore (it then counts toward prevalence);
 // SelectDestination keeps those with Score ≥ Threshold.
+// robustEarlyExit is false only in TestRobustEarlyExit, which holds the
+// early rejection below to the whole analysis.
+var robustEarlyExit = true
+
 func (p *Params) robustCandidate(distinct int64, s *Summary) (Stats, bool) {
 	rp := &p.Robust
 	if distinct <= p.TotalEventsThresholdMin || s.N < 2 {
@@ -643,9 +647,31 @@ func (p *Params) robustCandidate(distinct int64, s *Summary) (Stats, bool) {
 			supported += b.c
 		}
 	}
+	r.OnTime, r.Supported = onTime, supported
+	// Dispersion from the interdecile range: with many gaps a few odd ones
+	// do not move it; with few gaps every one must agree.
+	idr := weightedQuantile(folded, kept, 0.9) - weightedQuantile(folded, kept, 0.1)
+	r.Dispersion = clamp01(1 - idr/(2*period))
+	// Every missed callback is an expected one not seen, every pause a
+	// stretch without the period.
+	r.Support = float64(supported) / float64(kept+r.Missed+r.Pauses)
+	// Evidence does not count folded gaps: they support the period (in
+	// Support and Coverage), but a random gap lands near one of MaxMissed
+	// multiples more often than near the period, so they add no evidence.
+	// Nor do the second period's gaps: that period is a free choice fitted to
+	// the gaps the first leaves, so their spread is no surprise.
+	r.CountScore = evidence(supported-r.foldedGaps-r.secondGaps, kept-r.foldedGaps-r.secondGaps, max(idr/(2*period), timePrecision/period))
+	// Coverage is at most 1: a tuple that cannot reach the floor even so
+	// is rejected before its coverage and MAD are computed (a stream asks
+	// again at every point about tuples the Score rejects). The sum is the
+	// Score's term by term and rounding is monotone, so this rejects
+	// exactly tuples the Score would.
+	if robustEarlyExit && clamp01(weightDispersion*r.Dispersion+weightSupport*r.Support+
+		weightCount*r.CountScore+weightCoverage*1) < rp.floor() {
+		return Stats{}, false
+	}
 	sc.dev = absDeviations(sc.dev[:0], folded, period)
 	r.MAD = weightedMedian(sc.dev, kept)
-	r.OnTime, r.Supported = onTime, supported
 	// Coverage: time in supporting gaps over the time between callbacks
 	// that is not a pause. A pause (working hours, overnight) is already
 	// counted against the period in Support; counting its hours again here
@@ -665,19 +691,6 @@ func (p *Params) robustCandidate(distinct int64, s *Summary) (Stats, bool) {
 			}
 		}
 	}
-	// Dispersion from the interdecile range: with many gaps a few odd ones
-	// do not move it; with few gaps every one must agree.
-	idr := weightedQuantile(folded, kept, 0.9) - weightedQuantile(folded, kept, 0.1)
-	r.Dispersion = clamp01(1 - idr/(2*period))
-	// Every missed callback is an expected one not seen, every pause a
-	// stretch without the period.
-	r.Support = float64(supported) / float64(kept+r.Missed+r.Pauses)
-	// Evidence does not count folded gaps: they support the period (in
-	// Support and Coverage), but a random gap lands near one of MaxMissed
-	// multiples more often than near the period, so they add no evidence.
-	// Nor do the second period's gaps: that period is a free choice fitted to
-	// the gaps the first leaves, so their spread is no surprise.
-	r.CountScore = evidence(supported-r.foldedGaps-r.secondGaps, kept-r.foldedGaps-r.secondGaps, max(idr/(2*period), timePrecision/period))
 	if total > 0 {
 		r.Coverage = clamp01(covered / total)
 	}
