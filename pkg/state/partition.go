@@ -90,6 +90,7 @@ type Partition struct {
 	decideGen uint32               // MembersOf's calls, to find a key given twice
 	due       []*tuple
 	work      []item
+	touched   uint32 // touchTuples' sum of what it loaded (only kept)
 	batch     *pebble.Batch
 	from      beacon.Time // the window start at the current stream time
 
@@ -692,21 +693,25 @@ func (p *Partition) insert(conns []Conn, st *ApplyStats) error {
 	}
 	from, to := p.window()
 	p.work = p.work[:0]
-	for i := range conns {
-		c := &conns[i]
-		if c.NoPort {
-			continue // it moved stream time in apply; nothing to keep
+	var hs [touchBatch]uint64
+	for base := 0; base < len(conns); base += touchBatch {
+		batch := conns[base:min(base+touchBatch, len(conns))]
+		p.touchTuples(batch, from, &hs)
+		for i := range batch {
+			c := &batch[i]
+			if c.NoPort {
+				continue // it moved stream time in apply; nothing to keep
+			}
+			if c.Time < from {
+				st.Late++
+				continue
+			}
+			tp := p.lookup(&c.Tuple, hs[i])
+			if tp == nil {
+				tp = p.newTuple(&c.Tuple, hs[i])
+			}
+			p.work = append(p.work, item{tp, c.Time})
 		}
-		if c.Time < from {
-			st.Late++
-			continue
-		}
-		h := p.hash(&c.Tuple)
-		tp := p.lookup(&c.Tuple, h)
-		if tp == nil {
-			tp = p.newTuple(&c.Tuple, h)
-		}
-		p.work = append(p.work, item{tp, c.Time})
 	}
 	slices.SortFunc(p.work, func(a, b item) int {
 		if c := cmp.Compare(a.tp.id, b.tp.id); c != 0 {
@@ -715,6 +720,9 @@ func (p *Partition) insert(conns []Conn, st *ApplyStats) error {
 		return cmp.Compare(a.t, b.t)
 	})
 	for i := range p.work {
+		if i%touchBatch == 0 {
+			p.touchBlocks(p.work[i:min(i+touchBatch, len(p.work))])
+		}
 		tp, t := p.work[i].tp, p.work[i].t
 		if i > 0 && p.work[i-1].tp == tp && p.work[i-1].t == t {
 			st.Duplicate++
@@ -732,6 +740,68 @@ func (p *Partition) insert(conns []Conn, st *ApplyStats) error {
 		p.touch(tp)
 	}
 	return nil
+}
+
+// touchBatch is how many connections insert looks ahead at.
+const touchBatch = 16
+
+// touchTuples computes the hash of each connection of batch that insert
+// keeps into hs, and loads the index slot, tuple and destination each
+// leads to: lookups over a state larger than the caches wait on a miss at
+// each of the three, and loads with no dependence on one another are
+// waited on together. The lookups that follow find them in the cache.
+// What is loaded is only summed (p.touched), so a stale slot (a tuple the
+// batch adds first) costs nothing but the load.
+func (p *Partition) touchTuples(batch []Conn, from beacon.Time, hs *[touchBatch]uint64) {
+	for i := range batch {
+		if c := &batch[i]; !c.NoPort && c.Time >= from {
+			hs[i] = p.hash(&c.Tuple)
+		}
+	}
+	x := &p.index
+	if len(x.slots) == 0 {
+		return
+	}
+	var slot [touchBatch]uint64
+	for i := range batch {
+		slot[i] = x.slots[x.home(uint32(hs[i]))]
+	}
+	var tps [touchBatch]*tuple
+	for i := range batch {
+		if s := slot[i]; s != 0 && uint32(s>>32) == uint32(hs[i]) {
+			tps[i] = p.arena.at(uint32(s) - 1)
+		}
+	}
+	var sink uint32
+	for _, tp := range tps[:len(batch)] {
+		if tp != nil && tp.dest != 0 {
+			sink += uint32(len(p.destAt[tp.dest].key.RemoteIP))
+		}
+	}
+	p.touched += sink
+}
+
+// touchBlocks looks up the cached block each item of work goes to, and
+// loads its newest timestamp, as touchTuples does for the tuples: the
+// lookups insertOne makes next find them in the cache. A block not cached
+// is left to insertOne to read.
+func (p *Partition) touchBlocks(work []item) {
+	var bs [touchBatch]*block
+	for i := range work {
+		tp, t := work[i].tp, work[i].t
+		if tp.b0 == noBlock || i > 0 && work[i-1].tp == tp {
+			continue
+		}
+		j := max(p.blockIndex(tp, t), 0)
+		bs[i] = p.cache[blockKey{tp.id, p.blockAt(tp, j)}]
+	}
+	var sink uint32
+	for _, b := range bs[:len(work)] {
+		if b != nil && len(b.ts) > 0 {
+			sink += uint32(b.ts[len(b.ts)-1])
+		}
+	}
+	p.touched += sink
 }
 
 // insertOne adds t (≥ window start) to the tuple.
