@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"os"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -96,13 +94,7 @@ func FuzzKeyTemplate(f *testing.F) {
 	nulls := `{"Timestamp":"2024-05-01T10:00:00Z","RemoteUrl":null,"RemotePort":null,"DeviceName":"n","LocalPort":null}`
 	f.Add([]byte(nulls + "\n" + nulls + "\n" + strings.NewReplacer(`null`, `nul`).Replace(nulls) + "\n" +
 		strings.NewReplacer(`"RemotePort":null`, `"RemotePort":true`, `"RemoteUrl":null`, `"RemoteUrl":nullx`).Replace(nulls) + "\n" + nulls))
-	for _, n := range []string{"rows.jsonl", "storage-account.json", "envelope.jsonl", "bom-crlf.jsonl"} {
-		b, err := os.ReadFile(filepath.Join("testdata/shapes", n))
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(b)
-	}
+	seedShapes(f, "rows.jsonl", "storage-account.json", "envelope.jsonl", "bom-crlf.jsonl")
 	f.Fuzz(func(t *testing.T, data []byte) {
 		for _, queryOnly := range []bool{true, false} {
 			tmpl := new(templates)

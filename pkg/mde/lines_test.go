@@ -3,8 +3,6 @@ package mde
 import (
 	"bytes"
 	"fmt"
-	"os"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -27,13 +25,7 @@ func FuzzLineAt(f *testing.F) {
 	f.Add([]byte(`{"Timestamp":"2024-05-01T10:00:00Z","X":"a\"` + "\n" + `","DeviceId":"b"}` + "\n" + row))
 	f.Add([]byte(`{"Timestamp":"2024-05-01T10:00:00Z","X":{"a":` + "\n" + `1}}` + "\n" + row + "\n" + row + row + "\n[" + row + "]\n"))
 	f.Add([]byte(`{"Timestamp":"bad"}` + "\n" + `{"records":[` + row + `,{"category":"x"}]}` + "\n" + `{"records":[` + row + "\n" + `]}`))
-	for _, n := range []string{"rows.jsonl", "storage-account.json", "envelope.jsonl", "bom-crlf.jsonl"} {
-		b, err := os.ReadFile(filepath.Join("testdata/shapes", n))
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(b)
-	}
+	seedShapes(f, "rows.jsonl", "storage-account.json", "envelope.jsonl", "bom-crlf.jsonl")
 	f.Fuzz(func(t *testing.T, data []byte) {
 		for _, queryOnly := range []bool{true, false} {
 			c := &chunk{data: data}
