@@ -431,6 +431,19 @@ type wbinScratch struct{ raw, folded, other, dev, tmp []wbin }
 
 var wbinPool = sync.Pool{New: func() any { return new(wbinScratch) }}
 
+// compareNoNaN is cmp.Compare for floats that are never NaN (gaps,
+// periods), without its NaN tests: the sorts of robust's analysis run at
+// every evaluation point of every changed tuple.
+func compareNoNaN(a, b float64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
 // sortWbins sorts by value, using tmp (returned, grown) as the merge's
 // buffer. Only the values of a sorted list are ever read (weightedAt), so
 // the order of equal values does not matter; none is NaN. Folded gaps are
@@ -443,15 +456,7 @@ func sortWbins(vs, tmp []wbin) []wbin {
 	for i := 1; i < len(vs); i++ {
 		if vs[i].v < vs[i-1].v {
 			if len(runs) == maxRuns {
-				slices.SortFunc(vs, func(a, b wbin) int {
-					switch {
-					case a.v < b.v:
-						return -1
-					case a.v > b.v:
-						return 1
-					}
-					return 0
-				})
+				slices.SortFunc(vs, func(a, b wbin) int { return compareNoNaN(a.v, b.v) })
 				return tmp
 			}
 			runs = append(runs, i)
@@ -851,15 +856,7 @@ func (p *Params) robustSelect(cands []Candidate) (kept []int, devices int64) {
 	sc.seen = slices.Grow(sc.seen[:0], len(sc.ids))[:len(sc.ids)]
 	clear(sc.seen)
 	order := sc.order
-	slices.SortFunc(order, func(a, b byPeriod) int {
-		switch {
-		case a.period < b.period:
-			return -1
-		case a.period > b.period:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(order, func(a, b byPeriod) int { return compareNoNaN(a.period, b.period) })
 	for lo, g := 0, int32(1); lo < len(order); g++ {
 		hi := lo + 1
 		for hi < len(order) && order[hi].period <= order[hi-1].period*(1+p.Robust.PeriodTolerance) {
