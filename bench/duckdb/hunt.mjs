@@ -1,0 +1,166 @@
+#!/usr/bin/env node
+// hunt.mjs runs the seed query (hunt.sql) on one file with DuckDB and
+// prints its rows as `beacon hunt --format jsonl` does: one JSON object
+// per row, the query's columns in its order, Go's number and string
+// encoding. Usage: node hunt.mjs [flags] FILE (see README.md).
+import { DuckDBInstance } from '@duckdb/node-api';
+import { readFileSync, openSync, readSync, closeSync } from 'node:fs';
+import { gunzipSync } from 'node:zlib';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const started = process.hrtime.bigint();
+
+// Flags: hunt's names and defaults (cmd/beacon/params.go, hunt.go).
+const flags = {
+  shape: 'auto', end: '', lookback: '24h', 'end-offset': '1s', 'time-delta-threshold-min': '1ms',
+  'total-events-threshold-min': '15', 'total-events-threshold-max': '0', 'jitter-threshold': '50',
+  'outlier-threshold-max': '2', 'outlier-count-max': '3', 'outlier-threshold-low': '',
+  'compromised-device-count-max': '10', 'action-types': 'ConnectionSuccess,CsonnectionRequest,CsonnectionFailed',
+  'sleep-min': '0', 'sleep-max': '0', threads: '', timing: false,
+};
+const args = process.argv.slice(2);
+let file = '';
+for (let i = 0; i < args.length; i++) {
+  let a = args[i];
+  if (!a.startsWith('--')) { if (file) usage(`more than one file: ${a}`); file = a; continue; }
+  a = a.slice(2);
+  let v;
+  const eq = a.indexOf('=');
+  if (eq >= 0) { v = a.slice(eq + 1); a = a.slice(0, eq); }
+  if (!(a in flags)) usage(`unknown flag --${a}`);
+  if (typeof flags[a] === 'boolean') { flags[a] = v === undefined ? true : v !== 'false'; continue; }
+  if (v === undefined) { if (++i >= args.length) usage(`--${a} needs a value`); v = args[i]; }
+  flags[a] = v;
+}
+if (!file) usage('no input file');
+
+function usage(msg) {
+  process.stderr.write(`hunt.mjs: ${msg}\nusage: node hunt.mjs [--shape auto|flat|envelope] [--end ISO8601] [--lookback 24h] [--threads N] [--timing] [hunt's seed flags] FILE\n`);
+  process.exit(2);
+}
+
+// Go's time.ParseDuration, enough of it for hunt's flags: 24h, 90m, 1h30m, 1.5s, 1ms.
+function durationTicks(s, name) {
+  const unit = { ns: 1, us: 1e3, 'µs': 1e3, ms: 1e6, s: 1e9, m: 60e9, h: 3600e9 };
+  const re = /(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)/gy;
+  let ns = 0, m, pos = 0;
+  if (s === '0') return 0n;
+  while ((m = re.exec(s)) !== null) { ns += Number(m[1]) * unit[m[2]]; pos = re.lastIndex; }
+  if (pos !== s.length || s.length === 0) usage(`--${name} ${JSON.stringify(s)}: want a duration such as 24h or 90m`);
+  return BigInt(Math.trunc(ns / 100)); // ticks, truncated as beacon.Time.Add
+}
+
+// hunt's parseISO8601 (cmd/beacon/hunt.go): a date (midnight UTC) or a
+// date-time, minutes/seconds/fraction optional, zone Z, ±hh:mm, ±hhmm,
+// ±hh or none (UTC). Returns ticks.
+function isoTicks(s) {
+  const m = /^(\d{4})-(\d\d)-(\d\d)(?:[Tt ](\d\d):(\d\d)(?::(\d\d)(?:\.(\d+))?)?)?([Zz]|[+-]\d\d(?::?\d\d)?)?$/.exec(s.trim());
+  if (!m) usage(`--end ${JSON.stringify(s)}: want an ISO 8601 date or date-time, e.g. 2024-05-02, 2024-05-02T10:00 or 2024-05-02T10:00:00.5+02:00`);
+  const [, y, mo, d, h = '0', mi = '0', sec = '0', frac = '', zone = ''] = m;
+  let secs = BigInt(Date.UTC(+y, +mo - 1, +d, +h, +mi, +sec) / 1000);
+  if (zone && zone !== 'Z' && zone !== 'z') {
+    const z = zone.replace(':', '');
+    const off = (+z.slice(1, 3)) * 3600 + (+(z.slice(3, 5) || '0')) * 60;
+    secs -= BigInt(zone[0] === '-' ? -off : off);
+  }
+  return secs * 10000000n + BigInt((frac + '0000000').slice(0, 7));
+}
+
+const lookback = durationTicks(flags.lookback, 'lookback');
+const endOffset = durationTicks(flags['end-offset'], 'end-offset');
+const tdMin = durationTicks(flags['time-delta-threshold-min'], 'time-delta-threshold-min');
+let eventsMax = BigInt(flags['total-events-threshold-max']);
+if (eventsMax === 0n) eventsMax = BigInt(Math.trunc(Number(lookback - endOffset) / Number(tdMin)));
+const low = flags['outlier-threshold-low'] === '' ? -Number(flags['outlier-count-max']) : Number(flags['outlier-threshold-low']);
+
+// The shape: a line holding "properties" (a record or {"records":[…]})
+// is the Streaming API's; otherwise flat rows.
+let shape = flags.shape;
+if (shape === 'auto') {
+  const fd = openSync(file, 'r');
+  let head = Buffer.alloc(1 << 16);
+  head = head.subarray(0, readSync(fd, head, 0, head.length, 0));
+  closeSync(fd);
+  if (head[0] === 0x1f && head[1] === 0x8b) {
+    try { head = gunzipSync(readFileSync(file)).subarray(0, 1 << 16); } catch { head = Buffer.alloc(0); }
+  }
+  const first = head.toString('utf8').split('\n')[0];
+  shape = /"properties"\s*:/.test(first) ? 'envelope' : 'flat';
+}
+if (shape !== 'flat' && shape !== 'envelope') usage(`--shape ${shape}: want auto, flat or envelope`);
+
+const inst = await DuckDBInstance.create(':memory:', flags.threads ? { threads: String(flags.threads) } : {});
+const con = await inst.connect();
+const sqlString = s => `'${s.replaceAll("'", "''")}'`;
+const sets = [
+  `SET VARIABLE file = ${sqlString(file)}`,
+  `SET VARIABLE now = ${flags.end ? isoTicks(flags.end) + '::BIGINT' : 'NULL::BIGINT'}`,
+  `SET VARIABLE lookback = ${lookback}::BIGINT`,
+  `SET VARIABLE end_offset = ${endOffset}::BIGINT`,
+  `SET VARIABLE events_min = ${BigInt(flags['total-events-threshold-min'])}::BIGINT`,
+  `SET VARIABLE events_max = ${eventsMax}::BIGINT`,
+  `SET VARIABLE jitter_threshold = ${sqlString(String(Number(flags['jitter-threshold'])))}::DOUBLE`,
+  `SET VARIABLE outlier_threshold_max = ${sqlString(String(Number(flags['outlier-threshold-max'])))}::DOUBLE`,
+  `SET VARIABLE outlier_threshold_low = ${sqlString(String(low))}::DOUBLE`,
+  `SET VARIABLE outlier_count_max = ${BigInt(flags['outlier-count-max'])}::BIGINT`,
+  `SET VARIABLE device_count_max = ${BigInt(flags['compromised-device-count-max'])}::BIGINT`,
+  `SET VARIABLE action_types = [${flags['action-types'].split(',').map(s => sqlString(s.trim())).join(', ')}]::VARCHAR[]`,
+  `SET VARIABLE sleep_min = ${sqlString(String(Number(flags['sleep-min'])))}::DOUBLE`,
+  `SET VARIABLE sleep_max = ${sqlString(String(Number(flags['sleep-max'])))}::DOUBLE`,
+];
+for (const s of sets) await con.run(s);
+await con.run(readFileSync(join(here, 'macros.sql'), 'utf8'));
+await con.run(readFileSync(join(here, `source-${shape}.sql`), 'utf8'));
+const ready = process.hrtime.bigint();
+const reader = await con.runAndReadAll(readFileSync(join(here, 'hunt.sql'), 'utf8'));
+const rows = reader.getRowObjectsJS();
+const queried = process.hrtime.bigint();
+
+// Go's encoding: json.Marshal for strings (<, >, &, U+2028, U+2029 escaped),
+// strconv.AppendFloat(v, 'g', -1, 64) for floats, Kusto's datetime text.
+const goString = s => JSON.stringify(s).replace(/[<>&\u2028\u2029]/g, c => '\\u' + c.charCodeAt(0).toString(16).padStart(4, '0'));
+function goFloat(v) {
+  if (!Number.isFinite(v)) return 'null';
+  if (v === 0) return Object.is(v, -0) ? '-0' : '0';
+  const [mant, e] = Math.abs(v).toExponential().split('e');
+  const digits = mant.replace('.', '');
+  const exp = Number(e);
+  const sign = v < 0 ? '-' : '';
+  if (exp < -4 || exp >= 6) { // shortest 'g' uses %e outside [1e-4, 1e6)
+    const m = digits.length > 1 ? digits[0] + '.' + digits.slice(1) : digits;
+    const x = Math.abs(exp);
+    return `${sign}${m}e${exp < 0 ? '-' : '+'}${x < 10 ? '0' + x : x}`;
+  }
+  if (exp < 0) return `${sign}0.${'0'.repeat(-exp - 1)}${digits}`;
+  if (exp + 1 >= digits.length) return sign + digits + '0'.repeat(exp + 1 - digits.length);
+  return `${sign}${digits.slice(0, exp + 1)}.${digits.slice(exp + 1)}`;
+}
+function kustoTime(t) {
+  t = BigInt(t);
+  let s = t / 10000000n, f = t % 10000000n;
+  if (f < 0n) { s -= 1n; f += 10000000n; }
+  let out = new Date(Number(s) * 1000).toISOString().slice(0, 19);
+  if (f !== 0n) out += '.' + f.toString().padStart(7, '0').replace(/0+$/, '');
+  return '"' + out + 'Z"';
+}
+const enc = {
+  DeviceId: goString, DeviceName: goString, InitiatingProcessAccountName: goString,
+  InitiatingProcessAccountDomain: goString, InitiatingProcessFileName: goString, RemoteIP: goString,
+  min_Timestamp: kustoTime, max_Timestamp: kustoTime, Timestamp: kustoTime,
+  TimeDeltaList: l => '[' + l.map(String).join(',') + ']',
+  TimeDeltaInSeconds_avg: goFloat, TimeDeltaInSeconds_stdev: goFloat, TimeDeltaInSeconds_variance: goFloat,
+  Jitter: goFloat, BeaconSleepMin: goFloat, BeaconSleepMax: goFloat,
+  Domains: l => '[' + l.map(goString).join(',') + ']',
+};
+const cols = reader.columnNames();
+let out = '';
+for (const r of rows) {
+  out += '{' + cols.map(c => JSON.stringify(c) + ':' + (enc[c] ?? String)(r[c])).join(',') + '}\n';
+}
+process.stdout.write(out);
+if (flags.timing) {
+  const ms = (a, b) => (Number(b - a) / 1e6).toFixed(0);
+  process.stderr.write(`hunt.mjs: ${shape} ${file}: ${rows.length} row(s); setup ${ms(started, ready)} ms, query ${ms(ready, queried)} ms, output ${ms(queried, process.hrtime.bigint())} ms\n`);
+}
