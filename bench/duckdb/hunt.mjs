@@ -18,7 +18,7 @@ const flags = {
   'total-events-threshold-min': '15', 'total-events-threshold-max': '0', 'jitter-threshold': '50',
   'outlier-threshold-max': '2', 'outlier-count-max': '3', 'outlier-threshold-low': '',
   'compromised-device-count-max': '10', 'action-types': 'ConnectionSuccess,CsonnectionRequest,CsonnectionFailed',
-  'sleep-min': '0', 'sleep-max': '0', threads: '', timing: false,
+  'sleep-min': '0', 'sleep-max': '0', threads: '', timing: false, strict: false,
 };
 const args = process.argv.slice(2);
 let file = '';
@@ -37,7 +37,7 @@ for (let i = 0; i < args.length; i++) {
 if (!file) usage('no input file');
 
 function usage(msg) {
-  process.stderr.write(`hunt.mjs: ${msg}\nusage: node hunt.mjs [--shape auto|flat|envelope] [--end ISO8601] [--lookback 24h] [--threads N] [--timing] [hunt's seed flags] FILE\n`);
+  process.stderr.write(`hunt.mjs: ${msg}\nusage: node hunt.mjs [--shape auto|flat|envelope] [--end ISO8601] [--lookback 24h] [--threads N] [--strict] [--timing] [hunt's seed flags] FILE\n`);
   process.exit(2);
 }
 
@@ -112,6 +112,7 @@ const sets = [
 ];
 for (const s of sets) await con.run(s);
 await con.run(readFileSync(join(here, 'macros.sql'), 'utf8'));
+if (flags.strict) await con.run('CREATE OR REPLACE TEMP MACRO ns_of(s) AS ns_of_strict(s)');
 await con.run(readFileSync(join(here, `source-${shape}.sql`), 'utf8'));
 const ready = process.hrtime.bigint();
 const reader = await con.runAndReadAll(readFileSync(join(here, 'hunt.sql'), 'utf8'));

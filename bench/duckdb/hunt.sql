@@ -13,16 +13,25 @@
 -- Columns and order are those of `beacon hunt --format jsonl`; timestamps
 -- are left as ticks (hunt.mjs renders them as Kusto does).
 WITH
-ev AS MATERIALIZED (SELECT * FROM events),
--- Rows that pass the query's filters other than time: ActionType (the
--- list with its typos), RemoteIPType, RemoteIP, not(ipv4_is_private).
+-- Each row once, reduced to what the query reads; conn0: the row filters
+-- other than ipv4_is_private (ActionType, the list with its typos;
+-- RemoteIPType; RemoteIP).
+ev AS MATERIALIZED (
+    SELECT ticks, DeviceId, DeviceName, AccountName, AccountDomain, FileName, RemoteIP, RemotePort, RemoteUrl,
+           list_contains(getvariable('action_types'), ActionType)
+           AND RemoteIPType NOT IN ('Reserved', 'Private', 'LinkLocal', 'Loopback')
+           AND RemoteIP <> '' AND RemoteIP <> '0.0.0.0' AS conn0
+    FROM events
+),
+-- not(ipv4_is_private(RemoteIP)), decided once per distinct address
+-- (NULL, not IPv4, drops the row).
+public AS (
+    SELECT RemoteIP FROM (SELECT DISTINCT RemoteIP FROM ev WHERE conn0) WHERE NOT ipv4_is_private(RemoteIP)
+),
 conn AS MATERIALIZED (
     SELECT ticks, DeviceId, DeviceName, AccountName, AccountDomain, FileName, RemoteIP, RemotePort
-    FROM ev
-    WHERE list_contains(getvariable('action_types'), ActionType)
-      AND RemoteIPType NOT IN ('Reserved', 'Private', 'LinkLocal', 'Loopback')
-      AND RemoteIP <> '' AND RemoteIP <> '0.0.0.0'
-      AND NOT ipv4_is_private(RemoteIP)   -- NULL (not IPv4) drops the row
+    FROM ev SEMI JOIN public USING (RemoteIP)
+    WHERE conn0
 ),
 clock AS (
     SELECT coalesce(getvariable('now'), max(ticks) + 10000000) AS now FROM conn

@@ -9,24 +9,29 @@ CREATE OR REPLACE TEMP MACRO floordiv(a, b) AS
 -- datetime_diff('second', b, a) = tick_second(b) - tick_second(a).
 CREATE OR REPLACE TEMP MACRO tick_second(t) AS floordiv(t, 10000000);
 
--- A Defender Timestamp as 100 ns ticks since the epoch (beacon.ParseTime):
--- yyyy-mm-dd, T or space, hh:mm:ss, optional fraction (digits past the
--- seventh truncated), Z / +hh:mm / -hh:mm / nothing (UTC). NULL when not
--- that shape, so the row is dropped as hunt skips the line.
-CREATE OR REPLACE TEMP MACRO ticks_of(s) AS CASE
-    WHEN regexp_full_match(s, '\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)?')
-    THEN floordiv(epoch_ns(TRY_CAST(s AS TIMESTAMP_NS)), 100) END;
+-- A Defender Timestamp as nanoseconds since the epoch (the sources turn
+-- them into 100 ns ticks with floordiv): DuckDB's own
+-- TIMESTAMP_NS parser (ISO 8601, T or space, 0-9 fractional digits,
+-- Z / +hh:mm / none = UTC; digits past the seventh truncated, as
+-- beacon.ParseTime). NULL when it cannot be read, so the row is dropped
+-- as hunt skips the line. DuckDB's parser also takes forms hunt refuses
+-- (a date alone, +hhmm, a trailing " UTC"); hunt.mjs --strict replaces
+-- this macro by ns_of_strict.
+CREATE OR REPLACE TEMP MACRO ns_of(s) AS epoch_ns(TRY_CAST(s AS TIMESTAMP_NS));
 
--- A RemotePort as hunt reads it (mde.ParsePort): an integer, or a number
--- with an integral value, in int32. Returns a struct: ok = the row is
--- well formed (a null or "" port is, and has no port), port = the value.
-CREATE OR REPLACE TEMP MACRO port_of(s) AS CASE
-    WHEN s IS NULL OR s = '' THEN {'ok': true, 'port': NULL::INTEGER}
-    WHEN TRY_CAST(s AS DOUBLE) IS NOT NULL
-         AND TRY_CAST(s AS DOUBLE) = trunc(TRY_CAST(s AS DOUBLE))
-         AND TRY_CAST(s AS DOUBLE) BETWEEN -2147483648 AND 2147483647
-    THEN {'ok': true, 'port': TRY_CAST(s AS DOUBLE)::INTEGER}
-    ELSE {'ok': false, 'port': NULL::INTEGER} END;
+-- ns_of, refusing what beacon.ParseTime refuses: yyyy-mm-dd, T or
+-- space, hh:mm:ss, an optional fraction, Z / ±hh:mm / nothing.
+CREATE OR REPLACE TEMP MACRO ns_of_strict(s) AS CASE
+    WHEN regexp_full_match(s, '\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)?')
+    THEN epoch_ns(TRY_CAST(s AS TIMESTAMP_NS)) END;
+
+-- A RemotePort as hunt reads it (mde.ParsePort): null or "" is no port;
+-- else an integer, or a number with an integral value, in int32; anything
+-- else makes the row malformed. port_ok takes the text and its
+-- TRY_CAST(… AS DOUBLE), computed once by the caller. (DuckDB's cast
+-- also reads " 443", "0x1BB" and "4_43", which hunt refuses.)
+CREATE OR REPLACE TEMP MACRO port_ok(s, d) AS
+    s IS NULL OR s = '' OR (d = trunc(d) AND d BETWEEN -2147483648 AND 2147483647);
 
 -- ipv4_is_private (beacon.IPv4IsPrivate): NULL when s is not dotted-quad
 -- IPv4 (1-3 digits an octet, at most 255, leading zeros allowed) with an

@@ -6,33 +6,46 @@
 -- Records of other tables (category) are left out; a record whose
 -- Timestamp or RemotePort hunt would reject is dropped and the line's
 -- other records kept, as hunt does.
+--
+-- Each line is read whole (read_json_objects) and typed with from_json:
+-- on lines of 100 records (65 KB) that is about ten times faster than
+-- read_json(columns = {records: …}) in DuckDB 1.5.6.
 CREATE OR REPLACE TEMP VIEW events AS
-SELECT ticks, DeviceId, DeviceName, ActionType, RemoteIP, RemoteIPType, port.port AS RemotePort,
+SELECT floordiv(ns, 100) AS ticks, DeviceId, DeviceName, ActionType, RemoteIP, RemoteIPType, pd::INTEGER AS RemotePort,
        RemoteUrl, AccountName, AccountDomain, FileName
 FROM (
-    SELECT ticks_of(r.properties."Timestamp") AS ticks,
+    SELECT ns_of(r.properties."Timestamp") AS ns,
            coalesce(r.properties.DeviceId, '') AS DeviceId,
            coalesce(r.properties.DeviceName, '') AS DeviceName,
            coalesce(r.properties.ActionType, '') AS ActionType,
            coalesce(r.properties.RemoteIP, '') AS RemoteIP,
            coalesce(r.properties.RemoteIPType, '') AS RemoteIPType,
-           port_of(r.properties.RemotePort) AS port,
+           r.properties.RemotePort AS port, TRY_CAST(r.properties.RemotePort AS DOUBLE) AS pd,
            coalesce(r.properties.RemoteUrl, '') AS RemoteUrl,
            coalesce(r.properties.InitiatingProcessAccountName, '') AS AccountName,
            coalesce(r.properties.InitiatingProcessAccountDomain, '') AS AccountDomain,
            coalesce(r.properties.InitiatingProcessFileName, '') AS FileName,
            r.category AS category
     FROM (
-        SELECT unnest(CASE WHEN records IS NULL
-                           THEN [{'category': category, 'properties': properties}]
-                           ELSE records END) AS r
-        FROM read_json(getvariable('file'), format = 'newline_delimited', maximum_object_size = 67108864,
-            columns = {
-                'records': 'STRUCT(category VARCHAR, properties STRUCT("Timestamp" VARCHAR, DeviceId VARCHAR, DeviceName VARCHAR, ActionType VARCHAR, RemoteIP VARCHAR, RemoteIPType VARCHAR, RemotePort VARCHAR, RemoteUrl VARCHAR, InitiatingProcessAccountName VARCHAR, InitiatingProcessAccountDomain VARCHAR, InitiatingProcessFileName VARCHAR))[]',
-                'category': 'VARCHAR',
-                'properties': 'STRUCT("Timestamp" VARCHAR, DeviceId VARCHAR, DeviceName VARCHAR, ActionType VARCHAR, RemoteIP VARCHAR, RemoteIPType VARCHAR, RemotePort VARCHAR, RemoteUrl VARCHAR, InitiatingProcessAccountName VARCHAR, InitiatingProcessAccountDomain VARCHAR, InitiatingProcessFileName VARCHAR)'
-            })
+        SELECT unnest(CASE WHEN v.records IS NULL
+                           THEN [{'category': v.category, 'properties': v.properties}]
+                           ELSE v.records END) AS r
+        FROM (SELECT from_json(json, '{
+                  "records": [{"category": "VARCHAR", "properties": {
+                      "Timestamp": "VARCHAR", "DeviceId": "VARCHAR", "DeviceName": "VARCHAR",
+                      "ActionType": "VARCHAR", "RemoteIP": "VARCHAR", "RemoteIPType": "VARCHAR",
+                      "RemotePort": "VARCHAR", "RemoteUrl": "VARCHAR",
+                      "InitiatingProcessAccountName": "VARCHAR", "InitiatingProcessAccountDomain": "VARCHAR",
+                      "InitiatingProcessFileName": "VARCHAR"}}],
+                  "category": "VARCHAR",
+                  "properties": {
+                      "Timestamp": "VARCHAR", "DeviceId": "VARCHAR", "DeviceName": "VARCHAR",
+                      "ActionType": "VARCHAR", "RemoteIP": "VARCHAR", "RemoteIPType": "VARCHAR",
+                      "RemotePort": "VARCHAR", "RemoteUrl": "VARCHAR",
+                      "InitiatingProcessAccountName": "VARCHAR", "InitiatingProcessAccountDomain": "VARCHAR",
+                      "InitiatingProcessFileName": "VARCHAR"}}') AS v
+              FROM read_json_objects(getvariable('file'), format = 'newline_delimited', maximum_object_size = 67108864))
     )
 )
-WHERE ticks IS NOT NULL AND port.ok
+WHERE ns IS NOT NULL AND port_ok(port, pd)
   AND coalesce(category, '') IN ('', 'DeviceNetworkEvents', 'AdvancedHunting-DeviceNetworkEvents');

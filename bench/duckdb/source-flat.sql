@@ -5,16 +5,15 @@
 -- null strings); a line whose Timestamp or RemotePort hunt would reject
 -- is dropped, as hunt skips it.
 CREATE OR REPLACE TEMP VIEW events AS
-SELECT ticks, DeviceId, DeviceName, ActionType, RemoteIP, RemoteIPType, port.port AS RemotePort,
-       RemoteUrl, AccountName, AccountDomain, FileName
+SELECT floordiv(ns, 100) AS ticks, DeviceId, DeviceName, ActionType, RemoteIP, RemoteIPType,
+       pd::INTEGER AS RemotePort, RemoteUrl, AccountName, AccountDomain, FileName
 FROM (
-    SELECT ticks_of("Timestamp") AS ticks,
+    SELECT ns_of("Timestamp") AS ns, RemotePort AS port, TRY_CAST(RemotePort AS DOUBLE) AS pd,
            coalesce(DeviceId, '') AS DeviceId,
            coalesce(DeviceName, '') AS DeviceName,
            coalesce(ActionType, '') AS ActionType,
            coalesce(RemoteIP, '') AS RemoteIP,
            coalesce(RemoteIPType, '') AS RemoteIPType,
-           port_of(RemotePort) AS port,
            coalesce(RemoteUrl, '') AS RemoteUrl,
            coalesce(InitiatingProcessAccountName, '') AS AccountName,
            coalesce(InitiatingProcessAccountDomain, '') AS AccountDomain,
@@ -31,5 +30,5 @@ FROM (
         })
 )
 -- A union export's rows of other tables are not DeviceNetworkEvents.
-WHERE ticks IS NOT NULL AND port.ok
+WHERE ns IS NOT NULL AND port_ok(port, pd)
   AND coalesce("Type", '') IN ('', 'DeviceNetworkEvents', 'AdvancedHunting-DeviceNetworkEvents');
