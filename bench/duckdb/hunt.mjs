@@ -111,6 +111,9 @@ const sets = [
   `SET VARIABLE sleep_max = ${sqlString(String(Number(flags['sleep-max'])))}::DOUBLE`,
 ];
 for (const s of sets) await con.run(s);
+// The ORDER BY decides the output order: DuckDB need not keep the file's
+// (measured: about 15 % less CPU on the flat day).
+await con.run('SET preserve_insertion_order = false');
 await con.run(readFileSync(join(here, 'macros.sql'), 'utf8'));
 if (flags.strict) await con.run('CREATE OR REPLACE TEMP MACRO ns_of(s) AS ns_of_strict(s)');
 await con.run(readFileSync(join(here, `source-${shape}.sql`), 'utf8'));

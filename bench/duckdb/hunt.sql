@@ -44,11 +44,13 @@ win AS (
 -- make_set(Timestamp) by the seven columns, sorted; a null RemotePort
 -- forms no tuple (null == null is not true in the mv-apply).
 tuples AS (
-    SELECT DeviceId, DeviceName, AccountName, AccountDomain, FileName, RemoteIP, RemotePort,
-           list(DISTINCT ticks ORDER BY ticks) AS ts
-    FROM conn, win
-    WHERE RemotePort IS NOT NULL AND ticks BETWEEN lo AND hi
-    GROUP BY ALL
+    SELECT * EXCLUDE (raw), list_sort(list_distinct(raw)) AS ts
+    FROM (SELECT DeviceId, DeviceName, AccountName, AccountDomain, FileName, RemoteIP, RemotePort,
+                 list(ticks) AS raw
+          FROM conn, win
+          WHERE RemotePort IS NOT NULL AND ticks BETWEEN lo AND hi
+          GROUP BY ALL
+          HAVING count(*) > getvariable('events_min'))   -- at least the distinct count
 ),
 -- TimeDeltaInSeconds = datetime_diff('second', next, this): whole-second
 -- boundaries crossed.
