@@ -44,7 +44,7 @@ FROM (
                       "RemotePort": "VARCHAR", "RemoteUrl": "VARCHAR",
                       "InitiatingProcessAccountName": "VARCHAR", "InitiatingProcessAccountDomain": "VARCHAR",
                       "InitiatingProcessFileName": "VARCHAR"}}') AS v
-              FROM read_json_objects(getvariable('file'), format = 'newline_delimited', maximum_object_size = 67108864))
+              FROM read_json_objects(getvariable('file'), format = 'newline_delimited', maximum_object_size = 67108864, ignore_errors = true))
     )
 )
 WHERE ns IS NOT NULL AND port_ok(port, pd)

@@ -19,7 +19,7 @@ FROM (
            coalesce(InitiatingProcessAccountDomain, '') AS AccountDomain,
            coalesce(InitiatingProcessFileName, '') AS FileName,
            "Type"
-    FROM read_json(getvariable('file'), format = 'newline_delimited', maximum_object_size = 67108864,
+    FROM read_json(getvariable('file'), format = 'newline_delimited', maximum_object_size = 67108864, ignore_errors = true,
         columns = {
             'Timestamp': 'VARCHAR', 'DeviceId': 'VARCHAR', 'DeviceName': 'VARCHAR',
             'ActionType': 'VARCHAR', 'RemoteIP': 'VARCHAR', 'RemoteIPType': 'VARCHAR',
