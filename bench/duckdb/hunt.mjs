@@ -4,7 +4,7 @@
 // per row, the query's columns in its order, Go's number and string
 // encoding. Usage: node hunt.mjs [flags] FILE (see README.md).
 import { DuckDBInstance } from '@duckdb/node-api';
-import { readFileSync, openSync, readSync, closeSync } from 'node:fs';
+import { readFileSync, openSync, readSync, closeSync, existsSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -44,16 +44,18 @@ function usage(msg) {
   process.exit(2);
 }
 
-// Go's time.ParseDuration, enough of it for hunt's flags: 24h, 90m, 1h30m, 1.5s, 1ms.
-function durationTicks(s, name) {
+// Go's time.ParseDuration, enough of it for hunt's flags: 24h, 90m, 1h30m,
+// 1.5s, 1ms. Returns nanoseconds.
+function durationNs(s, name) {
   const unit = { ns: 1, us: 1e3, 'µs': 1e3, ms: 1e6, s: 1e9, m: 60e9, h: 3600e9 };
   const re = /(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)/gy;
   let ns = 0, m, pos = 0;
-  if (s === '0') return 0n;
+  if (s === '0') return 0;
   while ((m = re.exec(s)) !== null) { ns += Number(m[1]) * unit[m[2]]; pos = re.lastIndex; }
   if (pos !== s.length || s.length === 0) usage(`--${name} ${JSON.stringify(s)}: want a duration such as 24h or 90m`);
-  return BigInt(Math.trunc(ns / 100)); // ticks, truncated as beacon.Time.Add
+  return Math.trunc(ns);
 }
+const ticksOf = ns => BigInt(Math.trunc(ns / 100)); // truncated, as beacon.Time.Add
 
 // hunt's parseISO8601 (cmd/beacon/hunt.go): a date (midnight UTC) or a
 // date-time, minutes/seconds/fraction optional, zone Z, ±hh:mm, ±hhmm,
@@ -62,6 +64,10 @@ function isoTicks(s) {
   const m = /^(\d{4})-(\d\d)-(\d\d)(?:[Tt ](\d\d):(\d\d)(?::(\d\d)(?:\.(\d+))?)?)?([Zz]|[+-]\d\d(?::?\d\d)?)?$/.exec(s.trim());
   if (!m) usage(`--end ${JSON.stringify(s)}: want an ISO 8601 date or date-time, e.g. 2024-05-02, 2024-05-02T10:00 or 2024-05-02T10:00:00.5+02:00`);
   const [, y, mo, d, h = '0', mi = '0', sec = '0', frac = '', zone = ''] = m;
+  const daysInMonth = new Date(Date.UTC(+y, +mo, 0)).getUTCDate(); // day 0 of the next month
+  if (+mo < 1 || +mo > 12 || +d < 1 || +d > daysInMonth || +h > 23 || +mi > 59 || +sec > 59) {
+    usage(`--end ${JSON.stringify(s)}: not a valid date or time`);
+  }
   let secs = BigInt(Date.UTC(+y, +mo - 1, +d, +h, +mi, +sec) / 1000);
   if (zone && zone !== 'Z' && zone !== 'z') {
     const z = zone.replace(':', '');
@@ -71,16 +77,24 @@ function isoTicks(s) {
   return secs * 10000000n + BigInt((frac + '0000000').slice(0, 7));
 }
 
-const lookback = durationTicks(flags.lookback, 'lookback');
-const endOffset = durationTicks(flags['end-offset'], 'end-offset');
-const tdMin = durationTicks(flags['time-delta-threshold-min'], 'time-delta-threshold-min');
+const lookbackNs = durationNs(flags.lookback, 'lookback');
+const endOffsetNs = durationNs(flags['end-offset'], 'end-offset');
+const tdMinNs = durationNs(flags['time-delta-threshold-min'], 'time-delta-threshold-min');
+if (lookbackNs <= 0 || endOffsetNs < 0 || endOffsetNs >= lookbackNs || tdMinNs <= 0) {
+  usage('want --lookback > 0, 0 <= --end-offset < --lookback, --time-delta-threshold-min > 0');
+}
+const lookback = ticksOf(lookbackNs), endOffset = ticksOf(endOffsetNs);
+// TotalEventsThresholdMax: the override, or toint((starttime - endtime) / TimeDeltaThresholdMin)
+// in float64 over nanoseconds, as Params.EventsMax.
 let eventsMax = BigInt(flags['total-events-threshold-max']);
-if (eventsMax === 0n) eventsMax = BigInt(Math.trunc(Number(lookback - endOffset) / Number(tdMin)));
+if (eventsMax === 0n) eventsMax = BigInt(Math.trunc((lookbackNs - endOffsetNs) / tdMinNs));
+const nowTicks = flags.end ? isoTicks(flags.end) : null;
 const low = flags['outlier-threshold-low'] === '' ? -Number(flags['outlier-count-max']) : Number(flags['outlier-threshold-low']);
 
 // The shape: a line holding "properties" (a record or {"records":[…]})
 // is the Streaming API's; otherwise flat rows.
 let shape = flags.shape;
+if (!existsSync(file)) { process.stderr.write(`hunt.mjs: ${file}: no such file\n`); process.exit(1); }
 if (shape === 'auto') {
   const fd = openSync(file, 'r');
   let head = Buffer.alloc(1 << 16);
@@ -99,7 +113,7 @@ const con = await inst.connect();
 const sqlString = s => `'${s.replaceAll("'", "''")}'`;
 const sets = [
   `SET VARIABLE file = ${sqlString(file)}`,
-  `SET VARIABLE now = ${flags.end ? isoTicks(flags.end) + '::BIGINT' : 'NULL::BIGINT'}`,
+  `SET VARIABLE now = ${nowTicks === null ? 'NULL' : nowTicks}::BIGINT`,
   `SET VARIABLE lookback = ${lookback}::BIGINT`,
   `SET VARIABLE end_offset = ${endOffset}::BIGINT`,
   `SET VARIABLE events_min = ${BigInt(flags['total-events-threshold-min'])}::BIGINT`,
