@@ -6,6 +6,7 @@ import (
 	"math"
 	"net/netip"
 	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -604,8 +605,14 @@ func (p *Params) robustCandidate(distinct int64, s *Summary) (Stats, bool) {
 	period := weightedMedian(raw, nGaps)
 	folded := slices.Grow(sc.folded[:0], len(gaps))
 	var kept int64
-	for range 2 {
-		folded, kept = rp.fold(raw, period, 0, folded[:0], &r)
+	for i, p0 := 0, period; i < 2; i++ {
+		if i == 1 && robustFastFold && period == p0 {
+			// The second fold would fold against the same period again:
+			// the same list, counts and median (a steady beacon's gaps
+			// mostly stay whole, and its median with them).
+			break
+		}
+		folded, kept = rp.foldFirst(raw, period, folded[:0], &r)
 		if kept == 0 {
 			sc.folded = folded
 			return Stats{}, false
@@ -623,7 +630,8 @@ func (p *Params) robustCandidate(distinct int64, s *Summary) (Stats, bool) {
 	// at least twelve (a regime needs evidence of its own).
 	other := sc.other[:0]
 	var nOther int64
-	for _, b := range raw {
+	whole := rp.whole(raw, period) // raw[:whole] are gaps of one period (multiple's k = 1)
+	for _, b := range raw[whole:] {
 		if _, ok := rp.multiple(b.v, period); !ok && b.v <= rp.MaxPeriod {
 			other = append(other, b)
 			nOther += b.c
@@ -683,8 +691,11 @@ func (p *Params) robustCandidate(distinct int64, s *Summary) (Stats, bool) {
 	// would score a working-hours implant by the length of its nights.
 	var covered, total float64
 	pause := (float64(rp.MaxMissed) + 0.5) * max(period, r.Period2)
-	for _, b := range raw {
-		_, v, ok := rp.explain(b.v, period, r.Period2)
+	for i, b := range raw {
+		v, ok := b.v, true // explain's k = 1 of the first period
+		if i >= whole {
+			_, v, ok = rp.explain(b.v, period, r.Period2)
+		}
 		if !ok && b.v > pause {
 			continue
 		}
@@ -742,6 +753,67 @@ func (rp *RobustParams) explain(d, period, period2 float64) (k int64, v float64,
 		}
 	}
 	return 0, d, false
+}
+
+// robustFastFold is false only in TestRobustFastFold, which holds
+// foldFirst, whole and the skipped second fold to fold and multiple
+// asked about every gap.
+var robustFastFold = true
+
+// whole returns how many of the sorted raw gaps are under 1.5 periods
+// (multiple's k = 1, d/period < 1.5): d/period is monotone in d, so they
+// are a prefix, found without dividing every gap.
+func (rp *RobustParams) whole(raw []wbin, period float64) int {
+	if !robustFastFold {
+		return 0
+	}
+	return sort.Search(len(raw), func(i int) bool { return raw[i].v/period >= 1.5 })
+}
+
+// foldFirst is fold against the first period alone (period2 0), for
+// sorted raw gaps: the gaps under 1.5 periods (whole) are copied, those of
+// more than MaxMissed periods (round(d/period) > MaxMissed, a suffix too)
+// are pauses or irregular by their length alone (pause is monotone in d),
+// and only the gaps between are folded one by one.
+func (rp *RobustParams) foldFirst(raw []wbin, period float64, dst []wbin, r *RobustStats) ([]wbin, int64) {
+	if !robustFastFold {
+		return rp.fold(raw, period, 0, dst, r)
+	}
+	r.Missed, r.Pauses, r.foldedGaps, r.secondGaps = 0, 0, 0, 0
+	lo := rp.whole(raw, period)
+	maxK := float64(rp.MaxMissed)
+	hi := lo + sort.Search(len(raw)-lo, func(i int) bool { return math.Round(raw[lo+i].v/period) > maxK })
+	var n int64
+	for _, b := range raw[:lo] {
+		n += b.c
+	}
+	dst = append(dst, raw[:lo]...)
+	pause := (float64(rp.MaxMissed) + 0.5) * period
+	for _, b := range raw[lo:hi] {
+		switch k, ok := rp.multiple(b.v, period); {
+		case ok:
+			dst = append(dst, wbin{b.v - float64(k-1)*period, b.c})
+			r.Missed += (k - 1) * b.c
+			if k > 1 {
+				r.foldedGaps += b.c
+			}
+		case b.v > pause:
+			r.Pauses += b.c
+			continue
+		default:
+			dst = append(dst, b)
+		}
+		n += b.c
+	}
+	for _, b := range raw[hi:] { // no multiple: a pause, or irregular
+		if b.v > pause {
+			r.Pauses += b.c
+			continue
+		}
+		dst = append(dst, b)
+		n += b.c
+	}
+	return dst, n
 }
 
 // fold folds raw gaps against period (step 3 of robustCandidate) into dst
