@@ -915,17 +915,33 @@ func (p *Params) robustSelect(cands []Candidate) (kept []int, devices int64) {
 	// sorted by index).
 	sc := selectPool.Get().(*selectScratch)
 	defer sc.put()
-	for i := range cands {
-		id := cands[i].DeviceId
-		d, ok := sc.ids[id]
-		if !ok {
-			d = int32(len(sc.ids))
-			sc.ids[id] = d
+	if len(cands) <= smallSelect {
+		// Few candidates: their devices are found by comparing DeviceIds
+		// with the distinct ones so far (numbered in the same order), which
+		// costs less than hashing each.
+		for i := range cands {
+			id := cands[i].DeviceId
+			d := int32(slices.Index(sc.small, id))
+			if d < 0 {
+				d = int32(len(sc.small))
+				sc.small = append(sc.small, id)
+			}
+			sc.order = append(sc.order, byPeriod{cands[i].R.Period, int32(i), d})
 		}
-		sc.order = append(sc.order, byPeriod{cands[i].R.Period, int32(i), d})
+		devices = int64(len(sc.small))
+	} else {
+		for i := range cands {
+			id := cands[i].DeviceId
+			d, ok := sc.ids[id]
+			if !ok {
+				d = int32(len(sc.ids))
+				sc.ids[id] = d
+			}
+			sc.order = append(sc.order, byPeriod{cands[i].R.Period, int32(i), d})
+		}
+		devices = int64(len(sc.ids))
 	}
-	devices = int64(len(sc.ids))
-	sc.seen = slices.Grow(sc.seen[:0], len(sc.ids))[:len(sc.ids)]
+	sc.seen = slices.Grow(sc.seen[:0], int(devices))[:devices]
 	clear(sc.seen)
 	order := sc.order
 	slices.SortFunc(order, func(a, b byPeriod) int { return compareNoNaN(a.period, b.period) })
@@ -964,9 +980,15 @@ type byPeriod struct {
 // selectScratch is robustSelect's between calls.
 type selectScratch struct {
 	ids   map[string]int32
+	small []string // the distinct DeviceIds, with at most smallSelect candidates
 	order []byPeriod
 	seen  []int32
 }
+
+// smallSelect is the most candidates robustSelect numbers devices of by
+// comparing DeviceIds rather than through the map (TestRobustSelectSmall
+// sets it to 0 to compare the two).
+var smallSelect = 16
 
 var selectPool = sync.Pool{New: func() any { return &selectScratch{ids: make(map[string]int32)} }}
 
@@ -977,6 +999,8 @@ func (sc *selectScratch) put() {
 		clear(sc.ids)
 	}
 	sc.order = sc.order[:0]
+	clear(sc.small)
+	sc.small = sc.small[:0]
 	selectPool.Put(sc)
 }
 

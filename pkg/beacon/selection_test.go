@@ -108,3 +108,44 @@ func randomStats(rng *rand.Rand, p *Params) Stats {
 	}
 	return s
 }
+
+// TestRobustSelectSmall holds robustSelect's numbering of devices by
+// comparison (smallSelect candidates or fewer) to the map it uses for
+// more: over random destinations of up to twice smallSelect candidates
+// on a few devices each, near every threshold, the kept indexes, the
+// device count and every candidate's PeriodDevices are the same.
+func TestRobustSelectSmall(t *testing.T) {
+	rng := rand.New(rand.NewPCG(16, 17))
+	p := Robust()
+	p.CompromisedDeviceCountMax = 3 // groups over the cap occur
+	small := smallSelect
+	defer func() { smallSelect = small }()
+	var kept, capped int
+	for range 20000 {
+		cands := make([]Candidate, 2+rng.IntN(2*small))
+		devs := 1 + rng.IntN(len(cands))
+		for i := range cands {
+			cands[i] = Candidate{Tuple: Tuple{DeviceId: fmt.Sprintf("dev-%d", rng.IntN(devs)), RemotePort: int32(i)}, Stats: randomStats(rng, &p)}
+		}
+		ref := slices.Clone(cands)
+		smallSelect = small
+		k0, d0 := p.SelectDestination(cands)
+		smallSelect = 0
+		k1, d1 := p.SelectDestination(ref)
+		if !slices.Equal(k0, k1) || d0 != d1 || !reflect.DeepEqual(cands, ref) {
+			t.Fatalf("%d candidates on %d devices: by comparison kept %v of %d devices, by map %v of %d", len(cands), devs, k0, d0, k1, d1)
+		}
+		if len(cands) <= small && len(k0) > 0 {
+			kept++
+		}
+		for i := range cands {
+			if cands[i].R.PeriodDevices > p.CompromisedDeviceCountMax && len(cands) <= small {
+				capped++
+				break
+			}
+		}
+	}
+	if kept < 1000 || capped < 1000 {
+		t.Fatalf("small destinations with a kept candidate %d, with a group over the cap %d: draw more", kept, capped)
+	}
+}

@@ -84,7 +84,7 @@ type Partition struct {
 	evictQ    timeHeap[uint32]  // tuples with a window, by first timestamp (stale: key ≠ first)
 	pendQ     timeHeap[uint32]  // tuples with timestamps beyond the window end, by the oldest (stale: key ≠ pend[id])
 	domainQ   timeHeap[*domain] // domains, each once, by a time ≤ their newest
-	dirty     []beacon.Destination
+	dirty     []*dest              // marked dirty since the last Dirty (a deleted one's key still counts)
 	dirtyOut  []beacon.Destination // what Dirty returned last: the next Dirty reuses it
 	decideQ   []*dest              // MembersOf's
 	decideGen uint32               // MembersOf's calls, to find a key given twice
@@ -369,7 +369,7 @@ func (p *Partition) dropIPIfEmpty(ip *ipState) {
 func (p *Partition) markDirty(d *dest) {
 	if !d.dirty {
 		d.dirty = true
-		p.dirty = append(p.dirty, d.key)
+		p.dirty = append(p.dirty, d)
 	}
 }
 
@@ -417,14 +417,16 @@ func (p *Partition) setCand(d *dest, tp *tuple, cand bool, st *beacon.Stats) {
 // of Dirty, which reuses its array (an evaluation point every few seconds
 // of event time would otherwise grow a new one each time).
 func (p *Partition) Dirty() []beacon.Destination {
-	out := p.dirty
-	clear(p.dirtyOut)
-	p.dirty, p.dirtyOut = p.dirtyOut[:0], out
-	for _, k := range out {
-		if d := p.dests[k]; d != nil {
-			d.dirty = false
-		}
+	// The marked destinations are held by pointer, so clearing their
+	// marks looks nothing up (a deleted destination is cleared too: the
+	// one of its key, if any, was marked on its own).
+	out := slices.Grow(p.dirtyOut[:0], len(p.dirty))
+	for _, d := range p.dirty {
+		d.dirty = false
+		out = append(out, d.key)
 	}
+	clear(p.dirty)
+	p.dirty = p.dirty[:0]
 	slices.SortFunc(out, compareDest)
 	out = slices.Compact(out)
 	p.dirtyOut = out
