@@ -81,9 +81,9 @@ type Partition struct {
 	prinAt    []*principal // by tuple.prin; 0 is nil
 	prinFree  []uint32
 	ips       map[string]*ipState
-	evictQ    timeHeap[uint32]  // tuples with a window, by first timestamp (stale: key ≠ first)
-	pendQ     timeHeap[uint32]  // tuples with timestamps beyond the window end, by the oldest (stale: key ≠ pend[id])
-	domainQ   timeHeap[*domain] // domains, each once, by a time ≤ their newest
+	evictQ    timeHeap[uint32]     // tuples with a window, by first timestamp (stale: key ≠ first)
+	pendQ     timeHeap[uint32]     // tuples with timestamps beyond the window end, by the oldest (stale: key ≠ pend[id])
+	domainQ   timeHeap[*domain]    // domains, each once, by a time ≤ their newest
 	dirty     []*dest              // marked dirty since the last Dirty (a deleted one's key still counts)
 	dirtyOut  []beacon.Destination // what Dirty returned last: the next Dirty reuses it
 	decideQ   []*dest              // MembersOf's
