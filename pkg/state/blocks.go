@@ -190,7 +190,7 @@ func (p *Partition) blockIndex(tp *tuple, t beacon.Time) int {
 // block returns tp's i-th block, from the cache or from Pebble.
 func (p *Partition) block(tp *tuple, i int) (*block, error) {
 	k := blockKey{tp.id, p.blockAt(tp, i)}
-	if b := p.cache[k]; b != nil {
+	if b := p.cachedBlock(k); b != nil {
 		b.used = true
 		return b, nil
 	}
@@ -209,6 +209,29 @@ func (p *Partition) block(tp *tuple, i int) (*block, error) {
 	return b, nil
 }
 
+// hotBlocks is the size of Partition.hot (a power of two): 256 KiB of
+// pointers per partition.
+const hotBlocks = 1 << 15
+
+// cachedBlock returns the cached block of key k, nil when not cached.
+// Partition.hot, a direct-mapped table by tuple id of the blocks last
+// found, answers first: a tuple's connections go to its newest block, and
+// a hit there costs one load from a table the caches hold instead of a
+// probe of the cache's map, a miss each over a state larger than the
+// caches (insert looks a block up twice: touchBlocks, then insertOne).
+// An entry is checked against k, and dropping a block clears its entry.
+func (p *Partition) cachedBlock(k blockKey) *block {
+	h := &p.hot[k.id&(hotBlocks-1)]
+	if b := *h; b != nil && b.id == k.id && b.start == k.start {
+		return b
+	}
+	b := p.cache[k]
+	if b != nil {
+		*h = b
+	}
+	return b
+}
+
 func (p *Partition) cacheAdd(b *block) {
 	p.shrinkCache(0)
 	p.cache[blockKey{b.id, b.start}] = b
@@ -221,6 +244,9 @@ func (p *Partition) cacheAdd(b *block) {
 
 func (p *Partition) cacheDrop(b *block) {
 	delete(p.cache, blockKey{b.id, b.start})
+	if h := &p.hot[b.id&(hotBlocks-1)]; *h == b {
+		*h = nil
+	}
 	b.prev.next, b.next.prev = b.next, b.prev
 	b.prev, b.next = nil, nil
 	p.cached -= b.charged
@@ -279,6 +305,7 @@ func (p *Partition) releaseCache() {
 	p.s.cached.Add(-p.cached)
 	p.cached = 0
 	p.cache = nil
+	clear(p.hot)
 	p.lru.next, p.lru.prev = &p.lru, &p.lru
 }
 
@@ -306,7 +333,7 @@ func (p *Partition) newBlock(tp *tuple, i int, start beacon.Time, ts []beacon.Ti
 // dropBlock deletes tp's i-th block.
 func (p *Partition) dropBlock(tp *tuple, i int) {
 	k := blockKey{tp.id, p.blockAt(tp, i)}
-	if b := p.cache[k]; b != nil {
+	if b := p.cachedBlock(k); b != nil {
 		b.deleted = true
 		p.cacheDrop(b)
 	}

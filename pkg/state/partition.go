@@ -98,6 +98,7 @@ type Partition struct {
 	// sentinel) charged to the store's block budget; the changed ones are
 	// written at the next commit.
 	cache        map[blockKey]*block
+	hot          []*block // cachedBlock's table in front of cache
 	lru          block
 	cached       int64
 	dirtyBlocks  []*block
@@ -176,6 +177,7 @@ func newPartition(s *Store, id int32) *Partition {
 		ips:    make(map[string]*ipState),
 		batch:  s.db.NewBatch(),
 		cache:  make(map[blockKey]*block),
+		hot:    make([]*block, hotBlocks),
 	}
 	p.lru.next, p.lru.prev = &p.lru, &p.lru
 	return p
@@ -795,7 +797,7 @@ func (p *Partition) touchBlocks(work []item) {
 			continue
 		}
 		j := max(p.blockIndex(tp, t), 0)
-		bs[i] = p.cache[blockKey{tp.id, p.blockAt(tp, j)}]
+		bs[i] = p.cachedBlock(blockKey{tp.id, p.blockAt(tp, j)})
 	}
 	var sink uint32
 	for _, b := range bs[:len(work)] {
