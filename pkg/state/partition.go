@@ -790,6 +790,21 @@ func (p *Partition) touchTuples(batch []Conn, from beacon.Time, hs *[touchBatch]
 // lookups insertOne makes next find them in the cache. A block not cached
 // is left to insertOne to read.
 func (p *Partition) touchBlocks(work []item) {
+	// The histograms of the tuples that have more than two bins (in their
+	// ext record) first: the insert's binary search over each is a miss
+	// at the record and at its bins otherwise.
+	var hs [touchBatch][]beacon.Bin
+	for i := range work {
+		if tp := work[i].tp; tp.ext != 0 {
+			hs[i] = p.exts[tp.ext-1].hist
+		}
+	}
+	var sink uint32
+	for _, h := range hs[:len(work)] {
+		if len(h) > 0 {
+			sink += uint32(h[len(h)/2].Delta)
+		}
+	}
 	var bs [touchBatch]*block
 	for i := range work {
 		tp, t := work[i].tp, work[i].t
@@ -799,7 +814,6 @@ func (p *Partition) touchBlocks(work []item) {
 		j := max(p.blockIndex(tp, t), 0)
 		bs[i] = p.cachedBlock(blockKey{tp.id, p.blockAt(tp, j)})
 	}
-	var sink uint32
 	for _, b := range bs[:len(work)] {
 		if b != nil && len(b.ts) > 0 {
 			sink += uint32(b.ts[len(b.ts)-1])

@@ -1364,9 +1364,12 @@ func (w *worker) evaluate() error {
 	for i, k := range dirty {
 		ts := members[i]
 		members[i] = nil
-		w.nMembers -= len(w.members[k])
+		old, had := w.members[k]
+		w.nMembers -= len(old)
 		if len(ts) == 0 {
-			delete(w.members, k)
+			if had { // most dirty destinations had no members and have none
+				delete(w.members, k)
+			}
 			continue
 		}
 		slices.SortFunc(ts, func(a, b beacon.Tuple) int { return a.Compare(&b) })
