@@ -129,10 +129,29 @@ func (p *Params) OverDeviceCap(devices int64) bool {
 // sleep within [SleepMin, SleepMax]. It returns the indexes kept and the
 // destination's device count (dcount_DeviceId).
 func (p *Params) SelectDestination(cands []Candidate) (kept []int, devices int64) {
+	return p.selectDestination(cands, nil, 0)
+}
+
+// SelectNumbered is SelectDestination for a caller that numbers the
+// candidates' devices: dev[i], in [0, ndev), is cands[i]'s device, and
+// two numbers are equal exactly when the DeviceIds are. The answer is
+// SelectDestination's; the numbers spare it telling DeviceIds apart (a
+// stream asks at every evaluation point where a destination's candidates
+// changed, and hashing every candidate's DeviceId was a third of robust's
+// selection).
+func (p *Params) SelectNumbered(cands []Candidate, dev []int32, ndev int) (kept []int, devices int64) {
+	return p.selectDestination(cands, dev, ndev)
+}
+
+func (p *Params) selectDestination(cands []Candidate, dev []int32, ndev int) (kept []int, devices int64) {
 	if p.Profile == ProfileRobust {
-		return p.robustSelect(cands)
+		return p.robustSelect(cands, dev, ndev)
 	}
-	devices = countDevices(cands)
+	if dev != nil {
+		devices = countNumbered(dev, ndev)
+	} else {
+		devices = countDevices(cands)
+	}
 	if p.OverDeviceCap(devices) {
 		return nil, devices
 	}
@@ -163,6 +182,22 @@ func (p *Params) SameSelection(a, b *Stats) bool {
 	short := func(s *Stats) bool { return p.SleepMin != 0 && s.Avg < p.SleepMin }
 	long := func(s *Stats) bool { return p.SleepMax != 0 && s.Avg > p.SleepMax }
 	return out(a) == out(b) && short(a) == short(b) && long(a) == long(b)
+}
+
+// countNumbered is countDevices over the caller's device numbers.
+func countNumbered(dev []int32, ndev int) int64 {
+	if len(dev) <= 1 {
+		return int64(len(dev))
+	}
+	seen := make([]bool, ndev)
+	var n int64
+	for _, d := range dev {
+		if !seen[d] {
+			seen[d] = true
+			n++
+		}
+	}
+	return n
 }
 
 func countDevices(cands []Candidate) int64 {

@@ -895,7 +895,7 @@ func evidence(n, total int64, w float64) float64 {
 // with Score ≥ RareThreshold when their device is the destination's only
 // one. devices is the destination's device count over all candidates,
 // those counting toward prevalence only (fewer than MinCallbacks) included.
-func (p *Params) robustSelect(cands []Candidate) (kept []int, devices int64) {
+func (p *Params) robustSelect(cands []Candidate, dev []int32, ndev int) (kept []int, devices int64) {
 	switch len(cands) {
 	case 0:
 		return nil, 0
@@ -915,7 +915,20 @@ func (p *Params) robustSelect(cands []Candidate) (kept []int, devices int64) {
 	// sorted by index).
 	sc := selectPool.Get().(*selectScratch)
 	defer sc.put()
-	if len(cands) <= smallSelect {
+	switch {
+	case dev != nil:
+		// Numbered by the caller: the devices are counted by stamping.
+		sc.seen = slices.Grow(sc.seen[:0], ndev)[:ndev]
+		clear(sc.seen)
+		for i := range cands {
+			d := dev[i]
+			if sc.seen[d] == 0 {
+				sc.seen[d] = 1
+				devices++
+			}
+			sc.order = append(sc.order, byPeriod{cands[i].R.Period, int32(i), d})
+		}
+	case len(cands) <= smallSelect:
 		// Few candidates: their devices are found by comparing DeviceIds
 		// with the distinct ones so far (numbered in the same order), which
 		// costs less than hashing each.
@@ -929,7 +942,8 @@ func (p *Params) robustSelect(cands []Candidate) (kept []int, devices int64) {
 			sc.order = append(sc.order, byPeriod{cands[i].R.Period, int32(i), d})
 		}
 		devices = int64(len(sc.small))
-	} else {
+		ndev = int(devices)
+	default:
 		for i := range cands {
 			id := cands[i].DeviceId
 			d, ok := sc.ids[id]
@@ -940,8 +954,9 @@ func (p *Params) robustSelect(cands []Candidate) (kept []int, devices int64) {
 			sc.order = append(sc.order, byPeriod{cands[i].R.Period, int32(i), d})
 		}
 		devices = int64(len(sc.ids))
+		ndev = int(devices)
 	}
-	sc.seen = slices.Grow(sc.seen[:0], int(devices))[:devices]
+	sc.seen = slices.Grow(sc.seen[:0], ndev)[:ndev]
 	clear(sc.seen)
 	order := sc.order
 	slices.SortFunc(order, func(a, b byPeriod) int { return compareNoNaN(a.period, b.period) })

@@ -149,3 +149,46 @@ func TestRobustSelectSmall(t *testing.T) {
 		t.Fatalf("small destinations with a kept candidate %d, with a group over the cap %d: draw more", kept, capped)
 	}
 }
+
+// TestSelectNumbered holds SelectNumbered to SelectDestination, both
+// profiles: over random destinations of up to twice smallSelect
+// candidates on a few devices, numbered at random (numbers skipped, as a
+// stream's freed ones are), near every threshold, the kept indexes, the
+// device count and every field SelectDestination sets are the same.
+func TestSelectNumbered(t *testing.T) {
+	rng := rand.New(rand.NewPCG(18, 19))
+	robust, seed := Robust(), Seed()
+	robust.CompromisedDeviceCountMax, seed.CompromisedDeviceCountMax = 3, 3 // over the cap occurs
+	seed.SleepMin, seed.SleepMax = 30, 3600
+	for _, p := range []*Params{&robust, &seed} {
+		t.Run(p.Profile, func(t *testing.T) {
+			var kept, capped int
+			for range 20000 {
+				cands := make([]Candidate, 1+rng.IntN(2*smallSelect))
+				devs := 1 + rng.IntN(len(cands))
+				nums := rng.Perm(devs + rng.IntN(4))
+				dev := make([]int32, len(cands))
+				for i := range cands {
+					d := rng.IntN(devs)
+					cands[i] = Candidate{Tuple: Tuple{DeviceId: fmt.Sprintf("dev-%d", d), RemotePort: int32(i)}, Stats: randomStats(rng, p)}
+					dev[i] = int32(nums[d])
+				}
+				ref := slices.Clone(cands)
+				k0, d0 := p.SelectNumbered(cands, dev, len(nums))
+				k1, d1 := p.SelectDestination(ref)
+				if !slices.Equal(k0, k1) || d0 != d1 || !reflect.DeepEqual(cands, ref) {
+					t.Fatalf("%d candidates on %d devices: numbered kept %v of %d devices, SelectDestination %v of %d", len(cands), devs, k0, d0, k1, d1)
+				}
+				if len(k0) > 0 {
+					kept++
+				}
+				if d0 > p.CompromisedDeviceCountMax {
+					capped++
+				}
+			}
+			if kept < 1000 || capped < 1000 {
+				t.Fatalf("destinations with a kept candidate %d, over the device cap %d: draw more", kept, capped)
+			}
+		})
+	}
+}

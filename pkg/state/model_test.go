@@ -327,6 +327,24 @@ func (m *model) checkTuples(part *Partition, full bool) {
 		if n != len(ds.cands) || !reflect.DeepEqual(devices, ds.devices) && !(len(devices) == 0 && len(ds.devices) == 0) {
 			t.Fatalf("p%d check %d: %v: %d candidates on %v devices, want %d on %v", m.pid, m.checks, ds.key, len(ds.cands), ds.devices, n, devices)
 		}
+		// The devices are numbered for SelectNumbered: one number each,
+		// distinct, below ndev, and each candidate's its device's.
+		nums := map[int32]bool{}
+		for dev := range devices {
+			num, ok := ds.devNum[dev]
+			if !ok || num < 0 || num >= ds.ndev || nums[num] {
+				t.Fatalf("p%d check %d: %v: device %s numbered %d (%v) of %d, numbers %v", m.pid, m.checks, ds.key, dev, num, ok, ds.ndev, ds.devNum)
+			}
+			nums[num] = true
+		}
+		if len(ds.devNum) != len(devices) || len(ds.candDev) != len(ds.cands) {
+			t.Fatalf("p%d check %d: %v: %d devices numbered, %d candidates' numbers, want %d and %d", m.pid, m.checks, ds.key, len(ds.devNum), len(ds.candDev), len(devices), len(ds.cands))
+		}
+		for i, id := range ds.cands {
+			if dev := part.prinOf(part.tup(id)).deviceId; ds.candDev[i] != ds.devNum[dev] {
+				t.Fatalf("p%d check %d: %v: candidate %d numbered %d, its device %s %d", m.pid, m.checks, ds.key, i, ds.candDev[i], dev, ds.devNum[dev])
+			}
+		}
 		// The selection decide keeps is SelectDestination's over them now.
 		if ds.selOK {
 			fresh := make([]beacon.Candidate, len(ds.cands))

@@ -126,6 +126,14 @@ type dest struct {
 	// them: robust's PeriodDevices).
 	cs      []beacon.Candidate
 	devices map[string]int32 // DeviceId → candidates among cands
+	// The devices numbered for SelectNumbered: devNum is a device's
+	// number while it has candidates, candDev[i] cands[i]'s; a number
+	// freed goes to freeDev and is the next new device's, so all stay
+	// below ndev, the most devices the destination had at once.
+	devNum  map[string]int32
+	candDev []int32
+	freeDev []int32
+	ndev    int32
 	dirty   bool
 	// sel is SelectDestination's answer over cands and stats as of the
 	// last decide, valid while selOK: it depends on the candidates and
@@ -398,17 +406,34 @@ func (p *Partition) setCand(d *dest, tp *tuple, cand bool, st *beacon.Stats) {
 		if d.devices == nil {
 			d.devices = make(map[string]int32)
 		}
-		d.devices[dev]++
+		if d.devices[dev]++; d.devices[dev] == 1 {
+			num := d.ndev
+			if k := len(d.freeDev); k > 0 {
+				num, d.freeDev = d.freeDev[k-1], d.freeDev[:k-1]
+			} else {
+				d.ndev++
+			}
+			if d.devNum == nil {
+				d.devNum = make(map[string]int32)
+			}
+			d.devNum[dev] = num
+		}
+		d.candDev = append(d.candDev, d.devNum[dev])
 		return
 	}
 	n := len(d.cands) - 1
 	last := d.cands[n]
-	d.cands[tp.candPos], d.cs[tp.candPos] = last, d.cs[n]
+	d.cands[tp.candPos], d.cs[tp.candPos], d.candDev[tp.candPos] = last, d.cs[n], d.candDev[n]
 	p.tup(last).candPos = tp.candPos
 	d.cs[n] = beacon.Candidate{}
-	d.cands, d.cs = d.cands[:n], d.cs[:n]
+	d.cands, d.cs, d.candDev = d.cands[:n], d.cs[:n], d.candDev[:n]
 	if d.devices[dev]--; d.devices[dev] == 0 {
 		delete(d.devices, dev)
+		d.freeDev = append(d.freeDev, d.devNum[dev])
+		delete(d.devNum, dev)
+		if len(d.devices) == 0 {
+			d.freeDev, d.ndev = d.freeDev[:0], 0 // numbered afresh
+		}
 	}
 }
 
