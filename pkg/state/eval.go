@@ -91,8 +91,8 @@ func (p *Partition) MembersOf(keys []beacon.Destination, par int, out [][]beacon
 	ds := slices.Grow(p.decideQ[:0], len(keys))
 	p.decideGen++
 	dup := false
-	for _, k := range keys {
-		d := p.dests[k] // nil: no longer a destination
+	for i, k := range keys {
+		d := p.destOfKey(i, k) // nil: no longer a destination
 		if d != nil {
 			if d.decideGen == p.decideGen {
 				d, dup = nil, true // decided once, copied below

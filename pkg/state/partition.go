@@ -86,6 +86,7 @@ type Partition struct {
 	domainQ   timeHeap[*domain]    // domains, each once, by a time ≤ their newest
 	dirty     []*dest              // marked dirty since the last Dirty (a deleted one's key still counts)
 	dirtyOut  []beacon.Destination // what Dirty returned last: the next Dirty reuses it
+	dirtyAt   []*dest              // dirtyOut[i]'s destination when it was one then, for MembersOf
 	decideQ   []*dest              // MembersOf's
 	decideGen uint32               // MembersOf's calls, to find a key given twice
 	due       []*tuple
@@ -144,6 +145,7 @@ type dest struct {
 	selN  int64 // its device count
 
 	decideGen uint32 // the MembersOf call that last queued it
+	gone      bool   // deleted: no longer in Partition.dests
 }
 
 // selected is a candidate SelectDestination kept: its tuple's id and the
@@ -362,6 +364,7 @@ func (p *Partition) deleteTuple(tp *tuple) {
 		return
 	}
 	delete(p.dests, d.key)
+	d.gone = true
 	p.destAt[d.idx] = nil
 	p.destFree = append(p.destFree, d.idx)
 	ip := d.ip
@@ -446,18 +449,42 @@ func (p *Partition) setCand(d *dest, tp *tuple, cand bool, st *beacon.Stats) {
 func (p *Partition) Dirty() []beacon.Destination {
 	// The marked destinations are held by pointer, so clearing their
 	// marks looks nothing up (a deleted destination is cleared too: the
-	// one of its key, if any, was marked on its own).
-	out := slices.Grow(p.dirtyOut[:0], len(p.dirty))
-	for _, d := range p.dirty {
+	// one of its key, if any, was marked on its own), and MembersOf finds
+	// the destinations of the keys returned without looking them up
+	// (dirtyAt).
+	ds := p.dirty
+	slices.SortFunc(ds, func(a, b *dest) int { return compareDest(a.key, b.key) })
+	out := slices.Grow(p.dirtyOut[:0], len(ds))
+	at := slices.Grow(p.dirtyAt[:0], len(ds))
+	for i, d := range ds {
 		d.dirty = false
-		out = append(out, d.key)
+		if d.gone {
+			d = nil
+		}
+		if i > 0 && ds[i-1].key == ds[i].key { // a deleted destination and its key's new one
+			if at[len(at)-1] == nil {
+				at[len(at)-1] = d
+			}
+			continue
+		}
+		out = append(out, ds[i].key)
+		at = append(at, d)
 	}
-	clear(p.dirty)
-	p.dirty = p.dirty[:0]
-	slices.SortFunc(out, compareDest)
-	out = slices.Compact(out)
-	p.dirtyOut = out
+	clear(ds)
+	p.dirty = ds[:0]
+	p.dirtyOut, p.dirtyAt = out, at
 	return out
+}
+
+// destOfKey is p.dests[k], found without a lookup when k is the i-th key
+// Dirty returned and its destination is still one.
+func (p *Partition) destOfKey(i int, k beacon.Destination) *dest {
+	if i < len(p.dirtyAt) {
+		if d := p.dirtyAt[i]; d != nil && !d.gone && d.key == k {
+			return d
+		}
+	}
+	return p.dests[k]
 }
 
 func compareDest(a, b beacon.Destination) int {
