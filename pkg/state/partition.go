@@ -103,8 +103,9 @@ type Partition struct {
 	lru          block
 	cached       int64
 	dirtyBlocks  []*block
-	uncommitted  int   // Applies and AdvanceTos since the last commit
-	dirtyCharged int64 // what the changed blocks are charged in the cache
+	dirtyDomains []*domain // new or seen at a newer time since the last commit: written by it
+	uncommitted  int       // Applies and AdvanceTos since the last commit
+	dirtyCharged int64     // what the changed blocks are charged in the cache
 
 	key, val []byte
 }
@@ -164,9 +165,11 @@ type ipState struct {
 }
 
 type domain struct {
-	ip   *ipState
-	name string
-	time beacon.Time // newest time seen
+	ip    *ipState
+	name  string
+	time  beacon.Time // newest time seen
+	dirty bool        // time changed since the last commit: in Partition.dirtyDomains
+	gone  bool        // expired (its key deleted)
 }
 
 type item struct {
@@ -639,6 +642,7 @@ func (p *Partition) advance(t beacon.Time, st *ApplyStats) error {
 			continue
 		}
 		delete(d.ip.domains, d.name)
+		d.gone = true
 		p.batch.Delete(domainKey(p.key, p.id, d.ip.ip, d.name), nil)
 		for _, x := range d.ip.dests {
 			p.markDirty(x)
@@ -972,9 +976,29 @@ func (p *Partition) domains(obs []DomainSeen, st *ApplyStats) {
 			continue
 		}
 		st.Domains++
-		p.val = appendTime(p.val[:0], d.time)
-		p.batch.Set(domainKey(p.key, p.id, ip.ip, d.name), p.val, nil)
+		// Written by the commit, as changed blocks are: an IP's domain is
+		// seen again at a newer time on most of its rows, and one write
+		// per commit carries the newest.
+		if !d.dirty {
+			d.dirty = true
+			p.dirtyDomains = append(p.dirtyDomains, d)
+		}
 	}
+}
+
+// writeDomains puts the domains changed since the last commit into the
+// batch; those expired since were deleted from it.
+func (p *Partition) writeDomains() {
+	for _, d := range p.dirtyDomains {
+		d.dirty = false
+		if d.gone {
+			continue
+		}
+		p.val = appendTime(p.val[:0], d.time)
+		p.batch.Set(domainKey(p.key, p.id, d.ip.ip, d.name), p.val, nil)
+	}
+	clear(p.dirtyDomains)
+	p.dirtyDomains = p.dirtyDomains[:0]
 }
 
 // maxUncommitted bounds what a partition holds back between commits with
@@ -1011,6 +1035,7 @@ func (p *Partition) Flush() error {
 func (p *Partition) commit() error {
 	p.uncommitted = 0
 	p.writeBlocks()
+	p.writeDomains()
 	p.val = p.h.append(p.val[:0])
 	p.batch.Set(kindKey(p.key, p.id, kindHeader), p.val, nil)
 	if p.metaDirty {
