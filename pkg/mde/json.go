@@ -478,7 +478,25 @@ func (d *decoder) fastKeys(ev *beacon.Event, r *row, top bool) (k int, end bool,
 				i, ok = d.i, true
 			}
 		case actSkip:
-			i, ok = skipFastAt(base, i, n)
+			// skipFastAt, its strings and integers inline: one call (the
+			// scan) or none instead of two.
+			if c == '"' {
+				if j := quoteEnd(base, i+1, n); j < n && at(j) == '"' {
+					i, ok = j+1, true
+				}
+			} else if c-'0' <= 9 {
+				j := i + 1
+				for j < n && at(j)-'0' <= 9 {
+					j++
+				}
+				if j < n {
+					if x := at(j); x != '.' && x != 'e' && x != 'E' {
+						i, ok = j, true
+					}
+				}
+			} else {
+				i, ok = skipFastAt(base, i, n)
+			}
 		}
 		if !ok || i >= n {
 			d.i = key
