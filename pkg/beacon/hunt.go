@@ -3,6 +3,7 @@ package beacon
 import (
 	"cmp"
 	"hash/maphash"
+	"math"
 	"runtime"
 	"slices"
 	"strings"
@@ -612,6 +613,7 @@ func (h *Hunt) Rows(now Time) []Row {
 		wg.Go(func() {
 			var g tupleGroups
 			var deltas, scratch []int64
+			var hist []Bin
 			for {
 				b := int(next.Add(1)) - 1
 				if b >= numBuckets {
@@ -626,8 +628,14 @@ func (h *Hunt) Rows(now Time) []Row {
 					slices.Sort(ts)
 					ts = slices.Compact(ts)
 					deltas = Deltas(ts, deltas)
+					if h.p.sumsReject(int64(len(ts)), deltas) {
+						continue // no histogram to sort for a tuple that fails on its sums
+					}
+					// Stats keeps nothing of the summary: its histogram's
+					// array is the next one's.
 					var s Summary
-					s, scratch = summaryOf(deltas, scratch)
+					s, scratch = summaryOf(deltas, scratch, hist)
+					hist = s.Hist
 					if st, ok := h.p.Candidate(int64(len(ts)), &s); ok {
 						parts[k] = append(parts[k], cand{g.first[i], st, slices.Clone(ts)})
 					}
@@ -667,6 +675,28 @@ func (h *Hunt) Rows(now Time) []Row {
 	return rows
 }
 
+// sumsReject tells whether Candidate rejects a tuple of distinct
+// timestamps with these deltas on its first tests, which read only the
+// count and the deltas' sums (under seed: the count bounds and the
+// jitter, what most tuples fail on), so that Rows need not sort the
+// deltas into a histogram (summaryOf) to be told no. False means "ask
+// Candidate", never "a candidate". TestSumsReject holds it to Candidate.
+func (p *Params) sumsReject(distinct int64, deltas []int64) bool {
+	if p.Profile == ProfileRobust || len(deltas) == 0 {
+		return false
+	}
+	if distinct <= p.TotalEventsThresholdMin || distinct >= p.EventsMax() {
+		return true
+	}
+	var sum, sumSq int64
+	for _, d := range deltas {
+		sum += d
+		sumSq += d * d
+	}
+	n := int64(len(deltas))
+	return !p.jitterOK((math.Sqrt(sampleVariance(n, sum, sumSq)) / (float64(sum) / float64(n))) * 100)
+}
+
 // compareTuples orders tuples column by column.
 func compareTuples(x, y *Tuple) int {
 	for _, c := range [...]int{
@@ -682,44 +712,125 @@ func compareTuples(x, y *Tuple) int {
 }
 
 // domainsAfter returns, for the IPs of the candidates, the sorted set of
-// domains seen after from.
+// domains seen after from. The log is read in parts on every CPU, each
+// part with its own set of the (address, URL) pairs it found: the sets
+// are small tables of integers (the candidates numbered densely), not
+// maps of pairs, and a pair found by two parts only repeats its domain,
+// which the sort and compaction at the end remove.
 func (a *adder) domainsAfter(from Time, ips map[ipID]bool) map[string][]string {
-	out := make(map[string][]string)
+	cands := make([]ipID, 0, len(ips))
+	var dense intSet // ipID -> index in cands
 	for ip := range ips {
-		out[a.ipString(ip)] = nil
+		dense.put(uint64(ip), int32(len(cands)))
+		cands = append(cands, ip)
 	}
 	// A filter of the candidates' addresses: most entries of the log
-	// fail one bit test, not a map lookup.
+	// fail one bit test, not a lookup.
 	var bits [1024]uint64
 	bit := func(ip ipID) (int, uint64) {
 		h := uint64(ip) * 0x9e3779b97f4a7c15 >> (64 - 16)
 		return int(h >> 6), 1 << (h & 63)
 	}
-	for ip := range ips {
+	for _, ip := range cands {
 		w, m := bit(ip)
 		bits[w] |= m
 	}
-	type pair struct {
-		ip  ipID
-		url uint32
+	chunks := a.seen.chunks
+	parts := make([][]uint64, max(1, min(runtime.GOMAXPROCS(0), len(chunks)))) // each part's pairs: index<<32 | URL
+	var wg sync.WaitGroup
+	for k := range parts {
+		wg.Go(func() {
+			var done intSet
+			var found []uint64
+			for _, c := range chunks[k*len(chunks)/len(parts) : (k+1)*len(chunks)/len(parts)] {
+				for i := range c {
+					u := &c[i]
+					if w, m := bit(u.ip); bits[w]&m == 0 || u.t <= from {
+						continue
+					}
+					ci, ok := dense.get(uint64(u.ip))
+					if !ok {
+						continue
+					}
+					if key := uint64(ci)<<32 | uint64(u.url); done.put(key, 0) {
+						found = append(found, key)
+					}
+				}
+			}
+			parts[k] = found
+		})
 	}
-	done := make(map[pair]bool)
-	for _, c := range a.seen.chunks {
-		for i := range c {
-			u := &c[i]
-			if w, m := bit(u.ip); bits[w]&m == 0 || u.t <= from || !ips[u.ip] {
-				continue
-			}
-			if k := (pair{u.ip, u.url}); !done[k] {
-				done[k] = true
-				s := a.ipString(u.ip)
-				out[s] = append(out[s], DomainOf(a.urlString(u.url)))
-			}
+	wg.Wait()
+	lists := make([][]string, len(cands))
+	for _, found := range parts {
+		for _, key := range found {
+			lists[key>>32] = append(lists[key>>32], DomainOf(a.urlString(uint32(key))))
 		}
 	}
-	for ip, list := range out {
+	out := make(map[string][]string, len(cands))
+	for ci, ip := range cands {
+		list := lists[ci]
 		slices.Sort(list)
-		out[ip] = slices.Compact(list)
+		out[a.ipString(ip)] = slices.Compact(list)
 	}
 	return out
+}
+
+// intSet is an open-addressing table of integer keys, each with a value:
+// what domainsAfter looks entries of the log up in, without a map's
+// hashing of a struct key.
+type intSet struct {
+	keys []uint64 // key + 1; 0 is empty
+	vals []int32
+	n    int
+}
+
+// put adds key with value v and tells whether it was new; an old key keeps
+// its value.
+func (t *intSet) put(key uint64, v int32) bool {
+	if 2*(t.n+1) > len(t.keys) {
+		t.grow()
+	}
+	for j := intSetHash(key) & uint64(len(t.keys)-1); ; j = (j + 1) & uint64(len(t.keys)-1) {
+		switch t.keys[j] {
+		case 0:
+			t.keys[j], t.vals[j] = key+1, v
+			t.n++
+			return true
+		case key + 1:
+			return false
+		}
+	}
+}
+
+// get returns key's value.
+func (t *intSet) get(key uint64) (int32, bool) {
+	if t.n == 0 {
+		return 0, false
+	}
+	for j := intSetHash(key) & uint64(len(t.keys)-1); ; j = (j + 1) & uint64(len(t.keys)-1) {
+		switch t.keys[j] {
+		case 0:
+			return 0, false
+		case key + 1:
+			return t.vals[j], true
+		}
+	}
+}
+
+func (t *intSet) grow() {
+	keys, vals := t.keys, t.vals
+	size := max(64, 2*len(keys))
+	t.keys, t.vals, t.n = make([]uint64, size), make([]int32, size), 0
+	for j, k := range keys {
+		if k != 0 {
+			t.put(k-1, vals[j])
+		}
+	}
+}
+
+func intSetHash(key uint64) uint64 {
+	h := key * 0x9e3779b97f4a7c15
+	h = (h ^ h>>32) * 0xbf58476d1ce4e5b9
+	return h ^ h>>29
 }

@@ -3,6 +3,7 @@ package beacon
 import (
 	"fmt"
 	"hash/maphash"
+	"math/rand/v2"
 	"reflect"
 	"strings"
 	"testing"
@@ -356,5 +357,97 @@ func TestEqWords(t *testing.T) {
 				t.Fatalf("eqWords(%q, %q) = true", b[:n], c)
 			}
 		}
+	}
+}
+
+// TestSumsReject holds Rows' early rejection to Candidate: under seed,
+// Candidate decides on the count and the deltas' sums alone (a candidate
+// is whatever passes them), so sumsReject must say exactly the opposite
+// of Candidate for every tuple Rows asks about (two or more distinct
+// timestamps); under robust it leaves every tuple to Candidate.
+func TestSumsReject(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	loose := Seed()
+	loose.JitterThreshold, loose.TotalEventsThresholdMin, loose.TotalEventsThresholdMax = 90, 3, 40
+	rejected, kept := 0, 0
+	for _, p := range []Params{Seed(), loose, Robust()} {
+		for range 3000 {
+			n := 2 + r.IntN(60)
+			period := 1 + r.Int64N(900)
+			deltas := make([]int64, n-1)
+			for i := range deltas {
+				switch r.IntN(4) {
+				case 0:
+					deltas[i] = r.Int64N(3 * period) // noise
+				default:
+					deltas[i] = period + r.Int64N(period/4+1) // a beacon's gaps
+				}
+			}
+			s := SummaryOf(deltas)
+			_, ok := p.Candidate(int64(n), &s)
+			rej := p.sumsReject(int64(n), deltas)
+			if p.Profile == ProfileRobust {
+				if rej {
+					t.Fatalf("robust: sumsReject(%d, %v) = true: robust's tests are Candidate's own", n, deltas)
+				}
+				continue
+			}
+			if rej == ok {
+				t.Fatalf("%+v: sumsReject(%d, %v) = %v, Candidate says %v", p, n, deltas, rej, ok)
+			}
+			if rej {
+				rejected++
+			} else {
+				kept++
+			}
+		}
+	}
+	if rejected == 0 || kept == 0 {
+		t.Fatalf("rejected %d, kept %d: the cases do not test both answers", rejected, kept)
+	}
+}
+
+// TestIntSet holds intSet to a map: keys that share their low or high
+// bits, zero, keys put twice (the first value stays), growth.
+func TestIntSet(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	var s intSet
+	want := make(map[uint64]int32)
+	for i := range 20000 {
+		var k uint64
+		switch i % 4 {
+		case 0:
+			k = uint64(r.IntN(3000)) << 32 // high bits only
+		case 1:
+			k = uint64(r.IntN(3000)) // low bits only
+		case 2:
+			k = uint64(rawIPv4) | uint64(r.Uint32())
+		default:
+			k = r.Uint64() >> 2
+		}
+		_, had := want[k]
+		if added := s.put(k, int32(i)); added == had {
+			t.Fatalf("put(%#x) = %v, but the key was there: %v", k, added, had)
+		}
+		if !had {
+			want[k] = int32(i)
+		}
+	}
+	if s.n != len(want) {
+		t.Fatalf("%d keys, want %d", s.n, len(want))
+	}
+	for k, v := range want {
+		if got, ok := s.get(k); !ok || got != v {
+			t.Fatalf("get(%#x) = %d, %v; want %d", k, got, ok, v)
+		}
+	}
+	for range 1000 {
+		k := r.Uint64()>>2 | 1<<62 // bit 62: no key above has it
+		if _, ok := s.get(k); ok {
+			t.Fatalf("get(%#x) found a key never put", k)
+		}
+	}
+	if _, ok := (&intSet{}).get(0); ok {
+		t.Fatal("an empty set has 0")
 	}
 }

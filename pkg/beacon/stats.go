@@ -30,15 +30,17 @@ type Summary struct {
 
 // SummaryOf summarizes a list of deltas.
 func SummaryOf(deltas []int64) Summary {
-	s, _ := summaryOf(deltas, nil)
+	s, _ := summaryOf(deltas, nil, nil)
 	return s
 }
 
 // summaryOf is SummaryOf with a scratch slice to sort the deltas in, which
-// it returns for reuse: the histogram is read off the sorted deltas in
-// one pass, not built by inserting each (TestSummaryOfIsAdd).
-func summaryOf(deltas, scratch []int64) (Summary, []int64) {
-	var s Summary
+// it returns for reuse, and the histogram built in hist's array (hist is
+// the Hist of a summary the caller is done with, or nil): the histogram
+// is read off the sorted deltas in one pass, not built by inserting each
+// (TestSummaryOfIsAdd).
+func summaryOf(deltas, scratch []int64, hist []Bin) (Summary, []int64) {
+	s := Summary{Hist: hist[:0]}
 	if len(deltas) == 0 {
 		return s, scratch
 	}

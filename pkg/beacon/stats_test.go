@@ -64,6 +64,7 @@ func TestSampleVarianceLarge(t *testing.T) {
 func TestSummaryOfIsAdd(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	var scratch []int64
+	var hist []Bin
 	for n := range 200 {
 		deltas := make([]int64, n)
 		for i := range deltas {
@@ -74,9 +75,18 @@ func TestSummaryOfIsAdd(t *testing.T) {
 			want.Add(d)
 		}
 		var got Summary
-		got, scratch = summaryOf(deltas, scratch)
+		got, scratch = summaryOf(deltas, scratch, nil)
 		if !reflect.DeepEqual(got, want) || !reflect.DeepEqual(SummaryOf(deltas), want) {
 			t.Fatalf("%v: %+v, want %+v", deltas, got, want)
+		}
+		// Built in the array of the last one's histogram (as Hunt.Rows
+		// does): the same summary, whatever that array held.
+		if n > 0 {
+			got, scratch = summaryOf(deltas, scratch, hist)
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("%v, histogram reused: %+v, want %+v", deltas, got, want)
+			}
+			hist = got.Hist[:cap(got.Hist)]
 		}
 	}
 }

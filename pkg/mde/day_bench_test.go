@@ -270,3 +270,26 @@ func TestMain(m *testing.M) {
 	}
 	os.Exit(code)
 }
+
+// BenchmarkDayRows is the query's last step alone: the day added to a
+// Hunt once (on every CPU, as hunt does), then Rows at the default now
+// (the per-tuple tests, the Domains, the selection), what hunt runs after
+// reading the file.
+func BenchmarkDayRows(b *testing.B) {
+	data, n := dayData(b)
+	defer debug.SetGCPercent(debug.SetGCPercent(400))
+	h := beacon.NewHunt(beacon.Seed())
+	if _, err := Read(context.Background(), bytes.NewReader(data), "day", Options{QueryOnly: true, Concurrent: true},
+		func(batch []beacon.Event) { h.AddBatch(batch) }); err != nil {
+		b.Fatal(err)
+	}
+	now, _ := h.DefaultNow()
+	b.ResetTimer()
+	cpu0 := cpuTime()
+	for b.Loop() {
+		if rows := h.Rows(now); len(rows) == 0 {
+			b.Fatal("no beacons in the day")
+		}
+	}
+	report(b, n, cpuTime()-cpu0)
+}

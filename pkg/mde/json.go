@@ -235,10 +235,14 @@ type row struct {
 	timestamp bool
 	container bool // it held records or results: not a row itself
 	category  []byte
-	addl      []byte // AdditionalFields: the raw string body or object
-	addlStr   bool
-	escaped   bool // addl is a string body with escapes
-	err       error
+	// catNet says category is known to be DeviceNetworkEvents's: it was
+	// its template key's last value, checked when it was kept (see
+	// network). Whatever sets category sets it.
+	catNet  bool
+	addl    []byte // AdditionalFields: the raw string body or object
+	addlStr bool
+	escaped bool // addl is a string body with escapes
+	err     error
 }
 
 // object decodes one object: a flat row, a Streaming API record (its row
@@ -266,7 +270,7 @@ func (d *decoder) object(dst []beacon.Event) ([]beacon.Event, error) {
 	}
 	if end {
 		d.rowDone(&ev, &r, start)
-		if r.err == nil && isNetworkCategory(r.category) {
+		if r.err == nil && r.network() {
 			dst = append(dst, ev)
 		}
 		return dst, nil
@@ -307,7 +311,7 @@ func (d *decoder) object(dst []beacon.Event) ([]beacon.Event, error) {
 				return dst, nil
 			}
 			d.rowDone(&ev, &r, start)
-			if r.err == nil && isNetworkCategory(r.category) {
+			if r.err == nil && r.network() {
 				dst = append(dst, ev)
 			}
 			return dst, nil
@@ -442,18 +446,22 @@ func (d *decoder) fastKeys(ev *beacon.Event, r *row, top bool) (k int, end bool,
 				// a closing quote after it is the value, one compare
 				// instead of a scan.
 				j := i + 1 + len(e.last)
+				net := e.lastNet // the value is e.last's
 				if e.last == "" || j >= n || at(j) != '"' || !eqAt(unsafe.Add(base, i+1), e.last) {
 					if j = quoteEnd(base, i+1, n); j >= n || at(j) != '"' {
 						break
 					}
+					net = false
 					if j-i-1 <= maxLast {
 						e.last = string(unsafe.Slice((*byte)(unsafe.Add(base, i+1)), j-i-1))
+						e.lastNet = isNetworkCategory(unsafe.Slice(unsafe.StringData(e.last), len(e.last)))
+						net = e.lastNet
 					}
 				}
 				if e.c == colTenantId {
 					ev.TenantId = unsafe.String((*byte)(unsafe.Add(base, i+1)), j-i-1)
 				} else {
-					r.category = unsafe.Slice((*byte)(unsafe.Add(base, i+1)), j-i-1)
+					r.category, r.catNet = unsafe.Slice((*byte)(unsafe.Add(base, i+1)), j-i-1), net
 				}
 				i, ok = j+1, true
 			}
@@ -470,7 +478,25 @@ func (d *decoder) fastKeys(ev *beacon.Event, r *row, top bool) (k int, end bool,
 				i, ok = d.i, true
 			}
 		case actSkip:
-			i, ok = skipFastAt(base, i, n)
+			// skipFastAt, its strings and integers inline: one call (the
+			// scan) or none instead of two.
+			if c == '"' {
+				if j := quoteEnd(base, i+1, n); j < n && at(j) == '"' {
+					i, ok = j+1, true
+				}
+			} else if c-'0' <= 9 {
+				j := i + 1
+				for j < n && at(j)-'0' <= 9 {
+					j++
+				}
+				if j < n {
+					if x := at(j); x != '.' && x != 'e' && x != 'E' {
+						i, ok = j, true
+					}
+				}
+			} else {
+				i, ok = skipFastAt(base, i, n)
+			}
 		}
 		if !ok || i >= n {
 			d.i = key
@@ -628,6 +654,7 @@ func (d *decoder) container(c col, ev *beacon.Event, r *row, dst *[]beacon.Event
 		ev.TenantId = v
 		return nil
 	case colCategory, colType:
+		r.catNet = false
 		if v, ok := d.plain(c); ok {
 			r.category = v
 			return nil
@@ -673,11 +700,16 @@ func isNetworkCategory(c []byte) bool {
 	return len(c) == 0 || string(c) == "AdvancedHunting-DeviceNetworkEvents" || string(c) == "DeviceNetworkEvents"
 }
 
+// network tells whether the row is of DeviceNetworkEvents by its
+// category or Type (isNetworkCategory), without comparing the value again
+// when fastKeys found it to be its template key's last one.
+func (r *row) network() bool { return r.catNet || isNetworkCategory(r.category) }
+
 // rowDone checks a finished row: it notes the row's error (a row error
 // leaves the row out, the rest of the message goes on) and counts records
 // of other tables.
 func (d *decoder) rowDone(ev *beacon.Event, r *row, start int) {
-	if r.category != nil && !isNetworkCategory(r.category) {
+	if r.category != nil && !r.network() {
 		d.other++
 		return
 	}

@@ -341,8 +341,10 @@ type tmplKey struct {
 	mask uint64
 	off  uintptr // stringCols[c]: where fastKeys stores a string column
 	// The last value of a record's tenantId or category (a copy), tried
-	// first.
-	last string
+	// first, and whether it is DeviceNetworkEvents's category
+	// (isNetworkCategory).
+	last    string
+	lastNet bool
 }
 
 // maxLast is the longest value a tmplKey keeps as its last.

@@ -90,6 +90,18 @@ func FuzzKeyTemplate(f *testing.F) {
 	const cat = "AdvancedHunting-DeviceNetworkEvents"
 	f.Add([]byte(`{"records":[` + rec("x", cat) + `,` + rec("x", cat) + `,` + rec(`x\"y`, cat) + `,` + rec("xy", cat+"s") + `,` + rec("x", cat) + `]}` + "\n" +
 		rec("x", cat) + "\n" + rec(`x\u0041`, cat) + "\n" + rec("", "") + "\n" + rec("x", cat)))
+	// Categories that change from record to record (the last one kept
+	// says whether it is DeviceNetworkEvents's), a record with two, and
+	// Type.
+	rec2 := func(category, more string) string {
+		return `{"time":"t","category":"` + category + `"` + more + `,"properties":{"Timestamp":"2024-05-01T10:00:00Z","RemotePort":1}}`
+	}
+	const other = "AdvancedHunting-DeviceProcessEvents"
+	f.Add([]byte(`{"records":[` + rec2(cat, "") + `,` + rec2(other, "") + `,` + rec2(other, "") + `,` + rec2(cat, "") + `,` +
+		rec2(cat, `,"category":"`+other+`"`) + `,` + rec2(cat, `,"category":"`+cat+`"`) + `,` + rec2(other, `,"category":"`+cat+`"`) + `,` +
+		rec2(cat, `,"category":null`) + `,` + rec2("DeviceNetworkEvents", "") + `,` + rec2(cat, `,"Type":"`+other+`"`) + `,` +
+		rec2(strings.Repeat("c", 70), "") + `,` + rec2(cat, "") + `,` + rec2("", "") + `]}` + "\n" +
+		rec2(other, "") + "\n" + rec2(cat, "")))
 	// Nulls where fastKeys reads strings and ports, and other values after them.
 	nulls := `{"Timestamp":"2024-05-01T10:00:00Z","RemoteUrl":null,"RemotePort":null,"DeviceName":"n","LocalPort":null}`
 	f.Add([]byte(nulls + "\n" + nulls + "\n" + strings.NewReplacer(`null`, `nul`).Replace(nulls) + "\n" +
@@ -100,11 +112,15 @@ func FuzzKeyTemplate(f *testing.F) {
 			tmpl := new(templates)
 			with := decoder{queryOnly: queryOnly, tmpl: tmpl}
 			for _, line := range bytes.Split(data, []byte{'\n'}) {
+				other := with.other
 				got, gotErr := with.message(line, nil)
 				without := decoder{queryOnly: queryOnly}
 				want, wantErr := without.message(line, nil)
 				if fmt.Sprint(gotErr) != fmt.Sprint(wantErr) || !reflect.DeepEqual(got, want) {
 					t.Fatalf("queryOnly %v, line %q:\nwith templates %+v, %v\nwithout %+v, %v", queryOnly, line, got, gotErr, want, wantErr)
+				}
+				if with.other-other != without.other {
+					t.Fatalf("queryOnly %v, line %q: %d records of other tables with templates, %d without", queryOnly, line, with.other-other, without.other)
 				}
 			}
 		}
