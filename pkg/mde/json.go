@@ -56,10 +56,19 @@ var eventBufs = sync.Pool{New: func() any { return new(decodeBuf) }}
 // leaves out the optional columns the query does not read (SHA256, SHA1,
 // FolderPath, CommandLine, ProcessId, ReportId), which saves unescaping
 // paths and command lines.
+//
+// It reads each record along the key templates of the records decoded
+// before it (as Decode does): ingest decodes records one at a time, and
+// without them every key of every record was found by the object's loop.
 func AppendEvents(dst []beacon.Event, value []byte, queryOnly bool) ([]beacon.Event, error) {
-	d := decoder{queryOnly: queryOnly}
-	return d.message(value, dst)
+	t := tmplPool.Get().(*templates)
+	d := decoder{queryOnly: queryOnly, tmpl: t}
+	dst, err := d.message(value, dst)
+	tmplPool.Put(t)
+	return dst, err
 }
+
+var tmplPool = sync.Pool{New: func() any { return new(templates) }}
 
 // SyntaxError is broken JSON, at a byte offset of the message.
 type SyntaxError struct {
