@@ -144,40 +144,155 @@ func decodePivots(b []byte, pv *pivotItem) ([]byte, error) {
 // tupleSeed hashes tuples for the pivot caches, which live in one process.
 var tupleSeed = maphash.MakeSeed()
 
-// A collision only mixes two tuples' pivots.
-func tupleHash(t *beacon.Tuple) uint64 { return t.Hash(tupleSeed) }
+// tupleHash hashes a tuple for the pivot caches: each column by
+// maphash.String (one runtime hash call each), mixed. A collision only
+// mixes two tuples' pivots. It is called twice per connection (ingest's
+// writer, the partition's store), and Tuple.Hash's maphash.Hash buffers
+// every column and its separator first.
+func tupleHash(t *beacon.Tuple) uint64 {
+	h := uint64(uint32(t.RemotePort))
+	for _, s := range [...]string{t.DeviceId, t.DeviceName, t.AccountName, t.AccountDomain, t.FileName, t.RemoteIP} {
+		h = mix64(h ^ maphash.String(tupleSeed, s))
+	}
+	return h
+}
+
+// mix64 is a multiply-xorshift mixer (SplitMix64's finalizer), so that the
+// column hashes' order counts.
+func mix64(h uint64) uint64 {
+	h ^= h >> 30
+	h *= 0xbf58476d1ce4e5b9
+	h ^= h >> 27
+	h *= 0x94d049bb133111eb
+	return h ^ h>>31
+}
 
 // lru2 is a bounded map of two generations: lookups move an entry to the
-// current one, and when it fills the older one is dropped. Cheaper than
-// a linked list and within a factor of two of an LRU of max entries.
+// current one, and when that fills (max/2 entries) the older one is
+// dropped and the current one becomes the older. Within a factor of two
+// of an LRU of max entries, and cheaper than a linked list.
+//
+// Keys are hashes already. The entries live by value in one open
+// addressing table (linear probing, at most max live entries in 2^k ≥ 2·max
+// slots), each tagged with its generation: moving an entry to the current
+// generation rewrites its tag in place, and a new generation is a rebuild
+// of the current entries into the spare table. A lookup is one probe into
+// one table, where two Go maps (and a pointer per value) cost a cache miss
+// each; the pivot caches are looked up once per connection.
 type lru2[V any] struct {
-	cur, old map[uint64]V
-	max      int // entries in both generations together
+	slots    []lruSlot[V]
+	spare    []lruSlot[V] // the next generation's table, empty
+	gen      uint32       // the current generation; gen-1 is the older; 0 marks an empty slot
+	cur, old int          // live entries of each generation
+	max      int          // entries in both generations together
 }
 
+type lruSlot[V any] struct {
+	key uint64
+	gen uint32
+	v   V
+}
+
+// find returns the slot of k, live or not; an empty one (gen 0) when k is
+// not there.
+func (c *lru2[V]) find(k uint64) *lruSlot[V] {
+	mask := uint64(len(c.slots) - 1)
+	for i := k & mask; ; i = (i + 1) & mask {
+		if s := &c.slots[i]; s.gen == 0 || s.key == k {
+			return s
+		}
+	}
+}
+
+func (c *lru2[V]) init() {
+	n := 16
+	for n < 2*c.max {
+		n *= 2
+	}
+	c.slots, c.gen = make([]lruSlot[V], n), 2
+}
+
+// get returns k's value, moving it to the current generation.
 func (c *lru2[V]) get(k uint64) (V, bool) {
-	if v, ok := c.cur[k]; ok {
+	if c.slots == nil {
+		var zero V
+		return zero, false
+	}
+	s := c.find(k)
+	switch s.gen {
+	case c.gen:
+		return s.v, true
+	case c.gen - 1:
+		v := s.v
+		if c.cur >= c.max/2 {
+			c.rotate() // drops the older generation, k with it
+			c.insert(k, v)
+		} else {
+			s.gen = c.gen
+			c.old--
+			c.cur++
+		}
 		return v, true
 	}
-	v, ok := c.old[k]
-	if ok {
-		delete(c.old, k)
-		c.put(k, v)
-	}
-	return v, ok
+	var zero V
+	return zero, false
 }
 
+// put sets k's value in the current generation.
 func (c *lru2[V]) put(k uint64, v V) {
-	if c.cur == nil {
-		c.cur = make(map[uint64]V)
+	if c.slots == nil {
+		c.init()
 	}
-	if _, ok := c.cur[k]; !ok && len(c.cur) >= c.max/2 {
-		c.old, c.cur = c.cur, make(map[uint64]V, len(c.cur))
+	s := c.find(k)
+	if s.gen == c.gen {
+		s.v = v
+		return
 	}
-	c.cur[k] = v
+	if c.cur >= c.max/2 {
+		c.rotate()
+		c.insert(k, v)
+		return
+	}
+	if s.gen == c.gen-1 {
+		c.old--
+	}
+	s.key, s.gen, s.v = k, c.gen, v
+	c.cur++
 }
 
-func (c *lru2[V]) len() int { return len(c.cur) + len(c.old) }
+// insert adds k, which is not in the table, to the current generation.
+func (c *lru2[V]) insert(k uint64, v V) {
+	s := c.find(k)
+	s.key, s.gen, s.v = k, c.gen, v
+	c.cur++
+}
+
+// rotate starts a generation: the current entries become the older ones,
+// in a table of their own, and the older ones are dropped.
+func (c *lru2[V]) rotate() {
+	next := c.spare
+	if next == nil {
+		next = make([]lruSlot[V], len(c.slots))
+	}
+	mask := uint64(len(next) - 1)
+	for i := range c.slots {
+		s := &c.slots[i]
+		if s.gen != c.gen {
+			continue
+		}
+		j := s.key & mask
+		for next[j].gen != 0 {
+			j = (j + 1) & mask
+		}
+		next[j] = *s
+	}
+	clear(c.slots)
+	c.slots, c.spare = next, c.slots
+	c.gen++
+	c.old, c.cur = c.cur, 0
+}
+
+func (c *lru2[V]) len() int { return c.cur + c.old }
 
 // sentPivots is what an ingest member last wrote of a tuple's pivots.
 type sentPivots struct {
@@ -216,10 +331,13 @@ func (pw *pivotWriter) append(b []byte, e *beacon.Event) []byte {
 
 // heldPivots are a tuple's pivots as a detection partition knows them:
 // those of its newest event (the greatest Timestamp) that carried them.
+// They are held by value in the store's table; the process fields, which
+// rarely change, behind a pointer shared until they do.
 type heldPivots struct {
-	time beacon.Time
-	sum  uint32
-	Pivots
+	time   beacon.Time
+	report int64 // ReportId
+	sum    uint32
+	proc   *Pivots // the process fields and tenant, interned; ReportId unset
 }
 
 // pivotStore is a detection partition's pivots per tuple: in memory only,
@@ -227,7 +345,7 @@ type heldPivots struct {
 // in from its next record with them in full (at most pivotRefresh of event
 // time later). Its worker's goroutine alone uses it.
 type pivotStore struct {
-	m   lru2[*heldPivots]
+	m   lru2[heldPivots]
 	buf []byte // pivotSum's
 }
 
@@ -252,24 +370,28 @@ func (ps *pivotStore) observe(it *item) {
 			// full record; until then the older ones stay.
 			return
 		}
-		h.time, h.ReportId = it.time, it.pv.ReportId
+		h.time, h.report = it.time, it.pv.ReportId
+		ps.m.put(k, h) // in the current generation: get moved it there
 		return
 	}
-	if !ok {
-		h = new(heldPivots)
-		ps.m.put(k, h)
+	var sum uint32
+	sum, ps.buf = pivotSum(&it.pv.Pivots, ps.buf)
+	p := &it.pv.Pivots
+	if !ok || h.sum != sum || h.proc.TenantId != p.TenantId || h.proc.SHA256 != p.SHA256 || h.proc.SHA1 != p.SHA1 ||
+		h.proc.FolderPath != p.FolderPath || h.proc.CommandLine != p.CommandLine || h.proc.ProcessId != p.ProcessId {
+		h.proc = &Pivots{TenantId: intern(p.TenantId), SHA256: intern(p.SHA256), SHA1: intern(p.SHA1),
+			FolderPath: intern(p.FolderPath), CommandLine: intern(p.CommandLine), ProcessId: p.ProcessId}
 	}
-	h.time = it.time
-	h.sum, ps.buf = pivotSum(&it.pv.Pivots, ps.buf)
-	h.Pivots = Pivots{TenantId: intern(it.pv.TenantId), SHA256: intern(it.pv.SHA256), SHA1: intern(it.pv.SHA1),
-		FolderPath: intern(it.pv.FolderPath), CommandLine: intern(it.pv.CommandLine),
-		ProcessId: it.pv.ProcessId, ReportId: it.pv.ReportId}
+	h.time, h.sum, h.report = it.time, sum, p.ReportId
+	ps.m.put(k, h)
 }
 
 // get returns a tuple's pivots, zero when unknown.
 func (ps *pivotStore) get(t *beacon.Tuple) Pivots {
 	if h, ok := ps.m.get(tupleHash(t)); ok {
-		return h.Pivots
+		p := *h.proc
+		p.ReportId = h.report
+		return p
 	}
 	return Pivots{}
 }

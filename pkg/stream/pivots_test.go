@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"testing"
@@ -373,4 +374,71 @@ func pivotSeeds() [][]byte {
 	e.Timestamp = 2
 	same := pw.append(appendConn(nil, &e, 5), &e)
 	return [][]byte{full, same}
+}
+
+// lru2Model is lru2 as two Go maps, the way it was first written: the
+// table must answer as it does.
+type lru2Model struct {
+	cur, old map[uint64]int
+	max      int
+}
+
+func (c *lru2Model) get(k uint64) (int, bool) {
+	if v, ok := c.cur[k]; ok {
+		return v, true
+	}
+	v, ok := c.old[k]
+	if ok {
+		delete(c.old, k)
+		c.put(k, v)
+	}
+	return v, ok
+}
+
+func (c *lru2Model) put(k uint64, v int) {
+	if c.cur == nil {
+		c.cur = make(map[uint64]int)
+	}
+	if _, ok := c.cur[k]; !ok && len(c.cur) >= c.max/2 {
+		c.old, c.cur = c.cur, make(map[uint64]int, len(c.cur))
+	}
+	c.cur[k] = v
+}
+
+// TestLRU2: random gets and puts over a few more keys than fit, with
+// colliding table slots (keys that share their low bits), answer as the
+// two-map model does, and the table holds its entries: the pivot caches'
+// evictions, and so which checksums a partition can apply, are as before.
+func TestLRU2(t *testing.T) {
+	for _, max := range []int{1, 2, 3, 8, 64, 1000} {
+		rnd := rand.New(rand.NewPCG(uint64(max), 7))
+		c := lru2[int]{max: max}
+		m := lru2Model{max: max}
+		keys := 3*max + 5
+		for i := range 200_000 {
+			k := uint64(rnd.IntN(keys))
+			if rnd.IntN(4) == 0 {
+				k <<= 40 // the same low bits: one probe sequence
+			}
+			if rnd.IntN(3) == 0 {
+				c.put(k, i)
+				m.put(k, i)
+				continue
+			}
+			v, ok := c.get(k)
+			mv, mok := m.get(k)
+			if v != mv || ok != mok {
+				t.Fatalf("max %d, step %d: get(%#x) = %d %v, the model %d %v", max, i, k, v, ok, mv, mok)
+			}
+			n := len(m.cur) // the model keeps an older copy of a key put again without a get: not an entry
+			for k := range m.old {
+				if _, ok := m.cur[k]; !ok {
+					n++
+				}
+			}
+			if c.len() != n || c.cur != len(m.cur) {
+				t.Fatalf("max %d, step %d: %d entries (%d current), the model %d (%d)", max, i, c.len(), c.cur, n, len(m.cur))
+			}
+		}
+	}
 }
