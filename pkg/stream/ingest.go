@@ -54,9 +54,11 @@ type ingest struct {
 	errMu sync.Mutex
 	err   error
 
-	// route, when set, takes the repartition records instead of the
-	// repartition topic (replay): the value is only valid during the call.
-	route func(ip string, value []byte, t beacon.Time)
+	// routeItem, when set, takes the data records instead of the
+	// repartition topic, as the items the worker would decode from them
+	// (replay: they cross a channel, not Kafka). Their strings alias the
+	// input records.
+	routeItem func(it *item)
 	// reject handles a record that does not decode (default: the
 	// dead-letter topic).
 	reject func(r *kgo.Record, reason string, err error)
@@ -645,6 +647,14 @@ func (in *ingest) event(mp *mpart, e *beacon.Event) {
 		in.nNoPort++
 	}
 	in.s.cfg.params.Normalize(e) // robust: case-insensitive names
+	if in.routeItem != nil {
+		it := connItem(e, rel)
+		if e.HasPort {
+			it.pv = in.pivots.item(e)
+		}
+		in.routeItem(&it)
+		return
+	}
 	start := len(in.arena)
 	in.arena = appendConn(in.arena, e, rel)
 	if e.HasPort {
@@ -661,6 +671,11 @@ func (in *ingest) produceDomain(ip, domain string, t beacon.Time) {
 
 func (in *ingest) produceDomainAt(ip, domain string, t, rel beacon.Time) {
 	in.nDomain++
+	if in.routeItem != nil {
+		it := domainItem(ip, domain, t, rel)
+		in.routeItem(&it)
+		return
+	}
 	start := len(in.arena)
 	in.arena = appendDomain(in.arena, t, rel, domain)
 	in.produce(ip, start, t)
@@ -823,11 +838,6 @@ func filterFingerprint(profile string, p *beacon.Params) string {
 // from a slice and values from an arena that are both reused once the
 // poll's records are acknowledged, so steady state allocates little.
 func (in *ingest) produce(ip string, start int, t beacon.Time) {
-	if in.route != nil {
-		in.route(ip, in.arena[start:], t)
-		in.arena = in.arena[:start]
-		return
-	}
 	end := len(in.arena)
 	in.arena = append(in.arena, ip...)
 	if cap(in.recs) == len(in.recs) {

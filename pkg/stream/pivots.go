@@ -310,23 +310,52 @@ type pivotWriter struct {
 // append appends the pivots section of a connection event; nothing when
 // it has no pivot at all.
 func (pw *pivotWriter) append(b []byte, e *beacon.Event) []byte {
-	p := eventPivots(e)
-	if p == (Pivots{}) {
+	p, sum, full, ok := pw.decide(e)
+	if !ok {
 		return b
+	}
+	return appendPivots(b, &p, sum, full)
+}
+
+// item is the pivots section append writes, as decodePivots reads it back
+// (replay hands its workers items, not records): the same decision, and
+// the same fields, strings aliasing the event's.
+func (pw *pivotWriter) item(e *beacon.Event) pivotItem {
+	p, sum, full, ok := pw.decide(e)
+	if !ok {
+		return pivotItem{}
+	}
+	var pv pivotItem
+	if full {
+		pv.flags, pv.Pivots = pvFull, p
+	} else {
+		pv.flags, pv.sum, pv.ReportId = pvSame, sum, p.ReportId
+	}
+	if p.ReportId != 0 {
+		pv.flags |= pvReport
+	}
+	return pv
+}
+
+// decide returns an event's pivots, their checksum, and whether they go in
+// full; ok is false when the event has none.
+func (pw *pivotWriter) decide(e *beacon.Event) (p Pivots, sum uint32, full, ok bool) {
+	p = eventPivots(e)
+	if p == (Pivots{}) {
+		return p, 0, false, false
 	}
 	if pw.sent.max == 0 {
 		pw.sent.max = maxPivots
 	}
-	var sum uint32
 	sum, pw.buf = pivotSum(&p, pw.buf)
 	t := e.Tuple()
 	k := tupleHash(&t)
-	last, ok := pw.sent.get(k)
-	full := !ok || last.sum != sum || e.Timestamp-last.full >= pivotRefresh
+	last, found := pw.sent.get(k)
+	full = !found || last.sum != sum || e.Timestamp-last.full >= pivotRefresh
 	if full {
 		pw.sent.put(k, sentPivots{sum: sum, full: e.Timestamp})
 	}
-	return appendPivots(b, &p, sum, full)
+	return p, sum, full, true
 }
 
 // heldPivots are a tuple's pivots as a detection partition knows them:
