@@ -229,7 +229,6 @@ type pendBatch struct {
 	items []item
 }
 
-
 const replayBatch = 4096
 
 // A replay owns its workers (workerOwner): it collects their alerts, and
