@@ -60,15 +60,28 @@ var eventBufs = sync.Pool{New: func() any { return new(decodeBuf) }}
 // It reads each record along the key templates of the records decoded
 // before it (as Decode does): ingest decodes records one at a time, and
 // without them every key of every record was found by the object's loop.
+// The last date parsed goes with them, so that a record's timestamp is
+// read as its time of day when its date is the last record's.
 func AppendEvents(dst []beacon.Event, value []byte, queryOnly bool) ([]beacon.Event, error) {
-	t := tmplPool.Get().(*templates)
-	d := decoder{queryOnly: queryOnly, tmpl: t}
+	st := appendPool.Get().(*appendState)
+	d := decoder{queryOnly: queryOnly, tmpl: &st.tmpl, dateW: st.dateW, dateH: st.dateH, dateOK: st.dateOK, midnight: st.midnight}
 	dst, err := d.message(value, dst)
-	tmplPool.Put(t)
+	st.dateW, st.dateH, st.dateOK, st.midnight = d.dateW, d.dateH, d.dateOK, d.midnight
+	appendPool.Put(st)
 	return dst, err
 }
 
-var tmplPool = sync.Pool{New: func() any { return new(templates) }}
+// appendState is what AppendEvents keeps between records: the key
+// templates and the last date (see decoder).
+type appendState struct {
+	tmpl     templates
+	dateW    uint64
+	dateH    uint16
+	dateOK   bool
+	midnight beacon.Time
+}
+
+var appendPool = sync.Pool{New: func() any { return new(appendState) }}
 
 // SyntaxError is broken JSON, at a byte offset of the message.
 type SyntaxError struct {
