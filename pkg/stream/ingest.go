@@ -623,7 +623,8 @@ func (in *ingest) event(mp *mpart, e *beacon.Event) {
 		}
 	}
 	in.dedup.advance(e.Timestamp)
-	if in.s.cfg.params.DomainIP(e.RemoteIP) {
+	domainIP := in.s.cfg.params.DomainIP(e.RemoteIP)
+	if domainIP {
 		d, ok := in.urls[e.RemoteUrl]
 		if !ok {
 			d = beacon.DomainOf(e.RemoteUrl)
@@ -637,7 +638,7 @@ func (in *ingest) event(mp *mpart, e *beacon.Event) {
 			in.produceDomainAt(e.RemoteIP, d, e.Timestamp, rel)
 		}
 	}
-	if !in.s.cfg.params.Connection(e) || in.hasConnUntil && e.Timestamp > in.connUntil {
+	if !in.s.cfg.params.ConnectionOf(e, domainIP) || in.hasConnUntil && e.Timestamp > in.connUntil {
 		in.nFiltered++
 		return
 	}
