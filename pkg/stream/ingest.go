@@ -59,6 +59,7 @@ type ingest struct {
 	// (replay: they cross a channel, not Kafka). Their strings alias the
 	// input records.
 	routeItem func(it *item)
+	item      item // routeItem's argument: a local would escape, an allocation per event
 	// reject handles a record that does not decode (default: the
 	// dead-letter topic).
 	reject func(r *kgo.Record, reason string, err error)
@@ -649,11 +650,11 @@ func (in *ingest) event(mp *mpart, e *beacon.Event) {
 	}
 	in.s.cfg.params.Normalize(e) // robust: case-insensitive names
 	if in.routeItem != nil {
-		it := connItem(e, rel)
+		in.item = connItem(e, rel)
 		if e.HasPort {
-			it.pv = in.pivots.item(e)
+			in.item.pv = in.pivots.item(e)
 		}
-		in.routeItem(&it)
+		in.routeItem(&in.item)
 		return
 	}
 	start := len(in.arena)
@@ -673,8 +674,8 @@ func (in *ingest) produceDomain(ip, domain string, t beacon.Time) {
 func (in *ingest) produceDomainAt(ip, domain string, t, rel beacon.Time) {
 	in.nDomain++
 	if in.routeItem != nil {
-		it := domainItem(ip, domain, t, rel)
-		in.routeItem(&it)
+		in.item = domainItem(ip, domain, t, rel)
+		in.routeItem(&in.item)
 		return
 	}
 	start := len(in.arena)

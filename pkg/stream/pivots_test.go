@@ -501,3 +501,37 @@ func TestReplayItems(t *testing.T) {
 		t.Errorf("%d of %d connections with pivots in full: the test sees one kind only", n, len(rs))
 	}
 }
+
+// TestTupleHash: the fleet's tuples, and tuples that differ only by where
+// bytes sit between columns or by one bit, hash apart.
+func TestTupleHash(t *testing.T) {
+	rs, _ := records(t, testFleet(3))
+	seen := make(map[uint64]beacon.Tuple)
+	add := func(tu beacon.Tuple) {
+		t.Helper()
+		h := tupleHash(&tu)
+		if o, ok := seen[h]; ok && o != tu {
+			t.Fatalf("%+v and %+v hash alike", o, tu)
+		}
+		seen[h] = tu
+	}
+	for i := range rs {
+		add(rs[i].Tuple())
+	}
+	base := beacon.Tuple{DeviceId: "0123456789abcdef", DeviceName: "wks-1", AccountName: "alice", FileName: "x.exe", RemoteIP: "1.2.3.4", RemotePort: 443}
+	add(base)
+	moved := base
+	moved.DeviceId, moved.DeviceName = "0123456789abcdefw", "ks-1"
+	add(moved)
+	for i := range len(base.DeviceId) * 8 {
+		b := []byte(base.DeviceId)
+		b[i/8] ^= 1 << (i % 8)
+		flip := base
+		flip.DeviceId = string(b)
+		add(flip)
+	}
+	port := base
+	port.RemotePort++
+	add(port)
+	t.Logf("%d tuples", len(seen))
+}
