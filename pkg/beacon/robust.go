@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"unsafe"
 	"time"
 )
 
@@ -416,10 +417,10 @@ func (p *Params) TupleOf(e *Event) Tuple {
 // asks it of three columns of every connection.
 func toLower(s string) string {
 	const lo, hi = 0x0101010101010101, 0x8080808080808080
+	p := unsafe.Pointer(unsafe.StringData(s))
 	i := 0
 	for ; i+8 <= len(s); i += 8 {
-		w := uint64(s[i]) | uint64(s[i+1])<<8 | uint64(s[i+2])<<16 | uint64(s[i+3])<<24 |
-			uint64(s[i+4])<<32 | uint64(s[i+5])<<40 | uint64(s[i+6])<<48 | uint64(s[i+7])<<56
+		w := load64at(p, i)
 		// With every byte below 0x80 (else w&hi is set), b+0x3f has its
 		// high bit set for b >= 'A', b+0x25 for b > 'Z', and no byte
 		// carries into the next.
