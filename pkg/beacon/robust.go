@@ -9,8 +9,8 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"unsafe"
 	"time"
+	"unsafe"
 )
 
 // Profiles.
