@@ -626,7 +626,10 @@ func (in *ingest) event(mp *mpart, e *beacon.Event) {
 	in.dedup.advance(e.Timestamp)
 	domainIP := in.s.cfg.params.DomainIP(e.RemoteIP)
 	if domainIP {
-		d, ok := in.urls[e.RemoteUrl]
+		d, ok := emptyURLDomain, e.RemoteUrl == "" // half the rows of a fleet: no map lookup
+		if !ok {
+			d, ok = in.urls[e.RemoteUrl]
+		}
 		if !ok {
 			d = beacon.DomainOf(e.RemoteUrl)
 			if len(in.urls) >= 1<<16 {
@@ -664,6 +667,9 @@ func (in *ingest) event(mp *mpart, e *beacon.Event) {
 	}
 	in.produce(e.RemoteIP, start, e.Timestamp)
 }
+
+// emptyURLDomain is the domain of an empty RemoteUrl.
+var emptyURLDomain = beacon.DomainOf("")
 
 // produceDomain sends a domain observation that the deduplication held
 // back: it is released at its own time, which the watermark has passed.

@@ -38,11 +38,11 @@ func TestPivotsFormat(t *testing.T) {
 		full bool
 		want pivotItem
 	}{
-		{"full", p, true, pivotItem{pvFull | pvReport, 0, p}}, // a full section's sum is computed when kept
-		{"checksum", p, false, pivotItem{pvSame | pvReport, sum, Pivots{ReportId: p.ReportId}}},
+		{"full", p, true, pivotItem{flags: pvFull | pvReport, Pivots: p}}, // a full section's sum is computed when kept
+		{"checksum", p, false, pivotItem{flags: pvSame | pvReport, sum: sum, Pivots: Pivots{ReportId: p.ReportId}}},
 		{"full without ReportId", Pivots{SHA256: p.SHA256, ProcessId: -1}, true,
-			pivotItem{pvFull, 0, Pivots{SHA256: p.SHA256, ProcessId: -1}}},
-		{"ReportId only", Pivots{ReportId: 7}, false, pivotItem{pvSame | pvReport, sum0(&Pivots{}), Pivots{ReportId: 7}}},
+			pivotItem{flags: pvFull, Pivots: Pivots{SHA256: p.SHA256, ProcessId: -1}}},
+		{"ReportId only", Pivots{ReportId: 7}, false, pivotItem{flags: pvSame | pvReport, sum: sum0(&Pivots{}), Pivots: Pivots{ReportId: 7}}},
 	} {
 		v := appendPivots(append([]byte(nil), old...), &c.p, sum0(&c.p), c.full)
 		var it item
@@ -483,6 +483,12 @@ func TestReplayItems(t *testing.T) {
 		got := connItem(&e, rel)
 		if e.HasPort {
 			got.pv = direct.item(&e)
+			// The item carries the tuple's hash, which the store would
+			// compute from the record.
+			if tu := want.tupleKey(); got.pv.flags != 0 && (!got.pv.hashed || got.pv.hash != tupleHash(&tu)) {
+				t.Fatalf("event %d: item's tuple hash %#x (%v), the tuple's %#x", i, got.pv.hash, got.pv.hashed, tupleHash(&tu))
+			}
+			got.pv.hash, got.pv.hashed = 0, false
 		}
 		if !reflect.DeepEqual(got, want) {
 			t.Fatalf("event %d: item\n%+v\nthe record decodes to\n%+v", i, got, want)
