@@ -622,10 +622,11 @@ func (d *detector) status() []partitionStatus {
 // batch is one fetch's records of a partition.
 type batch struct {
 	recs []*kgo.Record
-	// Or, from a replay, the items decodeItem would read from records at
-	// offsets first, first+1, …: held items point into items, which is
-	// not reused.
-	items []item
+	// Or, from a replay, records without a kgo.Record each: their keys
+	// and values in buf (pendEnt), at offsets first, first+1, …; the
+	// worker's strings and held records alias buf, which is not reused.
+	buf   []byte
+	ents  []pendEnt
 	first int64
 	hwm   int64
 	// end makes the end of the batch an evaluation point, as reaching the
@@ -639,7 +640,7 @@ type batch struct {
 	from int64
 }
 
-func (b *batch) len() int { return len(b.recs) + len(b.items) }
+func (b *batch) len() int { return len(b.recs) + len(b.ents) }
 
 // at returns the offset, key and value of the batch's i-th record.
 func (b *batch) at(i int) (offset int64, key, value []byte) {
@@ -647,7 +648,8 @@ func (b *batch) at(i int) (offset int64, key, value []byte) {
 		r := b.recs[i]
 		return r.Offset, r.Key, r.Value
 	}
-	return b.first + int64(i), nil, nil // an item: see process
+	e := b.ents[i]
+	return b.first + int64(i), b.buf[e.keyStart:e.keyEnd:e.keyEnd], b.buf[e.keyEnd:e.valEnd:e.valEnd]
 }
 
 // record returns the batch's i-th record, for the dead-letter path; a
@@ -1059,9 +1061,7 @@ func (w *worker) process(b batch) error {
 		}
 		w.next = offset + 1
 		it := &w.scratch
-		if b.items != nil {
-			it = &b.items[i] // a replay's, decoded already
-		} else if err := decodeItem(key, value, it); err != nil {
+		if err := decodeItem(key, value, it); err != nil {
 			w.owner.deadLetter(b.record(i, w.id), reasonRecord, err)
 			continue
 		}
@@ -1073,11 +1073,7 @@ func (w *worker) process(b batch) error {
 		}
 		if !w.hasSW || it.release > w.sw {
 			// Ahead of stream time: it waits.
-			h := held{key: key, value: value, release: it.release, offset: offset}
-			if b.items != nil {
-				h.it = it
-			}
-			w.held.push(h)
+			w.held.push(held{key: key, value: value, release: it.release, offset: offset})
 			if w.held.len() > w.cfg.maxHeld {
 				w.forced++
 				if w.forced == 1 || w.forced%100_000 == 0 {
@@ -1239,9 +1235,7 @@ func (w *worker) advance(t beacon.Time) error {
 		// decoded form (its key and value for the collector, not a dozen
 		// strings).
 		it := &w.scratch
-		if h.it != nil {
-			it = h.it
-		} else if err := decodeItem(h.key, h.value, it); err != nil {
+		if err := decodeItem(h.key, h.value, it); err != nil {
 			return err
 		}
 		w.inHand, w.hasHand = h.offset, true
@@ -1499,7 +1493,6 @@ func (w *worker) status() partitionStatus {
 type held struct {
 	key      []byte
 	value    []byte
-	it       *item // a replay's item instead of key and value
 	release  beacon.Time
 	offset   int64
 	released bool

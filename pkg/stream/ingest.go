@@ -54,12 +54,9 @@ type ingest struct {
 	errMu sync.Mutex
 	err   error
 
-	// routeItem, when set, takes the data records instead of the
-	// repartition topic, as the items the worker would decode from them
-	// (replay: they cross a channel, not Kafka). Their strings alias the
-	// input records.
-	routeItem func(it *item)
-	item      item // routeItem's argument: a local would escape, an allocation per event
+	// route, when set, takes the repartition records instead of the
+	// repartition topic (replay): the value is only valid during the call.
+	route func(ip string, value []byte, t beacon.Time)
 	// reject handles a record that does not decode (default: the
 	// dead-letter topic).
 	reject func(r *kgo.Record, reason string, err error)
@@ -652,14 +649,6 @@ func (in *ingest) event(mp *mpart, e *beacon.Event) {
 		in.nNoPort++
 	}
 	in.s.cfg.params.Normalize(e) // robust: case-insensitive names
-	if in.routeItem != nil {
-		in.item = connItem(e, rel)
-		if e.HasPort {
-			in.item.pv = in.pivots.item(e)
-		}
-		in.routeItem(&in.item)
-		return
-	}
 	start := len(in.arena)
 	in.arena = appendConn(in.arena, e, rel)
 	if e.HasPort {
@@ -679,11 +668,6 @@ func (in *ingest) produceDomain(ip, domain string, t beacon.Time) {
 
 func (in *ingest) produceDomainAt(ip, domain string, t, rel beacon.Time) {
 	in.nDomain++
-	if in.routeItem != nil {
-		in.item = domainItem(ip, domain, t, rel)
-		in.routeItem(&in.item)
-		return
-	}
 	start := len(in.arena)
 	in.arena = appendDomain(in.arena, t, rel, domain)
 	in.produce(ip, start, t)
@@ -846,6 +830,11 @@ func filterFingerprint(profile string, p *beacon.Params) string {
 // from a slice and values from an arena that are both reused once the
 // poll's records are acknowledged, so steady state allocates little.
 func (in *ingest) produce(ip string, start int, t beacon.Time) {
+	if in.route != nil {
+		in.route(ip, in.arena[start:], t)
+		in.arena = in.arena[:start]
+		return
+	}
 	end := len(in.arena)
 	in.arena = append(in.arena, ip...)
 	if cap(in.recs) == len(in.recs) {

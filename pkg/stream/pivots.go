@@ -58,10 +58,6 @@ type pivotItem struct {
 	flags byte
 	sum   uint32
 	Pivots
-	// hash is the tuple's tupleHash when hashed: set on a replay's items
-	// (pivotWriter.item), where the writer hashed the tuple already.
-	hash   uint64
-	hashed bool
 }
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -342,52 +338,32 @@ type pivotWriter struct {
 // append appends the pivots section of a connection event; nothing when
 // it has no pivot at all.
 func (pw *pivotWriter) append(b []byte, e *beacon.Event) []byte {
-	p, sum, full, _, ok := pw.decide(e)
+	p, sum, full, ok := pw.decide(e)
 	if !ok {
 		return b
 	}
 	return appendPivots(b, &p, sum, full)
 }
 
-// item is the pivots section append writes, as decodePivots reads it back
-// (replay hands its workers items, not records): the same decision, and
-// the same fields, strings aliasing the event's.
-func (pw *pivotWriter) item(e *beacon.Event) pivotItem {
-	p, sum, full, k, ok := pw.decide(e)
-	if !ok {
-		return pivotItem{}
-	}
-	pv := pivotItem{hash: k, hashed: true}
-	if full {
-		pv.flags, pv.Pivots = pvFull, p
-	} else {
-		pv.flags, pv.sum, pv.ReportId = pvSame, sum, p.ReportId
-	}
-	if p.ReportId != 0 {
-		pv.flags |= pvReport
-	}
-	return pv
-}
-
-// decide returns an event's pivots, their checksum, whether they go in
-// full, and the tuple's hash; ok is false when the event has none.
-func (pw *pivotWriter) decide(e *beacon.Event) (p Pivots, sum uint32, full bool, k uint64, ok bool) {
+// decide returns an event's pivots, their checksum, and whether they go in
+// full; ok is false when the event has none.
+func (pw *pivotWriter) decide(e *beacon.Event) (p Pivots, sum uint32, full, ok bool) {
 	p = eventPivots(e)
 	if p == (Pivots{}) {
-		return p, 0, false, 0, false
+		return p, 0, false, false
 	}
 	if pw.sent.max == 0 {
 		pw.sent.max = maxPivots
 	}
 	sum, pw.buf = pivotSum(&p, pw.buf)
 	t := e.Tuple()
-	k = tupleHash(&t)
+	k := tupleHash(&t)
 	last, found := pw.sent.get(k)
 	full = !found || last.sum != sum || e.Timestamp-last.full >= pivotRefresh
 	if full {
 		pw.sent.put(k, sentPivots{sum: sum, full: e.Timestamp})
 	}
-	return p, sum, full, k, true
+	return p, sum, full, true
 }
 
 // heldPivots are a tuple's pivots as a detection partition knows them:
@@ -418,11 +394,8 @@ func (ps *pivotStore) observe(it *item) {
 	if ps.m.max == 0 {
 		ps.m.max = maxPivots
 	}
-	k := it.pv.hash
-	if !it.pv.hashed {
-		t := it.tupleKey()
-		k = tupleHash(&t)
-	}
+	t := it.tupleKey()
+	k := tupleHash(&t)
 	h, ok := ps.m.get(k)
 	if ok && it.time < h.time {
 		return // an older event's

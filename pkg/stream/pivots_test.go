@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -441,70 +440,6 @@ func TestLRU2(t *testing.T) {
 				t.Fatalf("max %d, step %d: %d entries (%d current), the model %d (%d)", max, i, c.len(), c.cur, n, len(m.cur))
 			}
 		}
-	}
-}
-
-// TestReplayItems: the items replay hands its workers are what the worker
-// decodes from the records ingest writes for the same events — every
-// connection of a fleet with pivots (in full, as a checksum, refreshed),
-// connections without a port, released late, without pivots or ReportId,
-// and domain observations — with two writers fed the same events.
-func TestReplayItems(t *testing.T) {
-	rs, _ := records(t, testFleet(3))
-	var enc, direct pivotWriter
-	n := 0
-	for i := range rs {
-		e := rs[i].Event
-		switch i % 7 {
-		case 0: // no pivots at all
-			e.ProcessId, e.ReportId = 0, 0
-		case 1:
-			e.ReportId = 0
-		default:
-			pv := pivotsOf(&rs[i])
-			e.TenantId, e.SHA256, e.SHA1, e.FolderPath, e.CommandLine, e.ProcessId, e.ReportId =
-				pv.TenantId, pv.SHA256, pv.SHA1, pv.FolderPath, pv.CommandLine, pv.ProcessId, pv.ReportId
-		}
-		if i%11 == 0 {
-			e.HasPort, e.RemotePort = false, 0
-		}
-		rel := e.Timestamp
-		if i%5 == 0 {
-			rel += beacon.Time(i%3) * beacon.Second
-		}
-		v := appendConn(nil, &e, rel)
-		if e.HasPort {
-			v = enc.append(v, &e)
-		}
-		var want item
-		if err := decodeItem([]byte(e.RemoteIP), v, &want); err != nil {
-			t.Fatal(err)
-		}
-		got := connItem(&e, rel)
-		if e.HasPort {
-			got.pv = direct.item(&e)
-			// The item carries the tuple's hash, which the store would
-			// compute from the record.
-			if tu := want.tupleKey(); got.pv.flags != 0 && (!got.pv.hashed || got.pv.hash != tupleHash(&tu)) {
-				t.Fatalf("event %d: item's tuple hash %#x (%v), the tuple's %#x", i, got.pv.hash, got.pv.hashed, tupleHash(&tu))
-			}
-			got.pv.hash, got.pv.hashed = 0, false
-		}
-		if !reflect.DeepEqual(got, want) {
-			t.Fatalf("event %d: item\n%+v\nthe record decodes to\n%+v", i, got, want)
-		}
-		if got.pv.flags&pvFull != 0 {
-			n++
-		}
-		if err := decodeItem([]byte(e.RemoteIP), appendDomain(nil, e.Timestamp, rel, "a.example"), &want); err != nil {
-			t.Fatal(err)
-		}
-		if got := domainItem(e.RemoteIP, "a.example", e.Timestamp, rel); !reflect.DeepEqual(got, want) {
-			t.Fatalf("domain %d: item\n%+v\nthe record decodes to\n%+v", i, got, want)
-		}
-	}
-	if n == 0 || n == len(rs) {
-		t.Errorf("%d of %d connections with pivots in full: the test sees one kind only", n, len(rs))
 	}
 }
 

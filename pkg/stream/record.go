@@ -94,23 +94,6 @@ func appendConn(b []byte, e *beacon.Event, rel beacon.Time) []byte {
 	return b
 }
 
-// connItem is the item decodeItem reads from appendConn's value (and the
-// key RemoteIP), without its pivots section.
-func connItem(e *beacon.Event, rel beacon.Time) item {
-	it := item{kind: kindNoPort, ip: e.RemoteIP, time: e.Timestamp, release: max(rel, e.Timestamp)}
-	if e.HasPort {
-		it.kind, it.port = kindConn, e.RemotePort
-		it.tuple = [5]string{e.DeviceId, e.DeviceName, e.AccountName, e.AccountDomain, e.FileName}
-	}
-	return it
-}
-
-// domainItem is the item decodeItem reads from appendDomain's value and
-// the key ip.
-func domainItem(ip, domain string, t, rel beacon.Time) item {
-	return item{kind: kindDomain, ip: ip, time: t, release: max(rel, t), domain: domain}
-}
-
 // appendDomain appends the value of a domain observation released at rel.
 func appendDomain(b []byte, t, rel beacon.Time, domain string) []byte {
 	b = appendTimes(b, kindDomain, t, rel)

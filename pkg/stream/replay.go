@@ -220,14 +220,14 @@ type replayPart struct {
 	done                      bool
 }
 
-// pendBatch is a batch of repartition records being built, as the items
-// the worker would decode from them: a replay's records cross a channel,
-// so they are neither encoded nor decoded (twice: a record ahead of stream
-// time is held, and decoded again when released). The items' strings
-// alias the input records (and the worker's held items the batch).
+// pendBatch is a batch of repartition records being built: their keys and
+// values in one buffer, which the worker's strings alias once sent.
 type pendBatch struct {
-	items []item
+	buf  []byte
+	ents []pendEnt
 }
+
+type pendEnt struct{ keyStart, keyEnd, valEnd int32 }
 
 const replayBatch = 4096
 
@@ -314,7 +314,7 @@ func (r *replay) run(ctx context.Context) error {
 	if r.in, err = newIngestCore(s); err != nil {
 		return err
 	}
-	r.in.routeItem = r.routeItem
+	r.in.route = r.route
 	r.in.reject = r.reject
 	if r.ro.End != nil {
 		r.in.connUntil, r.in.hasConnUntil = *r.ro.End-beacon.Second, true
@@ -693,35 +693,37 @@ func (r *replay) watermark() {
 		r.wmBuf = v
 		return
 	}
-	// Both buffers are reused; the item the workers read gets its own
-	// sources, as decodeItem would give it.
+	// add copies the value: both buffers are reused.
 	r.lastWM, r.wmBuf = v, r.lastWM
-	wm := item{kind: kindWatermark, fingerprint: r.filters, sources: slices.Clone(r.wmSources)}
 	for p := range r.pend {
-		r.add(p, &wm)
+		r.add(p, "", v)
 	}
 }
 
-// routeItem takes a record from ingest, as its item, and queues it for the
+// route takes a repartition record from ingest and queues it for the
 // detection partition the live repartition topic would put it in.
-func (r *replay) routeItem(it *item) {
-	if it.kind == kindDomain {
+func (r *replay) route(ip string, value []byte, _ beacon.Time) {
+	if value[0] == kindDomain {
 		r.res.Domains++
 	} else {
 		r.res.Connections++
 	}
 	p := 0
 	if len(r.pend) > 1 {
-		r.keyRec.Key = append(r.keyRec.Key[:0], it.ip...)
+		r.keyRec.Key = append(r.keyRec.Key[:0], ip...)
 		p = r.keyPart.Partition(&r.keyRec, len(r.pend))
 	}
-	r.add(p, it)
+	r.add(p, ip, value)
 }
 
-func (r *replay) add(p int, it *item) {
+func (r *replay) add(p int, key string, value []byte) {
 	b := &r.pend[p]
-	b.items = append(b.items, *it)
-	if len(b.items) >= replayBatch {
+	ks := len(b.buf)
+	b.buf = append(b.buf, key...)
+	ke := len(b.buf)
+	b.buf = append(b.buf, value...)
+	b.ents = append(b.ents, pendEnt{int32(ks), int32(ke), int32(len(b.buf))})
+	if len(b.ents) >= replayBatch {
 		r.send(p, false, nil)
 	}
 }
@@ -730,15 +732,16 @@ func (r *replay) add(p int, it *item) {
 // end of the batch an evaluation point.
 func (r *replay) send(p int, end bool, done chan struct{}) {
 	b := &r.pend[p]
-	if len(b.items) == 0 && !end {
+	if len(b.ents) == 0 && !end {
 		return
 	}
-	// The worker's held items point into the batch until they are
-	// released: the next batch gets a new one.
+	// The worker's segment and held records alias the buffer until they
+	// are applied: the next batch gets new ones.
 	first := r.offsets[p]
-	r.offsets[p] += int64(len(b.items))
-	bt := batch{items: b.items, first: first, hwm: math.MaxInt64, end: end, done: done}
-	b.items = make([]item, 0, replayBatch)
+	r.offsets[p] += int64(len(b.ents))
+	bt := batch{buf: b.buf, ents: b.ents, first: first, hwm: math.MaxInt64, end: end, done: done}
+	b.buf = make([]byte, 0, cap(b.buf))
+	b.ents = make([]pendEnt, 0, cap(b.ents))
 	r.ws[p].send(bt)
 }
 
