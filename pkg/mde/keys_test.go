@@ -106,6 +106,11 @@ func FuzzKeyTemplate(f *testing.F) {
 	nulls := `{"Timestamp":"2024-05-01T10:00:00Z","RemoteUrl":null,"RemotePort":null,"DeviceName":"n","LocalPort":null}`
 	f.Add([]byte(nulls + "\n" + nulls + "\n" + strings.NewReplacer(`null`, `nul`).Replace(nulls) + "\n" +
 		strings.NewReplacer(`"RemotePort":null`, `"RemotePort":true`, `"RemoteUrl":null`, `"RemoteUrl":nullx`).Replace(nulls) + "\n" + nulls))
+	// Dates that change from record to record, back and forth (AppendEvents
+	// keeps the last date between calls).
+	day := func(ts string) string { return `{"Timestamp":"` + ts + `","RemotePort":1}` }
+	f.Add([]byte(day("2024-05-01T10:00:00Z") + "\n" + day("2024-05-02T10:00:00.5Z") + "\n" + day("2024-05-02T23:59:59Z") + "\n" +
+		day("2024-05-01T00:00:00Z") + "\n" + day("2024-05-01 10:00:00") + "\n" + day("2024-05-01T10:00:00+02:00") + "\n" + day("2024-05-01T10:00:00Z")))
 	seedShapes(f, "rows.jsonl", "storage-account.json", "envelope.jsonl", "bom-crlf.jsonl")
 	f.Fuzz(func(t *testing.T, data []byte) {
 		for _, queryOnly := range []bool{true, false} {
@@ -118,6 +123,12 @@ func FuzzKeyTemplate(f *testing.F) {
 				want, wantErr := without.message(line, nil)
 				if fmt.Sprint(gotErr) != fmt.Sprint(wantErr) || !reflect.DeepEqual(got, want) {
 					t.Fatalf("queryOnly %v, line %q:\nwith templates %+v, %v\nwithout %+v, %v", queryOnly, line, got, gotErr, want, wantErr)
+				}
+				// AppendEvents, which ingest decodes each record with, keeps
+				// its templates and last date between calls.
+				app, appErr := AppendEvents(nil, line, queryOnly)
+				if fmt.Sprint(appErr) != fmt.Sprint(wantErr) || !reflect.DeepEqual(app, want) {
+					t.Fatalf("queryOnly %v, line %q:\nAppendEvents %+v, %v\nwithout templates %+v, %v", queryOnly, line, app, appErr, want, wantErr)
 				}
 				if with.other-other != without.other {
 					t.Fatalf("queryOnly %v, line %q: %d records of other tables with templates, %d without", queryOnly, line, with.other-other, without.other)

@@ -144,7 +144,14 @@ func decodePivots(b []byte, pv *pivotItem) ([]byte, error) {
 }
 
 // tupleSeed seeds tupleHash; the pivot caches live in one process.
-var tupleSeed = rand.Uint64() | 1
+// tupleSecret is what each word is mixed with: were it a constant, a
+// column word equal to it would zero the product and wipe every column
+// hashed before it, whatever the seed (a collision anyone could write
+// into a file name); random, no input can aim at it.
+var (
+	tupleSeed   = rand.Uint64() | 1
+	tupleSecret = rand.Uint64() | 1
+)
 
 // tupleHash hashes a tuple for the pivot caches, its columns eight bytes a
 // step through a multiply-fold mixer (wyhash's), each column's length
@@ -162,10 +169,7 @@ func tupleHash(t *beacon.Tuple) uint64 {
 	return strMix(h, t.RemoteIP)
 }
 
-const (
-	mixK0 = 0xa0761d6478bd642f
-	mixK1 = 0xe7037ed1a0b428db
-)
+const mixK0 = 0xa0761d6478bd642f
 
 func mix(a, b uint64) uint64 {
 	hi, lo := bits.Mul64(a, b)
@@ -181,7 +185,7 @@ func strMix(h uint64, s string) uint64 {
 	switch {
 	case n > 8:
 		for ; n > 8; n -= 8 {
-			h = mix(h^mixK0, *(*uint64)(p)^mixK1)
+			h = mix(h^mixK0, *(*uint64)(p)^tupleSecret)
 			p = unsafe.Add(p, 8)
 		}
 		w = *(*uint64)(unsafe.Add(p, n-8))
@@ -192,7 +196,7 @@ func strMix(h uint64, s string) uint64 {
 	case n > 0:
 		w = uint64(*(*byte)(p))<<16 | uint64(*(*byte)(unsafe.Add(p, n>>1)))<<8 | uint64(*(*byte)(unsafe.Add(p, n-1)))
 	}
-	return mix(h^mixK0^uint64(len(s)), w^mixK1)
+	return mix(h^mixK0^uint64(len(s)), w^tupleSecret)
 }
 
 // lru2 is a bounded map of two generations: lookups move an entry to the
