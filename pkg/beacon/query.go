@@ -189,7 +189,11 @@ func countNumbered(dev []int32, ndev int) int64 {
 	if len(dev) <= 1 {
 		return int64(len(dev))
 	}
-	seen := make([]bool, ndev)
+	var small [256]bool // most destinations have few devices: no allocation
+	seen := small[:]
+	if ndev > len(small) {
+		seen = make([]bool, ndev)
+	}
 	var n int64
 	for _, d := range dev {
 		if !seen[d] {

@@ -1002,16 +1002,22 @@ func (p *Partition) writeDomains() {
 }
 
 // maxUncommitted bounds what a partition holds back between commits with
-// WithCommitEvery: the batch's size, and the changed blocks (which the
+// WithCommitEvery: the batch's size (with the domain writes the commit
+// will add, at domainWriteBytes each), and the changed blocks (which the
 // cache cannot evict until they are written).
 const maxUncommitted = 32 << 20
+
+// domainWriteBytes is about what a changed domain adds to the commit's
+// batch: its key (prefix, partition, IP, name), its time, and the batch
+// record's framing.
+const domainWriteBytes = 64
 
 // maybeCommit commits after every Apply or AdvanceTo, or every
 // Store.commitEvery of them, or when what is held back grows too large.
 func (p *Partition) maybeCommit() error {
 	p.uncommitted++
 	if n := p.s.commitEvery; n == 1 || n > 1 && p.uncommitted >= n ||
-		len(p.batch.Repr()) > maxUncommitted || p.dirtyCharged > min(maxUncommitted, p.s.blockBudget/2) ||
+		len(p.batch.Repr())+len(p.dirtyDomains)*domainWriteBytes > maxUncommitted || p.dirtyCharged > min(maxUncommitted, p.s.blockBudget/2) ||
 		p.dirtyCharged > 0 && p.s.cached.Load() > p.s.blockBudget { // over budget: make this partition's blocks evictable
 		return p.commit()
 	}
