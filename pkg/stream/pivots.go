@@ -237,11 +237,31 @@ func (c *lru2[V]) find(k uint64) *lruSlot[V] {
 }
 
 func (c *lru2[V]) init() {
-	n := 16
-	for n < 2*c.max {
-		n *= 2
+	c.slots, c.gen = make([]lruSlot[V], 16), 2
+}
+
+// grow doubles the table when its live entries reach half of it, up to
+// the size that holds max at that load: a replay's or a small fleet's
+// tuples are far fewer than max, and a table sized for max from the start
+// cost every detection partition and ingest tens of MB.
+func (c *lru2[V]) grow() {
+	if 2*(c.cur+c.old+1) <= len(c.slots) || len(c.slots) >= 2*c.max {
+		return
 	}
-	c.slots, c.gen = make([]lruSlot[V], n), 2
+	next := make([]lruSlot[V], 2*len(c.slots))
+	mask := uint64(len(next) - 1)
+	for i := range c.slots {
+		s := &c.slots[i]
+		if s.gen != c.gen && s.gen != c.gen-1 {
+			continue
+		}
+		j := s.key & mask
+		for next[j].gen != 0 {
+			j = (j + 1) & mask
+		}
+		next[j] = *s
+	}
+	c.slots, c.spare = next, nil
 }
 
 // get returns k's value, moving it to the current generation.
@@ -275,6 +295,7 @@ func (c *lru2[V]) put(k uint64, v V) {
 	if c.slots == nil {
 		c.init()
 	}
+	c.grow()
 	s := c.find(k)
 	if s.gen == c.gen {
 		s.v = v
