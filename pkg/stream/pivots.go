@@ -249,10 +249,17 @@ func (c *lru2[V]) grow() {
 		return
 	}
 	next := make([]lruSlot[V], 2*len(c.slots))
+	c.copyLive(next, c.gen-1)
+	c.slots, c.spare = next, nil
+}
+
+// copyLive inserts the entries of generation minGen and newer into next,
+// an empty table.
+func (c *lru2[V]) copyLive(next []lruSlot[V], minGen uint32) {
 	mask := uint64(len(next) - 1)
 	for i := range c.slots {
 		s := &c.slots[i]
-		if s.gen != c.gen && s.gen != c.gen-1 {
+		if s.gen < minGen {
 			continue
 		}
 		j := s.key & mask
@@ -261,7 +268,6 @@ func (c *lru2[V]) grow() {
 		}
 		next[j] = *s
 	}
-	c.slots, c.spare = next, nil
 }
 
 // get returns k's value, moving it to the current generation.
@@ -327,18 +333,7 @@ func (c *lru2[V]) rotate() {
 	if next == nil {
 		next = make([]lruSlot[V], len(c.slots))
 	}
-	mask := uint64(len(next) - 1)
-	for i := range c.slots {
-		s := &c.slots[i]
-		if s.gen != c.gen {
-			continue
-		}
-		j := s.key & mask
-		for next[j].gen != 0 {
-			j = (j + 1) & mask
-		}
-		next[j] = *s
-	}
+	c.copyLive(next, c.gen)
 	clear(c.slots)
 	c.slots, c.spare = next, c.slots
 	c.gen++
