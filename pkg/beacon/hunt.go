@@ -194,7 +194,7 @@ func (h *Hunt) Window(now Time) (from, to Time, events int64) {
 type adder struct {
 	p    *Params
 	hx   *hashIndex
-	seed bool // the seed profile: Connection's IP checks are DomainIP's (see add)
+	seed bool // the seed profile (who hashes and DomainIP differ by profile: add, ipOfEvent)
 
 	// Addresses kept as strings: every RemoteIP under robust, and under
 	// seed those that are not canonical IPv4 (see ipOfEvent).
@@ -421,7 +421,7 @@ func (a *adder) addHashed(e *Event, wh uint64) {
 	if domain {
 		a.seen.add(pairSeen{id, e.Timestamp, a.url(e.RemoteUrl)})
 	}
-	if !connection(a.p, a.seed, domain, e) {
+	if !a.p.ConnectionOf(e, domain) {
 		return
 	}
 	if !a.any || e.Timestamp > a.newest {
@@ -510,32 +510,6 @@ func (a *adder) ipString(id ipID) string {
 		return formatIPv4(uint32(id))
 	}
 	return a.ips[id].s
-}
-
-// connection is p.Connection(e) given domain = p.DomainIP(e.RemoteIP),
-// which an adder knows per address; seed says whether p is the seed
-// profile. Robust's Connection is its ActionTypes and PublicIP, which is
-// its DomainIP. TestHuntConnection holds the two to the same answer.
-func connection(p *Params, seed, domain bool, e *Event) bool {
-	if seed {
-		return seedConnection(p, domain, e)
-	}
-	return domain && p.ActionTypeOK(e.ActionType)
-}
-
-// seedConnection is seed's Params.Connection given domain =
-// DomainIP(e.RemoteIP), which an adder knows per address: Connection's IP
-// checks (not empty, not 0.0.0.0, public IPv4) are DomainIP's.
-// TestHuntSeedConnection holds the two to the same answer.
-func seedConnection(p *Params, domain bool, e *Event) bool {
-	if !domain {
-		return false
-	}
-	switch e.RemoteIPType {
-	case "Reserved", "Private", "LinkLocal", "Loopback":
-		return false
-	}
-	return p.ActionTypeOK(e.ActionType)
 }
 
 // absorb folds b's events, tuples and pairs into a. b's strings are

@@ -63,31 +63,6 @@ func TestHuntHashCollisions(t *testing.T) {
 	}
 }
 
-// TestHuntConnection holds Hunt's shortcut (DomainIP known per address)
-// to Params.Connection, under both profiles, on every combination of the
-// columns the filters read.
-func TestHuntConnection(t *testing.T) {
-	ips := []string{"", "0.0.0.0", "8.8.8.8", "10.1.2.3", "172.16.0.1", "172.32.0.1", "192.168.1.1", "127.0.0.1",
-		"169.254.1.1", "100.64.0.1", "192.0.2.1", "::1", "2001:4860::8888", "2001:db8::1", "fd00::1", "::ffff:8.8.8.8",
-		"8.8.8.8/24", "8.8.8", "1.2.3.4.5", "256.1.1.1", "01.2.3.4"}
-	types := []string{"Public", "Private", "Reserved", "LinkLocal", "Loopback", "FourToSixMapping", "", "public"}
-	actions := []string{"ConnectionSuccess", "ConnectionFailed", "CsonnectionFailed", "ConnectionAttempt",
-		"ConnectionSuccessAggregatedReport", "connectionsuccess", ""}
-	for _, p := range []Params{Seed(), Robust()} {
-		seed := p.Profile != ProfileRobust
-		for _, ip := range ips {
-			for _, typ := range types {
-				for _, act := range actions {
-					e := Event{RemoteIP: ip, RemoteIPType: typ, ActionType: act}
-					if got, want := connection(&p, seed, p.DomainIP(ip), &e), p.Connection(&e); got != want {
-						t.Errorf("%s: %q %q %q: shortcut %v, Connection %v", p.Profile, ip, typ, act, got, want)
-					}
-				}
-			}
-		}
-	}
-}
-
 // TestHuntRobustSpellings: under robust, events whose process and
 // account names differ only in case are one who, spelled as TupleOf
 // lowers it, however often and in whichever order the spellings come;

@@ -33,13 +33,16 @@ func TestToLower(t *testing.T) {
 
 // TestConnectionOf: ConnectionOf with the event's DomainIP is Connection,
 // under both profiles, over addresses of every kind the filters tell
-// apart, each RemoteIPType and ActionType.
+// apart, each RemoteIPType and ActionType. Ingest and Hunt's adders both
+// filter with it, knowing DomainIP per address.
 func TestConnectionOf(t *testing.T) {
 	ips := []string{"", "0.0.0.0", "8.8.8.8", "10.1.2.3", "172.16.0.1", "172.32.0.1", "192.168.1.1", "127.0.0.1",
 		"169.254.1.1", "100.64.0.1", "224.0.0.1", "255.255.255.255", "203.0.113.7", "45.77.1.10", "08.8.8.8",
-		"2606:4700::1", "fe80::1", "fc00::1", "::ffff:8.8.8.8", "::ffff:10.0.0.1", "::1", "not an ip", "1.2.3"}
-	types := []string{"", "Public", "Private", "Reserved", "LinkLocal", "Loopback", "Other"}
-	actions := []string{"ConnectionSuccess", "CsonnectionRequest", "ConnectionFailed", "InboundConnectionAccepted", ""}
+		"2606:4700::1", "fe80::1", "fc00::1", "::ffff:8.8.8.8", "::ffff:10.0.0.1", "::1", "not an ip", "1.2.3",
+		"192.0.2.1", "2001:4860::8888", "2001:db8::1", "fd00::1", "8.8.8.8/24", "8.8.8", "1.2.3.4.5", "256.1.1.1", "01.2.3.4"}
+	types := []string{"", "Public", "Private", "Reserved", "LinkLocal", "Loopback", "Other", "FourToSixMapping", "public"}
+	actions := []string{"ConnectionSuccess", "CsonnectionRequest", "ConnectionFailed", "InboundConnectionAccepted", "",
+		"CsonnectionFailed", "ConnectionAttempt", "ConnectionSuccessAggregatedReport", "connectionsuccess"}
 	n := 0
 	for _, p := range []Params{Seed(), Robust()} {
 		for _, ip := range ips {
