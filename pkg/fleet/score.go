@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -126,11 +127,11 @@ func Score(labels []Label, detections []Detection) Scorecard {
 		if oa != ob {
 			return oa - ob
 		}
-		return compareStrings(a.Class, b.Class)
+		return strings.Compare(a.Class, b.Class)
 	})
 	slices.SortFunc(sc.Beacons, func(a, b BeaconScore) int {
 		if a.Label.Class != b.Label.Class {
-			return compareStrings(a.Label.Class, b.Label.Class)
+			return strings.Compare(a.Label.Class, b.Label.Class)
 		}
 		return a.Label.Tuple.Compare(&b.Label.Tuple)
 	})
@@ -141,16 +142,6 @@ func Score(labels []Label, detections []Detection) Scorecard {
 		sc.Recall = float64(sc.TruePositives) / float64(n)
 	}
 	return sc
-}
-
-func compareStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // WriteTable prints the scorecard for people.
