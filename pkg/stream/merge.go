@@ -37,6 +37,11 @@ type merger struct {
 	// offsets are fixed and known, so waiting always ends), which makes
 	// the output a function of the input alone.
 	exact bool
+	// recycle: the records come from a client with a fetchPool (replay):
+	// each segment keeps its records and recycles them once handed on, so
+	// that their decompressed batches are reused. Only safe where nothing
+	// keeps a record, or a string of its value, after emit handed it on.
+	recycle bool
 
 	out     []emitted // emit's steps, run once the lock is released; only emit uses it
 	drained []*mseg   // segments handed on by order, recycled once emit's steps ran
@@ -96,6 +101,8 @@ type mseg struct {
 	head int // next entry to hand on
 
 	bad []badRecord // records that did not decode, for reject, in offset order
+
+	recs []*kgo.Record // the records the events alias, when the merger recycles
 }
 
 // mentry is an event (evs[ev]), or a marker for a record without events
@@ -192,6 +199,9 @@ func (m *merger) add(fps []kgo.FetchTopicPartition, decode decodeFunc, reject fu
 		// shape: one event a record), so that decoding does not grow them.
 		sg.evs = slices.Grow(sg.evs, len(fp.Records))
 		sg.ents = slices.Grow(sg.ents, len(fp.Records))
+		if m.recycle {
+			sg.recs = append(sg.recs, fp.Records...)
+		}
 		for _, r := range fp.Records {
 			n := len(sg.evs)
 			var reason string
@@ -306,6 +316,11 @@ func (m *merger) emit(event func(*mpart, *beacon.Event), mark func(mp *mpart, ep
 	// what they pointed to (the records' values).
 	m.mu.Lock()
 	for _, sg := range m.drained {
+		for _, r := range sg.recs {
+			r.Recycle()
+		}
+		clear(sg.recs)
+		sg.recs = sg.recs[:0]
 		clear(sg.evs)
 		sg.evs, sg.ents, sg.head = sg.evs[:0], sg.ents[:0], 0
 		if len(m.free) < 64 {

@@ -478,9 +478,20 @@ func (r *replay) plan(ctx context.Context, adm *kadm.Client) (map[string]map[int
 // short of their end offsets (a compacted tail that never comes).
 const stallTimeout = 30 * time.Second
 
+// replayFetchBytes is the most a fetch returns of one partition (tests
+// lower it).
+var replayFetchBytes int32 = 1 << 20
+
 // consume reads the partitions to their end offsets through the merger.
 func (r *replay) consume(ctx context.Context, consume map[string]map[int32]kgo.Offset) error {
-	cl, err := kgo.NewClient(r.s.clientOpts("beacon-replay",
+	var pool []kgo.Opt
+	if p := newFetchPool(); p != nil {
+		// The merger recycles the records once handed on: the batches'
+		// buffers are reused.
+		pool = append(pool, kgo.WithPools(p))
+		r.merge.recycle = true
+	}
+	cl, err := kgo.NewClient(r.s.clientOpts("beacon-replay", append(pool,
 		kgo.ConsumePartitions(consume),
 		kgo.KeepControlRecords(), // they count toward the end offsets
 		kgo.FetchMaxWait(200*time.Millisecond),
@@ -489,8 +500,8 @@ func (r *replay) consume(ctx context.Context, consume map[string]map[int32]kgo.O
 		// their event time, so larger fetches only raise the peak memory
 		// (two days from 6 partitions: 1.09 GB RSS at 4 MiB, 0.66 GB at
 		// 1 MiB, the same CPU).
-		kgo.FetchMaxPartitionBytes(1<<20),
-	)...)
+		kgo.FetchMaxPartitionBytes(replayFetchBytes),
+	)...)...)
 	if err != nil {
 		return err
 	}
@@ -532,17 +543,24 @@ func (r *replay) consume(ctx context.Context, consume map[string]map[int32]kgo.O
 		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
 			rp := r.parts[tp{fp.Topic, fp.Partition}]
 			if rp == nil || rp.done || len(fp.Records) == 0 {
+				for _, rec := range fp.Records {
+					rec.Recycle()
+				}
 				return
 			}
 			keep := fp.Records[:0]
 			next := rp.next
-			for _, rec := range fp.Records {
+			for i, rec := range fp.Records {
 				if rec.Offset >= rp.end {
 					next = rp.end // nothing else comes before the end
+					for _, rec := range fp.Records[i:] {
+						rec.Recycle()
+					}
 					break
 				}
 				next = rec.Offset + 1
 				if rec.Attrs.IsControl() {
+					rec.Recycle()
 					continue
 				}
 				keep = append(keep, rec)
