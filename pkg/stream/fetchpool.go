@@ -35,7 +35,7 @@ type fetchPool struct {
 var newFetchPool = func() *fetchPool { return new(fetchPool) }
 
 const (
-	fetchPoolBytes = 64 << 20
+	fetchPoolBytes = 16 << 20
 	fetchPoolRecs  = 256
 )
 
