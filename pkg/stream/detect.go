@@ -839,11 +839,15 @@ type worker struct {
 	quit chan struct{}
 	done chan struct{}
 
-	decided    [][]beacon.Tuple // evaluate's members per dirty destination, reused
-	rebuild    bool             // find the rebuild's start first (see detector.assigned)
-	final      atomic.Bool      // at stop: apply and publish what is held
-	committed  int64            // Kafka's committed offset at assignment, -1 if none
-	acked      atomic.Int64     // offsets below are applied and their alerts acknowledged
+	decided   [][]beacon.Tuple // evaluate's members per dirty destination, reused
+	rebuild   bool             // find the rebuild's start first (see detector.assigned)
+	final     atomic.Bool      // at stop: apply and publish what is held
+	committed int64            // Kafka's committed offset at assignment, -1 if none
+	acked     atomic.Int64     // offsets below are applied and their alerts acknowledged
+	// released: records below it are applied and neither held nor in the
+	// segment, so nothing of the worker aliases their values any more (a
+	// replay reuses their buffer, replay.send); -1 until the first flush.
+	released   atomic.Int64
 	lastCommit atomic.Int64
 
 	mu sync.Mutex // guards part against /beacons
@@ -906,6 +910,7 @@ func newWorker(env workerEnv, id int32, part *state.Partition, committed int64) 
 		applied:   -1,
 		next:      -1,
 	}
+	w.released.Store(-1)
 	if o, ok := part.Offset(); ok {
 		w.applied, w.next = o, o
 		w.acked.Store(o)
@@ -1292,6 +1297,7 @@ func (w *worker) flush() error {
 		return err
 	}
 	w.applied = off
+	w.released.Store(off)
 	m := w.m
 	m.eventsIn.WithLabelValues("detect").Add(float64(w.n))
 	if st.Late > 0 {

@@ -225,11 +225,28 @@ type replayPart struct {
 type pendBatch struct {
 	buf  []byte
 	ents []pendEnt
+	// The buffers sent, oldest first, each with the offset after its last
+	// record: once the worker has released that offset (worker.released)
+	// nothing aliases the buffer and the next batch is built in it.
+	sent []sentBuf
 }
+
+type sentBuf struct {
+	buf []byte
+	end int64
+}
+
+// replayReuse: replay reuses the batch buffers its workers released (tests
+// turn it off to compare).
+var replayReuse = true
+
+// onBatchReuse, when set (tests), sees every buffer before it is reused.
+var onBatchReuse func([]byte)
 
 type pendEnt struct{ keyStart, keyEnd, valEnd int32 }
 
-const replayBatch = 4096
+// replayBatch is the records of a batch to a worker (tests lower it).
+var replayBatch = 4096
 
 // A replay owns its workers (workerOwner): it collects their alerts, and
 // fails when one stops.
@@ -756,11 +773,28 @@ func (r *replay) send(p int, end bool, done chan struct{}) {
 		return
 	}
 	// The worker's segment and held records alias the buffer until they
-	// are applied: the next batch gets new ones.
+	// are applied: the next batch gets one the worker released, or a new
+	// one. (The entries are read by the worker until the batch is done:
+	// they are not reused.)
 	first := r.offsets[p]
 	r.offsets[p] += int64(len(b.ents))
 	bt := batch{buf: b.buf, ents: b.ents, first: first, hwm: math.MaxInt64, end: end, done: done}
-	b.buf = make([]byte, 0, cap(b.buf))
+	next := []byte(nil)
+	if replayReuse {
+		b.sent = append(b.sent, sentBuf{b.buf, r.offsets[p]})
+		if s := b.sent[0]; len(b.sent) > 1 && r.ws[p].released.Load() >= s.end {
+			next = s.buf[:0]
+			if onBatchReuse != nil {
+				onBatchReuse(next[:cap(next)])
+			}
+			b.sent[0] = sentBuf{}
+			b.sent = b.sent[1:]
+		}
+	}
+	if next == nil {
+		next = make([]byte, 0, cap(b.buf))
+	}
+	b.buf = next
 	b.ents = make([]pendEnt, 0, cap(b.ents))
 	r.ws[p].send(bt)
 }
