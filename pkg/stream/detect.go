@@ -839,16 +839,17 @@ type worker struct {
 	quit chan struct{}
 	done chan struct{}
 
-	decided   [][]beacon.Tuple // evaluate's members per dirty destination, reused
-	rebuild   bool             // find the rebuild's start first (see detector.assigned)
-	final     atomic.Bool      // at stop: apply and publish what is held
-	committed int64            // Kafka's committed offset at assignment, -1 if none
-	acked     atomic.Int64     // offsets below are applied and their alerts acknowledged
+	decided    [][]beacon.Tuple // evaluate's members per dirty destination, reused
+	rebuild    bool             // find the rebuild's start first (see detector.assigned)
+	final      atomic.Bool      // at stop: apply and publish what is held
+	committed  int64            // Kafka's committed offset at assignment, -1 if none
+	acked      atomic.Int64     // offsets below are applied and their alerts acknowledged
+	lastCommit atomic.Int64
+
 	// released: records below it are applied and neither held nor in the
 	// segment, so nothing of the worker aliases their values any more (a
 	// replay reuses their buffer, replay.send); -1 until the first flush.
-	released   atomic.Int64
-	lastCommit atomic.Int64
+	released atomic.Int64
 
 	mu sync.Mutex // guards part against /beacons
 
