@@ -209,7 +209,7 @@ type adder struct {
 	// time as the address, the URL's index and the time, appended to a
 	// log: the Domains column needs the pairs of the few addresses that
 	// make rows, found in Rows, so adding probes no table of ~21k pairs
-	// (a miss to memory an event) but writes 24 bytes in sequence.
+	// (a miss to memory an event) but writes 16 bytes in sequence.
 	urlIndex slots
 	urls     []urlEntry
 	seen     pairLog
@@ -419,7 +419,7 @@ func (a *adder) add(e *Event) {
 func (a *adder) addHashed(e *Event, wh uint64) {
 	id, ipHash, domain := a.ipOfEvent(e.RemoteIP)
 	if domain {
-		a.seen.add(pairSeen{id, e.Timestamp, a.url(e.RemoteUrl)})
+		a.seen.add(newPairSeen(id, e.Timestamp, a.url(e.RemoteUrl)))
 	}
 	if !a.p.ConnectionOf(e, domain) {
 		return
@@ -550,7 +550,7 @@ func (a *adder) absorb(b *adder) {
 	}
 	for _, c := range b.seen.chunks { // b is done: its log is remapped in place
 		for i := range c {
-			c[i].ip, c[i].url = remap(c[i].ip), urlMap[c[i].url]
+			c[i] = newPairSeen(remap(c[i].id()), c[i].t, urlMap[c[i].urlIndex()])
 		}
 		a.seen.chunks = append(a.seen.chunks, c)
 	}
@@ -719,14 +719,15 @@ func (a *adder) domainsAfter(from Time, ips map[ipID]bool) map[string][]string {
 			for _, c := range chunks[k*len(chunks)/len(parts) : (k+1)*len(chunks)/len(parts)] {
 				for i := range c {
 					u := &c[i]
-					if w, m := bit(u.ip); bits[w]&m == 0 || u.t <= from {
+					ip := u.id()
+					if w, m := bit(ip); bits[w]&m == 0 || u.t <= from {
 						continue
 					}
-					ci, ok := dense.get(uint64(u.ip))
+					ci, ok := dense.get(uint64(ip))
 					if !ok {
 						continue
 					}
-					if key := uint64(ci)<<32 | uint64(u.url); done.put(key, 0) {
+					if key := uint64(ci)<<32 | uint64(u.urlIndex()); done.put(key, 0) {
 						found = append(found, key)
 					}
 				}
