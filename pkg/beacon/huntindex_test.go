@@ -426,3 +426,65 @@ func TestIntSet(t *testing.T) {
 		t.Fatal("an empty set has 0")
 	}
 }
+
+// TestAddBatchIsAdd: AddBatch, which filters a part's events before it
+// hashes the whos of those kept, gives the rows, default now and window
+// count of adding the same events one at a time (add), with beacons
+// among events each filter drops (a private or reserved address, a
+// failed connection, no port, an address that is not canonical IPv4),
+// in parts of every size around touchBatch.
+func TestAddBatchIsAdd(t *testing.T) {
+	var evs []Event
+	for d := range 9 {
+		dev := fmt.Sprintf("d%02d", d)
+		for k, ts := range series(t0, every(40, Time(60+d)*Second)...) {
+			e := conn(dev, "implant.exe", fmt.Sprintf("8.8.%d.%d", d%3, d%2), 443, ts)
+			e.RemoteUrl = fmt.Sprintf("c%d.evil.example.com", k%3)
+			evs = append(evs, e)
+			n := e
+			switch k % 6 {
+			case 0:
+				n.RemoteIP, n.RemoteIPType = "10.0.0.1", "Private"
+			case 1:
+				n.RemoteIPType = "Reserved"
+			case 2:
+				n.ActionType = "ConnectionFailed"
+			case 3:
+				n.HasPort, n.RemotePort = false, 0
+			case 4:
+				n.RemoteIP = "2001:db8::1"
+			case 5:
+				n.RemoteIP = "08.8.8.8"
+			}
+			n.Timestamp += Second / 2
+			evs = append(evs, n)
+		}
+	}
+	type answer struct {
+		Rows   []Row
+		Now    Time
+		Events int64
+	}
+	run := func(h *Hunt) answer {
+		now, _ := h.DefaultNow()
+		_, _, n := h.Window(now)
+		return answer{h.Rows(now), now, n}
+	}
+	one := NewHunt(Seed())
+	for i := range evs {
+		one.Add(&evs[i])
+	}
+	want := run(one)
+	if len(want.Rows) == 0 {
+		t.Fatal("no beacons: the test's fleet is wrong")
+	}
+	for _, size := range []int{1, touchBatch - 1, touchBatch, touchBatch + 1, len(evs)} {
+		h := NewHunt(Seed())
+		for i := 0; i < len(evs); i += size {
+			h.AddBatch(evs[i:min(i+size, len(evs))])
+		}
+		if got := run(h); !reflect.DeepEqual(got, want) {
+			t.Fatalf("batches of %d:\n%+v\nwant (Add)\n%+v", size, got, want)
+		}
+	}
+}
