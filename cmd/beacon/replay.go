@@ -95,6 +95,7 @@ type replayConfig struct {
 	fromOffset, toOffset     string
 	fromSlack                time.Duration
 	partitions               int
+	shards                   int
 	format, out              string
 	alerts, alertsTopic      string
 	labels, score            string
@@ -119,6 +120,7 @@ func registerReplayFlags(fs *flag.FlagSet, c *replayConfig) {
 	fs.DurationVar(&c.fromSlack, "from-slack", time.Hour, "with --from, read each partition from its first record timestamped at or after --from minus this (records must not be timestamped earlier than their events by more); -1s reads from the beginning")
 	fs.IntVar(&c.partitions, "workers", 1, "in-process detection workers, one per partition of an emulated repartition topic; events are routed by RemoteIP with Kafka's partitioner, as to the repartition topic: its partition count reproduces live stream times")
 	fs.IntVar(&c.partitions, "partitions", 1, "alias of --workers")
+	fs.IntVar(&c.shards, "shards", 0, "split each worker's destinations over this many goroutines by RemoteIP, each seeing every record's time: the same output, on more cores (default 0: the cores per worker, at most 8; 1 to use one core per worker; needs the scratch state, no --state-dir)")
 	fs.StringVar(&c.format, "format", "table", "beacon set at the end: table (for people), jsonl or csv (the query's columns, as hunt prints them)")
 	fs.StringVar(&c.out, "out", "-", "write the beacon set to `PATH` (- is stdout; a name ending in .gz is gzipped, as simulate's --out)")
 	fs.StringVar(&c.alerts, "alerts", "", "write the alerts that would have fired to `PATH` in --alert-format: JSON lines (json, ecs, ocsf) as on the alert topic, an Avro container file (avro), or CSV (the query's columns after AlertId, StreamTime, AlertEpoch) when it ends in .csv (or .csv.gz); - is stdout when --out is not; a name ending in .gz is gzipped")
@@ -219,6 +221,7 @@ func runReplay(ctx context.Context, args []string, s stdio) error {
 	var bad atomic.Int64
 	ro := stream.ReplayOptions{
 		Partitions: c.partitions,
+		Shards:     c.shards,
 		From:       c.fromT, To: c.toT, End: c.endT,
 		FromSlack:    c.fromSlack,
 		StartOffsets: c.startOffsets, EndOffsets: c.endOffsets,
@@ -311,6 +314,12 @@ func (c *replayConfig) check() error {
 	}
 	if c.partitions < 1 || c.partitions > 1<<16 {
 		return usagef("replay: --workers must be in [1, 65536], got %d", c.partitions)
+	}
+	if c.shards < 0 || c.shards > 64 {
+		return usagef("replay: --shards must be in [0, 64], got %d", c.shards)
+	}
+	if c.shards > 1 && c.stateDir != "" {
+		return usagef("replay: --shards %d needs the scratch state: a --state-dir keeps the repartition topic's partitions, one worker each", c.shards)
 	}
 	if c.alerts == "-" && c.out == "-" {
 		return usagef("replay: --alerts - and the beacon set would both go to stdout (set --out)")

@@ -804,6 +804,11 @@ type workerEnv struct {
 	// scratch state), so the workers do not encode it (tens of KiB at
 	// every evaluation point).
 	noMeta bool
+	// par is how many goroutines an evaluation point decides its
+	// destinations on (Partition.MembersOf); 0 is GOMAXPROCS. A replay
+	// whose partitions are split in shards, each a worker on its own
+	// goroutine, gives each its share of the cores.
+	par int
 }
 
 // workerEnv returns the environment of the workers of owner o.
@@ -1151,7 +1156,13 @@ func (w *worker) take(it *item, onTime bool) error {
 			w.noPort, w.hasNoPort = it.time, true
 		}
 	case kindDomain:
-		w.domains = append(w.domains, state.DomainSeen{IP: it.ip, Domain: it.domain, Time: it.time})
+		// A domain observation without an IP is a replay shard's shadow
+		// of another shard's (replay.route): it counts here (w.n, and its
+		// point above) and is kept nowhere, as the state keeps no
+		// observation of an IP that is not a DomainIP, and "" is none.
+		if it.ip != "" {
+			w.domains = append(w.domains, state.DomainSeen{IP: it.ip, Domain: it.domain, Time: it.time})
+		}
 	}
 	w.n++
 	if w.n >= maxSegment {
@@ -1363,7 +1374,11 @@ func (w *worker) evaluate() error {
 	// independently: on every core, as one partition is all a replay has
 	// by default. Only the rows of tuples about to be alerted are
 	// rendered (their timestamps read), in order, below.
-	members, err := w.part.MembersOf(dirty, runtime.GOMAXPROCS(0), w.decided)
+	par := w.par
+	if par <= 0 {
+		par = runtime.GOMAXPROCS(0)
+	}
+	members, err := w.part.MembersOf(dirty, par, w.decided)
 	w.decided = members
 	if err != nil {
 		return err

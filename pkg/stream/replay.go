@@ -2,10 +2,12 @@ package stream
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -32,6 +34,16 @@ type ReplayOptions struct {
 	// repartition topic's partition count each partition sees the events,
 	// the stream time and the evaluation points a live partition saw.
 	Partitions int
+	// Shards splits each detection partition's work over that many
+	// workers, each on its own goroutine with its own state partition, by
+	// a hash of RemoteIP (0: GOMAXPROCS / Partitions, within [1, 8]). Only
+	// with scratch state (no StateDir): a kept state's partitions are
+	// those of the repartition topic. The result does not depend on it:
+	// every decision is a destination's, and a shard owns whole
+	// destinations and the domains of their IP, while every shard also
+	// sees the time of every record of its partition (see route), so
+	// that each has the partition's stream time and evaluation points.
+	Shards int
 
 	// From and To keep the events with From ≤ Timestamp < To (nil: no
 	// bound), connections and domain observations alike: the replay is
@@ -166,7 +178,23 @@ func Replay(ctx context.Context, ro ReplayOptions, opts ...Opt) (*ReplayResult, 
 	if ro.Partitions < 0 || ro.Partitions > 1<<16 {
 		return nil, fmt.Errorf("stream: replay partitions must be in [1, 65536], got %d", ro.Partitions)
 	}
-	r := &replay{s: s, ro: ro, res: &ReplayResult{Partitions: ro.Partitions}, scratch: scratch}
+	if ro.Shards < 0 || ro.Shards > maxShards {
+		return nil, fmt.Errorf("stream: replay shards must be in [0, %d], got %d", maxShards, ro.Shards)
+	}
+	shards := ro.Shards
+	switch {
+	case !scratch && shards > 1:
+		// A kept state is for `run` to pick up: its partitions must be
+		// the repartition topic's, and a live partition commits its
+		// offset and its state in one atomic batch, which state split
+		// over shards would not be.
+		return nil, fmt.Errorf("stream: replay shards need scratch state (no state directory), got %d shards with %s", shards, c.stateDir)
+	case !scratch:
+		shards = 1
+	case shards == 0:
+		shards = min(max(runtime.GOMAXPROCS(0)/ro.Partitions, 1), defaultMaxShards)
+	}
+	r := &replay{s: s, ro: ro, res: &ReplayResult{Partitions: ro.Partitions}, scratch: scratch, shards: shards}
 	err = r.run(ctx)
 	r.res.Elapsed = time.Since(began)
 	if err != nil {
@@ -182,10 +210,14 @@ type replay struct {
 
 	store   *state.Store
 	scratch bool // the state is not kept: it needs no disk
-	ws      []*worker
-	late    atomic.Int64 // the workers' connections older than their window
-	in      *ingest
-	merge   merger
+	// Every detection partition p is split in shards workers, p*shards
+	// to p*shards+shards-1 in ws (and pend, offsets): see route.
+	shards int
+	ws     []*worker
+	shadow []byte       // route's, reused
+	late   atomic.Int64 // the workers' connections older than their window
+	in     *ingest
+	merge  merger
 
 	parts map[tp]*replayPart
 	total int64
@@ -248,6 +280,13 @@ type pendEnt struct{ keyStart, keyEnd, valEnd int32 }
 // replayBatch is the records of a batch to a worker (tests lower it).
 var replayBatch = 4096
 
+// maxShards bounds ReplayOptions.Shards; defaultMaxShards its default:
+// past the cores, more shards only repeat the time of every record.
+const (
+	maxShards        = 64
+	defaultMaxShards = 8
+)
+
 // A replay owns its workers (workerOwner): it collects their alerts, and
 // fails when one stops.
 
@@ -264,9 +303,17 @@ func (r *replay) publish(_ *worker, alerts []Alert) error {
 func (r *replay) stopped(w *worker, err error) {
 	r.mu.Lock()
 	if r.err == nil {
-		r.err = fmt.Errorf("partition %d: %w", w.id, err)
+		r.err = fmt.Errorf("%s: %w", r.name(w), err)
 	}
 	r.mu.Unlock()
+}
+
+// name names a worker's detection partition, and its shard if split.
+func (r *replay) name(w *worker) string {
+	if r.shards == 1 {
+		return fmt.Sprintf("partition %d", w.id)
+	}
+	return fmt.Sprintf("partition %d shard %d", int(w.id)/r.shards, int(w.id)%r.shards)
 }
 
 var errReplayRebuild = errors.New("stream: a replay does not rebuild partitions")
@@ -302,6 +349,9 @@ func (r *replay) run(ctx context.Context) error {
 	work, cancelWork := context.WithCancel(context.Background())
 	env := s.workerEnv(r, work, &r.late)
 	env.noMeta = r.scratch // nothing reads a scratch state's blob
+	if r.shards > 1 {
+		env.par = max(runtime.GOMAXPROCS(0)/r.shards, 1)
+	}
 	stopped := false
 	stop := func() {
 		if !stopped {
@@ -318,12 +368,16 @@ func (r *replay) run(ctx context.Context) error {
 			s.log.Warn("closing replay state failed", zap.Error(err))
 		}
 	}()
-	for p := range r.ro.Partitions {
-		part, err := st.Partition(int32(p))
+	// With shards, the state partition of shard s of detection partition
+	// p is p*shards+s: one scratch store holds them all. Without, the
+	// partitions are the repartition topic's, as a kept state must have
+	// them.
+	for id := range r.ro.Partitions * r.shards {
+		part, err := st.Partition(int32(id))
 		if err != nil {
 			return err
 		}
-		w := newWorker(env, int32(p), part, -1)
+		w := newWorker(env, int32(id), part, -1)
 		r.ws = append(r.ws, w)
 		go w.run()
 	}
@@ -337,8 +391,8 @@ func (r *replay) run(ctx context.Context) error {
 		r.in.connUntil, r.in.hasConnUntil = *r.ro.End-beacon.Second, true
 	}
 	r.merge.exact = true
-	r.pend = make([]pendBatch, r.ro.Partitions)
-	r.offsets = make([]int64, r.ro.Partitions)
+	r.pend = make([]pendBatch, len(r.ws))
+	r.offsets = make([]int64, len(r.ws))
 	r.keyPart = kgo.StickyKeyPartitioner(nil).ForTopic("replay")
 
 	adm, err := kgo.NewClient(s.clientOpts("beacon-replay-admin")...)
@@ -374,9 +428,14 @@ func (r *replay) run(ctx context.Context) error {
 		return err
 	}
 	stop()
+	// Shadows are never tuples: each connection was counted late, or
+	// not, by its own shard alone.
 	r.res.Late = r.late.Load()
-	for _, w := range r.ws {
-		if w.book.warm {
+	if err := r.shardsAgree(); err != nil {
+		return err
+	}
+	for p := range r.ro.Partitions {
+		if r.ws[p*r.shards].book.warm {
 			r.res.WarmPartitions++
 		}
 	}
@@ -656,7 +715,7 @@ func (r *replay) failed() error {
 			if err != nil {
 				return err
 			}
-			return fmt.Errorf("stream: replay partition %d stopped", w.id)
+			return fmt.Errorf("stream: replay %s stopped", r.name(w))
 		default:
 		}
 	}
@@ -739,18 +798,92 @@ func (r *replay) watermark() {
 
 // route takes a repartition record from ingest and queues it for the
 // detection partition the live repartition topic would put it in.
+//
+// With shards, it goes to the shard of its IP (shardOf), and every other
+// shard of the partition gets its shadow: the record's times alone
+// (shadowOf). Every shard then holds the partition's sequence of release
+// times — the same held records, evaluation points, segments (maxSegment
+// counts records), the same newest connection in each Apply and so the
+// same stream time, lateness and alert bookkeeping — while its state
+// holds only its own destinations, whose decisions are theirs alone.
 func (r *replay) route(ip string, value []byte, _ beacon.Time) {
-	if value[0] == kindDomain {
+	if value[0]&^kindReleased == kindDomain {
 		r.res.Domains++
 	} else {
 		r.res.Connections++
 	}
 	p := 0
-	if len(r.pend) > 1 {
+	if r.ro.Partitions > 1 {
 		r.keyRec.Key = append(r.keyRec.Key[:0], ip...)
-		p = r.keyPart.Partition(&r.keyRec, len(r.pend))
+		p = r.keyPart.Partition(&r.keyRec, r.ro.Partitions)
 	}
-	r.add(p, ip, value)
+	if r.shards == 1 {
+		r.add(p, ip, value)
+		return
+	}
+	own := shardOf(ip, r.shards)
+	r.shadow = shadowOf(r.shadow[:0], value)
+	for s := range r.shards {
+		if s == own {
+			r.add(p*r.shards+s, ip, value)
+		} else {
+			r.add(p*r.shards+s, "", r.shadow)
+		}
+	}
+}
+
+// shardOf is the shard of a RemoteIP: FNV-1a, not the murmur2 that
+// picked the partition, whose low bits the partition already fixed.
+func shardOf(ip string, shards int) int {
+	h := uint32(2166136261)
+	for i := 0; i < len(ip); i++ {
+		h ^= uint32(ip[i])
+		h *= 16777619
+	}
+	return int(h % uint32(shards))
+}
+
+// shadowOf appends the shadow of a connection or domain record's value:
+// its kind and times, no IP (the key is empty). A connection's shadow is
+// a connection with a null port (kindNoPort), which moves stream time and
+// opens its interval and nothing else; a domain observation's is one with
+// an empty domain, which the worker counts and drops (worker.take).
+func shadowOf(dst, value []byte) []byte {
+	end := 1
+	_, n := binary.Varint(value[end:])
+	end += n
+	if value[0]&kindReleased != 0 {
+		_, n := binary.Uvarint(value[end:])
+		end += n
+	}
+	dst = append(dst, value[:end]...)
+	switch value[0] &^ kindReleased {
+	case kindConn:
+		dst[0] = kindNoPort | value[0]&kindReleased
+	case kindDomain:
+		dst = appendString(dst, "")
+	}
+	return dst
+}
+
+// shardsAgree checks what route promises: the shards of a partition end
+// at the same stream time, with the same alert bookkeeping's time (the
+// warm-up and the re-alert period).
+func (r *replay) shardsAgree() error {
+	for i, w := range r.ws {
+		if i%r.shards == 0 {
+			continue
+		}
+		w0 := r.ws[i-i%r.shards]
+		t0, ok0 := w0.part.StreamTime()
+		t, ok := w.part.StreamTime()
+		b0, b := &w0.book, &w.book
+		if t0 != t || ok0 != ok || w0.points != w.points || b0.first != b.first || b0.warm != b.warm || b0.epoch != b.epoch {
+			return fmt.Errorf("stream: replay %s is at stream time %v (%v) after %d points, shard 0 at %v (%v) after %d (a bug)",
+				r.name(w), t, ok, w.points, t0, ok0, w0.points)
+		}
+	}
+	return nil
 }
 
 func (r *replay) add(p int, key string, value []byte) {
