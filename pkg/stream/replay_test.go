@@ -2,6 +2,8 @@ package stream
 
 import (
 	"context"
+	"fmt"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -154,5 +156,81 @@ func TestReplayTransactional(t *testing.T) {
 	// to reach its end and is given up on after stallTimeout.
 	if res.Events != int64(len(rs)) || res.Stalled != 0 {
 		t.Errorf("%d events of %d, %d partition(s) stalled", res.Events, len(rs), res.Stalled)
+	}
+}
+
+// TestReplayShards: splitting a detection partition in shards by RemoteIP
+// (ReplayOptions.Shards) changes nothing a replay returns — the alerts,
+// every field of them (stream times, epochs, IDs, pivots), the beacon set
+// and the counters — under both profiles, with one partition and with
+// two. The sensor reports late, some events past the window (Late), and
+// the input is three partitions written round robin, so records come out
+// of event-time order and are released late: a shard that did not see
+// the other shards' records as shadows would evaluate at other points,
+// at another stream time, and count other connections late.
+func TestReplayShards(t *testing.T) {
+	_, addr := newCluster(t, 1)
+	cfg := testFleet(4)
+	cfg.LateRate, cfg.MaxLate = 0.02, 90*time.Minute // past the one-hour window
+	rs, _ := records(t, cfg)
+	produceJSON(t, addr, rs)
+	for _, profile := range []string{beacon.ProfileSeed, beacon.ProfileRobust} {
+		p, err := beacon.ProfileParams(profile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Lookback = time.Hour
+		for _, parts := range []int{1, 2} {
+			var want *ReplayResult
+			var wantJSON string
+			for _, k := range []int{1, 2, 3} {
+				name := fmt.Sprintf("%s, %d partition(s), %d shard(s)", profile, parts, k)
+				res := replayOf(t, addr, ReplayOptions{Partitions: parts, Shards: k}, Params(p), Warmup(30*time.Minute))
+				var b []byte
+				for _, a := range res.Alerts {
+					b = append(a.AppendJSON(b), '\n')
+				}
+				t.Logf("%s: %d alerts, %d rows, %d connections, %d domains, %d late, %s",
+					name, len(res.Alerts), len(res.Rows), res.Connections, res.Domains, res.Late, res.Elapsed)
+				if k == 1 {
+					want, wantJSON = res, string(b)
+					if len(res.Alerts) < 10 || len(res.Rows) == 0 || res.Late == 0 || res.Domains == 0 {
+						t.Fatalf("%s: %d alerts, %d rows, %d late, %d domains: the data does not exercise the shards",
+							name, len(res.Alerts), len(res.Rows), res.Late, res.Domains)
+					}
+					continue
+				}
+				// The alerts come from destinations of every shard.
+				from := make(map[int]bool)
+				for _, a := range res.Alerts {
+					from[shardOf(a.Row.RemoteIP, k)] = true
+				}
+				if len(from) < k {
+					t.Errorf("%s: alerts from %d shard(s) only", name, len(from))
+				}
+				if got := string(b); got != wantJSON {
+					t.Errorf("%s: alerts differ from one shard's:\n%s", name, diffLines(got, wantJSON))
+				} else if !reflect.DeepEqual(res.Alerts, want.Alerts) {
+					t.Errorf("%s: alerts differ from one shard's outside their JSON", name)
+				}
+				if got, w := jsonl(res.Rows), jsonl(want.Rows); got != w {
+					t.Errorf("%s: rows differ from one shard's:\n%s", name, diffLines(got, w))
+				}
+				type counts struct {
+					Now                                                    beacon.Time
+					HasNow                                                 bool
+					Warm, Parts                                            int
+					Records, Events, Bad, OutOfRange, Connections, Domains int64
+					Late                                                   int64
+				}
+				of := func(r *ReplayResult) counts {
+					return counts{r.Now, r.HasNow, r.WarmPartitions, r.Partitions, r.Records, r.Events, r.Bad, r.OutOfRange,
+						r.Connections, r.Domains, r.Late}
+				}
+				if got, w := of(res), of(want); got != w {
+					t.Errorf("%s: counters %+v, one shard's %+v", name, got, w)
+				}
+			}
+		}
 	}
 }
