@@ -329,20 +329,23 @@ func BenchmarkReplay(b *testing.B) {
 		})
 	}
 	// Seed with 1 and 6 partitions, then robust (the command's default
-	// profile) with 1, the command's default worker count.
+	// profile) with 1, the command's default worker count, split in
+	// shards (the default: the cores) and not.
 	for _, c := range []struct {
 		name    string
 		profile string
 		parts   int
-	}{{"partitions=1", beacon.ProfileSeed, 1}, {"partitions=6", beacon.ProfileSeed, 6}, {"robust/partitions=1", beacon.ProfileRobust, 1}} {
-		parts := c.parts
+		shards  int
+	}{{"partitions=1", beacon.ProfileSeed, 1, 0}, {"partitions=6", beacon.ProfileSeed, 6, 0},
+		{"robust/partitions=1", beacon.ProfileRobust, 1, 0}, {"robust/partitions=1/shards=1", beacon.ProfileRobust, 1, 1}} {
+		parts, shards := c.parts, c.shards
 		params, err := beacon.ProfileParams(c.profile)
 		if err != nil {
 			b.Fatal(err)
 		}
 		run(c.name, func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
-				res, err := Replay(context.Background(), ReplayOptions{Partitions: parts},
+				res, err := Replay(context.Background(), ReplayOptions{Partitions: parts, Shards: shards},
 					Brokers(addr), InputTopics(topic), Warmup(time.Hour), Params(params))
 				if err != nil {
 					b.Fatal(err)
