@@ -58,6 +58,9 @@ none). --workers routes events by RemoteIP to that many detection
 partitions with Kafka's partitioner: give it the live repartition topic's
 partition count to reproduce the live stream times and alerts (default 1:
 one stream time for all events; more partitions also replay faster).
+--shards splits each worker's destinations over that many goroutines
+(default: the cores per worker, at most 8), each seeing the time of every
+record, so that one worker runs on every core with the same output.
 
 The connection and detection flags are those of 'beacon run' and can be
 set the same ways: BEACON_<FLAG> in the environment or the YAML file of

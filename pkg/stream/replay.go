@@ -194,6 +194,9 @@ func Replay(ctx context.Context, ro ReplayOptions, opts ...Opt) (*ReplayResult, 
 	case shards == 0:
 		shards = min(max(runtime.GOMAXPROCS(0)/ro.Partitions, 1), defaultMaxShards)
 	}
+	if ro.Partitions*shards > 1<<16 {
+		return nil, fmt.Errorf("stream: replay partitions × shards must be at most 65536, got %d × %d", ro.Partitions, shards)
+	}
 	r := &replay{s: s, ro: ro, res: &ReplayResult{Partitions: ro.Partitions}, scratch: scratch, shards: shards}
 	err = r.run(ctx)
 	r.res.Elapsed = time.Since(began)
