@@ -859,10 +859,11 @@ func shadowOf(dst, value []byte) []byte {
 		_, n := binary.Uvarint(value[end:])
 		end += n
 	}
+	start := len(dst)
 	dst = append(dst, value[:end]...)
 	switch value[0] &^ kindReleased {
 	case kindConn:
-		dst[0] = kindNoPort | value[0]&kindReleased
+		dst[start] = kindNoPort | value[0]&kindReleased
 	case kindDomain:
 		dst = appendString(dst, "")
 	}

@@ -234,3 +234,43 @@ func TestReplayShards(t *testing.T) {
 		}
 	}
 }
+
+// TestShadowOf: a shard's shadow of a record (replay.route) decodes, with
+// no key, to the record's event and release times: a connection's, with
+// or without a port, as a connection with a null port; a domain
+// observation's as one without an IP, which the worker drops.
+func TestShadowOf(t *testing.T) {
+	ts := mustTime(t, "2024-05-01T10:00:00.1234567Z")
+	e := beacon.Event{Timestamp: ts, DeviceId: "d1", DeviceName: "wks-1", AccountName: "alice", AccountDomain: "contoso",
+		FileName: "rundll32.exe", RemoteIP: "45.77.1.10", RemotePort: 443, HasPort: true}
+	noPort := e
+	noPort.HasPort = false
+	for _, rel := range []beacon.Time{ts, ts + 90*beacon.Second} {
+		for _, c := range []struct {
+			value []byte
+			kind  byte
+		}{
+			{appendConn(nil, &e, rel), kindNoPort},
+			{appendConn(nil, &noPort, rel), kindNoPort},
+			{appendDomain(nil, ts, rel, "api.evil.com"), kindDomain},
+		} {
+			var want, got item
+			if err := decodeItem([]byte(e.RemoteIP), c.value, &want); err != nil {
+				t.Fatal(err)
+			}
+			sh := shadowOf([]byte("junk"), c.value)
+			if string(sh[:4]) != "junk" {
+				t.Fatalf("shadowOf overwrote what it appends to: %q", sh)
+			}
+			if err := decodeItem(nil, sh[4:], &got); err != nil {
+				t.Fatalf("shadow of %x: %v", c.value, err)
+			}
+			if got.kind != c.kind || got.time != want.time || got.release != want.release || got.ip != "" || got.domain != "" {
+				t.Errorf("shadow of %x (kind %#x, %v released %v): %+v", c.value, want.kind, want.time, want.release, got)
+			}
+			if len(sh[4:]) > 16 { // a kind, two varints of ticks, an empty string
+				t.Errorf("a shadow carries only its times, got %d bytes", len(sh[4:]))
+			}
+		}
+	}
+}
