@@ -624,7 +624,8 @@ type batch struct {
 	recs []*kgo.Record
 	// Or, from a replay, records without a kgo.Record each: their keys
 	// and values in buf (pendEnt), at offsets first, first+1, …; the
-	// worker's strings and held records alias buf, which is not reused.
+	// worker's strings and held records alias buf, which the replay
+	// reuses only once the worker released it (worker.released).
 	buf   []byte
 	ents  []pendEnt
 	first int64
@@ -1154,6 +1155,9 @@ func (w *worker) take(it *item, onTime bool) error {
 	case kindNoPort:
 		if !w.hasNoPort || it.time > w.noPort {
 			w.noPort, w.hasNoPort = it.time, true
+		}
+		if it.pv.flags != 0 {
+			w.pivotsOf.shadow(it) // a replay shard's shadow of another's connection
 		}
 	case kindDomain:
 		// A domain observation without an IP is a replay shard's shadow

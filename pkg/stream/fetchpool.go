@@ -1,6 +1,7 @@
 package stream
 
 import (
+	"bytes"
 	"sync"
 
 	"github.com/klauspost/compress/s2"
@@ -34,6 +35,9 @@ type fetchPool struct {
 // newFetchPool returns replay's pool; tests replace it to poison it.
 var newFetchPool = func() *fetchPool { return new(fetchPool) }
 
+// xerialMagic starts a snappy batch in xerial's framing.
+var xerialMagic = []byte{0x82, 'S', 'N', 'A', 'P', 'P', 'Y', 0}
+
 const (
 	fetchPoolBytes = 16 << 20
 	fetchPoolRecs  = 256
@@ -49,8 +53,12 @@ var (
 // largest one.
 func (p *fetchPool) GetDecompressBytes(compressed []byte, codec kgo.CompressionCodecType) []byte {
 	want := 0
-	if codec == kgo.CodecSnappy {
-		if n, err := s2.DecodedLen(compressed); err == nil {
+	// Snappy's block format says its decoded length; xerial's framing
+	// (the Java producer's) does not. A length past the pool's bound is
+	// taken as unknown: a corrupt header must not reserve gigabytes
+	// before kgo's own bound refuses the batch.
+	if codec == kgo.CodecSnappy && !bytes.HasPrefix(compressed, xerialMagic) {
+		if n, err := s2.DecodedLen(compressed); err == nil && n <= fetchPoolBytes {
 			want = n
 		}
 	}

@@ -19,7 +19,7 @@ import (
 // aliasing a batch once it was recycled would read the poison. The input
 // has late (out-of-order) events, envelopes, bad records among good ones
 // and several partitions, and the replay routes to several detection
-// partitions, which hold records.
+// partitions, each split in two shards, which hold records.
 func TestReplayRecycle(t *testing.T) {
 	_, addr := newCluster(t, 1)
 	cfg := testFleet(5)
@@ -60,7 +60,7 @@ func TestReplayRecycle(t *testing.T) {
 			return pool
 		}
 		var bads []string
-		res := replayOf(t, addr, ReplayOptions{Partitions: 3, OnBad: func(r BadRecord) {
+		res := replayOf(t, addr, ReplayOptions{Partitions: 3, Shards: 2, OnBad: func(r BadRecord) {
 			bads = append(bads, r.String())
 		}}, Params(testParams()), Warmup(-1))
 		slices.Sort(bads) // reported as fetched: the partitions' order varies

@@ -48,7 +48,7 @@ const pivotRefresh = 15 * 60 * beacon.Second
 // forgotten, and its next record with full pivots brings them back. At
 // about 400 bytes a tuple (less, as equal strings are interned) that is at
 // most 40 MB per partition.
-const maxPivots = 100_000
+var maxPivots = 100_000 // a variable for tests only: a replay's shards must turn over with it
 
 // pivotItem is the pivots section of a decoded connection record. Strings
 // alias the record value. sum is the checksum a pvSame section carries; a
@@ -270,6 +270,17 @@ func (c *lru2[V]) copyLive(next []lruSlot[V], minGen uint32) {
 	}
 }
 
+// peek returns k's value without moving it: reading is not a use.
+func (c *lru2[V]) peek(k uint64) (V, bool) {
+	if c.slots != nil {
+		if s := c.find(k); s.gen == c.gen || s.gen == c.gen-1 {
+			return s.v, true
+		}
+	}
+	var zero V
+	return zero, false
+}
+
 // get returns k's value, moving it to the current generation.
 func (c *lru2[V]) get(k uint64) (V, bool) {
 	if c.slots == nil {
@@ -353,11 +364,27 @@ type sentPivots struct {
 type pivotWriter struct {
 	sent lru2[sentPivots]
 	buf  []byte // pivotSum's
+	// last is what the last append wrote, for a replay's shadows of the
+	// record (replay.route): flags 0 when it wrote nothing.
+	last pivotShadow
+}
+
+// pivotShadow is what a detection partition's pivotStore does with a
+// connection record's pivots section, without the pivots: the tuple's key
+// in the store, the section's kind (pvFull or pvSame) and its checksum. A
+// replay shard applies it for the records of the other shards
+// (pivotStore.shadow), so that its store holds and forgets the tuples
+// the partition's one store would, in the same order.
+type pivotShadow struct {
+	key   uint64
+	sum   uint32
+	flags byte
 }
 
 // append appends the pivots section of a connection event; nothing when
 // it has no pivot at all.
 func (pw *pivotWriter) append(b []byte, e *beacon.Event) []byte {
+	pw.last = pivotShadow{}
 	p, sum, full, ok := pw.decide(e)
 	if !ok {
 		return b
@@ -380,8 +407,10 @@ func (pw *pivotWriter) decide(e *beacon.Event) (p Pivots, sum uint32, full, ok b
 	k := tupleHash(&t)
 	last, found := pw.sent.get(k)
 	full = !found || last.sum != sum || e.Timestamp-last.full >= pivotRefresh
+	pw.last = pivotShadow{key: k, sum: sum, flags: pvSame}
 	if full {
 		pw.sent.put(k, sentPivots{sum: sum, full: e.Timestamp})
+		pw.last.flags = pvFull
 	}
 	return p, sum, full, true
 }
@@ -434,7 +463,7 @@ func (ps *pivotStore) observe(it *item) {
 	var sum uint32
 	sum, ps.buf = pivotSum(&it.pv.Pivots, ps.buf)
 	p := &it.pv.Pivots
-	if !ok || h.sum != sum || h.proc.TenantId != p.TenantId || h.proc.SHA256 != p.SHA256 || h.proc.SHA1 != p.SHA1 ||
+	if !ok || h.proc == nil || h.sum != sum || h.proc.TenantId != p.TenantId || h.proc.SHA256 != p.SHA256 || h.proc.SHA1 != p.SHA1 ||
 		h.proc.FolderPath != p.FolderPath || h.proc.CommandLine != p.CommandLine || h.proc.ProcessId != p.ProcessId {
 		h.proc = &Pivots{TenantId: intern(p.TenantId), SHA256: intern(p.SHA256), SHA1: intern(p.SHA1),
 			FolderPath: intern(p.FolderPath), CommandLine: intern(p.CommandLine), ProcessId: p.ProcessId}
@@ -443,9 +472,35 @@ func (ps *pivotStore) observe(it *item) {
 	ps.m.put(k, h)
 }
 
-// get returns a tuple's pivots, zero when unknown.
+// shadow applies a replay shard's shadow of another shard's connection
+// record (it.pvKey, it.pv.flags and it.pv.sum): the same steps as observe
+// on the store's table, keeping the time and checksum alone. The tuple is
+// never this shard's, so its pivots are never asked for; the table's
+// generations turn over as the partition's one table would (maxPivots
+// counts every tuple of the partition, not the shard's).
+func (ps *pivotStore) shadow(it *item) {
+	if ps.m.max == 0 {
+		ps.m.max = maxPivots
+	}
+	k := it.pvKey
+	h, ok := ps.m.get(k)
+	if ok && it.time < h.time {
+		return
+	}
+	if it.pv.flags&pvFull == 0 && (!ok || h.sum != it.pv.sum) {
+		return
+	}
+	h.time, h.sum = it.time, it.pv.sum
+	ps.m.put(k, h)
+}
+
+// get returns a tuple's pivots, zero when unknown. It peeks: an alert
+// reading a tuple's pivots does not keep them, only its records do, so
+// that what the store holds is a function of the records alone — which a
+// replay's shards rely on, each reading only its own tuples' pivots
+// (pivotStore.shadow).
 func (ps *pivotStore) get(t *beacon.Tuple) Pivots {
-	if h, ok := ps.m.get(tupleHash(t)); ok {
+	if h, ok := ps.m.peek(tupleHash(t)); ok && h.proc != nil { // nil: a shadow's (a hash collision)
 		p := *h.proc
 		p.ReportId = h.report
 		return p

@@ -803,12 +803,15 @@ func (r *replay) watermark() {
 // detection partition the live repartition topic would put it in.
 //
 // With shards, it goes to the shard of its IP (shardOf), and every other
-// shard of the partition gets its shadow: the record's times alone
-// (shadowOf). Every shard then holds the partition's sequence of release
-// times — the same held records, evaluation points, segments (maxSegment
-// counts records), the same newest connection in each Apply and so the
-// same stream time, lateness and alert bookkeeping — while its state
-// holds only its own destinations, whose decisions are theirs alone.
+// shard of the partition gets its shadow: the record's times, and for a
+// connection what its pivots section does to the pivot store (shadowOf).
+// Every shard then holds the partition's sequence of release times — the
+// same held records, evaluation points, segments (maxSegment counts
+// records), the same newest connection in each Apply and so the same
+// stream time, lateness and alert bookkeeping — and its pivot store the
+// partition's tuples, turning over as one store would (pivotStore.shadow),
+// while its state holds only its own destinations, whose decisions are
+// theirs alone.
 func (r *replay) route(ip string, value []byte, _ beacon.Time) {
 	if value[0]&^kindReleased == kindDomain {
 		r.res.Domains++
@@ -825,7 +828,9 @@ func (r *replay) route(ip string, value []byte, _ beacon.Time) {
 		return
 	}
 	own := shardOf(ip, r.shards)
-	r.shadow = shadowOf(r.shadow[:0], value)
+	// A connection's value was written by ingest.event, its pivots
+	// section last (pivotWriter.last).
+	r.shadow = shadowOf(r.shadow[:0], value, r.in.pivots.last)
 	for s := range r.shards {
 		if s == own {
 			r.add(p*r.shards+s, ip, value)
@@ -849,9 +854,15 @@ func shardOf(ip string, shards int) int {
 // shadowOf appends the shadow of a connection or domain record's value:
 // its kind and times, no IP (the key is empty). A connection's shadow is
 // a connection with a null port (kindNoPort), which moves stream time and
-// opens its interval and nothing else; a domain observation's is one with
-// an empty domain, which the worker counts and drops (worker.take).
-func shadowOf(dst, value []byte) []byte {
+// opens its interval and nothing else, followed, when the connection has
+// a pivots section (pv, what ingest wrote of it), by pv's flags, tuple key
+// and checksum:
+//
+//	kind|released  time  [release−time]  [flags  key (8, big endian)  sum (4, big endian)]
+//
+// A domain observation's shadow is one with an empty domain and no IP,
+// which the worker counts and drops for its empty IP (worker.take).
+func shadowOf(dst, value []byte, pv pivotShadow) []byte {
 	end := 1
 	_, n := binary.Varint(value[end:])
 	end += n
@@ -864,11 +875,19 @@ func shadowOf(dst, value []byte) []byte {
 	switch value[0] &^ kindReleased {
 	case kindConn:
 		dst[start] = kindNoPort | value[0]&kindReleased
+		if pv.flags != 0 {
+			dst = append(dst, pv.flags)
+			dst = binary.BigEndian.AppendUint64(dst, pv.key)
+			dst = binary.BigEndian.AppendUint32(dst, pv.sum)
+		}
 	case kindDomain:
 		dst = appendString(dst, "")
 	}
 	return dst
 }
+
+// shadowPivotsLen is the length of a shadow's pivots: flags, key, sum.
+const shadowPivotsLen = 1 + 8 + 4
 
 // shardsAgree checks what route promises: the shards of a partition end
 // at the same stream time, with the same alert bookkeeping's time (the
@@ -883,8 +902,8 @@ func (r *replay) shardsAgree() error {
 		t, ok := w.part.StreamTime()
 		b0, b := &w0.book, &w.book
 		if t0 != t || ok0 != ok || w0.points != w.points || b0.first != b.first || b0.warm != b.warm || b0.epoch != b.epoch {
-			return fmt.Errorf("stream: replay %s is at stream time %v (%v) after %d points, shard 0 at %v (%v) after %d (a bug)",
-				r.name(w), t, ok, w.points, t0, ok0, w0.points)
+			return fmt.Errorf("stream: replay %s is at stream time %v (%v) after %d points, first connection %v, warm %v, epoch %d; shard 0 at %v (%v) after %d, %v, %v, %d (a bug)",
+				r.name(w), t, ok, w.points, b.first, b.warm, b.epoch, t0, ok0, w0.points, b0.first, b0.warm, b0.epoch)
 		}
 	}
 	return nil
@@ -919,11 +938,20 @@ func (r *replay) send(p int, end bool, done chan struct{}) {
 	next := []byte(nil)
 	if replayReuse {
 		b.sent = append(b.sent, sentBuf{b.buf, r.offsets[p]})
-		if s := b.sent[0]; len(b.sent) > 1 && r.ws[p].released.Load() >= s.end {
+		rel := r.ws[p].released.Load()
+		if s := b.sent[0]; len(b.sent) > 1 && rel >= s.end {
 			next = s.buf[:0]
 			if onBatchReuse != nil {
 				onBatchReuse(next[:cap(next)])
 			}
+			b.sent[0] = sentBuf{}
+			b.sent = b.sent[1:]
+		}
+		// One released buffer is kept for the next batch; the others go to
+		// the collector. A record held long pins every buffer sent after
+		// it, and once it is applied the queue would otherwise keep that
+		// length (one taken, one added per batch) to the end.
+		for len(b.sent) > 2 && rel >= b.sent[1].end {
 			b.sent[0] = sentBuf{}
 			b.sent = b.sent[1:]
 		}

@@ -174,7 +174,19 @@ func TestReplayShards(t *testing.T) {
 	cfg.LateRate, cfg.MaxLate = 0.02, 90*time.Minute // past the one-hour window
 	rs, _ := records(t, cfg)
 	produceJSON(t, addr, rs)
-	for _, profile := range []string{beacon.ProfileSeed, beacon.ProfileRobust} {
+	defer func(n int) { maxPivots = n }(maxPivots)
+	for _, cases := range []struct {
+		profile string
+		pivots  int
+	}{
+		{beacon.ProfileSeed, maxPivots}, {beacon.ProfileRobust, maxPivots},
+		// A pivot store that turns over every few tuples: a shard's must
+		// turn over with the partition's tuples, not its own, or an
+		// alert's pivots differ (pivotStore.shadow).
+		{beacon.ProfileRobust, 16},
+	} {
+		profile := cases.profile
+		maxPivots = cases.pivots
 		p, err := beacon.ProfileParams(profile)
 		if err != nil {
 			t.Fatal(err)
@@ -184,7 +196,7 @@ func TestReplayShards(t *testing.T) {
 			var want *ReplayResult
 			var wantJSON string
 			for _, k := range []int{1, 2, 3} {
-				name := fmt.Sprintf("%s, %d partition(s), %d shard(s)", profile, parts, k)
+				name := fmt.Sprintf("%s, %d partition(s), %d shard(s), %d pivots", profile, parts, k, maxPivots)
 				res := replayOf(t, addr, ReplayOptions{Partitions: parts, Shards: k}, Params(p), Warmup(30*time.Minute))
 				var b []byte
 				for _, a := range res.Alerts {
@@ -237,7 +249,8 @@ func TestReplayShards(t *testing.T) {
 
 // TestShadowOf: a shard's shadow of a record (replay.route) decodes, with
 // no key, to the record's event and release times: a connection's, with
-// or without a port, as a connection with a null port; a domain
+// or without a port, as a connection with a null port, carrying what its
+// pivots section does to the pivot store when it has one; a domain
 // observation's as one without an IP, which the worker drops.
 func TestShadowOf(t *testing.T) {
 	ts := mustTime(t, "2024-05-01T10:00:00.1234567Z")
@@ -246,30 +259,36 @@ func TestShadowOf(t *testing.T) {
 	noPort := e
 	noPort.HasPort = false
 	for _, rel := range []beacon.Time{ts, ts + 90*beacon.Second} {
-		for _, c := range []struct {
-			value []byte
-			kind  byte
-		}{
-			{appendConn(nil, &e, rel), kindNoPort},
-			{appendConn(nil, &noPort, rel), kindNoPort},
-			{appendDomain(nil, ts, rel, "api.evil.com"), kindDomain},
-		} {
-			var want, got item
-			if err := decodeItem([]byte(e.RemoteIP), c.value, &want); err != nil {
-				t.Fatal(err)
-			}
-			sh := shadowOf([]byte("junk"), c.value)
-			if string(sh[:4]) != "junk" {
-				t.Fatalf("shadowOf overwrote what it appends to: %q", sh)
-			}
-			if err := decodeItem(nil, sh[4:], &got); err != nil {
-				t.Fatalf("shadow of %x: %v", c.value, err)
-			}
-			if got.kind != c.kind || got.time != want.time || got.release != want.release || got.ip != "" || got.domain != "" {
-				t.Errorf("shadow of %x (kind %#x, %v released %v): %+v", c.value, want.kind, want.time, want.release, got)
-			}
-			if len(sh[4:]) > 16 { // a kind, two varints of ticks, an empty string
-				t.Errorf("a shadow carries only its times, got %d bytes", len(sh[4:]))
+		for _, pv := range []pivotShadow{{}, {key: 0x0102030405060708, sum: 0xfeedf00d, flags: pvFull}, {key: 1<<64 - 1, sum: 7, flags: pvSame}} {
+			for _, c := range []struct {
+				value []byte
+				kind  byte
+				pv    pivotShadow // what the shadow must carry
+			}{
+				{appendConn(nil, &e, rel), kindNoPort, pv},
+				{appendConn(nil, &noPort, rel), kindNoPort, pivotShadow{}}, // no pivots section: pv is another record's
+				{appendDomain(nil, ts, rel, "api.evil.com"), kindDomain, pivotShadow{}},
+			} {
+				var want, got item
+				if err := decodeItem([]byte(e.RemoteIP), c.value, &want); err != nil {
+					t.Fatal(err)
+				}
+				sh := shadowOf([]byte("junk"), c.value, pv)
+				if string(sh[:4]) != "junk" {
+					t.Fatalf("shadowOf overwrote what it appends to: %q", sh)
+				}
+				if err := decodeItem(nil, sh[4:], &got); err != nil {
+					t.Fatalf("shadow of %x: %v", c.value, err)
+				}
+				if got.kind != c.kind || got.time != want.time || got.release != want.release || got.ip != "" || got.domain != "" {
+					t.Errorf("shadow of %x (kind %#x, %v released %v): %+v", c.value, want.kind, want.time, want.release, got)
+				}
+				if g := (pivotShadow{key: got.pvKey, sum: got.pv.sum, flags: got.pv.flags}); g != c.pv {
+					t.Errorf("shadow of %x with pivots %+v carries %+v", c.value, c.pv, g)
+				}
+				if max := 16 + shadowPivotsLen; len(sh[4:]) > max { // a kind, two varints of ticks, an empty string or pivots
+					t.Errorf("a shadow carries only its times and pivots, got %d bytes", len(sh[4:]))
+				}
 			}
 		}
 	}
