@@ -71,7 +71,7 @@ func (h *Hunt) AddBatch(batch []Event) {
 		return
 	}
 	// In parts of touchBatch events: first each event's address, its
-	// pair and the filters (what addHashed does before the who), then the
+	// pair and the filters (filter, as add does before the who), then the
 	// who hashes and lookahead of the events kept with a port (touchWhos),
 	// then their whos and buckets. A filtered event is neither hashed nor
 	// looked ahead at (a fifth of a day). TestAddBatchIsAdd holds it to
@@ -92,8 +92,7 @@ func (h *Hunt) AddBatch(batch []Event) {
 		for j := range kept[:nk] {
 			k := &kept[j]
 			e := &part[k.i]
-			wi := a.who(hs[j], e.DeviceId, e.DeviceName, e.AccountName, e.AccountDomain, e.FileName)
-			a.buckets[a.hx.bucket(hs[j], k.ipHash, e.RemotePort)].add(tupleEvent{wi, e.RemotePort, k.id, e.Timestamp})
+			a.store(e, k, a.who(hs[j], e.DeviceId, e.DeviceName, e.AccountName, e.AccountDomain, e.FileName), hs[j])
 		}
 		batch = batch[len(part):]
 	}
@@ -108,7 +107,7 @@ type keptEvent struct {
 	ipHash uint64
 }
 
-// filter is addHashed up to the who: it takes e's address, pair and
+// filter is add up to the who: it takes e's address, pair and
 // newest time, and tells whether e makes a tuple event (it passes the
 // filters and has a port).
 func (a *adder) filter(e *Event) (k keptEvent, ok bool) {
@@ -122,6 +121,8 @@ func (a *adder) filter(e *Event) (k keptEvent, ok bool) {
 	if !a.any || e.Timestamp > a.newest {
 		a.newest, a.any = e.Timestamp, true
 	}
+	// A null port passes the filters (it moves the window) but never
+	// pairs up: null == null is null in Kusto.
 	return keptEvent{id: id, ipHash: ipHash}, e.HasPort
 }
 
@@ -449,37 +450,27 @@ func (g *tupleGroups) add(ev tupleEvent, mask uint64) {
 	}
 }
 
+// add takes one event: filter, then its who and its tuple's bucket
+// (AddBatch does the same a part at a time).
 func (a *adder) add(e *Event) {
-	var wh uint64
-	if a.seed && e.HasPort {
-		wh = a.hx.whoHash(e.DeviceId, e.DeviceName, e.AccountName, e.AccountDomain, e.FileName)
-	}
-	a.addHashed(e, wh)
-}
-
-// addHashed is add with the who hash of e computed (under seed, when e
-// has a port: robust's tuple lowers the names first).
-func (a *adder) addHashed(e *Event, wh uint64) {
-	id, ipHash, domain := a.ipOfEvent(e.RemoteIP)
-	if domain {
-		a.seen.add(newPairSeen(id, e.Timestamp, a.url(e.RemoteUrl)))
-	}
-	if !a.p.ConnectionOf(e, domain) {
+	k, ok := a.filter(e)
+	if !ok {
 		return
 	}
-	if !a.any || e.Timestamp > a.newest {
-		a.newest, a.any = e.Timestamp, true
-	}
-	if !e.HasPort {
-		return // null == null is null in Kusto: such rows never pair up
-	}
 	var wi uint32
+	var wh uint64
 	if a.seed {
+		wh = a.hx.whoHash(e.DeviceId, e.DeviceName, e.AccountName, e.AccountDomain, e.FileName)
 		wi = a.who(wh, e.DeviceId, e.DeviceName, e.AccountName, e.AccountDomain, e.FileName)
 	} else {
-		wi, wh = a.robustWho(e)
+		wi, wh = a.robustWho(e) // robust's tuple lowers the names first
 	}
-	a.buckets[a.hx.bucket(wh, ipHash, e.RemotePort)].add(tupleEvent{wi, e.RemotePort, id, e.Timestamp})
+	a.store(e, &k, wi, wh)
+}
+
+// store adds a kept event to its tuple's bucket: who wi, of who hash wh.
+func (a *adder) store(e *Event, k *keptEvent, wi uint32, wh uint64) {
+	a.buckets[a.hx.bucket(wh, k.ipHash, e.RemotePort)].add(tupleEvent{wi, e.RemotePort, k.id, e.Timestamp})
 }
 
 // eventList is a bucket's events in chunks that are never copied: the
