@@ -440,58 +440,57 @@ func (ps *pivotStore) observe(it *item) {
 	if it.pv.flags == 0 {
 		return
 	}
-	if ps.m.max == 0 {
-		ps.m.max = maxPivots
+	full, sum, p := it.pv.flags&pvFull != 0, it.pv.sum, &it.pv.Pivots
+	if full {
+		sum, ps.buf = pivotSum(p, ps.buf)
 	}
 	t := it.tupleKey()
 	k := tupleHash(&t)
-	h, ok := ps.m.get(k)
-	if ok && it.time < h.time {
-		return // an older event's
-	}
-	if it.pv.flags&pvFull == 0 {
-		if !ok || h.sum != it.pv.sum {
-			// Pivots this partition has not seen in full (a restart, or
-			// another ingest member wrote them): they come with the next
-			// full record; until then the older ones stay.
-			return
-		}
-		h.time, h.report = it.time, it.pv.ReportId
-		ps.m.put(k, h) // in the current generation: get moved it there
+	h, ok := ps.step(k, it.time, full, sum)
+	if !ok {
 		return
 	}
-	var sum uint32
-	sum, ps.buf = pivotSum(&it.pv.Pivots, ps.buf)
-	p := &it.pv.Pivots
-	if !ok || h.proc == nil || h.sum != sum || h.proc.TenantId != p.TenantId || h.proc.SHA256 != p.SHA256 || h.proc.SHA1 != p.SHA1 ||
-		h.proc.FolderPath != p.FolderPath || h.proc.CommandLine != p.CommandLine || h.proc.ProcessId != p.ProcessId {
+	if full && (h.proc == nil || h.sum != sum || h.proc.TenantId != p.TenantId || h.proc.SHA256 != p.SHA256 || h.proc.SHA1 != p.SHA1 ||
+		h.proc.FolderPath != p.FolderPath || h.proc.CommandLine != p.CommandLine || h.proc.ProcessId != p.ProcessId) {
 		h.proc = &Pivots{TenantId: intern(p.TenantId), SHA256: intern(p.SHA256), SHA1: intern(p.SHA1),
 			FolderPath: intern(p.FolderPath), CommandLine: intern(p.CommandLine), ProcessId: p.ProcessId}
 	}
 	h.time, h.sum, h.report = it.time, sum, p.ReportId
-	ps.m.put(k, h)
+	ps.m.put(k, h) // in the current generation: get moved it there
 }
 
 // shadow applies a replay shard's shadow of another shard's connection
-// record (it.pvKey, it.pv.flags and it.pv.sum): the same steps as observe
-// on the store's table, keeping the time and checksum alone. The tuple is
+// record (it.pvKey, it.pv.flags and it.pv.sum): observe's table steps
+// (step, then put), keeping the time and checksum alone. The tuple is
 // never this shard's, so its pivots are never asked for; the table's
 // generations turn over as the partition's one table would (maxPivots
 // counts every tuple of the partition, not the shard's).
 func (ps *pivotStore) shadow(it *item) {
+	if h, ok := ps.step(it.pvKey, it.time, it.pv.flags&pvFull != 0, it.pv.sum); ok {
+		h.time, h.sum = it.time, it.pv.sum
+		ps.m.put(it.pvKey, h)
+	}
+}
+
+// step looks tuple k up for a record at time t whose pivots section is
+// full or carries checksum sum, and tells whether the record's pivots
+// replace what it returns: not when an older event's (the newest
+// event's pivots are kept), nor when unchanged pivots (pvSame) that this
+// partition has not seen in full (a restart, or another ingest member
+// wrote them: they come with the next full record; until then the older
+// ones stay). The lookup moves k to the current generation either way.
+func (ps *pivotStore) step(k uint64, t beacon.Time, full bool, sum uint32) (heldPivots, bool) {
 	if ps.m.max == 0 {
 		ps.m.max = maxPivots
 	}
-	k := it.pvKey
 	h, ok := ps.m.get(k)
-	if ok && it.time < h.time {
-		return
+	if ok && t < h.time {
+		return h, false
 	}
-	if it.pv.flags&pvFull == 0 && (!ok || h.sum != it.pv.sum) {
-		return
+	if !full && (!ok || h.sum != sum) {
+		return h, false
 	}
-	h.time, h.sum = it.time, it.pv.sum
-	ps.m.put(k, h)
+	return h, true
 }
 
 // get returns a tuple's pivots, zero when unknown. It peeks: an alert
