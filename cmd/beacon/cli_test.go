@@ -64,6 +64,8 @@ func TestErrorThenHint(t *testing.T) {
 		{[]string{"hunt", "--workers", "x", path}, `--workers "x": want a whole number`, "run 'beacon hunt --help'"},
 		{[]string{"hunt", "--end", "tomorrow", path}, "want an ISO 8601 date or date-time", "run 'beacon hunt --help'"},
 		{[]string{"hunt"}, "no input files", "run 'beacon hunt --help'"},
+		{[]string{"demo", "--start", "monday"}, "demo: --start: want an ISO 8601 date or date-time", "run 'beacon demo --help'"},
+		{[]string{"demo", "--start", "2999-01-01"}, "--start must be at most --duration×--speed (16h40m0s) before now", "run 'beacon demo --help'"},
 		{[]string{"run", "--no-such-flag"}, "flag provided but not defined: -no-such-flag", "run 'beacon run --help'"},
 		{[]string{"nope"}, `unknown command "nope"`, "run 'beacon help' for the commands"},
 	} {

@@ -44,6 +44,7 @@ Examples:
   beacon demo
   beacon demo --duration 2m --devices 200
   beacon demo --port 9092 --data-dir /tmp/beacon-demo   # a fixed port; topics kept between runs
+  beacon demo --start 2024-05-06T08:00Z                 # the same fleet hours whenever it runs
 
 Flags:`
 
@@ -61,6 +62,7 @@ type demoConfig struct {
 	quiet          bool
 	alertFormat    string
 	alertLink      string
+	start          time.Time // zero: --duration×--speed before now
 	params         beacon.Params
 	producedEvents atomic.Int64
 }
@@ -84,6 +86,7 @@ func runDemo(ctx context.Context, args []string, s stdio) error {
 	fs.BoolVar(&c.quiet, "quiet", false, "print the summary only")
 	fs.StringVar(&c.alertFormat, "alert-format", "json", "alert encoding on the alert topic: json, avro, ecs or ocsf (as run's)")
 	fs.StringVar(&c.alertLink, "alert-link", "", "link rendered into every alert (as run's --alert-link)")
+	startFlag := fs.String("start", "", "fleet time to begin at, an ISO 8601 date or date-time such as 2024-05-06T08:00Z (default: --duration×--speed before now, so the fleet ends about now); the same --start and --seed replay the same fleet hours")
 	profile := addProfileFlags(fs, &c.params, streamProfile)
 	addParamFlags(fs, &c.params)
 	if err := parseFlags(fs, args); err != nil {
@@ -106,6 +109,20 @@ func runDemo(ctx context.Context, args []string, s stdio) error {
 	}
 	if err := c.params.Validate(); err != nil {
 		return usagef("demo: %v", err)
+	}
+	if *startFlag != "" {
+		t, err := parseISO8601(*startFlag)
+		if err != nil {
+			return usagef("demo: --start: %v", err)
+		}
+		// The detector's clock is the events': a fleet ahead of the wall
+		// clock would be ahead of every consumer's idea of now.
+		span := time.Duration(float64(c.duration) * c.speed)
+		if latest := time.Now().Add(-span); t.Go().After(latest) {
+			return usagef("demo: --start must be at most --duration×--speed (%s) before now, at the latest %s; got %s",
+				span, latest.UTC().Truncate(time.Second).Format(time.RFC3339), t.Go().UTC().Format(time.RFC3339))
+		}
+		c.start = t.Go().UTC()
 	}
 	format, err := fleet.ParseFormat(c.format)
 	if err != nil || format == fleet.CSV {
@@ -154,11 +171,15 @@ func (c *demoConfig) run(ctx context.Context, format fleet.Format, s stdio) erro
 	defer cluster.Close()
 	addr := cluster.ListenAddrs()[0]
 
-	// The fleet: its period ends about now, or continues a kept one.
+	// The fleet: its period ends about now, or continues a kept one, or
+	// begins at --start.
 	span := time.Duration(float64(c.duration) * c.speed)
 	start := time.Now().UTC().Add(-span).Truncate(time.Minute)
 	if saved, ok := c.loadClock(); ok && saved.After(start) {
 		start = saved
+	}
+	if !c.start.IsZero() {
+		start = c.start
 	}
 	gen, err := fleet.New(fleet.Config{Seed: c.seed, Devices: c.devices, Implants: implantsOpt(c.implants), Start: start,
 		Duration: span + time.Minute, Sleeps: []time.Duration{30 * time.Second, time.Minute, 2 * time.Minute}})
