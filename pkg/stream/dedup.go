@@ -16,22 +16,31 @@ import (
 // while a chatty pair costs two records per margin instead of one per row.
 type domainDedup struct {
 	margin    beacon.Time
+	max       int // pairs the table holds: maxPairs (tests lower it)
 	m         map[ipDomain]*seen
 	clock     beacon.Time // newest event time ingest has seen
 	lastSweep beacon.Time
-	pending   int
+	// queue holds the pairs whose pending time was set since the last
+	// sweep, in that order (a pair whose time was sent meanwhile may be
+	// in it twice), so that a sweep visits them alone: walking the whole
+	// table, a pointer chase per pair of the day, was most of replay's
+	// sweeps (every pair with a pending time is in queue).
+	queue []*seen
 }
 
 type ipDomain struct{ ip, domain string }
 
-type seen struct{ sent, pending beacon.Time }
+type seen struct {
+	sent, pending beacon.Time
+	ip, domain    string // the table's key, for sweep
+}
 
 // maxPairs bounds the memory of the deduplication; when reached, pending
 // times are sent and the table starts over.
 const maxPairs = 1 << 20
 
 func newDomainDedup(margin time.Duration) *domainDedup {
-	return &domainDedup{margin: beacon.Time(margin / 100), m: make(map[ipDomain]*seen)}
+	return &domainDedup{margin: beacon.Time(margin / 100), max: maxPairs, m: make(map[ipDomain]*seen)}
 }
 
 // advance moves the event-time clock.
@@ -50,17 +59,18 @@ func (d *domainDedup) observe(ip, domain string, t beacon.Time) bool {
 	s := d.m[ipDomain{ip, domain}]
 	switch {
 	case s == nil:
-		if len(d.m) >= maxPairs {
+		if len(d.m) >= d.max {
 			return true // sweep will reset the table; send this one as is
 		}
-		d.m[ipDomain{string([]byte(ip)), domain}] = &seen{sent: t}
+		k := ipDomain{string([]byte(ip)), domain}
+		d.m[k] = &seen{sent: t, ip: k.ip, domain: k.domain}
 		return true
 	case t > s.sent+d.margin:
 		s.sent, s.pending = t, 0
 		return true
 	case t > s.sent && t > s.pending:
 		if s.pending == 0 {
-			d.pending++
+			d.queue = append(d.queue, s)
 		}
 		s.pending = t
 	}
@@ -70,21 +80,20 @@ func (d *domainDedup) observe(ip, domain string, t beacon.Time) bool {
 // sweep sends pending times: all of them when force is set, the table is
 // full, or a margin of event time has passed since the last sweep.
 func (d *domainDedup) sweep(force bool, send func(ip, domain string, t beacon.Time)) {
-	full := len(d.m) >= maxPairs
+	full := len(d.m) >= d.max
 	if !force && !full && d.clock < d.lastSweep+d.margin {
 		return
 	}
 	d.lastSweep = d.clock
-	if d.pending > 0 {
-		for k, s := range d.m {
-			if s.pending > s.sent {
-				send(k.ip, k.domain, s.pending)
-				s.sent = s.pending
-			}
-			s.pending = 0
+	for _, s := range d.queue {
+		if s.pending > s.sent {
+			send(s.ip, s.domain, s.pending)
+			s.sent = s.pending
 		}
-		d.pending = 0
+		s.pending = 0
 	}
+	clear(d.queue)
+	d.queue = d.queue[:0]
 	if full {
 		clear(d.m)
 	}

@@ -1568,7 +1568,12 @@ func (q *heldQueue) push(h held) {
 		q.run = append(q.run, h)
 		return
 	}
-	p := &h
+	// Out of order: the record moves to the heap, the only place it is
+	// allocated. (Taking h's address here would move every push's h to
+	// the heap, the in-order ones too: 53 MB of garbage in a replay of
+	// two days.)
+	p := new(held)
+	*p = h
 	q.fifo = append(q.fifo, p)
 	q.heap = append(q.heap, p)
 	for i := len(q.heap) - 1; i > 0; {
