@@ -42,6 +42,12 @@ type merger struct {
 	// that their decompressed batches are reused. Only safe where nothing
 	// keeps a record, or a string of its value, after emit handed it on.
 	recycle bool
+	// classify, when set, is asked of every decoded event by the
+	// goroutine that decoded it (add), and its answer handed to emit's
+	// event with the event: what the serial event needs of an event's
+	// strings is read where they were just written, in parallel. It must
+	// be safe for concurrent use; it may rewrite the event.
+	classify func(*beacon.Event) uint8
 
 	out     []emitted // emit's steps, run once the lock is released; only emit uses it
 	drained []*mseg   // segments handed on by order, recycled once emit's steps ran
@@ -112,7 +118,8 @@ type mentry struct {
 	offset int64
 	ev     int32 // index in the segment's evs; -1: a marker
 	epoch  int32
-	last   bool // last entry of its record: its offset can be committed
+	last   bool  // last entry of its record: its offset can be committed
+	class  uint8 // merger.classify's answer for the event (0 without it)
 }
 
 func (e *mentry) marker() bool { return e.ev < 0 }
@@ -214,7 +221,11 @@ func (m *merger) add(fps []kgo.FetchTopicPartition, decode decodeFunc, reject fu
 				sg.ents = append(sg.ents, mentry{offset: r.Offset, ev: -1, epoch: r.LeaderEpoch})
 			}
 			for j := n; j < len(sg.evs); j++ {
-				sg.ents = append(sg.ents, mentry{ts: sg.evs[j].Timestamp, offset: r.Offset, ev: int32(j), epoch: r.LeaderEpoch})
+				var class uint8
+				if m.classify != nil {
+					class = m.classify(&sg.evs[j])
+				}
+				sg.ents = append(sg.ents, mentry{ts: sg.evs[j].Timestamp, offset: r.Offset, ev: int32(j), epoch: r.LeaderEpoch, class: class})
 			}
 			sg.ents[len(sg.ents)-1].last = true
 		}
@@ -298,13 +309,13 @@ func (m *merger) segments(n int) []*mseg {
 // released, in that order: event produces, which can block while the
 // client's buffer is full, and the rebalance callbacks must not wait for
 // that to take the lock.
-func (m *merger) emit(event func(*mpart, *beacon.Event), mark func(mp *mpart, epoch int32, next int64)) (pause, resume map[string][]int32) {
+func (m *merger) emit(event func(mp *mpart, e *beacon.Event, class uint8), mark func(mp *mpart, epoch int32, next int64)) (pause, resume map[string][]int32) {
 	pause, resume = m.order()
 	for i := range m.out {
 		o := &m.out[i]
 		e := &o.seg.ents[o.i]
 		if !e.marker() {
-			event(o.mp, &o.seg.evs[e.ev])
+			event(o.mp, &o.seg.evs[e.ev], e.class)
 		}
 		if e.last || e.marker() {
 			mark(o.mp, e.epoch, e.offset+1)

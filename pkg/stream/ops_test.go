@@ -529,7 +529,7 @@ func TestMergerCallsOutUnlocked(t *testing.T) {
 	done := make(chan []int64, 1)
 	go func() {
 		var seen []int64
-		m.emit(func(_ *mpart, e *beacon.Event) {
+		m.emit(func(_ *mpart, e *beacon.Event, _ uint8) {
 			m.assigned() // takes the lock: deadlocks if emit holds it
 			seen = append(seen, int64(e.Timestamp))
 		}, func(_ *mpart, _ int32, next int64) {

@@ -394,6 +394,7 @@ func (r *replay) run(ctx context.Context) error {
 		r.in.connUntil, r.in.hasConnUntil = *r.ro.End-beacon.Second, true
 	}
 	r.merge.exact = true
+	r.merge.classify = r.in.classify
 	r.pend = make([]pendBatch, len(r.ws))
 	r.offsets = make([]int64, len(r.ws))
 	r.keyPart = kgo.StickyKeyPartitioner(nil).ForTopic("replay")
@@ -741,7 +742,7 @@ func (r *replay) progress() ReplayProgress {
 }
 
 // event takes the merger's events in order.
-func (r *replay) event(mp *mpart, e *beacon.Event) {
+func (r *replay) event(mp *mpart, e *beacon.Event, class uint8) {
 	r.res.Events++
 	if r.res.Events%8192 == 0 && r.ro.OnProgress != nil {
 		r.ro.OnProgress(r.progress())
@@ -750,7 +751,7 @@ func (r *replay) event(mp *mpart, e *beacon.Event) {
 		r.res.OutOfRange++
 		return
 	}
-	r.in.event(mp, e)
+	r.in.event(mp, e, class)
 	if r.res.Events%1024 == 0 {
 		// Watermarks as the events go, not only once per poll: the
 		// workers then hold few records.

@@ -275,7 +275,7 @@ func TestMerger(t *testing.T) {
 	var got []int
 	marks := map[int32]int64{}
 	emit := func(m *merger) {
-		m.emit(func(_ *mpart, e *beacon.Event) { got = append(got, int(e.Timestamp)) },
+		m.emit(func(_ *mpart, e *beacon.Event, _ uint8) { got = append(got, int(e.Timestamp)) },
 			func(mp *mpart, _ int32, next int64) { marks[mp.id] = next })
 	}
 	m.add([]kgo.FetchTopicPartition{*mk(0, 10, 1, 4, 0, 7)}, decode, reject)
