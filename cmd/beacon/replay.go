@@ -236,7 +236,9 @@ func runReplay(ctx context.Context, args []string, s stdio) error {
 		},
 		OnProgress: func(p stream.ReplayProgress) { progress.Store(&p) },
 	}
+	restoreGC := replayGC()
 	res, err := stream.Replay(ctx, ro, opts...)
+	restoreGC()
 	bar.stop()
 	if err != nil {
 		return fmt.Errorf("replay: %w", err)
