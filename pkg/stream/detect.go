@@ -1072,6 +1072,20 @@ func (w *worker) process(b batch) error {
 			w.m.dropped.WithLabelValues("lost").Add(float64(offset - w.next))
 		}
 		w.next = offset + 1
+		if b.recs == nil {
+			// A replay's record, written by its ingest: one ahead of
+			// stream time (most are: they wait for the next watermark)
+			// is held on its kind and times alone and decoded once, when
+			// released (advance), instead of here too. One whose header
+			// does not parse takes the path below to the dead letters;
+			// one whose rest does not goes there from advance.
+			if rel, ok := peekRelease(value); ok && (!w.hasSW || rel > w.sw) {
+				if err := w.hold(held{key: key, value: value, release: rel, offset: offset, peeked: true}); err != nil {
+					return err
+				}
+				continue
+			}
+		}
 		it := &w.scratch
 		if err := decodeItem(key, value, it); err != nil {
 			w.owner.deadLetter(b.record(i, w.id), reasonRecord, err)
@@ -1085,17 +1099,8 @@ func (w *worker) process(b batch) error {
 		}
 		if !w.hasSW || it.release > w.sw {
 			// Ahead of stream time: it waits.
-			w.held.push(held{key: key, value: value, release: it.release, offset: offset})
-			if w.held.len() > w.cfg.maxHeld {
-				w.forced++
-				if w.forced == 1 || w.forced%100_000 == 0 {
-					w.log.Warn("too many records wait for stream time; releasing the oldest",
-						zap.Int("held", w.held.len()), zap.Int64("released", w.forced))
-				}
-				w.m.dropped.WithLabelValues("forced").Inc()
-				if err := w.advance(w.held.min().release); err != nil {
-					return err
-				}
+			if err := w.hold(held{key: key, value: value, release: it.release, offset: offset}); err != nil {
+				return err
 			}
 			continue
 		}
@@ -1129,6 +1134,22 @@ func (w *worker) process(b batch) error {
 			return err
 		}
 		w.acked.Store(w.applied)
+	}
+	return nil
+}
+
+// hold queues a record ahead of stream time, releasing the oldest when
+// too many wait.
+func (w *worker) hold(h held) error {
+	w.held.push(h)
+	if w.held.len() > w.cfg.maxHeld {
+		w.forced++
+		if w.forced == 1 || w.forced%100_000 == 0 {
+			w.log.Warn("too many records wait for stream time; releasing the oldest",
+				zap.Int("held", w.held.len()), zap.Int64("released", w.forced))
+		}
+		w.m.dropped.WithLabelValues("forced").Inc()
+		return w.advance(w.held.min().release)
 	}
 	return nil
 }
@@ -1257,7 +1278,14 @@ func (w *worker) advance(t beacon.Time) error {
 		// strings).
 		it := &w.scratch
 		if err := decodeItem(h.key, h.value, it); err != nil {
-			return err
+			if !h.peeked {
+				return err // decoded once already: not the record process held
+			}
+			// A replay's record held on its header (process): it goes
+			// where process sends the records that do not decode, as
+			// batch.record names them.
+			w.owner.deadLetter(&kgo.Record{Topic: "replay", Partition: w.id, Offset: h.offset, Key: h.key, Value: h.value}, reasonRecord, err)
+			continue
 		}
 		w.inHand, w.hasHand = h.offset, true
 		err := w.take(it, true)
@@ -1522,6 +1550,7 @@ type held struct {
 	release  beacon.Time
 	offset   int64
 	released bool
+	peeked   bool // held on its header alone (peekRelease): not decoded yet
 }
 
 // heldQueue orders the held records by release time and remembers the

@@ -9,7 +9,8 @@ import (
 
 // FuzzRepartitionRecord: decoding never panics on any key and value, and
 // whatever decodes as a connection, a no-port connection or a domain
-// observation encodes back to a value that decodes to the same item. The
+// observation encodes back to a value that decodes to the same item, and
+// peekRelease agrees with decodeItem on it (checkPeek). The
 // stored corpus (testdata/fuzz/FuzzRepartitionRecord) holds records ingest
 // wrote for a simulated fleet — flat connections, a null port, domains,
 // non-ASCII accounts — and their truncations, so `go test` runs them as
@@ -20,6 +21,7 @@ func FuzzRepartitionRecord(f *testing.F) {
 		f.Add([]byte("45.77.1.10"), v)
 	}
 	f.Fuzz(func(t *testing.T, key, value []byte) {
+		checkPeek(t, key, value)
 		var it item
 		if err := decodeItem(key, value, &it); err != nil {
 			return

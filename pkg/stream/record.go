@@ -218,6 +218,33 @@ func decodeItem(key, value []byte, it *item) error {
 	return nil
 }
 
+// peekRelease returns the release time of a connection, no-port or
+// domain record from its kind and times alone, as decodeItem would find
+// it; ok is false for another kind or a header that does not parse
+// (decodeItem then fails on it too). The rest of the record is not read.
+func peekRelease(value []byte) (release beacon.Time, ok bool) {
+	if len(value) == 0 {
+		return 0, false
+	}
+	switch value[0] &^ kindReleased {
+	case kindConn, kindNoPort, kindDomain:
+	default:
+		return 0, false
+	}
+	t, n := binary.Varint(value[1:])
+	if n <= 0 {
+		return 0, false
+	}
+	if value[0]&kindReleased == 0 {
+		return beacon.Time(t), true
+	}
+	d, m := binary.Uvarint(value[1+n:])
+	if m <= 0 || d == 0 || d > 1<<62 {
+		return 0, false
+	}
+	return beacon.Time(t) + beacon.Time(d), true
+}
+
 // reset makes a reused item what decoding a data record starts from: the
 // zero item with kind and ip, and it.sources emptied (its array kept). It writes only the fields
 // that a previous record may have set and that the kind's decoding does

@@ -39,7 +39,8 @@ func slicesOf(vs [][]byte) [][]byte { return append([][]byte(nil), vs...) }
 // TestDecodeItemReused: decoding into the item the previous record was
 // decoded into (as the workers do) gives what decoding into a zero item
 // gives, for every pair of record shapes, the stored fuzz corpus's
-// included: nothing of the previous record shows through item.reset.
+// included: nothing of the previous record shows through item.reset. And
+// peekRelease agrees with decodeItem on every one (checkPeek).
 func TestDecodeItemReused(t *testing.T) {
 	vs := reuseSeeds()
 	files, _ := filepath.Glob(filepath.Join("testdata", "fuzz", "FuzzRepartitionRecord", "*"))
@@ -49,6 +50,9 @@ func TestDecodeItemReused(t *testing.T) {
 		}
 	}
 	key := []byte("45.77.1.10")
+	for _, v := range vs {
+		checkPeek(t, key, v)
+	}
 	decoded := 0
 	for i, prev := range vs {
 		for j, v := range vs {
@@ -75,6 +79,24 @@ func TestDecodeItemReused(t *testing.T) {
 	}
 	if decoded < len(vs) {
 		t.Fatalf("only %d of %d×%d pairs decoded: the seeds lost their valid shapes", decoded, len(vs), len(vs))
+	}
+}
+
+// checkPeek: peekRelease finds the release time decodeItem finds in a
+// data record, and fails only where decodeItem does (a worker holds a
+// replay's record on it, and decodes it when released).
+func checkPeek(t *testing.T, key, v []byte) {
+	t.Helper()
+	var it item
+	err := decodeItem(key, v, &it)
+	rel, ok := peekRelease(v)
+	switch {
+	case ok && err == nil && rel != it.release:
+		t.Fatalf("%x: peekRelease %d, decodeItem %d", v, rel, it.release)
+	case ok && err == nil && it.kind == kindWatermark:
+		t.Fatalf("%x: peekRelease takes a watermark", v)
+	case !ok && err == nil && it.kind != kindWatermark:
+		t.Fatalf("%x: peekRelease fails on a %#x record that decodes", v, it.kind)
 	}
 }
 
