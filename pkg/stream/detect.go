@@ -1273,7 +1273,8 @@ func (w *worker) advance(t beacon.Time) error {
 	w.sw, w.hasSW, w.metaDirty = t, true, true
 	for w.held.len() > 0 && w.held.min().release <= t {
 		h := w.held.pop()
-		// Decoded again: holding the record costs less than holding its
+		// Decoded here (again, unless a replay's record held on its
+		// header): holding the record costs less than holding its
 		// decoded form (its key and value for the collector, not a dozen
 		// strings).
 		it := &w.scratch
