@@ -87,3 +87,42 @@ func TestReplayHeldUndecoded(t *testing.T) {
 		t.Fatalf("after the release: %d held, %d connections in the segment, want 0 and 2", w.held.len(), len(w.conns))
 	}
 }
+
+// TestMergerClearsStaleEvents: a recycled segment's events are cleared
+// once the next fetch was decoded into it, past what that fetch wrote, so
+// that no handed-on event keeps its record's value alive.
+func TestMergerClearsStaleEvents(t *testing.T) {
+	var m merger
+	m.assign("in", 0, 0, 10)
+	decode := func(evs []beacon.Event, r *kgo.Record) ([]beacon.Event, string, error) {
+		return append(evs, beacon.Event{Timestamp: beacon.Time(r.Offset + 1), RemoteIP: string(r.Value)}), "", nil
+	}
+	fetch := func(from, n int) []kgo.FetchTopicPartition {
+		var recs []*kgo.Record
+		for o := from; o < from+n; o++ {
+			recs = append(recs, &kgo.Record{Topic: "in", Offset: int64(o), Value: []byte("45.77.1.10")})
+		}
+		return []kgo.FetchTopicPartition{{Topic: "in", FetchPartition: kgo.FetchPartition{Partition: 0, HighWatermark: 10, Records: recs}}}
+	}
+	var got []beacon.Time
+	emit := func() {
+		m.emit(func(_ *mpart, e *beacon.Event, _ uint8) { got = append(got, e.Timestamp) }, func(*mpart, int32, int64) {})
+	}
+	m.add(fetch(0, 4), decode, nil)
+	emit()
+	m.add(fetch(4, 1), decode, nil)
+	sg := m.parts[0].segs[len(m.parts[0].segs)-1]
+	if len(sg.evs) != 1 || cap(sg.evs) < 4 {
+		t.Fatalf("the second fetch's segment has %d of %d events: not the first's reused", len(sg.evs), cap(sg.evs))
+	}
+	for i, e := range sg.evs[1:4] {
+		if e != (beacon.Event{}) {
+			t.Errorf("event %d of the reused segment still holds the first fetch's %+v", i+1, e)
+		}
+	}
+	m.add(fetch(5, 5), decode, nil)
+	emit()
+	if len(got) != 10 || got[0] != 1 || got[9] != 10 {
+		t.Errorf("handed on %v, want 1 to 10", got)
+	}
+}

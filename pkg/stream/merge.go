@@ -109,6 +109,12 @@ type mseg struct {
 	bad []badRecord // records that did not decode, for reject, in offset order
 
 	recs []*kgo.Record // the records the events alias, when the merger recycles
+
+	// stale: evs[len(evs):stale] are events of the fetch the segment held
+	// before, not cleared when it was recycled (emit) but after the next
+	// fetch was decoded over them (add), and only past what it wrote:
+	// clearing every handed-on event was a tenth of the serial emit.
+	stale int
 }
 
 // mentry is an event (evs[ev]), or a marker for a record without events
@@ -209,6 +215,14 @@ func (m *merger) add(fps []kgo.FetchTopicPartition, decode decodeFunc, reject fu
 		if m.recycle {
 			sg.recs = append(sg.recs, fp.Records...)
 		}
+		defer func() {
+			// What this fetch did not overwrite of the previous one's
+			// events, so that they keep no record's value alive.
+			if n := len(sg.evs); n < sg.stale {
+				clear(sg.evs[n:sg.stale])
+			}
+			sg.stale = 0
+		}()
 		for _, r := range fp.Records {
 			n := len(sg.evs)
 			var reason string
@@ -332,7 +346,7 @@ func (m *merger) emit(event func(mp *mpart, e *beacon.Event, class uint8), mark 
 		}
 		clear(sg.recs)
 		sg.recs = sg.recs[:0]
-		clear(sg.evs)
+		sg.stale = max(sg.stale, len(sg.evs)) // cleared by the next add
 		sg.evs, sg.ents, sg.head = sg.evs[:0], sg.ents[:0], 0
 		if len(m.free) < 64 {
 			m.free = append(m.free, sg)
