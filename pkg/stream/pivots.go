@@ -47,7 +47,7 @@ const pivotRefresh = 15 * 60 * beacon.Second
 // of (pivotWriter): when it holds twice as many and more than maxPivots
 // of them are of the last pivotRefresh, it forgets them all, and each
 // tuple's next record goes in full (what a detection partition holds is
-// unchanged by it). At most 2·maxPivots entries of 24 bytes in 2^k ≥
+// unchanged by it). At most 2·maxPivots entries of 24 bytes in at most
 // 4·maxPivots slots: 12.6 MB.
 var maxPivots = 100_000 // a variable for tests only
 
@@ -205,13 +205,13 @@ func strMix(h uint64, s string) uint64 {
 // entry with a time that says when it stops counting (an entry whose
 // time is before the owner's horizon is dead: the owner treats it as
 // absent). The entries live by value in one open addressing table
-// (linear probing, at most half the slots used), so a lookup is one probe
+// (linear probing, at most ¾ of the slots used), so a lookup is one probe
 // into one array, and there is no deletion: dead entries are dropped when
 // the table is rebuilt, which happens when an insert would fill it past
-// half, into a table sized for the live entries alone (4×, so that the
-// next rebuild is that many inserts away). What the table answers is the
-// same whether a dead entry was dropped yet or not: the rebuild is not
-// observable, only its memory is.
+// ¾, into a table sized for the live entries alone (2 to 4 slots each, so
+// that the next rebuild is at least half as many inserts away). What the
+// table answers is the same whether a dead entry was dropped yet or not:
+// the rebuild is not observable, only its memory is.
 type timedTable[V any] struct {
 	slots []timedSlot[V]
 	used  int // slots with a key, dead ones included
@@ -254,11 +254,11 @@ func (c *timedTable[V]) lookup(k uint64) *timedSlot[V] {
 }
 
 // add returns a new slot for k, which is not in the table, its key set:
-// the caller fills it. When the table would be more than half used, or
+// the caller fills it. When the table would be more than ¾ used, or
 // holds 2·max entries (max 0: no bound), it is rebuilt first with only
 // the entries at or after horizon — none when more than max are.
 func (c *timedTable[V]) add(k uint64, horizon beacon.Time, max int) *timedSlot[V] {
-	if 2*(c.used+1) > len(c.slots) || max > 0 && c.used >= 2*max {
+	if 4*(c.used+1) > 3*len(c.slots) || max > 0 && c.used >= 2*max {
 		c.rebuild(horizon, max)
 	}
 	s := c.find(k)
@@ -268,7 +268,7 @@ func (c *timedTable[V]) add(k uint64, horizon beacon.Time, max int) *timedSlot[V
 }
 
 // rebuild moves the live entries (at or after horizon) into a new table of
-// at least four slots per entry (16 at least).
+// 2 to 4 slots per entry (16 at least).
 func (c *timedTable[V]) rebuild(horizon beacon.Time, max int) {
 	live := 0
 	for i := range c.slots {
@@ -281,7 +281,7 @@ func (c *timedTable[V]) rebuild(horizon beacon.Time, max int) {
 		clear(c.slots)
 	}
 	n := 16
-	for n < 4*(live+1) {
+	for n < 2*(live+1) {
 		n *= 2
 	}
 	next := make([]timedSlot[V], n)

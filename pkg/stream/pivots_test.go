@@ -184,12 +184,12 @@ func TestPivotsNewest(t *testing.T) {
 		ps.observe(&it)
 		ps.apply()
 	}
-	// A rebuild makes 4 to 8 slots per live entry, and the next one
-	// comes when half are used.
-	if held, want := ps.m.used, int(lookback/time.Minute)+1; held > 4*(want+1) || len(ps.m.slots) > 8*(want+1) {
+	// A rebuild makes 2 to 4 slots per live entry, and the next one
+	// comes when ¾ are used.
+	if held, want := ps.m.used, int(lookback/time.Minute)+1; held > 3*(want+1) || len(ps.m.slots) > 4*(want+1) {
 		t.Errorf("the store holds %d tuples in %d slots, the window %d", held, len(ps.m.slots), want)
 	}
-	if held, want := pw.sent.used, int(pivotRefresh/(60*beacon.Second))+1; held > 4*(want+1) || len(pw.sent.slots) > 8*(want+1) {
+	if held, want := pw.sent.used, int(pivotRefresh/(60*beacon.Second))+1; held > 3*(want+1) || len(pw.sent.slots) > 4*(want+1) {
 		t.Errorf("the writer holds %d tuples in %d slots, %d were written in the last %v", held, len(pw.sent.slots), want, pivotRefresh)
 	}
 	newest, gone := e.Tuple(), ev(0, "", 0).Tuple()
@@ -464,7 +464,7 @@ func TestTimedTable(t *testing.T) {
 					n++
 				}
 			}
-			if c.used < n || len(c.slots) > 16 && len(c.slots) > 8*(c.used+1) || 2*c.used > len(c.slots) {
+			if c.used < n || len(c.slots) > 16 && len(c.slots) > 4*(c.used+1) || 4*c.used > 3*len(c.slots) {
 				t.Fatalf("%d keys, step %d: %d live, %d used in %d slots", keys, i, n, c.used, len(c.slots))
 			}
 		}
