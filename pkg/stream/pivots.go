@@ -330,11 +330,13 @@ func (pw *pivotWriter) decide(e *beacon.Event) (p Pivots, sum uint32, full, ok b
 	if p == (Pivots{}) {
 		return p, 0, false, false
 	}
-	sum, pw.buf = pivotSum(&p, pw.buf)
 	t := e.Tuple()
 	k := tableKey(tupleHash(&t))
 	pw.clock = max(pw.clock, e.Timestamp)
 	s := pw.sent.lookup(k)
+	// The checksum after the lookup: its work goes on while the table's
+	// slot is fetched (a miss, often).
+	sum, pw.buf = pivotSum(&p, pw.buf)
 	full = s == nil || s.v != sum || e.Timestamp-s.t >= pivotRefresh
 	if full {
 		if s == nil {
