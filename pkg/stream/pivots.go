@@ -349,17 +349,19 @@ func (pw *pivotWriter) decide(e *beacon.Event) (p Pivots, sum uint32, full, ok b
 
 // heldPivots are a tuple's pivots as a detection partition knows them
 // (the entry's time is their event's): the process fields, which rarely
-// change and which many tuples share, behind a pointer (pivotStore.procOf).
+// change and which many tuples share, behind a pointer (pivotStore.procOf),
+// so that a table slot takes 32 bytes.
 type heldPivots struct {
 	report int64 // ReportId
-	sum    uint32
 	proc   *procPivots
 }
 
-// procPivots are the pivots' process fields and tenant.
+// procPivots are the pivots' process fields and tenant, and their
+// checksum.
 type procPivots struct {
 	TenantId, SHA256, SHA1, FolderPath, CommandLine string
 	ProcessId                                       int64
+	sum                                             uint32
 }
 
 // pivotStore is a detection partition's pivots per tuple: those of the
@@ -400,15 +402,15 @@ const procCache = 4096
 // procOf returns p, which aliases a record, as held: the one made last
 // for its checksum when equal, else a copy with its strings interned (so
 // that the processes running one binary share its hash and path).
-func (ps *pivotStore) procOf(p *procPivots, sum uint32) *procPivots {
+func (ps *pivotStore) procOf(p *procPivots) *procPivots {
 	if ps.recent == nil {
 		ps.recent = new([procCache]*procPivots)
 	}
-	r := &ps.recent[sum%procCache]
+	r := &ps.recent[p.sum%procCache]
 	if *r != nil && **r == *p {
 		return *r
 	}
-	*r = &procPivots{intern(p.TenantId), intern(p.SHA256), intern(p.SHA1), intern(p.FolderPath), intern(p.CommandLine), p.ProcessId}
+	*r = &procPivots{intern(p.TenantId), intern(p.SHA256), intern(p.SHA1), intern(p.FolderPath), intern(p.CommandLine), p.ProcessId, p.sum}
 	return *r
 }
 
@@ -454,7 +456,7 @@ func (ps *pivotStore) observe(it *item) {
 	if p := &it.pv.Pivots; it.pv.flags&pvFull != 0 {
 		pp.sum, ps.buf = pivotSum(p, ps.buf)
 		pp.proc = int32(len(ps.procs))
-		ps.procs = append(ps.procs, procPivots{p.TenantId, p.SHA256, p.SHA1, p.FolderPath, p.CommandLine, p.ProcessId})
+		ps.procs = append(ps.procs, procPivots{p.TenantId, p.SHA256, p.SHA1, p.FolderPath, p.CommandLine, p.ProcessId, pp.sum})
 	}
 	ps.pend = append(ps.pend, pp)
 }
@@ -481,9 +483,10 @@ func (ps *pivotStore) apply() {
 // touchPivots is how many tuples apply looks up at once.
 const touchPivots = 16
 
-// touch loads the home slot of each of batch's tuples: loads with no
-// dependence on one another are waited on together, and take's probes
-// then find them in the cache. What is loaded is only summed (sink).
+// touch loads the home slot of each of batch's tuples, then the process
+// fields each found holds: loads with no dependence on one another are
+// waited on together, and take's probes then find them in the cache.
+// What is loaded is only summed (sink).
 func (ps *pivotStore) touch(batch []pendingPivots) {
 	if len(ps.m.slots) == 0 {
 		return
@@ -492,6 +495,11 @@ func (ps *pivotStore) touch(batch []pendingPivots) {
 	var sink uint64
 	for i := range batch {
 		sink += ps.m.slots[batch[i].key&mask].key
+	}
+	for i := range batch {
+		if s := ps.m.lookup(batch[i].key); s != nil {
+			sink += uint64(s.v.proc.sum)
+		}
 	}
 	ps.sink += sink
 }
@@ -502,17 +510,17 @@ func (ps *pivotStore) take(pp *pendingPivots) {
 	if live && pp.time < s.t {
 		return
 	}
-	h := heldPivots{report: pp.report, sum: pp.sum}
+	h := heldPivots{report: pp.report}
 	switch {
 	case pp.proc < 0:
-		if !live || s.v.sum != pp.sum {
+		if !live || s.v.proc.sum != pp.sum {
 			return
 		}
 		h.proc = s.v.proc
-	case live && s.v.sum == pp.sum:
+	case live && s.v.proc.sum == pp.sum:
 		h.proc = s.v.proc // unchanged
 	default:
-		h.proc = ps.procOf(&ps.procs[pp.proc], pp.sum)
+		h.proc = ps.procOf(&ps.procs[pp.proc])
 	}
 	if s == nil {
 		s = ps.m.add(pp.key, pp.horizon, 0)
