@@ -31,8 +31,9 @@ import (
 // wrote them in full (so that a restarted detector, or one that several
 // ingest members write the same tuple to, learns them again); otherwise it
 // writes their checksum (pvSame), which a detector applies only when it
-// equals the checksum of the pivots it holds. ReportId differs per event
-// and goes with every record that has one.
+// equals the checksum of the pivots it holds. Pivots without a string (a
+// process id alone) go in full always: a few bytes more than a checksum.
+// ReportId differs per event and goes with every record that has one.
 const (
 	pvFull   byte = 1 << 0
 	pvSame   byte = 1 << 1
@@ -330,6 +331,11 @@ func (pw *pivotWriter) decide(e *beacon.Event) (p Pivots, sum uint32, full, ok b
 	if p == (Pivots{}) {
 		return p, 0, false, false
 	}
+	if p.TenantId == "" && p.SHA256 == "" && p.SHA1 == "" && p.FolderPath == "" && p.CommandLine == "" {
+		// A process id alone: in full it takes 2 to 6 bytes more than
+		// its checksum, which would cost a lookup per connection here.
+		return p, 0, true, true
+	}
 	t := e.Tuple()
 	k := tableKey(tupleHash(&t))
 	pw.clock = max(pw.clock, e.Timestamp)
@@ -429,7 +435,7 @@ type pendingPivots struct {
 	horizon beacon.Time // the oldest event time whose pivots counted when it was released
 	report  int64
 	sum     uint32
-	proc    int32 // full: its process fields in procs; -1: a checksum (pvSame)
+	proc    int32 // full: its process fields in procs (sum unset); -1: a checksum (pvSame) in sum
 }
 
 // advance takes the time of a connection the partition released: one of
@@ -454,9 +460,8 @@ func (ps *pivotStore) observe(it *item) {
 	pp := pendingPivots{key: tableKey(tupleHash(&t)), time: it.time, horizon: horizon, report: it.pv.ReportId,
 		sum: it.pv.sum, proc: -1}
 	if p := &it.pv.Pivots; it.pv.flags&pvFull != 0 {
-		pp.sum, ps.buf = pivotSum(p, ps.buf)
-		pp.proc = int32(len(ps.procs))
-		ps.procs = append(ps.procs, procPivots{p.TenantId, p.SHA256, p.SHA1, p.FolderPath, p.CommandLine, p.ProcessId, pp.sum})
+		pp.proc = int32(len(ps.procs)) // its checksum when it is kept (take)
+		ps.procs = append(ps.procs, procPivots{p.TenantId, p.SHA256, p.SHA1, p.FolderPath, p.CommandLine, p.ProcessId, 0})
 	}
 	ps.pend = append(ps.pend, pp)
 }
@@ -466,8 +471,7 @@ func (ps *pivotStore) observe(it *item) {
 // newest event's are kept) or are unchanged pivots (pvSame) that this
 // partition does not hold (a restart, or another ingest member wrote
 // them: they come with the next full record; until then the older ones
-// stay). Pivots in full whose checksum is the one held are taken as
-// unchanged, as a pvSame section with it would be.
+// stay).
 func (ps *pivotStore) apply() {
 	for base := 0; base < len(ps.pend); base += touchPivots {
 		batch := ps.pend[base:min(base+touchPivots, len(ps.pend))]
@@ -517,10 +521,17 @@ func (ps *pivotStore) take(pp *pendingPivots) {
 			return
 		}
 		h.proc = s.v.proc
-	case live && s.v.proc.sum == pp.sum:
-		h.proc = s.v.proc // unchanged
 	default:
-		h.proc = ps.procOf(&ps.procs[pp.proc])
+		p := &ps.procs[pp.proc]
+		if live {
+			if p.sum = s.v.proc.sum; *p == *s.v.proc {
+				h.proc = s.v.proc // unchanged: no checksum to compute
+				break
+			}
+		}
+		p.sum, ps.buf = pivotSum(&Pivots{TenantId: p.TenantId, SHA256: p.SHA256, SHA1: p.SHA1, FolderPath: p.FolderPath,
+			CommandLine: p.CommandLine, ProcessId: p.ProcessId}, ps.buf)
+		h.proc = ps.procOf(p)
 	}
 	if s == nil {
 		s = ps.m.add(pp.key, pp.horizon, 0)

@@ -509,11 +509,12 @@ func (m *pivotModel) observe(it *item) {
 	} else {
 		p := it.pv.Pivots
 		p.ReportId = 0
-		next.sum = sum0(&p)
-		if live && h.sum == next.sum {
-			next.p = h.p
-		} else {
-			next.p = p
+		next.sum, next.p = sum0(&p), p
+		if held := h.p; live {
+			held.ReportId = 0
+			if held == p {
+				next.p = h.p // unchanged
+			}
 		}
 	}
 	next.p.ReportId = it.pv.ReportId
