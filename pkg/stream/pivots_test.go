@@ -404,6 +404,39 @@ func BenchmarkPivotWriter(b *testing.B) {
 	}
 }
 
+// BenchmarkPivotStore is a detection partition's cost per connection of
+// its pivots (observe, then apply with the segment): the records of
+// BenchmarkPivotWriter's events, as ingest writes them.
+func BenchmarkPivotStore(b *testing.B) {
+	rs, _ := records(b, testFleet(3))
+	var pw pivotWriter
+	var its []item
+	for i := range rs {
+		if !rs[i].HasPort || len(its) == 4096 {
+			continue
+		}
+		pv := pivotsOf(&rs[i])
+		e := rs[i].Event
+		e.TenantId, e.SHA256, e.SHA1, e.FolderPath, e.CommandLine, e.ProcessId, e.ReportId =
+			pv.TenantId, pv.SHA256, pv.SHA1, pv.FolderPath, pv.CommandLine, pv.ProcessId, pv.ReportId
+		var it item
+		if err := decodeItem([]byte(e.RemoteIP), pw.append(appendConn(nil, &e, e.Timestamp), &e), &it); err != nil {
+			b.Fatal(err)
+		}
+		its = append(its, it)
+	}
+	ps := pivotStore{lookback: time.Hour}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		ps.observe(&its[i%len(its)])
+		if i%1000 == 999 {
+			ps.apply()
+		}
+	}
+	ps.apply()
+}
+
 func sum0(p *Pivots) uint32 { s, _ := pivotSum(p, nil); return s }
 
 // pivotSeeds are connection records with pivots, in full and as a
