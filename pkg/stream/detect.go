@@ -922,6 +922,7 @@ func newWorker(env workerEnv, id int32, part *state.Partition, committed int64) 
 		w.applied, w.next = o, o
 		w.acked.Store(o)
 	}
+	w.pivotsOf.lookback = env.cfg.params.Lookback
 	w.book = newAlertBook(env.cfg.warmup, env.cfg.params.Lookback, env.cfg.reAlert)
 	w.metaErr = w.loadMeta(part.Meta())
 	return w
@@ -1177,9 +1178,9 @@ func (w *worker) take(it *item, onTime bool) error {
 		if !w.hasNoPort || it.time > w.noPort {
 			w.noPort, w.hasNoPort = it.time, true
 		}
-		if it.pv.flags != 0 {
-			w.pivotsOf.shadow(it) // a replay shard's shadow of another's connection
-		}
+		// A replay shard's shadow of another shard's connection, or one
+		// with a null port: the store's window moves with it (pivots.go).
+		w.pivotsOf.advance(it.time)
 	case kindDomain:
 		// A domain observation without an IP is a replay shard's shadow
 		// of another shard's (replay.route): it counts here (w.n, and its
@@ -1337,6 +1338,7 @@ func (w *worker) flush() error {
 		}
 		w.metaDirty = false
 	}
+	w.pivotsOf.apply() // while the segment's records are held
 	st, err := w.part.Apply(w.conns, w.domains, off, meta)
 	if err != nil {
 		return err

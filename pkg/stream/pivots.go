@@ -7,6 +7,7 @@ import (
 	"hash/crc32"
 	"math/bits"
 	"math/rand/v2"
+	"time"
 	"unique"
 	"unsafe"
 
@@ -30,8 +31,9 @@ import (
 // wrote them in full (so that a restarted detector, or one that several
 // ingest members write the same tuple to, learns them again); otherwise it
 // writes their checksum (pvSame), which a detector applies only when it
-// equals the checksum of the pivots it holds. ReportId differs per event
-// and goes with every record that has one.
+// equals the checksum of the pivots it holds. Pivots without a string (a
+// process id alone) go in full always: a few bytes more than a checksum.
+// ReportId differs per event and goes with every record that has one.
 const (
 	pvFull   byte = 1 << 0
 	pvSame   byte = 1 << 1
@@ -42,13 +44,13 @@ const (
 // full ingest writes them in full again even though they did not change.
 const pivotRefresh = 15 * 60 * beacon.Second
 
-// maxPivots bounds the tuples whose pivots a detection partition (and an
-// ingest member, for its checksums) remembers. It is an LRU of two
-// generations: a tuple not seen while maxPivots/2 other tuples were is
-// forgotten, and its next record with full pivots brings them back. At
-// about 400 bytes a tuple (less, as equal strings are interned) that is at
-// most 40 MB per partition.
-var maxPivots = 100_000 // a variable for tests only: a replay's shards must turn over with it
+// maxPivots bounds the tuples an ingest member remembers what it wrote
+// of (pivotWriter): when it holds twice as many and more than maxPivots
+// of them are of the last pivotRefresh, it forgets them all, and each
+// tuple's next record goes in full (what a detection partition holds is
+// unchanged by it). At most 2·maxPivots entries of 24 bytes in at most
+// 4·maxPivots slots: 12.6 MB.
+var maxPivots = 100_000 // a variable for tests only
 
 // pivotItem is the pivots section of a decoded connection record. Strings
 // alias the record value. sum is the checksum a pvSame section carries; a
@@ -199,192 +201,122 @@ func strMix(h uint64, s string) uint64 {
 	return mix(h^mixK0^uint64(len(s)), w^tupleSecret)
 }
 
-// lru2 is a bounded map of two generations: lookups move an entry to the
-// current one, and when that fills (max/2 entries) the older one is
-// dropped and the current one becomes the older. Within a factor of two
-// of an LRU of max entries, and cheaper than a linked list.
-//
-// Keys are hashes already. The entries live by value in one open
-// addressing table (linear probing, at most max live entries in 2^k ≥ 2·max
-// slots), each tagged with its generation: moving an entry to the current
-// generation rewrites its tag in place, and a new generation is a rebuild
-// of the current entries into the spare table. A lookup is one probe into
-// one table, where two Go maps (and a pointer per value) cost a cache miss
-// each; the pivot caches are looked up once per connection.
-type lru2[V any] struct {
-	slots    []lruSlot[V]
-	spare    []lruSlot[V] // the next generation's table, empty
-	gen      uint32       // the current generation; gen-1 is the older; 0 marks an empty slot
-	cur, old int          // live entries of each generation
-	max      int          // entries in both generations together
+// timedTable is the pivot tables' map: keyed by tuple hash (tupleHash;
+// 0 is stored as 1, a collision that only mixes two tuples' pivots), each
+// entry with a time that says when it stops counting (an entry whose
+// time is before the owner's horizon is dead: the owner treats it as
+// absent). The entries live by value in one open addressing table
+// (linear probing, at most ¾ of the slots used), so a lookup is one probe
+// into one array, and there is no deletion: dead entries are dropped when
+// the table is rebuilt, which happens when an insert would fill it past
+// ¾, into a table sized for the live entries alone (2 to 4 slots each, so
+// that the next rebuild is at least half as many inserts away). What the
+// table answers is the same whether a dead entry was dropped yet or not:
+// the rebuild is not observable, only its memory is.
+type timedTable[V any] struct {
+	slots []timedSlot[V]
+	used  int // slots with a key, dead ones included
 }
 
-type lruSlot[V any] struct {
-	key uint64
-	gen uint32
+type timedSlot[V any] struct {
+	key uint64 // 0: empty
+	t   beacon.Time
 	v   V
 }
 
-// find returns the slot of k, live or not; an empty one (gen 0) when k is
-// not there.
-func (c *lru2[V]) find(k uint64) *lruSlot[V] {
+// tableKey is a tuple hash as the table stores it (never 0).
+func tableKey(h uint64) uint64 {
+	if h == 0 {
+		return 1
+	}
+	return h
+}
+
+// find returns k's slot, or the empty one where k would go (key 0). The
+// table must have slots.
+func (c *timedTable[V]) find(k uint64) *timedSlot[V] {
 	mask := uint64(len(c.slots) - 1)
 	for i := k & mask; ; i = (i + 1) & mask {
-		if s := &c.slots[i]; s.gen == 0 || s.key == k {
+		if s := &c.slots[i]; s.key == k || s.key == 0 {
 			return s
 		}
 	}
 }
 
-func (c *lru2[V]) init() {
-	c.slots, c.gen = make([]lruSlot[V], 16), 2
-}
-
-// grow doubles the table when its live entries reach half of it, up to
-// the size that holds max at that load: a replay's or a small fleet's
-// tuples are far fewer than max, and a table sized for max from the start
-// cost every detection partition and ingest tens of MB.
-func (c *lru2[V]) grow() {
-	if 2*(c.cur+c.old+1) <= len(c.slots) || len(c.slots) >= 2*c.max {
-		return
+// lookup returns k's slot, live or dead, or nil when it has none.
+func (c *timedTable[V]) lookup(k uint64) *timedSlot[V] {
+	if len(c.slots) == 0 {
+		return nil
 	}
-	next := make([]lruSlot[V], 2*len(c.slots))
-	c.copyLive(next, c.gen-1)
-	c.slots, c.spare = next, nil
+	if s := c.find(k); s.key == k {
+		return s
+	}
+	return nil
 }
 
-// copyLive inserts the entries of generation minGen and newer into next,
-// an empty table.
-func (c *lru2[V]) copyLive(next []lruSlot[V], minGen uint32) {
-	mask := uint64(len(next) - 1)
+// add returns a new slot for k, which is not in the table, its key set:
+// the caller fills it. When the table would be more than ¾ used, or
+// holds 2·max entries (max 0: no bound), it is rebuilt first with only
+// the entries at or after horizon — none when more than max are.
+func (c *timedTable[V]) add(k uint64, horizon beacon.Time, max int) *timedSlot[V] {
+	if 4*(c.used+1) > 3*len(c.slots) || max > 0 && c.used >= 2*max {
+		c.rebuild(horizon, max)
+	}
+	s := c.find(k)
+	s.key = k
+	c.used++
+	return s
+}
+
+// rebuild moves the live entries (at or after horizon) into a new table of
+// 2 to 4 slots per entry (16 at least).
+func (c *timedTable[V]) rebuild(horizon beacon.Time, max int) {
+	live := 0
+	for i := range c.slots {
+		if s := &c.slots[i]; s.key != 0 && s.t >= horizon {
+			live++
+		}
+	}
+	if max > 0 && live > max {
+		live = 0 // forget them all (pivotWriter)
+		clear(c.slots)
+	}
+	n := 16
+	for n < 2*(live+1) {
+		n *= 2
+	}
+	next := make([]timedSlot[V], n)
+	mask := uint64(n - 1)
 	for i := range c.slots {
 		s := &c.slots[i]
-		if s.gen < minGen {
+		if s.key == 0 || s.t < horizon {
 			continue
 		}
 		j := s.key & mask
-		for next[j].gen != 0 {
+		for next[j].key != 0 {
 			j = (j + 1) & mask
 		}
 		next[j] = *s
 	}
-}
-
-// peek returns k's value without moving it: reading is not a use.
-func (c *lru2[V]) peek(k uint64) (V, bool) {
-	if c.slots != nil {
-		if s := c.find(k); s.gen == c.gen || s.gen == c.gen-1 {
-			return s.v, true
-		}
-	}
-	var zero V
-	return zero, false
-}
-
-// get returns k's value, moving it to the current generation.
-func (c *lru2[V]) get(k uint64) (V, bool) {
-	if c.slots == nil {
-		var zero V
-		return zero, false
-	}
-	s := c.find(k)
-	switch s.gen {
-	case c.gen:
-		return s.v, true
-	case c.gen - 1:
-		v := s.v
-		if c.cur >= c.max/2 {
-			c.rotate() // drops the older generation, k with it
-			c.insert(k, v)
-		} else {
-			s.gen = c.gen
-			c.old--
-			c.cur++
-		}
-		return v, true
-	}
-	var zero V
-	return zero, false
-}
-
-// put sets k's value in the current generation.
-func (c *lru2[V]) put(k uint64, v V) {
-	if c.slots == nil {
-		c.init()
-	}
-	c.grow()
-	s := c.find(k)
-	if s.gen == c.gen {
-		s.v = v
-		return
-	}
-	if c.cur >= c.max/2 {
-		c.rotate()
-		c.insert(k, v)
-		return
-	}
-	if s.gen == c.gen-1 {
-		c.old--
-	}
-	s.key, s.gen, s.v = k, c.gen, v
-	c.cur++
-}
-
-// insert adds k, which is not in the table, to the current generation.
-func (c *lru2[V]) insert(k uint64, v V) {
-	s := c.find(k)
-	s.key, s.gen, s.v = k, c.gen, v
-	c.cur++
-}
-
-// rotate starts a generation: the current entries become the older ones,
-// in a table of their own, and the older ones are dropped.
-func (c *lru2[V]) rotate() {
-	next := c.spare
-	if next == nil {
-		next = make([]lruSlot[V], len(c.slots))
-	}
-	c.copyLive(next, c.gen)
-	clear(c.slots)
-	c.slots, c.spare = next, c.slots
-	c.gen++
-	c.old, c.cur = c.cur, 0
-}
-
-func (c *lru2[V]) len() int { return c.cur + c.old }
-
-// sentPivots is what an ingest member last wrote of a tuple's pivots.
-type sentPivots struct {
-	sum  uint32
-	full beacon.Time // event time of the last record with them in full
+	c.slots, c.used = next, live
 }
 
 // pivotWriter decides, per connection, whether ingest writes the pivots
-// in full. One goroutine uses it.
+// in full. It remembers, per tuple, the checksum and event time of the
+// last record it wrote them in full with: a tuple not written in full for
+// pivotRefresh of event time goes in full anyway, so the entries older
+// than that before the newest event it saw are dead (timedTable), and
+// what it holds is bounded by the tuples of the last pivotRefresh (and by
+// maxPivots). One goroutine uses it.
 type pivotWriter struct {
-	sent lru2[sentPivots]
-	buf  []byte // pivotSum's
-	// last is what the last append wrote, for a replay's shadows of the
-	// record (replay.route): flags 0 when it wrote nothing.
-	last pivotShadow
-}
-
-// pivotShadow is what a detection partition's pivotStore does with a
-// connection record's pivots section, without the pivots: the tuple's key
-// in the store, the section's kind (pvFull or pvSame) and its checksum. A
-// replay shard applies it for the records of the other shards
-// (pivotStore.shadow), so that its store holds and forgets the tuples
-// the partition's one store would, in the same order.
-type pivotShadow struct {
-	key   uint64
-	sum   uint32
-	flags byte
+	sent  timedTable[uint32] // time: of the last full write; value: the checksum
+	clock beacon.Time        // the newest event time seen
+	buf   []byte             // pivotSum's
 }
 
 // append appends the pivots section of a connection event; nothing when
 // it has no pivot at all.
 func (pw *pivotWriter) append(b []byte, e *beacon.Event) []byte {
-	pw.last = pivotShadow{}
 	p, sum, full, ok := pw.decide(e)
 	if !ok {
 		return b
@@ -399,119 +331,222 @@ func (pw *pivotWriter) decide(e *beacon.Event) (p Pivots, sum uint32, full, ok b
 	if p == (Pivots{}) {
 		return p, 0, false, false
 	}
-	if pw.sent.max == 0 {
-		pw.sent.max = maxPivots
+	if p.TenantId == "" && p.SHA256 == "" && p.SHA1 == "" && p.FolderPath == "" && p.CommandLine == "" {
+		// A process id alone: in full it takes 2 to 6 bytes more than
+		// its checksum, which would cost a lookup per connection here.
+		return p, 0, true, true
 	}
-	sum, pw.buf = pivotSum(&p, pw.buf)
 	t := e.Tuple()
-	k := tupleHash(&t)
-	last, found := pw.sent.get(k)
-	full = !found || last.sum != sum || e.Timestamp-last.full >= pivotRefresh
-	pw.last = pivotShadow{key: k, sum: sum, flags: pvSame}
+	k := tableKey(tupleHash(&t))
+	pw.clock = max(pw.clock, e.Timestamp)
+	s := pw.sent.lookup(k)
+	// The checksum after the lookup: its work goes on while the table's
+	// slot is fetched (a miss, often).
+	sum, pw.buf = pivotSum(&p, pw.buf)
+	full = s == nil || s.v != sum || e.Timestamp-s.t >= pivotRefresh
 	if full {
-		pw.sent.put(k, sentPivots{sum: sum, full: e.Timestamp})
-		pw.last.flags = pvFull
+		if s == nil {
+			s = pw.sent.add(k, pw.clock-pivotRefresh, maxPivots)
+		}
+		s.t, s.v = e.Timestamp, sum
 	}
 	return p, sum, full, true
 }
 
-// heldPivots are a tuple's pivots as a detection partition knows them:
-// those of its newest event (the greatest Timestamp) that carried them.
-// They are held by value in the store's table; the process fields, which
-// rarely change, behind a pointer shared until they do.
+// heldPivots are a tuple's pivots as a detection partition knows them
+// (the entry's time is their event's): the process fields, which rarely
+// change and which many tuples share, behind a pointer (pivotStore.procOf),
+// so that a table slot takes 32 bytes.
 type heldPivots struct {
-	time   beacon.Time
 	report int64 // ReportId
-	sum    uint32
-	proc   *Pivots // the process fields and tenant, interned; ReportId unset
+	proc   *procPivots
 }
 
-// pivotStore is a detection partition's pivots per tuple: in memory only,
-// so after a restart or a move to another instance a tuple's pivots fill
-// in from its next record with them in full (at most pivotRefresh of event
-// time later). Its worker's goroutine alone uses it.
+// procPivots are the pivots' process fields and tenant, and their
+// checksum.
+type procPivots struct {
+	TenantId, SHA256, SHA1, FolderPath, CommandLine string
+	ProcessId                                       int64
+	sum                                             uint32
+}
+
+// pivotStore is a detection partition's pivots per tuple: those of the
+// tuple's newest event (the greatest Timestamp) that carried them, for as
+// long as that event is in the window — the lookback before the newest
+// connection the partition has taken (its own or, in a replay shard,
+// another shard's shadow: advance). A tuple's pivots are thus a function
+// of its own records and of the partition's connection times alone, which
+// every shard of a replay's partition shares: a shard keeps its own
+// tuples and reads the same pivots the partition's one store would
+// (TestPivotStoreShards). The store holds at most the tuples with a
+// record in the window, as the state does. In memory only: after a
+// restart or a move to another instance a tuple's pivots fill in from its
+// next record with them in full (at most pivotRefresh of event time
+// later). Its worker's goroutine alone uses it.
+//
+// A record's pivots are taken in two steps: observe, as the record is
+// released, notes them with the window as of then; apply, with the
+// segment (worker.flush, before anything reads them), looks a batch of
+// tuples up in the table at once, so that their cache misses overlap
+// (the table is larger than the caches, and a probe per connection, one
+// after the other, waited on a miss each).
 type pivotStore struct {
-	m   lru2[heldPivots]
-	buf []byte // pivotSum's
+	m        timedTable[heldPivots]
+	lookback time.Duration // Params.Lookback
+	now      beacon.Time   // the newest connection's time
+	buf      []byte        // pivotSum's
+	sink     uint64        // touch's
+	pend     []pendingPivots
+	procs    []procPivots // the process fields of pend's full sections; they alias the records
+	recent   *[procCache]*procPivots
 }
 
-// observe takes the pivots section of a released connection record.
-func (ps *pivotStore) observe(it *item) {
-	if it.pv.flags == 0 {
-		return
+// procCache is how many process fields a store remembers having made, by
+// checksum, so that the tuples of one process share them.
+const procCache = 4096
+
+// procOf returns p, which aliases a record, as held: the one made last
+// for its checksum when equal, else a copy with its strings interned (so
+// that the processes running one binary share its hash and path).
+func (ps *pivotStore) procOf(p *procPivots) *procPivots {
+	if ps.recent == nil {
+		ps.recent = new([procCache]*procPivots)
 	}
-	full, sum, p := it.pv.flags&pvFull != 0, it.pv.sum, &it.pv.Pivots
-	if full {
-		sum, ps.buf = pivotSum(p, ps.buf)
+	r := &ps.recent[p.sum%procCache]
+	if *r != nil && **r == *p {
+		return *r
 	}
-	t := it.tupleKey()
-	k := tupleHash(&t)
-	h, ok := ps.step(k, it.time, full, sum)
-	if !ok {
-		return
-	}
-	if full && (h.proc == nil || h.sum != sum || h.proc.TenantId != p.TenantId || h.proc.SHA256 != p.SHA256 || h.proc.SHA1 != p.SHA1 ||
-		h.proc.FolderPath != p.FolderPath || h.proc.CommandLine != p.CommandLine || h.proc.ProcessId != p.ProcessId) {
-		h.proc = &Pivots{TenantId: intern(p.TenantId), SHA256: intern(p.SHA256), SHA1: intern(p.SHA1),
-			FolderPath: intern(p.FolderPath), CommandLine: intern(p.CommandLine), ProcessId: p.ProcessId}
-	}
-	h.time, h.sum, h.report = it.time, sum, p.ReportId
-	ps.m.put(k, h) // in the current generation: get moved it there
+	*r = &procPivots{intern(p.TenantId), intern(p.SHA256), intern(p.SHA1), intern(p.FolderPath), intern(p.CommandLine), p.ProcessId, p.sum}
+	return *r
 }
 
-// shadow applies a replay shard's shadow of another shard's connection
-// record (it.pvKey, it.pv.flags and it.pv.sum): observe's table steps
-// (step, then put), keeping the time and checksum alone. The tuple is
-// never this shard's, so its pivots are never asked for; the table's
-// generations turn over as the partition's one table would (maxPivots
-// counts every tuple of the partition, not the shard's).
-func (ps *pivotStore) shadow(it *item) {
-	if h, ok := ps.step(it.pvKey, it.time, it.pv.flags&pvFull != 0, it.pv.sum); ok {
-		h.time, h.sum = it.time, it.pv.sum
-		ps.m.put(it.pvKey, h)
-	}
-}
-
-// step looks tuple k up for a record at time t whose pivots section is
-// full or carries checksum sum, and tells whether the record's pivots
-// replace what it returns: not when an older event's (the newest
-// event's pivots are kept), nor when unchanged pivots (pvSame) that this
-// partition has not seen in full (a restart, or another ingest member
-// wrote them: they come with the next full record; until then the older
-// ones stay). The lookup moves k to the current generation either way.
-func (ps *pivotStore) step(k uint64, t beacon.Time, full bool, sum uint32) (heldPivots, bool) {
-	if ps.m.max == 0 {
-		ps.m.max = maxPivots
-	}
-	h, ok := ps.m.get(k)
-	if ok && t < h.time {
-		return h, false
-	}
-	if !full && (!ok || h.sum != sum) {
-		return h, false
-	}
-	return h, true
-}
-
-// get returns a tuple's pivots, zero when unknown. It peeks: an alert
-// reading a tuple's pivots does not keep them, only its records do, so
-// that what the store holds is a function of the records alone — which a
-// replay's shards rely on, each reading only its own tuples' pivots
-// (pivotStore.shadow).
-func (ps *pivotStore) get(t *beacon.Tuple) Pivots {
-	if h, ok := ps.m.peek(tupleHash(t)); ok && h.proc != nil { // nil: a shadow's (a hash collision)
-		p := *h.proc
-		p.ReportId = h.report
-		return p
-	}
-	return Pivots{}
-}
-
-// intern copies s out of the record it aliases; tuples running the same
-// binary share its hash and path.
+// intern copies s out of the record it aliases.
 func intern(s string) string {
 	if s == "" {
 		return ""
 	}
 	return unique.Make(s).Value()
+}
+
+// pendingPivots is a record's pivots section between observe and apply.
+type pendingPivots struct {
+	key     uint64 // the tuple's (tableKey)
+	time    beacon.Time
+	horizon beacon.Time // the oldest event time whose pivots counted when it was released
+	report  int64
+	sum     uint32
+	proc    int32 // full: its process fields in procs (sum unset); -1: a checksum (pvSame) in sum
+}
+
+// advance takes the time of a connection the partition released: one of
+// its own (observe) or a replay shard's shadow of another shard's.
+func (ps *pivotStore) advance(t beacon.Time) { ps.now = max(ps.now, t) }
+
+// horizon is the oldest event time whose pivots count.
+func (ps *pivotStore) horizon() beacon.Time { return ps.now.Add(-ps.lookback) }
+
+// observe takes the pivots section of a released connection record; its
+// strings must stay valid until apply.
+func (ps *pivotStore) observe(it *item) {
+	ps.advance(it.time)
+	if it.pv.flags == 0 {
+		return
+	}
+	horizon := ps.horizon()
+	if it.time < horizon {
+		return // out of the window already
+	}
+	t := it.tupleKey()
+	pp := pendingPivots{key: tableKey(tupleHash(&t)), time: it.time, horizon: horizon, report: it.pv.ReportId,
+		sum: it.pv.sum, proc: -1}
+	if p := &it.pv.Pivots; it.pv.flags&pvFull != 0 {
+		pp.proc = int32(len(ps.procs)) // its checksum when it is kept (take)
+		ps.procs = append(ps.procs, procPivots{p.TenantId, p.SHA256, p.SHA1, p.FolderPath, p.CommandLine, p.ProcessId, 0})
+	}
+	ps.pend = append(ps.pend, pp)
+}
+
+// apply takes the pivots observed since the last apply, in their order.
+// A record's replace those held unless they are an older event's (the
+// newest event's are kept) or are unchanged pivots (pvSame) that this
+// partition does not hold (a restart, or another ingest member wrote
+// them: they come with the next full record; until then the older ones
+// stay).
+func (ps *pivotStore) apply() {
+	for base := 0; base < len(ps.pend); base += touchPivots {
+		batch := ps.pend[base:min(base+touchPivots, len(ps.pend))]
+		ps.touch(batch)
+		for i := range batch {
+			ps.take(&batch[i])
+		}
+	}
+	clear(ps.procs) // they alias the segment's records
+	ps.pend, ps.procs = ps.pend[:0], ps.procs[:0]
+}
+
+// touchPivots is how many tuples apply looks up at once.
+const touchPivots = 16
+
+// touch loads the home slot of each of batch's tuples, then the process
+// fields each found holds: loads with no dependence on one another are
+// waited on together, and take's probes then find them in the cache.
+// What is loaded is only summed (sink).
+func (ps *pivotStore) touch(batch []pendingPivots) {
+	if len(ps.m.slots) == 0 {
+		return
+	}
+	mask := uint64(len(ps.m.slots) - 1)
+	var sink uint64
+	for i := range batch {
+		sink += ps.m.slots[batch[i].key&mask].key
+	}
+	for i := range batch {
+		if s := ps.m.lookup(batch[i].key); s != nil {
+			sink += uint64(s.v.proc.sum)
+		}
+	}
+	ps.sink += sink
+}
+
+func (ps *pivotStore) take(pp *pendingPivots) {
+	s := ps.m.lookup(pp.key)
+	live := s != nil && s.t >= pp.horizon
+	if live && pp.time < s.t {
+		return
+	}
+	h := heldPivots{report: pp.report}
+	switch {
+	case pp.proc < 0:
+		if !live || s.v.proc.sum != pp.sum {
+			return
+		}
+		h.proc = s.v.proc
+	default:
+		p := &ps.procs[pp.proc]
+		if live {
+			if p.sum = s.v.proc.sum; *p == *s.v.proc {
+				h.proc = s.v.proc // unchanged: no checksum to compute
+				break
+			}
+		}
+		p.sum, ps.buf = pivotSum(&Pivots{TenantId: p.TenantId, SHA256: p.SHA256, SHA1: p.SHA1, FolderPath: p.FolderPath,
+			CommandLine: p.CommandLine, ProcessId: p.ProcessId}, ps.buf)
+		h.proc = ps.procOf(p)
+	}
+	if s == nil {
+		s = ps.m.add(pp.key, pp.horizon, 0)
+	}
+	s.t, s.v = pp.time, h
+}
+
+// get returns a tuple's pivots, zero when unknown.
+func (ps *pivotStore) get(t *beacon.Tuple) Pivots {
+	ps.apply() // none pending, when the worker reads them (after its flush)
+	s := ps.m.lookup(tableKey(tupleHash(t)))
+	if s == nil || s.t < ps.horizon() {
+		return Pivots{}
+	}
+	p := s.v.proc
+	return Pivots{TenantId: p.TenantId, SHA256: p.SHA256, SHA1: p.SHA1, FolderPath: p.FolderPath,
+		CommandLine: p.CommandLine, ProcessId: p.ProcessId, ReportId: s.v.report}
 }

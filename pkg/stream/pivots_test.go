@@ -90,7 +90,8 @@ func TestPivotsFormat(t *testing.T) {
 // TestPivotsNewest: ingest writes a tuple's pivots in full when they
 // change and every pivotRefresh, otherwise their checksum; a partition
 // keeps the newest event's (greatest Timestamp, not the last to arrive),
-// applies a checksum only to the pivots it matches, and stays bounded.
+// applies a checksum only to the pivots it matches, forgets them when
+// that event leaves the window, and both stay bounded.
 func TestPivotsNewest(t *testing.T) {
 	t0 := mustTime(t, "2024-05-01T10:00:00Z")
 	ev := func(sec int, cmd string, report int64) *beacon.Event {
@@ -99,7 +100,8 @@ func TestPivotsNewest(t *testing.T) {
 			TenantId: "t1", SHA256: "aa", CommandLine: cmd, ProcessId: 10, ReportId: report}
 	}
 	var pw pivotWriter
-	var ps pivotStore
+	const lookback = 2 * time.Hour
+	ps := pivotStore{lookback: lookback}
 	send := func(e *beacon.Event) (flags byte) {
 		v := pw.append(appendConn(nil, e, e.Timestamp), e)
 		var it item
@@ -138,35 +140,75 @@ func TestPivotsNewest(t *testing.T) {
 		check(c.step, c.cmd, c.report)
 	}
 
+	// The window: the newest connection the partition takes, its own or
+	// another shard's, moves it; pivots whose event left it are gone,
+	// and a checksum does not bring them back.
+	last := 241 + int(pivotRefresh/beacon.Second)
+	ps.advance(t0 + beacon.Time(last)*beacon.Second + beacon.Time(lookback/100))
+	check("at the window's start", "b", 0)
+	ps.advance(t0 + beacon.Time(last+1)*beacon.Second + beacon.Time(lookback/100))
+	if got := ps.get(&tu); got != (Pivots{}) {
+		t.Errorf("out of the window: pivots %+v", got)
+	}
+	tu2 := tu
+	tu2.DeviceId = "d2"
+	e2 := ev(last+1+int(lookback/time.Second), "b", 9)
+	e2.DeviceId = "d2"
+	send(e2) // another tuple's record moves the window too
+	if f := send(ev(last+2+int(lookback/time.Second), "b", 10)); f != pvFull {
+		t.Errorf("a tuple quiet for the window: flags %#x, want in full", f) // past pivotRefresh
+	}
+	check("back in full", "b", 10)
+
 	// A fresh partition (a restart) learns nothing from checksums.
-	ps = pivotStore{}
-	send(ev(250+int(pivotRefresh/beacon.Second), "b", 8)) // within the refresh: a checksum
+	ps = pivotStore{lookback: lookback}
+	send(ev(last+3+int(lookback/time.Second), "b", 11)) // within the refresh: a checksum
 	if got := ps.get(&tu); got != (Pivots{}) {
 		t.Errorf("after a restart, a checksum gave %+v", got)
 	}
 
-	// Bounded: many tuples, at most maxPivots held; the latest are kept.
-	ps = pivotStore{}
+	// Bounded: many tuples, one a minute of event time; the store holds
+	// those of the window, the writer those of the last pivotRefresh
+	// (and at most maxPivots).
+	ps, pw = pivotStore{lookback: lookback}, pivotWriter{}
 	e := ev(0, "x", 1)
-	for i := range maxPivots + maxPivots/2 {
+	n := 4 * int(lookback/time.Minute)
+	for i := range n {
 		e.DeviceId = strconv.Itoa(i)
-		pw.append(nil, e) // the writer is bounded the same way
-		v := appendPivots(appendConn(nil, e, e.Timestamp), &Pivots{CommandLine: "x", ReportId: 1}, 0, true)
+		e.Timestamp = t0 + beacon.Time(i)*60*beacon.Second
+		v := pw.append(appendConn(nil, e, e.Timestamp), e)
 		var it item
 		if err := decodeItem([]byte(e.RemoteIP), v, &it); err != nil {
 			t.Fatal(err)
 		}
 		ps.observe(&it)
+		ps.apply()
 	}
-	if n := ps.m.len(); n > maxPivots || n < maxPivots/2 {
-		t.Errorf("%d tuples held, want between %d and %d", n, maxPivots/2, maxPivots)
+	// A rebuild makes 2 to 4 slots per live entry, and the next one
+	// comes when ¾ are used.
+	if held, want := ps.m.used, int(lookback/time.Minute)+1; held > 3*(want+1) || len(ps.m.slots) > 4*(want+1) {
+		t.Errorf("the store holds %d tuples in %d slots, the window %d", held, len(ps.m.slots), want)
 	}
-	if n := pw.sent.len(); n > maxPivots {
-		t.Errorf("ingest remembers %d tuples, more than %d", n, maxPivots)
+	if held, want := pw.sent.used, int(pivotRefresh/(60*beacon.Second))+1; held > 3*(want+1) || len(pw.sent.slots) > 4*(want+1) {
+		t.Errorf("the writer holds %d tuples in %d slots, %d were written in the last %v", held, len(pw.sent.slots), want, pivotRefresh)
 	}
-	last := e.Tuple()
-	if got := ps.get(&last); got.CommandLine != "x" {
+	newest, gone := e.Tuple(), ev(0, "", 0).Tuple()
+	gone.DeviceId = strconv.Itoa(n - 1 - int(lookback/time.Minute) - 1)
+	if got := ps.get(&newest); got.CommandLine != "x" {
 		t.Errorf("the newest tuple's pivots are gone: %+v", got)
+	}
+	if got := ps.get(&gone); got != (Pivots{}) {
+		t.Errorf("a tuple out of the window has pivots %+v", got)
+	}
+	defer func(n int) { maxPivots = n }(maxPivots)
+	maxPivots = 64
+	pw = pivotWriter{}
+	for i := range 10 * maxPivots {
+		e.DeviceId = strconv.Itoa(i)
+		pw.append(nil, e) // one event time: none is older than pivotRefresh
+		if pw.sent.used > 2*maxPivots {
+			t.Fatalf("the writer holds %d tuples, more than %d", pw.sent.used, 2*maxPivots)
+		}
 	}
 }
 
@@ -362,6 +404,39 @@ func BenchmarkPivotWriter(b *testing.B) {
 	}
 }
 
+// BenchmarkPivotStore is a detection partition's cost per connection of
+// its pivots (observe, then apply with the segment): the records of
+// BenchmarkPivotWriter's events, as ingest writes them.
+func BenchmarkPivotStore(b *testing.B) {
+	rs, _ := records(b, testFleet(3))
+	var pw pivotWriter
+	var its []item
+	for i := range rs {
+		if !rs[i].HasPort || len(its) == 4096 {
+			continue
+		}
+		pv := pivotsOf(&rs[i])
+		e := rs[i].Event
+		e.TenantId, e.SHA256, e.SHA1, e.FolderPath, e.CommandLine, e.ProcessId, e.ReportId =
+			pv.TenantId, pv.SHA256, pv.SHA1, pv.FolderPath, pv.CommandLine, pv.ProcessId, pv.ReportId
+		var it item
+		if err := decodeItem([]byte(e.RemoteIP), pw.append(appendConn(nil, &e, e.Timestamp), &e), &it); err != nil {
+			b.Fatal(err)
+		}
+		its = append(its, it)
+	}
+	ps := pivotStore{lookback: time.Hour}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		ps.observe(&its[i%len(its)])
+		if i%1000 == 999 {
+			ps.apply()
+		}
+	}
+	ps.apply()
+}
+
 func sum0(p *Pivots) uint32 { s, _ := pivotSum(p, nil); return s }
 
 // pivotSeeds are connection records with pivots, in full and as a
@@ -376,71 +451,225 @@ func pivotSeeds() [][]byte {
 	return [][]byte{full, same}
 }
 
-// lru2Model is lru2 as two Go maps, the way it was first written: the
-// table must answer as it does.
-type lru2Model struct {
-	cur, old map[uint64]int
-	max      int
-}
-
-func (c *lru2Model) get(k uint64) (int, bool) {
-	if v, ok := c.cur[k]; ok {
-		return v, true
+// TestTimedTable: random lookups and adds over a few hundred keys, some
+// sharing their low bits (one probe sequence), with a horizon that moves
+// on, answer as a Go map does for the live entries (at or after the
+// horizon), through the rebuilds that drop the others; and the table
+// stays sized for its live entries.
+func TestTimedTable(t *testing.T) {
+	type entry struct {
+		t beacon.Time
+		v int
 	}
-	v, ok := c.old[k]
-	if ok {
-		delete(c.old, k)
-		c.put(k, v)
-	}
-	return v, ok
-}
-
-func (c *lru2Model) put(k uint64, v int) {
-	if c.cur == nil {
-		c.cur = make(map[uint64]int)
-	}
-	if _, ok := c.cur[k]; !ok && len(c.cur) >= c.max/2 {
-		c.old, c.cur = c.cur, make(map[uint64]int, len(c.cur))
-	}
-	c.cur[k] = v
-}
-
-// TestLRU2: random gets and puts over a few more keys than fit, with
-// colliding table slots (keys that share their low bits), answer as the
-// two-map model does, and the table holds its entries: the pivot caches'
-// evictions, and so which checksums a partition can apply, are as before.
-func TestLRU2(t *testing.T) {
-	for _, max := range []int{1, 2, 3, 8, 64, 1000} {
-		rnd := rand.New(rand.NewPCG(uint64(max), 7))
-		c := lru2[int]{max: max}
-		m := lru2Model{max: max}
-		keys := 3*max + 5
+	for _, keys := range []int{3, 40, 500} {
+		rnd := rand.New(rand.NewPCG(uint64(keys), 7))
+		var c timedTable[int]
+		m := make(map[uint64]entry)
+		var horizon beacon.Time
 		for i := range 200_000 {
-			k := uint64(rnd.IntN(keys))
+			k := tableKey(uint64(rnd.IntN(keys)))
 			if rnd.IntN(4) == 0 {
-				k <<= 40 // the same low bits: one probe sequence
+				k <<= 40 // the same low bits
 			}
-			if rnd.IntN(3) == 0 {
-				c.put(k, i)
-				m.put(k, i)
+			if rnd.IntN(8) == 0 {
+				horizon += beacon.Time(rnd.IntN(3)) // entries at the horizon are live
+			}
+			s := c.lookup(k)
+			me, ok := m[k]
+			live := ok && me.t >= horizon
+			switch {
+			case live && (s == nil || s.t != me.t || s.v != me.v):
+				t.Fatalf("%d keys, step %d: %#x is %+v, the table's %+v", keys, i, k, me, s)
+			case !live && s != nil && s.t >= horizon:
+				t.Fatalf("%d keys, step %d: %#x is not live, the table has it at %d (horizon %d)", keys, i, k, s.t, horizon)
+			}
+			if rnd.IntN(2) == 0 {
 				continue
 			}
-			v, ok := c.get(k)
-			mv, mok := m.get(k)
-			if v != mv || ok != mok {
-				t.Fatalf("max %d, step %d: get(%#x) = %d %v, the model %d %v", max, i, k, v, ok, mv, mok)
+			if s == nil {
+				s = c.add(k, horizon, 0)
 			}
-			n := len(m.cur) // the model keeps an older copy of a key put again without a get: not an entry
-			for k := range m.old {
-				if _, ok := m.cur[k]; !ok {
+			s.t, s.v = horizon+beacon.Time(rnd.IntN(20)), i
+			m[k] = entry{s.t, s.v}
+			n := 0
+			for _, e := range m {
+				if e.t >= horizon {
 					n++
 				}
 			}
-			if c.len() != n || c.cur != len(m.cur) {
-				t.Fatalf("max %d, step %d: %d entries (%d current), the model %d (%d)", max, i, c.len(), c.cur, n, len(m.cur))
+			if c.used < n || len(c.slots) > 16 && len(c.slots) > 4*(c.used+1) || 4*c.used > 3*len(c.slots) {
+				t.Fatalf("%d keys, step %d: %d live, %d used in %d slots", keys, i, n, c.used, len(c.slots))
 			}
 		}
 	}
+}
+
+// pivotModel is the pivot store's rule written out over a Go map, record
+// by record: what pivotStore, its table and its batches must answer.
+type pivotModel struct {
+	held     map[beacon.Tuple]pivotHeld
+	now      beacon.Time
+	lookback time.Duration
+}
+
+type pivotHeld struct {
+	t   beacon.Time
+	sum uint32
+	p   Pivots
+}
+
+func (m *pivotModel) observe(it *item) {
+	m.now = max(m.now, it.time)
+	if it.pv.flags == 0 {
+		return
+	}
+	horizon := m.now.Add(-m.lookback)
+	if it.time < horizon {
+		return
+	}
+	tu := it.tupleKey()
+	h, ok := m.held[tu]
+	live := ok && h.t >= horizon
+	if live && it.time < h.t {
+		return
+	}
+	next := pivotHeld{t: it.time}
+	if it.pv.flags&pvFull == 0 {
+		if !live || h.sum != it.pv.sum {
+			return
+		}
+		next.sum, next.p = h.sum, h.p
+	} else {
+		p := it.pv.Pivots
+		p.ReportId = 0
+		next.sum, next.p = sum0(&p), p
+		if held := h.p; live {
+			held.ReportId = 0
+			if held == p {
+				next.p = h.p // unchanged
+			}
+		}
+	}
+	next.p.ReportId = it.pv.ReportId
+	m.held[tu] = next
+}
+
+func (m *pivotModel) get(tu *beacon.Tuple) Pivots {
+	if h, ok := m.held[*tu]; ok && h.t >= m.now.Add(-m.lookback) {
+		return h.p
+	}
+	return Pivots{}
+}
+
+// TestPivotStoreShards: a random stream of a partition's connections —
+// pivots in full, changing, as checksums (some of pivots the partition
+// does not hold), none, late records, null ports, tuples quiet for longer
+// than the window — gives the model's pivots for every tuple at every
+// evaluation, from the partition's one store and from each of K shards'
+// stores that observe only their own tuples' records and advance with
+// the others' (a replay shard's shadows): what a replay's alerts carry
+// does not depend on the shards, and a store that drifted from the
+// partition's would fail here.
+func TestPivotStoreShards(t *testing.T) {
+	const lookback = time.Hour
+	rnd := rand.New(rand.NewPCG(11, 10))
+	tuples := make([]beacon.Tuple, 60)
+	for i := range tuples {
+		tuples[i] = beacon.Tuple{DeviceId: fmt.Sprint("dev-", i%7), DeviceName: "wks", FileName: fmt.Sprint("p", i%5, ".exe"),
+			RemoteIP: fmt.Sprint("10.0.", i%13, ".", i), RemotePort: 443}
+	}
+	procs := func(i, gen int) Pivots {
+		return Pivots{TenantId: "t", SHA256: fmt.Sprint("sha-", i%5), CommandLine: fmt.Sprint("cmd ", gen), ProcessId: int64(100 + gen)}
+	}
+	model := pivotModel{held: make(map[beacon.Tuple]pivotHeld), lookback: lookback}
+	var stores [4][]pivotStore // stores[K]: K shards
+	for k := 1; k < len(stores); k++ {
+		stores[k] = make([]pivotStore, k)
+		for j := range stores[k] {
+			stores[k][j].lookback = lookback
+		}
+	}
+	gen := make([]int, len(tuples)) // each tuple's current pivots
+	now := beacon.Time(1_000_000) * beacon.Second
+	checked, expired, seen := 0, 0, 0
+	for step := range 30_000 {
+		if rnd.IntN(200) == 0 {
+			now += beacon.Time(rnd.IntN(int(2*lookback/time.Second))) * beacon.Second // a quiet spell
+		} else {
+			now += beacon.Time(rnd.IntN(20)) * beacon.Second
+		}
+		ti := rnd.IntN(len(tuples))
+		tu := tuples[ti]
+		it := item{kind: kindConn, time: now, ip: tu.RemoteIP, port: tu.RemotePort,
+			tuple: [5]string{tu.DeviceId, tu.DeviceName, tu.AccountName, tu.AccountDomain, tu.FileName}}
+		if rnd.IntN(10) == 0 {
+			it.time -= beacon.Time(rnd.IntN(int(2*lookback/time.Second))) * beacon.Second // late, perhaps past the window
+		}
+		if rnd.IntN(15) == 0 {
+			gen[ti]++
+		}
+		p := procs(ti, gen[ti])
+		switch r := rnd.IntN(10); {
+		case r < 3:
+			it.pv = pivotItem{flags: pvFull, Pivots: p}
+		case r < 8:
+			if rnd.IntN(6) == 0 {
+				p = procs(ti, gen[ti]+1) // a checksum of pivots not yet seen in full
+			}
+			it.pv = pivotItem{flags: pvSame, sum: sum0(&p)}
+		case r < 9:
+			// no pivots section
+		default:
+			it.kind = kindNoPort // a null port: it moves the window only
+		}
+		if r := int64(rnd.IntN(3)); r > 0 && it.pv.flags != 0 {
+			it.pv.flags |= pvReport
+			it.pv.ReportId = int64(step)*10 + r
+		}
+		if it.kind == kindNoPort {
+			model.now = max(model.now, it.time)
+		} else {
+			model.observe(&it)
+		}
+		for k := 1; k < len(stores); k++ {
+			for j := range stores[k] {
+				switch ps := &stores[k][j]; {
+				case it.kind == kindConn && shardOf(tu.RemoteIP, k) == j:
+					ps.observe(&it)
+				default:
+					ps.advance(it.time) // another shard's, or a null port: worker.take
+				}
+			}
+		}
+		if rnd.IntN(50) != 0 {
+			continue
+		}
+		// An evaluation point: the segment is applied, alerts read pivots.
+		for k := 1; k < len(stores); k++ {
+			for j := range stores[k] {
+				stores[k][j].apply()
+			}
+		}
+		for i := range tuples {
+			want := model.get(&tuples[i])
+			if _, ok := model.held[tuples[i]]; ok && want == (Pivots{}) {
+				expired++
+			} else if want != (Pivots{}) {
+				seen++
+			}
+			for k := 1; k < len(stores); k++ {
+				got := stores[k][shardOf(tuples[i].RemoteIP, k)].get(&tuples[i])
+				if got != want {
+					t.Fatalf("step %d, %d shard(s): %+v has pivots\n%+v, want\n%+v", step, k, tuples[i], got, want)
+				}
+			}
+			checked++
+		}
+	}
+	if expired == 0 || seen == 0 {
+		t.Fatalf("%d reads of held pivots, %d of expired ones: the stream does not exercise the window", seen, expired)
+	}
+	t.Logf("%d reads: %d with pivots, %d after they left the window", checked, seen, expired)
 }
 
 // TestTupleHash: the fleet's tuples, and tuples that differ only by where

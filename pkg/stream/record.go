@@ -74,7 +74,6 @@ type item struct {
 	tuple   [5]string // DeviceId, DeviceName, AccountName, AccountDomain, FileName
 	domain  string
 	pv      pivotItem // connections: their pivots section, flags 0 when none
-	pvKey   uint64    // a replay shard's shadow with pivots (kindNoPort): the tuple's key, with pv.flags and pv.sum
 
 	// watermark records
 	fingerprint string
@@ -171,20 +170,6 @@ func decodeItem(key, value []byte, it *item) error {
 	}
 	switch it.kind {
 	case kindNoPort:
-		if len(b) > 0 {
-			// A replay shard's shadow of a connection with pivots
-			// (shadowOf): flags, the tuple's key, the checksum.
-			if len(b) < shadowPivotsLen {
-				return fmt.Errorf("null-port connection: %d trailing bytes", len(b))
-			}
-			it.pv.flags = b[0]
-			if it.pv.flags != pvFull && it.pv.flags != pvSame {
-				return fmt.Errorf("null-port connection: bad shadow pivots %#x", b[0])
-			}
-			it.pvKey = binary.BigEndian.Uint64(b[1:])
-			it.pv.sum = binary.BigEndian.Uint32(b[9:])
-			b = b[shadowPivotsLen:]
-		}
 	case kindConn:
 		p, n := binary.Varint(b)
 		if n <= 0 || p < -1<<31 || p > 1<<31-1 {
@@ -255,7 +240,7 @@ func peekRelease(value []byte) (release beacon.Time, ok bool) {
 // ran (TestDecodeItemReused holds the equality).
 func (it *item) reset(kind byte, ip string) {
 	it.kind, it.ip, it.sources = kind, ip, it.sources[:0]
-	it.time, it.release, it.port, it.pvKey = 0, 0, 0, 0
+	it.time, it.release, it.port = 0, 0, 0
 	if kind != kindConn && it.tuple != ([5]string{}) {
 		it.tuple = [5]string{}
 	}

@@ -23,8 +23,7 @@ func reuseSeeds() [][]byte {
 	np := e
 	np.HasPort = false
 	vs = append(vs, appendConn(nil, &np, 7), appendConn(nil, &np, 8))
-	pv := pivotShadow{flags: pvSame, key: 0x0102030405060708, sum: 0x0a0b0c0d}
-	vs = append(vs, shadowOf(nil, appendConn(nil, &e, 9), pv), shadowOf(nil, appendDomain(nil, 7, 7, "x.com"), pivotShadow{}))
+	vs = append(vs, shadowOf(nil, appendConn(nil, &e, 9)), shadowOf(nil, appendDomain(nil, 7, 7, "x.com")))
 	vs = append(vs, appendDomain(nil, 7, 7, "api.evil.com"), appendDomain(nil, 7, 12, ""))
 	vs = append(vs, appendWatermark(nil, "profile=seed;actions=", []source{
 		{topic: "in", part: 0, flags: wmOwned | wmHasTime, time: 5}, {topic: "in", part: 1, flags: wmIdle}}))

@@ -829,9 +829,7 @@ func (r *replay) route(ip string, value []byte, _ beacon.Time) {
 		return
 	}
 	own := shardOf(ip, r.shards)
-	// A connection's value was written by ingest.event, its pivots
-	// section last (pivotWriter.last).
-	r.shadow = shadowOf(r.shadow[:0], value, r.in.pivots.last)
+	r.shadow = shadowOf(r.shadow[:0], value)
 	for s := range r.shards {
 		if s == own {
 			r.add(p*r.shards+s, ip, value)
@@ -854,16 +852,15 @@ func shardOf(ip string, shards int) int {
 
 // shadowOf appends the shadow of a connection or domain record's value:
 // its kind and times, no IP (the key is empty). A connection's shadow is
-// a connection with a null port (kindNoPort), which moves stream time and
-// opens its interval and nothing else, followed, when the connection has
-// a pivots section (pv, what ingest wrote of it), by pv's flags, tuple key
-// and checksum:
+// a connection with a null port (kindNoPort), which moves stream time,
+// opens its interval and moves the pivot store's window (pivotStore.advance)
+// and nothing else:
 //
-//	kind|released  time  [release−time]  [flags  key (8, big endian)  sum (4, big endian)]
+//	kind|released  time  [release−time]
 //
 // A domain observation's shadow is one with an empty domain and no IP,
 // which the worker counts and drops for its empty IP (worker.take).
-func shadowOf(dst, value []byte, pv pivotShadow) []byte {
+func shadowOf(dst, value []byte) []byte {
 	end := 1
 	_, n := binary.Varint(value[end:])
 	end += n
@@ -876,23 +873,15 @@ func shadowOf(dst, value []byte, pv pivotShadow) []byte {
 	switch value[0] &^ kindReleased {
 	case kindConn:
 		dst[start] = kindNoPort | value[0]&kindReleased
-		if pv.flags != 0 {
-			dst = append(dst, pv.flags)
-			dst = binary.BigEndian.AppendUint64(dst, pv.key)
-			dst = binary.BigEndian.AppendUint32(dst, pv.sum)
-		}
 	case kindDomain:
 		dst = appendString(dst, "")
 	}
 	return dst
 }
 
-// shadowPivotsLen is the length of a shadow's pivots: flags, key, sum.
-const shadowPivotsLen = 1 + 8 + 4
-
 // shardsAgree checks what route promises: the shards of a partition end
 // at the same stream time, with the same alert bookkeeping's time (the
-// warm-up and the re-alert period).
+// warm-up and the re-alert period) and the same pivot window.
 func (r *replay) shardsAgree() error {
 	for i, w := range r.ws {
 		if i%r.shards == 0 {
@@ -902,9 +891,10 @@ func (r *replay) shardsAgree() error {
 		t0, ok0 := w0.part.StreamTime()
 		t, ok := w.part.StreamTime()
 		b0, b := &w0.book, &w.book
-		if t0 != t || ok0 != ok || w0.points != w.points || b0.first != b.first || b0.warm != b.warm || b0.epoch != b.epoch {
-			return fmt.Errorf("stream: replay %s is at stream time %v (%v) after %d points, first connection %v, warm %v, epoch %d; shard 0 at %v (%v) after %d, %v, %v, %d (a bug)",
-				r.name(w), t, ok, w.points, b.first, b.warm, b.epoch, t0, ok0, w0.points, b0.first, b0.warm, b0.epoch)
+		if t0 != t || ok0 != ok || w0.points != w.points || b0.first != b.first || b0.warm != b.warm || b0.epoch != b.epoch ||
+			w0.pivotsOf.now != w.pivotsOf.now {
+			return fmt.Errorf("stream: replay %s is at stream time %v (%v) after %d points, first connection %v, warm %v, epoch %d, pivots at %v; shard 0 at %v (%v) after %d, %v, %v, %d, %v (a bug)",
+				r.name(w), t, ok, w.points, b.first, b.warm, b.epoch, w.pivotsOf.now, t0, ok0, w0.points, b0.first, b0.warm, b0.epoch, w0.pivotsOf.now)
 		}
 	}
 	return nil

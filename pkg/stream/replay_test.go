@@ -180,9 +180,8 @@ func TestReplayShards(t *testing.T) {
 		pivots  int
 	}{
 		{beacon.ProfileSeed, maxPivots}, {beacon.ProfileRobust, maxPivots},
-		// A pivot store that turns over every few tuples: a shard's must
-		// turn over with the partition's tuples, not its own, or an
-		// alert's pivots differ (pivotStore.shadow).
+		// An ingest pivot writer that forgets every few tuples: more
+		// pivots in full, read by each tuple's own shard alone.
 		{beacon.ProfileRobust, 16},
 	} {
 		profile := cases.profile
@@ -248,9 +247,9 @@ func TestReplayShards(t *testing.T) {
 }
 
 // TestShadowOf: a shard's shadow of a record (replay.route) decodes, with
-// no key, to the record's event and release times: a connection's, with
-// or without a port, as a connection with a null port, carrying what its
-// pivots section does to the pivot store when it has one; a domain
+// no key, to the record's event and release times and nothing else: a
+// connection's, with or without a port or pivots, as a connection with a
+// null port (its pivots are its own shard's alone: pivotStore); a domain
 // observation's as one without an IP, which the worker drops.
 func TestShadowOf(t *testing.T) {
 	ts := mustTime(t, "2024-05-01T10:00:00.1234567Z")
@@ -258,37 +257,36 @@ func TestShadowOf(t *testing.T) {
 		FileName: "rundll32.exe", RemoteIP: "45.77.1.10", RemotePort: 443, HasPort: true}
 	noPort := e
 	noPort.HasPort = false
+	withPivots := e
+	withPivots.SHA256, withPivots.ProcessId, withPivots.ReportId = "ab", 7, 9
 	for _, rel := range []beacon.Time{ts, ts + 90*beacon.Second} {
-		for _, pv := range []pivotShadow{{}, {key: 0x0102030405060708, sum: 0xfeedf00d, flags: pvFull}, {key: 1<<64 - 1, sum: 7, flags: pvSame}} {
-			for _, c := range []struct {
-				value []byte
-				kind  byte
-				pv    pivotShadow // what the shadow must carry
-			}{
-				{appendConn(nil, &e, rel), kindNoPort, pv},
-				{appendConn(nil, &noPort, rel), kindNoPort, pivotShadow{}}, // no pivots section: pv is another record's
-				{appendDomain(nil, ts, rel, "api.evil.com"), kindDomain, pivotShadow{}},
-			} {
-				var want, got item
-				if err := decodeItem([]byte(e.RemoteIP), c.value, &want); err != nil {
-					t.Fatal(err)
-				}
-				sh := shadowOf([]byte("junk"), c.value, pv)
-				if string(sh[:4]) != "junk" {
-					t.Fatalf("shadowOf overwrote what it appends to: %q", sh)
-				}
-				if err := decodeItem(nil, sh[4:], &got); err != nil {
-					t.Fatalf("shadow of %x: %v", c.value, err)
-				}
-				if got.kind != c.kind || got.time != want.time || got.release != want.release || got.ip != "" || got.domain != "" {
-					t.Errorf("shadow of %x (kind %#x, %v released %v): %+v", c.value, want.kind, want.time, want.release, got)
-				}
-				if g := (pivotShadow{key: got.pvKey, sum: got.pv.sum, flags: got.pv.flags}); g != c.pv {
-					t.Errorf("shadow of %x with pivots %+v carries %+v", c.value, c.pv, g)
-				}
-				if max := 16 + shadowPivotsLen; len(sh[4:]) > max { // a kind, two varints of ticks, an empty string or pivots
-					t.Errorf("a shadow carries only its times and pivots, got %d bytes", len(sh[4:]))
-				}
+		var pw pivotWriter
+		for _, c := range []struct {
+			value []byte
+			kind  byte
+		}{
+			{appendConn(nil, &e, rel), kindNoPort},
+			{pw.append(appendConn(nil, &withPivots, rel), &withPivots), kindNoPort},
+			{appendConn(nil, &noPort, rel), kindNoPort},
+			{appendDomain(nil, ts, rel, "api.evil.com"), kindDomain},
+		} {
+			var want, got item
+			if err := decodeItem([]byte(e.RemoteIP), c.value, &want); err != nil {
+				t.Fatal(err)
+			}
+			sh := shadowOf([]byte("junk"), c.value)
+			if string(sh[:4]) != "junk" {
+				t.Fatalf("shadowOf overwrote what it appends to: %q", sh)
+			}
+			if err := decodeItem(nil, sh[4:], &got); err != nil {
+				t.Fatalf("shadow of %x: %v", c.value, err)
+			}
+			if got.kind != c.kind || got.time != want.time || got.release != want.release || got.ip != "" || got.domain != "" ||
+				got.pv != (pivotItem{}) {
+				t.Errorf("shadow of %x (kind %#x, %v released %v): %+v", c.value, want.kind, want.time, want.release, got)
+			}
+			if max := 16; len(sh[4:]) > max { // a kind, two varints of ticks, an empty string
+				t.Errorf("a shadow carries only its times, got %d bytes", len(sh[4:]))
 			}
 		}
 	}
