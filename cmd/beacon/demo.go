@@ -175,10 +175,16 @@ func (c *demoConfig) run(ctx context.Context, format fleet.Format, s stdio) erro
 	// begins at --start.
 	span := time.Duration(float64(c.duration) * c.speed)
 	start := time.Now().UTC().Add(-span).Truncate(time.Minute)
-	if saved, ok := c.loadClock(); ok && saved.After(start) {
+	saved, kept := c.loadClock()
+	if kept && saved.After(start) {
 		start = saved
 	}
 	if !c.start.IsZero() {
+		if kept && c.start.Before(saved) {
+			// Behind the kept state's clock, every event would be late.
+			return usagef("demo: --start %s is before the fleet time --data-dir kept (%s): use a later --start, or another --data-dir",
+				c.start.Format(time.RFC3339), saved.UTC().Format(time.RFC3339))
+		}
 		start = c.start
 	}
 	gen, err := fleet.New(fleet.Config{Seed: c.seed, Devices: c.devices, Implants: implantsOpt(c.implants), Start: start,

@@ -60,3 +60,15 @@ func TestDemoHelp(t *testing.T) {
 		}
 	}
 }
+
+// TestDemoStartBehindKeptClock: a --start before the fleet time a
+// --data-dir kept is refused (every event would be late for the kept
+// state), naming both times.
+func TestDemoStartBehindKeptClock(t *testing.T) {
+	dir := t.TempDir()
+	(&demoConfig{dataDir: dir}).saveClock(time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC))
+	_, _, err := runCmd(t, "demo", "--listen", "", "--data-dir", dir, "--start", "2026-11-30T09:00Z")
+	if err == nil || !strings.Contains(err.Error(), "--start 2026-11-30T09:00:00Z is before the fleet time --data-dir kept (2026-11-30T12:00:00Z)") {
+		t.Errorf("demo --start behind the kept clock: %v", err)
+	}
+}

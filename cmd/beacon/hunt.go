@@ -234,7 +234,9 @@ func huntGC() (restore func()) {
 	return func() {
 		g.Lock()
 		if g.hunts--; g.hunts == 0 {
-			debug.SetGCPercent(g.prev)
+			if cur := debug.SetGCPercent(g.prev); cur != huntGCPercent {
+				debug.SetGCPercent(cur) // not ours any more (a replay's)
+			}
 		}
 		g.Unlock()
 	}

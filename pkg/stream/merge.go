@@ -113,7 +113,9 @@ type mseg struct {
 	// stale: evs[len(evs):stale] are events of the fetch the segment held
 	// before, not cleared when it was recycled (emit) but after the next
 	// fetch was decoded over them (add), and only past what it wrote:
-	// clearing every handed-on event was a tenth of the serial emit.
+	// clearing every handed-on event was a tenth of the serial emit. Only
+	// when the merger recycles (replay), whose pooled records hold the
+	// bytes anyway; live segments are cleared in emit.
 	stale int
 }
 
@@ -346,7 +348,14 @@ func (m *merger) emit(event func(mp *mpart, e *beacon.Event, class uint8), mark 
 		}
 		clear(sg.recs)
 		sg.recs = sg.recs[:0]
-		sg.stale = max(sg.stale, len(sg.evs)) // cleared by the next add
+		if m.recycle {
+			sg.stale = max(sg.stale, len(sg.evs)) // cleared by the next add
+		} else {
+			// Live: nothing else holds the records, and a free segment can
+			// wait long for a fetch as wide as its last; its events must
+			// not keep that fetch's bytes alive meanwhile.
+			clear(sg.evs)
+		}
 		sg.evs, sg.ents, sg.head = sg.evs[:0], sg.ents[:0], 0
 		if len(m.free) < 64 {
 			m.free = append(m.free, sg)
