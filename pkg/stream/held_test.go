@@ -2,6 +2,7 @@ package stream
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -88,11 +89,17 @@ func TestReplayHeldUndecoded(t *testing.T) {
 	}
 }
 
-// TestMergerClearsStaleEvents: a recycled segment's events are cleared
+// TestMergerClearsStaleEvents (replay's recycling merger and live run's): a recycled segment's events are cleared
 // once the next fetch was decoded into it, past what that fetch wrote, so
 // that no handed-on event keeps its record's value alive.
 func TestMergerClearsStaleEvents(t *testing.T) {
-	var m merger
+	for _, recycle := range []bool{true, false} { // replay's merger, live run's
+		t.Run(fmt.Sprintf("recycle=%v", recycle), func(t *testing.T) { testMergerClearsStaleEvents(t, recycle) })
+	}
+}
+
+func testMergerClearsStaleEvents(t *testing.T, recycle bool) {
+	m := merger{recycle: recycle}
 	m.assign("in", 0, 0, 10)
 	decode := func(evs []beacon.Event, r *kgo.Record) ([]beacon.Event, string, error) {
 		return append(evs, beacon.Event{Timestamp: beacon.Time(r.Offset + 1), RemoteIP: string(r.Value)}), "", nil
