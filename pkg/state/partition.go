@@ -98,8 +98,8 @@ type Partition struct {
 	// Timestamp blocks cached decoded (blocks.go): an LRU list (lru is its
 	// sentinel) charged to the store's block budget; the changed ones are
 	// written at the next commit.
-	cache        map[blockKey]*block
-	hot          []*block // cachedBlock's table in front of cache
+	cache        map[blockKey]*block // the cached blocks not in tail
+	tail         []*block            // by tuple id: a cached block of the tuple, the newest added (cachedBlock)
 	lru          block
 	cached       int64
 	dirtyBlocks  []*block
@@ -190,7 +190,6 @@ func newPartition(s *Store, id int32) *Partition {
 		ips:    make(map[string]*ipState),
 		batch:  s.db.NewBatch(),
 		cache:  make(map[blockKey]*block),
-		hot:    make([]*block, hotBlocks),
 	}
 	p.lru.next, p.lru.prev = &p.lru, &p.lru
 	return p
@@ -330,6 +329,7 @@ func (p *Partition) newTuple(t *beacon.Tuple, hash uint64) *tuple {
 	tp := p.arena.alloc()
 	tp.b0 = noBlock
 	p.h.nextID = uint64(p.arena.n)
+	p.growTail()
 	p.addTuple(tp, t, hash)
 	p.val = t.AppendBinary(p.val[:0])
 	p.batch.Set(idKey(p.key, p.id, kindTuple, uint64(tp.id)), p.val, nil)
@@ -1123,6 +1123,7 @@ func loadPartition(s *Store, id int32) (*Partition, error) {
 			}
 			tp := p.arena.allocAt(uint32(id))
 			tp.b0 = noBlock
+			p.growTail()
 			p.addTuple(tp, &t, p.hash(&t)) // linked now: the columns are shared at once
 			byID[tp.id] = tp
 		case kindBlock:
