@@ -176,8 +176,8 @@ func TestReloadAfterError(t *testing.T) {
 	if o, _ := q.Offset(); o != off || !reflect.DeepEqual(got, rows) {
 		t.Fatalf("reloaded offset %d (want %d), %d rows (want %d)", o, off, len(got), len(rows))
 	}
-	if d := q.Dirty(); len(d) != len(q.dests) {
-		t.Fatalf("%d of %d destinations dirty after a reload", len(d), len(q.dests))
+	if d := q.Dirty(); len(d) != q.destIndex.n {
+		t.Fatalf("%d of %d destinations dirty after a reload", len(d), q.destIndex.n)
 	}
 }
 

@@ -20,8 +20,11 @@ func (p *Partition) Evaluate(d beacon.Destination) ([]beacon.Row, error) {
 	if p.err != nil {
 		return nil, p.err
 	}
-	ds := p.dests[d]
-	if ds == nil || !p.h.hasStream {
+	if !p.h.hasStream {
+		return nil, nil
+	}
+	ds := p.destByKey(d)
+	if ds == nil {
 		return nil, nil
 	}
 	return p.evaluate(ds, nil)
@@ -37,7 +40,10 @@ func (p *Partition) Beacons() ([]beacon.Row, error) {
 		return nil, nil
 	}
 	var rows []beacon.Row
-	for _, ds := range p.dests {
+	for _, ds := range p.destAt {
+		if ds == nil {
+			continue
+		}
 		var err error
 		if rows, err = p.evaluate(ds, rows); err != nil {
 			return nil, err
@@ -55,8 +61,11 @@ func (p *Partition) Members(d beacon.Destination) ([]beacon.Tuple, error) {
 	if p.err != nil {
 		return nil, p.err
 	}
-	ds := p.dests[d]
-	if ds == nil || !p.h.hasStream {
+	if !p.h.hasStream {
+		return nil, nil
+	}
+	ds := p.destByKey(d)
+	if ds == nil {
 		return nil, nil
 	}
 	return members(p.decide(ds)), nil
@@ -107,7 +116,7 @@ func (p *Partition) MembersOf(keys []beacon.Destination, par int, out [][]beacon
 	if dup {
 		defer func() {
 			for i, k := range keys {
-				if ds[i] == nil && p.dests[k] != nil {
+				if ds[i] == nil && p.destByKey(k) != nil {
 					out[i] = slices.Clone(out[slices.Index(keys, k)])
 				}
 			}
@@ -154,8 +163,11 @@ func (p *Partition) Row(t beacon.Tuple) (row beacon.Row, ok bool, err error) {
 	if p.err != nil {
 		return row, false, p.err
 	}
-	ds := p.dests[t.Destination()]
-	if ds == nil || !p.h.hasStream {
+	if !p.h.hasStream {
+		return row, false, nil
+	}
+	ds := p.destByKey(t.Destination())
+	if ds == nil {
 		return row, false, nil
 	}
 	sel, devices := p.decide(ds)

@@ -253,7 +253,7 @@ func (m *model) checkTuples(part *Partition, full bool) {
 		win = slices.Compact(win)
 		slices.Sort(pend)
 		pend = slices.Compact(pend)
-		tp := part.lookup(&tu, part.hash(&tu))
+		tp := part.lookup(&tu, part.hashes(&tu).tuple)
 		if len(win) == 0 && len(pend) == 0 {
 			if tp != nil {
 				t.Fatalf("p%d: tuple %v has an empty window but is kept", m.pid, tu)
@@ -290,7 +290,10 @@ func (m *model) checkTuples(part *Partition, full bool) {
 		}
 	}
 	// After evaluating every destination, each knows its candidates.
-	for _, ds := range part.dests {
+	for _, ds := range part.destAt {
+		if ds == nil {
+			continue
+		}
 		if c := int64(len(ds.devices)) - m.p.CompromisedDeviceCountMax; c >= -1 && c <= 1 {
 			m.capSeen[c+1]++
 		}
@@ -389,7 +392,9 @@ func (p *Partition) allTuples() []*tuple {
 		if s != 0 {
 			tp := p.tup(uint32(s) - 1)
 			cols := p.columns(tp)
-			if tp.dest == 0 || uint32(p.hash(&cols)) != uint32(s>>32) || p.lookup(&cols, p.hash(&cols)) != tp {
+			hs := p.hashes(&cols)
+			if tp.dest == 0 || uint32(hs.tuple) != uint32(s>>32) || p.lookup(&cols, hs.tuple) != tp ||
+				p.findPrin(&cols, hs.prin) != p.prinOf(tp) || p.destByKey(cols.Destination()) != p.destOf(tp) {
 				panic(fmt.Sprintf("index slot %d: %x (tuple %d, dest %d)", i, s, tp.id, tp.dest))
 			}
 		}

@@ -69,16 +69,16 @@ type Partition struct {
 	metaDirty bool // meta changed since the last commit
 	seed      maphash.Seed
 	arena     tupleArena             // the tuples, by id (tuples.go)
-	index     tupleIndex             // tuple ids by hash of the seven columns
+	index     tupleIndex             // tuple ids by hash of the seven columns (tupleHashes.tuple)
+	destIndex tupleIndex             // destAt's indexes by hash of the destination
+	prinIndex tupleIndex             // prinAt's indexes by hash of the principal
 	exts      []tupleExt             // what few tuples need: more blocks, a longer histogram
 	extFree   []uint32               // free entries of exts
 	pend      map[uint32]beacon.Time // oldest pending timestamp of the tuples with some (EndOffset > 1s)
 	ntuples   int
-	dests     map[beacon.Destination]*dest
-	destAt    []*dest // by tuple.dest; 0 is nil
+	destAt    []*dest // by tuple.dest; 0 is nil, as are free entries (destFree)
 	destFree  []uint32
-	prins     map[principalKey]*principal
-	prinAt    []*principal // by tuple.prin; 0 is nil
+	prinAt    []*principal // by tuple.prin; 0 is nil, as are free entries (prinFree)
 	prinFree  []uint32
 	ips       map[string]*ipState
 	evictQ    timeHeap[uint32]     // tuples with a window, by first timestamp (stale: key ≠ first)
@@ -117,6 +117,7 @@ type Partition struct {
 // to is dirty after almost every batch.
 type dest struct {
 	key     beacon.Destination
+	hash    uint64 // its tupleHashes.dest
 	ip      *ipState
 	idx     uint32 // in Partition.destAt
 	ntuples int32
@@ -146,7 +147,7 @@ type dest struct {
 	selN  int64 // its device count
 
 	decideGen uint32 // the MembersOf call that last queued it
-	gone      bool   // deleted: no longer in Partition.dests
+	gone      bool   // deleted: no longer in Partition.destIndex
 }
 
 // selected is a candidate SelectDestination kept: its tuple's id and the
@@ -182,9 +183,7 @@ func newPartition(s *Store, id int32) *Partition {
 		s: s, id: id, p: &s.p,
 		h:      header{offset: -1},
 		seed:   maphash.MakeSeed(),
-		dests:  make(map[beacon.Destination]*dest),
 		destAt: []*dest{nil},
-		prins:  make(map[principalKey]*principal),
 		prinAt: []*principal{nil},
 		pend:   make(map[uint32]beacon.Time),
 		ips:    make(map[string]*ipState),
@@ -221,9 +220,8 @@ func (p *Partition) setStream(t beacon.Time) {
 	p.from, _ = p.window()
 }
 
-func (p *Partition) hash(t *beacon.Tuple) uint64 { return t.Hash(p.seed) & p.s.hashMask }
-
-// lookup finds the tuple with columns t and hash (nil: none).
+// lookup finds the tuple with columns t and hash (tupleHashes.tuple; nil:
+// none).
 func (p *Partition) lookup(t *beacon.Tuple, hash uint64) *tuple {
 	x := &p.index
 	if len(x.slots) == 0 {
@@ -257,6 +255,7 @@ type principalKey struct{ deviceId, deviceName, accountName, accountDomain strin
 // talks to many destinations): a tuple holds its index, not four strings.
 type principal struct {
 	principalKey
+	hash uint64 // its tupleHashes.prin
 	idx  uint32 // in Partition.prinAt
 	refs int32
 }
@@ -269,9 +268,59 @@ func (p *Partition) columns(tp *tuple) beacon.Tuple {
 }
 
 func (p *Partition) is(tp *tuple, t *beacon.Tuple) bool {
-	pr := p.prinOf(tp)
+	return p.prinOf(tp).is(t) && p.destOf(tp).key == t.Destination()
+}
+
+func (pr *principal) is(t *beacon.Tuple) bool {
 	return pr.deviceId == t.DeviceId && pr.deviceName == t.DeviceName && pr.accountName == t.AccountName &&
-		pr.accountDomain == t.AccountDomain && p.destOf(tp).key == t.Destination()
+		pr.accountDomain == t.AccountDomain
+}
+
+// findPrin returns the principal of t's columns, whose hash is h
+// (tupleHashes.prin), nil when there is none.
+func (p *Partition) findPrin(t *beacon.Tuple, h uint64) *principal {
+	x := &p.prinIndex
+	if len(x.slots) == 0 {
+		return nil
+	}
+	mask := len(x.slots) - 1
+	for i := x.home(uint32(h)); ; i = (i + 1) & mask {
+		s := x.slots[i]
+		if s == 0 {
+			return nil
+		}
+		if uint32(s>>32) == uint32(h) {
+			if pr := p.prinAt[uint32(s)-1]; pr.is(t) {
+				return pr
+			}
+		}
+	}
+}
+
+// findDest returns destination k, whose hash is h (tupleHashes.dest), nil
+// when there is none.
+func (p *Partition) findDest(k *beacon.Destination, h uint64) *dest {
+	x := &p.destIndex
+	if len(x.slots) == 0 {
+		return nil
+	}
+	mask := len(x.slots) - 1
+	for i := x.home(uint32(h)); ; i = (i + 1) & mask {
+		s := x.slots[i]
+		if s == 0 {
+			return nil
+		}
+		if uint32(s>>32) == uint32(h) {
+			if d := p.destAt[uint32(s)-1]; d.key == *k {
+				return d
+			}
+		}
+	}
+}
+
+// destByKey returns destination k, nil when there is none.
+func (p *Partition) destByKey(k beacon.Destination) *dest {
+	return p.findDest(&k, p.destHash(k.FileName, k.RemoteIP, k.RemotePort))
 }
 
 // slot returns a free index of a table whose entry 0 is unused.
@@ -286,37 +335,36 @@ func slot[T any](tab *[]T, free *[]uint32) uint32 {
 	return uint32(len(*tab) - 1)
 }
 
-// addTuple links a tuple with columns t into the maps (not the queues),
-// sharing (or copying) the strings.
-func (p *Partition) addTuple(tp *tuple, t *beacon.Tuple, hash uint64) {
-	p.index.add(uint32(hash), tp.id)
+// addTuple links a tuple with columns t and hashes hs into the indexes
+// (not the queues), sharing (or copying) the strings.
+func (p *Partition) addTuple(tp *tuple, t *beacon.Tuple, hs *tupleHashes) {
+	p.index.add(uint32(hs.tuple), tp.id)
 	p.ntuples++
-	pk := principalKey{t.DeviceId, t.DeviceName, t.AccountName, t.AccountDomain}
-	pr := p.prins[pk]
+	pr := p.findPrin(t, hs.prin)
 	if pr == nil {
 		// One allocation for the four strings.
-		all := pk.deviceId + pk.deviceName + pk.accountName + pk.accountDomain
-		n0, n1, n2 := len(pk.deviceId), len(pk.deviceId)+len(pk.deviceName), len(pk.deviceId)+len(pk.deviceName)+len(pk.accountName)
-		pr = &principal{principalKey: principalKey{all[:n0], all[n0:n1], all[n1:n2], all[n2:]}}
-		p.prins[pr.principalKey] = pr
+		all := t.DeviceId + t.DeviceName + t.AccountName + t.AccountDomain
+		n0, n1, n2 := len(t.DeviceId), len(t.DeviceId)+len(t.DeviceName), len(t.DeviceId)+len(t.DeviceName)+len(t.AccountName)
+		pr = &principal{principalKey: principalKey{all[:n0], all[n0:n1], all[n1:n2], all[n2:]}, hash: hs.prin}
 		pr.idx = slot(&p.prinAt, &p.prinFree)
 		p.prinAt[pr.idx] = pr
+		p.prinIndex.add(uint32(hs.prin), pr.idx)
 	}
 	pr.refs++
 	tp.prin = pr.idx
 	dk := t.Destination()
-	d := p.dests[dk]
+	d := p.findDest(&dk, hs.dest)
 	if d == nil {
 		ip := p.ips[dk.RemoteIP]
 		if ip == nil {
 			ip = &ipState{ip: strings.Clone(dk.RemoteIP)}
 			p.ips[ip.ip] = ip
 		}
-		d = &dest{key: beacon.Destination{FileName: strings.Clone(dk.FileName), RemoteIP: ip.ip, RemotePort: dk.RemotePort}, ip: ip}
-		p.dests[d.key] = d
+		d = &dest{key: beacon.Destination{FileName: strings.Clone(dk.FileName), RemoteIP: ip.ip, RemotePort: dk.RemotePort}, hash: hs.dest, ip: ip}
 		ip.dests = append(ip.dests, d)
 		d.idx = slot(&p.destAt, &p.destFree)
 		p.destAt[d.idx] = d
+		p.destIndex.add(uint32(hs.dest), d.idx)
 	}
 	tp.dest = d.idx
 	d.ntuples++
@@ -325,12 +373,12 @@ func (p *Partition) addTuple(tp *tuple, t *beacon.Tuple, hash uint64) {
 }
 
 // newTuple creates a tuple and writes its columns.
-func (p *Partition) newTuple(t *beacon.Tuple, hash uint64) *tuple {
+func (p *Partition) newTuple(t *beacon.Tuple, hs *tupleHashes) *tuple {
 	tp := p.arena.alloc()
 	tp.b0 = noBlock
 	p.h.nextID = uint64(p.arena.n)
 	p.growTail()
-	p.addTuple(tp, t, hash)
+	p.addTuple(tp, t, hs)
 	p.val = t.AppendBinary(p.val[:0])
 	p.batch.Set(idKey(p.key, p.id, kindTuple, uint64(tp.id)), p.val, nil)
 	return tp
@@ -343,15 +391,14 @@ func (p *Partition) deleteTuple(tp *tuple) {
 		p.dropBlock(tp, p.nblocks(tp)-1)
 	}
 	delete(p.pend, tp.id)
-	cols := p.columns(tp)
-	p.index.remove(uint32(p.hash(&cols)), tp.id)
-	d := p.destOf(tp)
+	d, pr := p.destOf(tp), p.prinOf(tp)
+	p.index.remove(uint32(p.tupleHash(pr.hash, d.hash)), tp.id)
 	p.markDirty(d)
 	if tp.cand {
 		p.setCand(d, tp, false, nil)
 	}
-	if pr := p.prinOf(tp); pr.refs == 1 {
-		delete(p.prins, pr.principalKey)
+	if pr.refs == 1 {
+		p.prinIndex.remove(uint32(pr.hash), pr.idx)
 		p.prinAt[pr.idx] = nil
 		p.prinFree = append(p.prinFree, pr.idx)
 	} else {
@@ -366,7 +413,7 @@ func (p *Partition) deleteTuple(tp *tuple) {
 	if d.ntuples--; d.ntuples > 0 {
 		return
 	}
-	delete(p.dests, d.key)
+	p.destIndex.remove(uint32(d.hash), d.idx)
 	d.gone = true
 	p.destAt[d.idx] = nil
 	p.destFree = append(p.destFree, d.idx)
@@ -479,7 +526,7 @@ func (p *Partition) Dirty() []beacon.Destination {
 	return out
 }
 
-// destOfKey is p.dests[k], found without a lookup when k is the i-th key
+// destOfKey is destByKey(k), found without a lookup when k is the i-th key
 // Dirty returned and its destination is still one.
 func (p *Partition) destOfKey(i int, k beacon.Destination) *dest {
 	if i < len(p.dirtyAt) {
@@ -487,7 +534,7 @@ func (p *Partition) destOfKey(i int, k beacon.Destination) *dest {
 			return d
 		}
 	}
-	return p.dests[k]
+	return p.destByKey(k)
 }
 
 func compareDest(a, b beacon.Destination) int {
@@ -753,7 +800,7 @@ func (p *Partition) insert(conns []Conn, st *ApplyStats) error {
 	}
 	from, to := p.window()
 	p.work = p.work[:0]
-	var hs [touchBatch]uint64
+	var hs [touchBatch]tupleHashes
 	for base := 0; base < len(conns); base += touchBatch {
 		batch := conns[base:min(base+touchBatch, len(conns))]
 		p.touchTuples(batch, from, &hs)
@@ -766,9 +813,9 @@ func (p *Partition) insert(conns []Conn, st *ApplyStats) error {
 				st.Late++
 				continue
 			}
-			tp := p.lookup(&c.Tuple, hs[i])
+			tp := p.lookup(&c.Tuple, hs[i].tuple)
 			if tp == nil {
-				tp = p.newTuple(&c.Tuple, hs[i])
+				tp = p.newTuple(&c.Tuple, &hs[i])
 			}
 			p.work = append(p.work, item{tp, c.Time})
 		}
@@ -812,10 +859,10 @@ const touchBatch = 16
 // waited on together. The lookups that follow find them in the cache.
 // What is loaded is only summed (p.touched), so a stale slot (a tuple the
 // batch adds first) costs nothing but the load.
-func (p *Partition) touchTuples(batch []Conn, from beacon.Time, hs *[touchBatch]uint64) {
+func (p *Partition) touchTuples(batch []Conn, from beacon.Time, hs *[touchBatch]tupleHashes) {
 	for i := range batch {
 		if c := &batch[i]; !c.NoPort && c.Time >= from {
-			hs[i] = p.hash(&c.Tuple)
+			hs[i] = p.hashes(&c.Tuple)
 		}
 	}
 	x := &p.index
@@ -824,11 +871,11 @@ func (p *Partition) touchTuples(batch []Conn, from beacon.Time, hs *[touchBatch]
 	}
 	var slot [touchBatch]uint64
 	for i := range batch {
-		slot[i] = x.slots[x.home(uint32(hs[i]))]
+		slot[i] = x.slots[x.home(uint32(hs[i].tuple))]
 	}
 	var tps [touchBatch]*tuple
 	for i := range batch {
-		if s := slot[i]; s != 0 && uint32(s>>32) == uint32(hs[i]) {
+		if s := slot[i]; s != 0 && uint32(s>>32) == uint32(hs[i].tuple) {
 			tps[i] = p.arena.at(uint32(s) - 1)
 		}
 	}
@@ -1124,7 +1171,8 @@ func loadPartition(s *Store, id int32) (*Partition, error) {
 			tp := p.arena.allocAt(uint32(id))
 			tp.b0 = noBlock
 			p.growTail()
-			p.addTuple(tp, &t, p.hash(&t)) // linked now: the columns are shared at once
+			hs := p.hashes(&t)
+			p.addTuple(tp, &t, &hs) // linked now: the columns are shared at once
 			byID[tp.id] = tp
 		case kindBlock:
 			if len(k) != tsKeyLen {
@@ -1196,8 +1244,10 @@ func loadPartition(s *Store, id int32) (*Partition, error) {
 		return nil, fmt.Errorf("state: partition %d: %d tuples without timestamps: %w", id, len(byID), errCorrupt)
 	}
 	p.h.nextID = uint64(p.arena.n)
-	for _, d := range p.dests {
-		p.markDirty(d)
+	for _, d := range p.destAt {
+		if d != nil {
+			p.markDirty(d)
+		}
 	}
 	return p, nil
 }

@@ -170,7 +170,7 @@ func runScenario(t *testing.T, p beacon.Params, seed uint64, knobs bool, opts ..
 			pt.m.advance(to)
 			pt.m.check(pt.p, true)
 		}
-		if pt.p.ntuples != 0 || len(pt.p.prins) != 0 || len(pt.p.pend) != 0 || len(pt.p.ips) != 0 || len(pt.p.dests) != 0 || pt.p.evictQ.len() != 0 || pt.p.pendQ.len() != 0 || pt.p.domainQ.len() != 0 {
+		if pt.p.ntuples != 0 || pt.p.prinIndex.n != 0 || len(pt.p.pend) != 0 || len(pt.p.ips) != 0 || pt.p.destIndex.n != 0 || pt.p.evictQ.len() != 0 || pt.p.pendQ.len() != 0 || pt.p.domainQ.len() != 0 {
 			t.Fatalf("p%d: state left after everything expired", pt.m.pid)
 		}
 		if err := pt.p.Flush(); err != nil {

@@ -1,6 +1,7 @@
 package state
 
 import (
+	"hash/maphash"
 	"math"
 	"slices"
 
@@ -124,7 +125,9 @@ func (a *tupleArena) release(tp *tuple) {
 // tuple's 32-bit hash beside its id + 1 (0: empty). The hash filters the
 // probes, so columns are compared (a tuple, principal and destination
 // read) only on a match; it also places the slot, so growing never
-// rehashes columns. At most 3/4 full: 10–21 bytes per tuple.
+// rehashes columns. At most 3/4 full: 10–21 bytes per tuple. Principals
+// and destinations are found by the same kind of table, of their indexes
+// in Partition.prinAt and destAt.
 type tupleIndex struct {
 	slots []uint64
 	n     int
@@ -370,4 +373,52 @@ func (p *Partition) setBlocks(tp *tuple, starts []beacon.Time) {
 		p.exts[tp.ext-1].more = nil
 		p.dropExtIfEmpty(tp)
 	}
+}
+
+// tupleHashes are a tuple's hashes: of its principal (the four device and
+// account columns), of its destination (process, IP, port), and of the
+// tuple, mixed from those two. A connection's are computed once, and find
+// its tuple, principal and destination: a new tuple costs no hashing of
+// its columns beyond the lookup that found it missing, and deleting one
+// recomputes its tuple hash from the two its principal and destination
+// keep.
+type tupleHashes struct{ tuple, prin, dest uint64 }
+
+func (p *Partition) hashes(t *beacon.Tuple) tupleHashes {
+	hp := p.prinHash(t)
+	hd := p.destHash(t.FileName, t.RemoteIP, t.RemotePort)
+	return tupleHashes{p.tupleHash(hp, hd), hp, hd}
+}
+
+// Each column is hashed alone (maphash, the partition's seed) and mixed
+// into the hash of those before it, so moving a character between columns
+// changes it. hashMask (the tests') makes hashes collide.
+func (p *Partition) prinHash(t *beacon.Tuple) uint64 {
+	h := maphash.String(p.seed, t.DeviceId)
+	h = fmix(h) ^ maphash.String(p.seed, t.DeviceName)
+	h = fmix(h) ^ maphash.String(p.seed, t.AccountName)
+	h = fmix(h) ^ maphash.String(p.seed, t.AccountDomain)
+	return fmix(h) & p.s.hashMask
+}
+
+func (p *Partition) destHash(fileName, ip string, port int32) uint64 {
+	h := maphash.String(p.seed, fileName)
+	h = fmix(h) ^ maphash.String(p.seed, ip)
+	h = fmix(h) ^ uint64(uint32(port))
+	return fmix(h) & p.s.hashMask
+}
+
+func (p *Partition) tupleHash(prin, dest uint64) uint64 {
+	return fmix(fmix(prin)^dest) & p.s.hashMask
+}
+
+// fmix is MurmurHash3's 64-bit finalizer: every input bit reaches every
+// output bit, so the low 32 bits the tables use are as good as any.
+func fmix(h uint64) uint64 {
+	h ^= h >> 33
+	h *= 0xff51afd7ed558ccd
+	h ^= h >> 33
+	h *= 0xc4ceb9fe1a85ec53
+	h ^= h >> 33
+	return h
 }
