@@ -104,6 +104,7 @@ type Partition struct {
 	cached       int64
 	dirtyBlocks  []*block
 	dirtyDomains []*domain // new or seen at a newer time since the last commit: written by it
+	unwritten    []uint32  // ids of the tuples created since the last commit (writeTuples)
 	uncommitted  int       // Applies and AdvanceTos since the last commit
 	dirtyCharged int64     // what the changed blocks are charged in the cache
 
@@ -372,16 +373,39 @@ func (p *Partition) addTuple(tp *tuple, t *beacon.Tuple, hs *tupleHashes) {
 	d.stale = append(d.stale, tp.id)
 }
 
-// newTuple creates a tuple and writes its columns.
+// newTuple creates a tuple; the commit writes its columns.
 func (p *Partition) newTuple(t *beacon.Tuple, hs *tupleHashes) *tuple {
 	tp := p.arena.alloc()
 	tp.b0 = noBlock
 	p.h.nextID = uint64(p.arena.n)
 	p.growTail()
 	p.addTuple(tp, t, hs)
-	p.val = t.AppendBinary(p.val[:0])
-	p.batch.Set(idKey(p.key, p.id, kindTuple, uint64(tp.id)), p.val, nil)
+	tp.unwritten = true
+	p.unwritten = append(p.unwritten, tp.id)
 	return tp
+}
+
+// writeTuples puts the columns of the tuples created since the last
+// commit into the batch, as writeBlocks does their blocks: one that was
+// deleted since is not written (deleteTuple deleted its key; its slot may
+// be a newer tuple's, in the list too). Writing them at the commit rather
+// than at their creation keeps a scratch state that never commits (replay)
+// from copying every new tuple's columns into a batch it never writes.
+func (p *Partition) writeTuples() {
+	for _, id := range p.unwritten {
+		tp := p.tup(id)
+		if !tp.unwritten {
+			continue
+		}
+		tp.unwritten = false
+		cols := p.columns(tp)
+		p.val = cols.AppendBinary(p.val[:0])
+		p.batch.Set(idKey(p.key, p.id, kindTuple, uint64(tp.id)), p.val, nil)
+	}
+	p.unwritten = p.unwritten[:0]
+	if cap(p.unwritten) > 1<<16 {
+		p.unwritten = nil // a burst's: give it back
+	}
 }
 
 // deleteTuple removes a tuple whose window and pending set are empty.
@@ -1049,22 +1073,26 @@ func (p *Partition) writeDomains() {
 }
 
 // maxUncommitted bounds what a partition holds back between commits with
-// WithCommitEvery: the batch's size (with the domain writes the commit
-// will add, at domainWriteBytes each), and the changed blocks (which the
-// cache cannot evict until they are written).
+// WithCommitEvery: the batch's size (with the domain and tuple writes the
+// commit will add, at domainWriteBytes and tupleWriteBytes each), and the
+// changed blocks (which the cache cannot evict until they are written).
 const maxUncommitted = 32 << 20
 
 // domainWriteBytes is about what a changed domain adds to the commit's
 // batch: its key (prefix, partition, IP, name), its time, and the batch
-// record's framing.
-const domainWriteBytes = 64
+// record's framing; tupleWriteBytes what a new tuple adds (its key and
+// seven columns).
+const (
+	domainWriteBytes = 64
+	tupleWriteBytes  = 128
+)
 
 // maybeCommit commits after every Apply or AdvanceTo, or every
 // Store.commitEvery of them, or when what is held back grows too large.
 func (p *Partition) maybeCommit() error {
 	p.uncommitted++
 	if n := p.s.commitEvery; n == 1 || n > 1 && p.uncommitted >= n ||
-		len(p.batch.Repr())+len(p.dirtyDomains)*domainWriteBytes > maxUncommitted || p.dirtyCharged > min(maxUncommitted, p.s.blockBudget/2) ||
+		len(p.batch.Repr())+len(p.dirtyDomains)*domainWriteBytes+len(p.unwritten)*tupleWriteBytes > maxUncommitted || p.dirtyCharged > min(maxUncommitted, p.s.blockBudget/2) ||
 		p.dirtyCharged > 0 && p.s.cached.Load() > p.s.blockBudget { // over budget: make this partition's blocks evictable
 		return p.commit()
 	}
@@ -1087,6 +1115,7 @@ func (p *Partition) Flush() error {
 // commit writes the changed blocks and the header, then the batch.
 func (p *Partition) commit() error {
 	p.uncommitted = 0
+	p.writeTuples()
 	p.writeBlocks()
 	p.writeDomains()
 	p.val = p.h.append(p.val[:0])

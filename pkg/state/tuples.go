@@ -35,19 +35,20 @@ import (
 // or two distinct deltas, most of a fleet's, needs no allocation — and
 // beyond that in the ext record.
 type tuple struct {
-	first    beacon.Time
-	last     beacon.Time
-	b0       beacon.Time // the first block's start (noBlock: none)
-	bins     [2]bin      // the histogram, when it has at most two bins (count 0: unused), sorted by delta
-	id       uint32      // its slot, and its Pebble id
-	prin     uint32      // device and account: Partition.prinAt
-	dest     uint32      // process, IP, port: Partition.destAt; 0: a free slot
-	ext      uint32      // 1 + its index in Partition.exts; 0: none
-	distinct int32
-	pending  int32
-	candPos  int32 // in dest.cands, when cand
-	cand     bool  // a candidate (Params.Candidate), as of the last evaluation
-	stale    bool  // changed since: in dest.stale
+	first     beacon.Time
+	last      beacon.Time
+	b0        beacon.Time // the first block's start (noBlock: none)
+	bins      [2]bin      // the histogram, when it has at most two bins (count 0: unused), sorted by delta
+	id        uint32      // its slot, and its Pebble id
+	prin      uint32      // device and account: Partition.prinAt
+	dest      uint32      // process, IP, port: Partition.destAt; 0: a free slot
+	ext       uint32      // 1 + its index in Partition.exts; 0: none
+	distinct  int32
+	pending   int32
+	candPos   int32 // in dest.cands, when cand
+	cand      bool  // a candidate (Params.Candidate), as of the last evaluation
+	stale     bool  // changed since: in dest.stale
+	unwritten bool  // created since the last commit: in Partition.unwritten
 }
 
 // bin is an inline histogram bin: deltas are seconds within the lookback.
