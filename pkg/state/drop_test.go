@@ -154,7 +154,7 @@ func TestReloadAfterError(t *testing.T) {
 	}
 	victim.bins = [2]bin{} // its first delta is not counted
 	if victim.ext != 0 {
-		p.exts[victim.ext-1].hist = nil
+		p.exts[victim.ext-1].sum = beacon.Summary{}
 	}
 	if err := p.AdvanceTo(st + 5*60*beacon.Second); !errors.Is(err, errCorrupt) {
 		t.Fatalf("AdvanceTo: %v", err)

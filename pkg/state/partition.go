@@ -923,7 +923,7 @@ func (p *Partition) touchBlocks(work []item) {
 	var hs [touchBatch][]beacon.Bin
 	for i := range work {
 		if tp := work[i].tp; tp.ext != 0 {
-			hs[i] = p.exts[tp.ext-1].hist
+			hs[i] = p.exts[tp.ext-1].sum.Hist
 		}
 	}
 	var sink uint32

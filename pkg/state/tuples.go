@@ -55,10 +55,12 @@ type tuple struct {
 type bin struct{ delta, count int32 }
 
 // tupleExt is what few tuples need: more than one block, or a histogram of
-// more than two bins.
+// more than two bins, kept with its sums (Summary.Add and Remove keep
+// them): deciding such a tuple reads its summary whole, without a pass
+// over the bins to sum them.
 type tupleExt struct {
-	more []beacon.Time // the starts of the blocks after the first, ascending
-	hist []beacon.Bin  // the histogram, when not inline (nil: inline)
+	more []beacon.Time  // the starts of the blocks after the first, ascending
+	sum  beacon.Summary // the histogram, when not inline (Hist nil: inline)
 }
 
 const chunkBits = 12 // 4096 tuples (288 KiB) per chunk
@@ -204,15 +206,14 @@ func (x *tupleIndex) remove(h, id uint32) {
 // summary is tp's delta summary, for Params.Candidate; an inline histogram
 // is put in buf, which the summary then shares.
 func (p *Partition) summary(tp *tuple, buf *[2]beacon.Bin) beacon.Summary {
+	if e := p.extOf(tp); e != nil && e.sum.Hist != nil {
+		return e.sum
+	}
 	var s beacon.Summary
-	if h := p.extHist(tp); h != nil {
-		s.Hist = h
-	} else {
-		s.Hist = buf[:0]
-		for _, b := range tp.bins {
-			if b.count > 0 {
-				s.Hist = append(s.Hist, beacon.Bin{Delta: int64(b.delta), Count: int64(b.count)})
-			}
+	s.Hist = buf[:0]
+	for _, b := range tp.bins {
+		if b.count > 0 {
+			s.Hist = append(s.Hist, beacon.Bin{Delta: int64(b.delta), Count: int64(b.count)})
 		}
 	}
 	for _, b := range s.Hist {
@@ -223,18 +224,23 @@ func (p *Partition) summary(tp *tuple, buf *[2]beacon.Bin) beacon.Summary {
 	return s
 }
 
-func (p *Partition) extHist(tp *tuple) []beacon.Bin {
+func (p *Partition) extOf(tp *tuple) *tupleExt {
 	if tp.ext == 0 {
 		return nil
 	}
-	return p.exts[tp.ext-1].hist
+	return &p.exts[tp.ext-1]
+}
+
+func (p *Partition) extHist(tp *tuple) []beacon.Bin {
+	if e := p.extOf(tp); e != nil {
+		return e.sum.Hist
+	}
+	return nil
 }
 
 func (p *Partition) addDelta(tp *tuple, d int64) {
-	if h := p.extHist(tp); h != nil {
-		s := beacon.Summary{Hist: h}
-		s.Add(d)
-		p.exts[tp.ext-1].hist = s.Hist
+	if e := p.extOf(tp); e != nil && e.sum.Hist != nil {
+		e.sum.Add(d)
 		return
 	}
 	if d >= 0 && d <= math.MaxInt32 {
@@ -259,23 +265,20 @@ func (p *Partition) addDelta(tp *tuple, d int64) {
 	s.Hist = slices.Clone(s.Hist)
 	s.Add(d)
 	tp.bins = [2]bin{}
-	p.ext(tp).hist = s.Hist
+	p.ext(tp).sum = s
 }
 
 func (p *Partition) removeDelta(tp *tuple, d int64) bool {
-	if h := p.extHist(tp); h != nil {
-		s := beacon.Summary{Hist: h}
-		if !s.Remove(d) {
+	if e := p.extOf(tp); e != nil && e.sum.Hist != nil {
+		if !e.sum.Remove(d) {
 			return false
 		}
-		e := &p.exts[tp.ext-1]
-		e.hist = s.Hist
-		if len(s.Hist) <= 1 && (len(s.Hist) == 0 || s.Hist[0].Delta <= math.MaxInt32) {
+		if h := e.sum.Hist; len(h) <= 1 && (len(h) == 0 || h[0].Delta <= math.MaxInt32) {
 			tp.bins = [2]bin{}
-			if len(s.Hist) == 1 {
-				tp.bins[0] = bin{int32(s.Hist[0].Delta), int32(s.Hist[0].Count)}
+			if len(h) == 1 {
+				tp.bins[0] = bin{int32(h[0].Delta), int32(h[0].Count)}
 			}
-			e.hist = nil
+			e.sum = beacon.Summary{}
 			p.dropExtIfEmpty(tp)
 		}
 		return true
@@ -312,7 +315,7 @@ func (p *Partition) dropExtIfEmpty(tp *tuple) {
 	if tp.ext == 0 {
 		return
 	}
-	if e := &p.exts[tp.ext-1]; e.more == nil && e.hist == nil {
+	if e := &p.exts[tp.ext-1]; e.more == nil && e.sum.Hist == nil {
 		p.extFree = append(p.extFree, tp.ext-1)
 		tp.ext = 0
 	}
