@@ -513,6 +513,16 @@ func sortWbins(vs, tmp []wbin) []wbin {
 	if len(runs) == 1 {
 		return tmp
 	}
+	if len(vs) <= insertionWbins {
+		// A short list (foldSorted's folded gaps): sorted in place,
+		// for less than the merges' set-up and copying.
+		for i := 1; i < len(vs); i++ {
+			for j := i; j > 0 && vs[j].v < vs[j-1].v; j-- {
+				vs[j], vs[j-1] = vs[j-1], vs[j]
+			}
+		}
+		return tmp
+	}
 	tmp = slices.Grow(tmp[:0], len(vs))[:len(vs)]
 	src, dst := vs, tmp
 	for len(runs) > 1 {
@@ -538,7 +548,12 @@ func sortWbins(vs, tmp []wbin) []wbin {
 }
 
 // maxRuns is the most ascending runs sortWbins merges; more are sorted.
-const maxRuns = 8
+// Lists of up to insertionWbins values of more than one run are sorted
+// by insertion.
+const (
+	maxRuns        = 8
+	insertionWbins = 16
+)
 
 // mergeWbins merges ascending a and b into dst (len(a)+len(b)).
 func mergeWbins(dst, a, b []wbin) {

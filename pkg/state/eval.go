@@ -198,7 +198,7 @@ func (p *Partition) decide(ds *dest) (sel []selected, devices int64) {
 	// SelectDestination keeps nothing when more than
 	// CompromisedDeviceCountMax devices have a candidate. The devices are
 	// counted already, so a popular destination is settled here.
-	if len(ds.cands) == 0 || p.p.OverDeviceCap(int64(len(ds.devices))) {
+	if len(ds.cands) == 0 || p.p.OverDeviceCap(int64(len(ds.devs))) {
 		ds.sel = nil
 		return nil, 0
 	}

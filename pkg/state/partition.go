@@ -119,6 +119,7 @@ type Partition struct {
 type dest struct {
 	key     beacon.Destination
 	hash    uint64 // its tupleHashes.dest
+	ipKey   uint64 // the first 8 bytes of key.RemoteIP (ipPrefix), for Dirty's sort
 	ip      *ipState
 	idx     uint32 // in Partition.destAt
 	ntuples int32
@@ -128,13 +129,15 @@ type dest struct {
 	// of its window's last change: what SelectDestination reads, kept so
 	// that deciding copies nothing (SelectDestination may set fields of
 	// them: robust's PeriodDevices).
-	cs      []beacon.Candidate
-	devices map[string]int32 // DeviceId → candidates among cands
-	// The devices numbered for SelectNumbered: devNum is a device's
-	// number while it has candidates, candDev[i] cands[i]'s; a number
-	// freed goes to freeDev and is the next new device's, so all stay
-	// below ndev, the most devices the destination had at once.
-	devNum  map[string]int32
+	cs []beacon.Candidate
+	// devs maps a DeviceId to its candidates among cands (the high 32
+	// bits) and its number (the low 32) for SelectNumbered: one entry, so
+	// that a candidate's arrival or departure costs one lookup and one
+	// store. A device has its number while it has candidates, candDev[i]
+	// is cands[i]'s; a number freed goes to freeDev and is the next new
+	// device's, so all stay below ndev, the most devices the destination
+	// had at once.
+	devs    map[string]uint64
 	candDev []int32
 	freeDev []int32
 	ndev    int32
@@ -161,9 +164,10 @@ type selected struct {
 // ipState groups the destinations and domains of a RemoteIP, so a change of
 // its domain set reaches every destination that shows it.
 type ipState struct {
-	ip      string
-	dests   []*dest
-	domains map[string]*domain
+	ip       string
+	dests    []*dest
+	domains  map[string]*domain
+	domainIP bool // Params.DomainIP(ip), once an observation asked
 }
 
 type domain struct {
@@ -361,7 +365,7 @@ func (p *Partition) addTuple(tp *tuple, t *beacon.Tuple, hs *tupleHashes) {
 			ip = &ipState{ip: strings.Clone(dk.RemoteIP)}
 			p.ips[ip.ip] = ip
 		}
-		d = &dest{key: beacon.Destination{FileName: strings.Clone(dk.FileName), RemoteIP: ip.ip, RemotePort: dk.RemotePort}, hash: hs.dest, ip: ip}
+		d = &dest{key: beacon.Destination{FileName: strings.Clone(dk.FileName), RemoteIP: ip.ip, RemotePort: dk.RemotePort}, hash: hs.dest, ipKey: ipPrefix(dk.RemoteIP), ip: ip}
 		ip.dests = append(ip.dests, d)
 		d.idx = slot(&p.destAt, &p.destFree)
 		p.destAt[d.idx] = d
@@ -480,22 +484,21 @@ func (p *Partition) setCand(d *dest, tp *tuple, cand bool, st *beacon.Stats) {
 		tp.candPos = int32(len(d.cands))
 		d.cands = append(d.cands, tp.id)
 		d.cs = append(d.cs, beacon.Candidate{Tuple: p.columns(tp), Stats: *st})
-		if d.devices == nil {
-			d.devices = make(map[string]int32)
+		if d.devs == nil {
+			d.devs = make(map[string]uint64)
 		}
-		if d.devices[dev]++; d.devices[dev] == 1 {
+		v, ok := d.devs[dev]
+		if !ok {
 			num := d.ndev
 			if k := len(d.freeDev); k > 0 {
 				num, d.freeDev = d.freeDev[k-1], d.freeDev[:k-1]
 			} else {
 				d.ndev++
 			}
-			if d.devNum == nil {
-				d.devNum = make(map[string]int32)
-			}
-			d.devNum[dev] = num
+			v = uint64(uint32(num))
 		}
-		d.candDev = append(d.candDev, d.devNum[dev])
+		d.devs[dev] = v + 1<<32
+		d.candDev = append(d.candDev, int32(uint32(v)))
 		return
 	}
 	n := len(d.cands) - 1
@@ -504,11 +507,12 @@ func (p *Partition) setCand(d *dest, tp *tuple, cand bool, st *beacon.Stats) {
 	p.tup(last).candPos = tp.candPos
 	d.cs[n] = beacon.Candidate{}
 	d.cands, d.cs, d.candDev = d.cands[:n], d.cs[:n], d.candDev[:n]
-	if d.devices[dev]--; d.devices[dev] == 0 {
-		delete(d.devices, dev)
-		d.freeDev = append(d.freeDev, d.devNum[dev])
-		delete(d.devNum, dev)
-		if len(d.devices) == 0 {
+	if v := d.devs[dev] - 1<<32; v>>32 > 0 {
+		d.devs[dev] = v
+	} else {
+		delete(d.devs, dev)
+		d.freeDev = append(d.freeDev, int32(uint32(v)))
+		if len(d.devs) == 0 {
 			d.freeDev, d.ndev = d.freeDev[:0], 0 // numbered afresh
 		}
 	}
@@ -527,7 +531,12 @@ func (p *Partition) Dirty() []beacon.Destination {
 	// the destinations of the keys returned without looking them up
 	// (dirtyAt).
 	ds := p.dirty
-	slices.SortFunc(ds, func(a, b *dest) int { return compareDest(a.key, b.key) })
+	slices.SortFunc(ds, func(a, b *dest) int {
+		if a.ipKey != b.ipKey {
+			return cmp.Compare(a.ipKey, b.ipKey)
+		}
+		return compareDest(a.key, b.key)
+	})
 	out := slices.Grow(p.dirtyOut[:0], len(ds))
 	at := slices.Grow(p.dirtyAt[:0], len(ds))
 	for i, d := range ds {
@@ -559,6 +568,16 @@ func (p *Partition) destOfKey(i int, k beacon.Destination) *dest {
 		}
 	}
 	return p.destByKey(k)
+}
+
+// ipPrefix is the first 8 bytes of s, big-endian, padded with zeros:
+// ipPrefix(a) < ipPrefix(b) implies a < b (a byte that differs decides, a
+// string that ends first is padded below every byte but zero), so Dirty
+// compares strings only when the prefixes are equal.
+func ipPrefix(s string) uint64 {
+	var b [8]byte
+	copy(b[:], s)
+	return binary.BigEndian.Uint64(b[:])
 }
 
 func compareDest(a, b beacon.Destination) int {
@@ -1021,13 +1040,18 @@ func (p *Partition) domains(obs []DomainSeen, st *ApplyStats) {
 		if p.h.hasStream && o.Time <= bound {
 			continue
 		}
-		if !p.p.DomainIP(o.IP) {
-			continue
-		}
+		// An IP is asked DomainIP once: most observations are of IPs seen
+		// before.
 		ip := p.ips[o.IP]
-		if ip == nil {
-			ip = &ipState{ip: string([]byte(o.IP))}
-			p.ips[ip.ip] = ip
+		if ip == nil || !ip.domainIP {
+			if !p.p.DomainIP(o.IP) {
+				continue
+			}
+			if ip == nil {
+				ip = &ipState{ip: string([]byte(o.IP))}
+				p.ips[ip.ip] = ip
+			}
+			ip.domainIP = true
 		}
 		d := ip.domains[o.Domain]
 		switch {
