@@ -1098,7 +1098,7 @@ func evidence(n, total int64, w float64) float64 {
 // with Score ≥ RareThreshold when their device is the destination's only
 // one. devices is the destination's device count over all candidates,
 // those counting toward prevalence only (fewer than MinCallbacks) included.
-func (p *Params) robustSelect(cands []Candidate, dev []int32, ndev int) (kept []int, devices int64) {
+func (p *Params) robustSelect(cands []Candidate, dev []int32, ndev int, hint *[]int32) (kept []int, devices int64) {
 	switch len(cands) {
 	case 0:
 		return nil, 0
@@ -1121,15 +1121,37 @@ func (p *Params) robustSelect(cands []Candidate, dev []int32, ndev int) (kept []
 	switch {
 	case dev != nil:
 		// Numbered by the caller: the devices are counted by stamping.
+		// With a hint, the candidates are listed in its order (the last
+		// sort's), those it does not name after: the sort below then
+		// moves only the candidates whose period moved.
 		sc.seen = slices.Grow(sc.seen[:0], ndev)[:ndev]
 		clear(sc.seen)
-		for i := range cands {
+		add := func(i int32) {
 			d := dev[i]
 			if sc.seen[d] == 0 {
 				sc.seen[d] = 1
 				devices++
 			}
-			sc.order = append(sc.order, byPeriod{cands[i].R.Period, int32(i), d})
+			sc.order = append(sc.order, byPeriod{cands[i].R.Period, i, d})
+		}
+		if hint != nil {
+			sc.listed = slices.Grow(sc.listed[:0], len(cands))[:len(cands)]
+			clear(sc.listed)
+			for _, i := range *hint {
+				if i >= 0 && int(i) < len(cands) && !sc.listed[i] {
+					sc.listed[i] = true
+					add(i)
+				}
+			}
+			for i := range cands {
+				if !sc.listed[i] {
+					add(int32(i))
+				}
+			}
+		} else {
+			for i := range cands {
+				add(int32(i))
+			}
 		}
 	case len(cands) <= smallSelect:
 		// Few candidates: their devices are found by comparing DeviceIds
@@ -1162,7 +1184,15 @@ func (p *Params) robustSelect(cands []Candidate, dev []int32, ndev int) (kept []
 	sc.seen = slices.Grow(sc.seen[:0], ndev)[:ndev]
 	clear(sc.seen)
 	order := sc.order
-	slices.SortFunc(order, func(a, b byPeriod) int { return compareNoNaN(a.period, b.period) })
+	if hint == nil || !sortNearly(order) {
+		slices.SortFunc(order, func(a, b byPeriod) int { return compareNoNaN(a.period, b.period) })
+	}
+	if hint != nil {
+		*hint = slices.Grow((*hint)[:0], len(order))
+		for _, o := range order {
+			*hint = append(*hint, o.i)
+		}
+	}
 	for lo, g := 0, int32(1); lo < len(order); g++ {
 		hi := lo + 1
 		for hi < len(order) && order[hi].period <= order[hi-1].period*(1+p.Robust.PeriodTolerance) {
@@ -1189,6 +1219,22 @@ func (p *Params) robustSelect(cands []Candidate, dev []int32, ndev int) (kept []
 	return kept, devices
 }
 
+// sortNearly sorts a list that is nearly sorted by period by insertion,
+// and reports false, leaving it a permutation of itself, when that moves
+// more than a few candidates per candidate (the list was not).
+func sortNearly(order []byPeriod) bool {
+	budget := 4*len(order) + 16
+	for i := 1; i < len(order); i++ {
+		for j := i; j > 0 && order[j].period < order[j-1].period; j-- {
+			if budget--; budget < 0 {
+				return false
+			}
+			order[j], order[j-1] = order[j-1], order[j]
+		}
+	}
+	return true
+}
+
 // byPeriod is a candidate's period, index and device number.
 type byPeriod struct {
 	period float64
@@ -1197,10 +1243,11 @@ type byPeriod struct {
 
 // selectScratch is robustSelect's between calls.
 type selectScratch struct {
-	ids   map[string]int32
-	small []string // the distinct DeviceIds, with at most smallSelect candidates
-	order []byPeriod
-	seen  []int32
+	ids    map[string]int32
+	small  []string // the distinct DeviceIds, with at most smallSelect candidates
+	order  []byPeriod
+	seen   []int32
+	listed []bool // the candidates a hint listed
 }
 
 // smallSelect is the most candidates robustSelect numbers devices of by

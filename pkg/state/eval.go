@@ -207,7 +207,7 @@ func (p *Partition) decide(ds *dest) (sel []selected, devices int64) {
 	// Computing them again for every candidate at every point was most
 	// of a robust stream's CPU, and copying them for SelectDestination
 	// the next most.
-	kept, devices := p.p.SelectNumbered(ds.cs, ds.candDev, int(ds.ndev))
+	kept, devices := p.p.SelectHinted(ds.cs, ds.candDev, int(ds.ndev), &ds.selHint)
 	for _, k := range kept {
 		ds.sel = append(ds.sel, selected{id: ds.cands[k], c: ds.cs[k]})
 	}

@@ -149,6 +149,9 @@ type dest struct {
 	selOK bool
 	sel   []selected
 	selN  int64 // its device count
+	// selHint is SelectHinted's, kept for the next selection (robust:
+	// the candidates' order by period).
+	selHint []int32
 
 	decideGen uint32 // the MembersOf call that last queued it
 	gone      bool   // deleted: no longer in Partition.destIndex
