@@ -129,7 +129,7 @@ func (p *Params) OverDeviceCap(devices int64) bool {
 // sleep within [SleepMin, SleepMax]. It returns the indexes kept and the
 // destination's device count (dcount_DeviceId).
 func (p *Params) SelectDestination(cands []Candidate) (kept []int, devices int64) {
-	return p.selectDestination(cands, nil, 0)
+	return p.selectDestination(cands, nil, 0, nil)
 }
 
 // SelectNumbered is SelectDestination for a caller that numbers the
@@ -140,12 +140,22 @@ func (p *Params) SelectDestination(cands []Candidate) (kept []int, devices int64
 // changed, and hashing every candidate's DeviceId was a third of robust's
 // selection).
 func (p *Params) SelectNumbered(cands []Candidate, dev []int32, ndev int) (kept []int, devices int64) {
-	return p.selectDestination(cands, dev, ndev)
+	return p.selectDestination(cands, dev, ndev, nil)
 }
 
-func (p *Params) selectDestination(cands []Candidate, dev []int32, ndev int) (kept []int, devices int64) {
+// SelectHinted is SelectNumbered for a caller that keeps a slice per
+// destination across calls (*hint, nil at first) and selects again over
+// about the same candidates: the profile keeps there what makes the next
+// selection cheaper (robust: the last order of the candidates' indexes by
+// period, which the next sort starts from). The answer is SelectNumbered's
+// whatever *hint holds.
+func (p *Params) SelectHinted(cands []Candidate, dev []int32, ndev int, hint *[]int32) (kept []int, devices int64) {
+	return p.selectDestination(cands, dev, ndev, hint)
+}
+
+func (p *Params) selectDestination(cands []Candidate, dev []int32, ndev int, hint *[]int32) (kept []int, devices int64) {
 	if p.Profile == ProfileRobust {
-		return p.robustSelect(cands, dev, ndev)
+		return p.robustSelect(cands, dev, ndev, hint)
 	}
 	if dev != nil {
 		devices = countNumbered(dev, ndev)

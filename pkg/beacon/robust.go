@@ -470,8 +470,12 @@ type wbin struct {
 	c int64
 }
 
-// wbinScratch holds robustCandidate's lists between calls.
-type wbinScratch struct{ raw, folded, other, dev, tmp []wbin }
+// wbinScratch holds robustCandidate's lists between calls: mid and irr
+// are foldSorted's folded and irregular gaps, k its multiples.
+type wbinScratch struct {
+	raw, folded, other, dev, tmp, mid, irr []wbin
+	k                                      []int64
+}
 
 var wbinPool = sync.Pool{New: func() any { return new(wbinScratch) }}
 
@@ -509,6 +513,16 @@ func sortWbins(vs, tmp []wbin) []wbin {
 	if len(runs) == 1 {
 		return tmp
 	}
+	if len(vs) <= insertionWbins {
+		// A short list (foldSorted's folded gaps): sorted in place,
+		// for less than the merges' set-up and copying.
+		for i := 1; i < len(vs); i++ {
+			for j := i; j > 0 && vs[j].v < vs[j-1].v; j-- {
+				vs[j], vs[j-1] = vs[j-1], vs[j]
+			}
+		}
+		return tmp
+	}
 	tmp = slices.Grow(tmp[:0], len(vs))[:len(vs)]
 	src, dst := vs, tmp
 	for len(runs) > 1 {
@@ -534,13 +548,35 @@ func sortWbins(vs, tmp []wbin) []wbin {
 }
 
 // maxRuns is the most ascending runs sortWbins merges; more are sorted.
-const maxRuns = 8
+// Lists of up to insertionWbins values of more than one run are sorted
+// by insertion.
+const (
+	maxRuns        = 8
+	insertionWbins = 16
+)
 
 // mergeWbins merges ascending a and b into dst (len(a)+len(b)).
 func mergeWbins(dst, a, b []wbin) {
+	// The values of a below b's first, and those left once one list is
+	// done, are copied: robustCandidate merges the gaps of one period
+	// with the few folded ones, most of them below or above.
 	i, j := 0, 0
-	for k := range dst {
-		if j >= len(b) || (i < len(a) && a[i].v <= b[j].v) {
+	if len(b) > 0 {
+		for i < len(a) && a[i].v <= b[0].v {
+			i++
+		}
+		copy(dst, a[:i])
+	}
+	for k := i; k < len(dst); k++ {
+		if j == len(b) {
+			copy(dst[k:], a[i:])
+			return
+		}
+		if i == len(a) {
+			copy(dst[k:], b[j:])
+			return
+		}
+		if a[i].v <= b[j].v {
 			dst[k] = a[i]
 			i++
 		} else {
@@ -618,18 +654,18 @@ func (p *Params) robustCandidate(distinct int64, s *Summary) (Stats, bool) {
 	if distinct <= p.TotalEventsThresholdMin || s.N < 2 {
 		return Stats{}, false
 	}
-	first := len(s.Hist)
+	// The deltas within BurstGap are the histogram's first bins: the gaps
+	// are the others, counted from N without reading them.
+	first, merged := len(s.Hist), int64(0)
 	for i, b := range s.Hist {
 		if b.Delta > rp.BurstGap {
 			first = i
 			break
 		}
+		merged += b.Count
 	}
 	gaps := s.Hist[first:]
-	var nGaps int64
-	for _, b := range gaps {
-		nGaps += b.Count
-	}
+	nGaps := s.N - merged
 	r := RobustStats{On: true, Gaps: nGaps, Merged: s.N - nGaps, tolerance: rp.Tolerance, threshold: rp.Threshold}
 	r.Callbacks = distinct - r.Merged
 	if r.Callbacks < rp.FirstCallbacks() || nGaps < 2 {
@@ -648,6 +684,11 @@ func (p *Params) robustCandidate(distinct int64, s *Summary) (Stats, bool) {
 	period := weightedMedian(raw, nGaps)
 	folded := slices.Grow(sc.folded[:0], len(gaps))
 	var kept int64
+	// With robustFastFold, the fold that gave the period classified the
+	// gaps between whole and hi against it (sc.k): when it is the final
+	// period, the second period's and Coverage's loops read the
+	// classification instead of asking multiple about each gap again.
+	whole, hi, foldedAt := 0, 0, math.NaN()
 	for i, p0 := 0, period; i < 2; i++ {
 		if i == 1 && robustFastFold && period == p0 {
 			// The second fold would fold against the same period again:
@@ -655,12 +696,17 @@ func (p *Params) robustCandidate(distinct int64, s *Summary) (Stats, bool) {
 			// mostly stay whole, and its median with them).
 			break
 		}
-		folded, kept = rp.foldFirst(raw, period, folded[:0], &r)
+		if robustFastFold {
+			folded, kept, whole, hi = rp.foldSorted(raw, period, folded[:0], sc, &r)
+		} else {
+			folded, kept = rp.fold(raw, period, 0, folded[:0], &r)
+			sc.tmp = sortWbins(folded, sc.tmp)
+		}
 		if kept == 0 {
 			sc.folded = folded
 			return Stats{}, false
 		}
-		sc.tmp = sortWbins(folded, sc.tmp)
+		foldedAt = period
 		period = weightedMedian(folded, kept)
 	}
 	sc.folded = folded
@@ -668,14 +714,24 @@ func (p *Params) robustCandidate(distinct int64, s *Summary) (Stats, bool) {
 		return Stats{}, false
 	}
 	r.Period = period
+	classified := robustFastFold && foldedAt == period // sc.k[i-whole] is raw[i]'s multiple k, 0 none, for i in [whole, hi)
+	if !classified {
+		whole, hi = rp.whole(raw, period), len(raw) // raw[:whole] are gaps of one period (multiple's k = 1)
+	}
 	// A second period (the sleep changed inside the window): the median of
 	// the gaps the first does not explain, if they are a twentieth of all and
 	// at least twelve (a regime needs evidence of its own).
 	other := sc.other[:0]
 	var nOther int64
-	whole := rp.whole(raw, period) // raw[:whole] are gaps of one period (multiple's k = 1)
-	for _, b := range raw[whole:] {
-		if _, ok := rp.multiple(b.v, period); !ok && b.v <= rp.MaxPeriod {
+	for i, b := range raw[whole:] {
+		var ok bool
+		switch {
+		case !classified:
+			_, ok = rp.multiple(b.v, period)
+		case whole+i < hi:
+			ok = sc.k[i] > 0
+		} // beyond hi: more than MaxMissed periods, no multiple
+		if !ok && b.v <= rp.MaxPeriod {
 			other = append(other, b)
 			nOther += b.c
 		}
@@ -691,22 +747,31 @@ func (p *Params) robustCandidate(distinct int64, s *Summary) (Stats, bool) {
 			folded, kept = rp.fold(raw, period, p2, folded[:0], &r)
 			sc.folded = folded
 			sc.tmp = sortWbins(folded, sc.tmp)
+			if classified {
+				classified = false // Coverage's explain asks the second period about the gaps the first leaves
+				hi = len(raw)
+			}
 		}
 	}
 	var onTime, supported int64
-	for _, b := range folded {
-		d := math.Abs(b.v - period)
-		if d <= rp.Tolerance*period {
-			onTime += b.c
+	var idr float64
+	if robustFastFold {
+		onTime, supported, idr = foldedScan(folded, kept, period, rp.Tolerance)
+	} else {
+		for _, b := range folded {
+			d := math.Abs(b.v - period)
+			if d <= rp.Tolerance*period {
+				onTime += b.c
+			}
+			if d <= jitterBand*period {
+				supported += b.c
+			}
 		}
-		if d <= jitterBand*period {
-			supported += b.c
-		}
+		idr = weightedQuantile(folded, kept, 0.9) - weightedQuantile(folded, kept, 0.1)
 	}
 	r.OnTime, r.Supported = onTime, supported
 	// Dispersion from the interdecile range: with many gaps a few odd ones
 	// do not move it; with few gaps every one must agree.
-	idr := weightedQuantile(folded, kept, 0.9) - weightedQuantile(folded, kept, 0.1)
 	r.Dispersion = clamp01(1 - idr/(2*period))
 	// Every missed callback is an expected one not seen, every pause a
 	// stretch without the period.
@@ -726,8 +791,12 @@ func (p *Params) robustCandidate(distinct int64, s *Summary) (Stats, bool) {
 		weightCount*r.CountScore+weightCoverage*1) < rp.floor() {
 		return Stats{}, false
 	}
-	sc.dev = absDeviations(sc.dev[:0], folded, period)
-	r.MAD = weightedMedian(sc.dev, kept)
+	if robustFastFold {
+		r.MAD = medianDeviation(folded, kept, period)
+	} else {
+		sc.dev = absDeviations(sc.dev[:0], folded, period)
+		r.MAD = weightedMedian(sc.dev, kept)
+	}
 	// Coverage: time in supporting gaps over the time between callbacks
 	// that is not a pause. A pause (working hours, overnight) is already
 	// counted against the period in Support; counting its hours again here
@@ -736,8 +805,19 @@ func (p *Params) robustCandidate(distinct int64, s *Summary) (Stats, bool) {
 	pause := (float64(rp.MaxMissed) + 0.5) * max(period, r.Period2)
 	for i, b := range raw {
 		v, ok := b.v, true // explain's k = 1 of the first period
-		if i >= whole {
+		switch {
+		case i < whole:
+		case !classified:
 			_, v, ok = rp.explain(b.v, period, r.Period2)
+		case i < hi:
+			// explain with no second period: multiple's fold, or d.
+			if k := sc.k[i-whole]; k > 0 {
+				v = b.v - float64(k-1)*period
+			} else {
+				ok = false
+			}
+		default:
+			ok = false
 		}
 		if !ok && b.v > pause {
 			continue
@@ -799,8 +879,9 @@ func (rp *RobustParams) explain(d, period, period2 float64) (k int64, v float64,
 }
 
 // robustFastFold is false only in TestRobustFastFold, which holds
-// foldFirst, whole and the skipped second fold to fold and multiple
-// asked about every gap.
+// foldSorted, whole, the skipped second fold and the classification
+// reused, foldedScan and medianDeviation to fold, multiple asked about
+// every gap, a sort of the folded list, and the plain loops over it.
 var robustFastFold = true
 
 // whole returns how many of the sorted raw gaps are under 1.5 periods
@@ -813,41 +894,50 @@ func (rp *RobustParams) whole(raw []wbin, period float64) int {
 	return sort.Search(len(raw), func(i int) bool { return raw[i].v/period >= 1.5 })
 }
 
-// foldFirst is fold against the first period alone (period2 0), for
-// sorted raw gaps: the gaps under 1.5 periods (whole) are copied, those of
-// more than MaxMissed periods (round(d/period) > MaxMissed, a suffix too)
-// are pauses or irregular by their length alone (pause is monotone in d),
-// and only the gaps between are folded one by one.
-func (rp *RobustParams) foldFirst(raw []wbin, period float64, dst []wbin, r *RobustStats) ([]wbin, int64) {
-	if !robustFastFold {
-		return rp.fold(raw, period, 0, dst, r)
-	}
+// foldSorted is fold against the first period alone (period2 0) for
+// sorted raw gaps, followed by sortWbins, without sorting the whole list:
+// the gaps under 1.5 periods (raw[:whole], multiple's k = 1) are copied,
+// those of more than MaxMissed periods (raw[hi:], round(d/period) >
+// MaxMissed, a suffix too) are pauses or irregular by their length alone
+// (pause is monotone in d), and only the gaps between are folded one by
+// one. A folded gap is within a fifth of a period of the period, an
+// irregular one 1.5 periods or more: the sorted list is the copied gaps
+// merged with the folded ones, then the irregular ones in raw order. It
+// records each gap's multiple k between whole and hi in sc.k (0: none).
+func (rp *RobustParams) foldSorted(raw []wbin, period float64, dst []wbin, sc *wbinScratch, r *RobustStats) (folded []wbin, n int64, whole, hi int) {
 	r.Missed, r.Pauses, r.foldedGaps, r.secondGaps = 0, 0, 0, 0
 	lo := rp.whole(raw, period)
 	maxK := float64(rp.MaxMissed)
-	hi := lo + sort.Search(len(raw)-lo, func(i int) bool { return math.Round(raw[lo+i].v/period) > maxK })
-	var n int64
+	hi = lo + sort.Search(len(raw)-lo, func(i int) bool { return math.Round(raw[lo+i].v/period) > maxK })
 	for _, b := range raw[:lo] {
 		n += b.c
 	}
-	dst = append(dst, raw[:lo]...)
 	pause := (float64(rp.MaxMissed) + 0.5) * period
+	mid, irr, ks := sc.mid[:0], sc.irr[:0], sc.k[:0]
 	for _, b := range raw[lo:hi] {
-		switch k, ok := rp.multiple(b.v, period); {
+		k, ok := rp.multiple(b.v, period)
+		switch {
 		case ok:
-			dst = append(dst, wbin{b.v - float64(k-1)*period, b.c})
+			mid = append(mid, wbin{b.v - float64(k-1)*period, b.c})
 			r.Missed += (k - 1) * b.c
 			if k > 1 {
 				r.foldedGaps += b.c
 			}
 		case b.v > pause:
 			r.Pauses += b.c
+			ks = append(ks, 0)
 			continue
 		default:
-			dst = append(dst, b)
+			irr = append(irr, b)
 		}
+		ks = append(ks, k) // 0 when not ok
 		n += b.c
 	}
+	// The folded gaps are a run per k, each ascending.
+	sc.tmp = sortWbins(mid, sc.tmp)
+	dst = slices.Grow(dst[:0], lo+len(mid)+len(irr)+len(raw)-hi)[:lo+len(mid)]
+	mergeWbins(dst, raw[:lo], mid)
+	dst = append(dst, irr...)
 	for _, b := range raw[hi:] { // no multiple: a pause, or irregular
 		if b.v > pause {
 			r.Pauses += b.c
@@ -856,7 +946,77 @@ func (rp *RobustParams) foldFirst(raw []wbin, period float64, dst []wbin, r *Rob
 		dst = append(dst, b)
 		n += b.c
 	}
-	return dst, n
+	sc.mid, sc.irr, sc.k = mid, irr, ks
+	return dst, n, lo, hi
+}
+
+// foldedScan returns, over sorted folded gaps (n in all), those within
+// tolerance and within jitterBand of the period, and their interdecile
+// range weightedQuantile(0.9) − weightedQuantile(0.1), in one pass.
+func foldedScan(folded []wbin, n int64, period, tolerance float64) (onTime, supported int64, idr float64) {
+	// weightedQuantile's ranks: k and min(k+1, n−1) for each quantile,
+	// found in ascending order (k10+1 passes k90 only when k10 = k90, and
+	// then both pairs are the same ranks).
+	pos10, pos90 := 0.1*float64(n-1), 0.9*float64(n-1)
+	k10, k90 := int64(pos10), int64(pos90)
+	ranks := [4]int64{k10, min(k10+1, n-1), k90, min(k90+1, n-1)}
+	swapped := ranks[1] > ranks[2]
+	if swapped {
+		ranks[1], ranks[2] = ranks[2], ranks[1]
+	}
+	last := folded[len(folded)-1].v
+	at := [4]float64{last, last, last, last} // weightedAt past the end: the last value
+	next, seen := 0, int64(0)                // ranks found; gaps up to this bin
+	for _, b := range folded {
+		d := math.Abs(b.v - period)
+		if d <= tolerance*period {
+			onTime += b.c
+		}
+		if d <= jitterBand*period {
+			supported += b.c
+		}
+		seen += b.c
+		for next < len(ranks) && ranks[next] < seen {
+			at[next] = b.v
+			next++
+		}
+	}
+	if swapped {
+		at[1], at[2] = at[2], at[1]
+	}
+	q90 := interpolate(at[2], at[3], pos90-float64(k90))
+	q10 := interpolate(at[0], at[1], pos10-float64(k10))
+	return onTime, supported, q90 - q10
+}
+
+// medianDeviation is weightedMedian(absDeviations(sorted, center), n): it
+// walks the deviations in absDeviations' order, outward from center, and
+// stops at the median's rank instead of listing them all.
+func medianDeviation(sorted []wbin, n int64, center float64) float64 {
+	k := (n - 1) / 2
+	mid, _ := slices.BinarySearchFunc(sorted, center, func(b wbin, c float64) int {
+		if b.v < c {
+			return -1
+		}
+		return 1
+	})
+	lo, hi := mid-1, mid
+	var v float64
+	for lo >= 0 || hi < len(sorted) {
+		var c int64
+		if hi >= len(sorted) || (lo >= 0 && center-sorted[lo].v <= sorted[hi].v-center) {
+			v, c = math.Abs(sorted[lo].v-center), sorted[lo].c
+			lo--
+		} else {
+			v, c = math.Abs(sorted[hi].v-center), sorted[hi].c
+			hi++
+		}
+		if k < c {
+			return v
+		}
+		k -= c
+	}
+	return v
 }
 
 // fold folds raw gaps against period (step 3 of robustCandidate) into dst
@@ -938,7 +1098,7 @@ func evidence(n, total int64, w float64) float64 {
 // with Score ≥ RareThreshold when their device is the destination's only
 // one. devices is the destination's device count over all candidates,
 // those counting toward prevalence only (fewer than MinCallbacks) included.
-func (p *Params) robustSelect(cands []Candidate, dev []int32, ndev int) (kept []int, devices int64) {
+func (p *Params) robustSelect(cands []Candidate, dev []int32, ndev int, hint *[]int32) (kept []int, devices int64) {
 	switch len(cands) {
 	case 0:
 		return nil, 0
@@ -961,15 +1121,37 @@ func (p *Params) robustSelect(cands []Candidate, dev []int32, ndev int) (kept []
 	switch {
 	case dev != nil:
 		// Numbered by the caller: the devices are counted by stamping.
+		// With a hint, the candidates are listed in its order (the last
+		// sort's), those it does not name after: the sort below then
+		// moves only the candidates whose period moved.
 		sc.seen = slices.Grow(sc.seen[:0], ndev)[:ndev]
 		clear(sc.seen)
-		for i := range cands {
+		add := func(i int32) {
 			d := dev[i]
 			if sc.seen[d] == 0 {
 				sc.seen[d] = 1
 				devices++
 			}
-			sc.order = append(sc.order, byPeriod{cands[i].R.Period, int32(i), d})
+			sc.order = append(sc.order, byPeriod{cands[i].R.Period, i, d})
+		}
+		if hint != nil {
+			sc.listed = slices.Grow(sc.listed[:0], len(cands))[:len(cands)]
+			clear(sc.listed)
+			for _, i := range *hint {
+				if i >= 0 && int(i) < len(cands) && !sc.listed[i] {
+					sc.listed[i] = true
+					add(i)
+				}
+			}
+			for i := range cands {
+				if !sc.listed[i] {
+					add(int32(i))
+				}
+			}
+		} else {
+			for i := range cands {
+				add(int32(i))
+			}
 		}
 	case len(cands) <= smallSelect:
 		// Few candidates: their devices are found by comparing DeviceIds
@@ -1002,7 +1184,15 @@ func (p *Params) robustSelect(cands []Candidate, dev []int32, ndev int) (kept []
 	sc.seen = slices.Grow(sc.seen[:0], ndev)[:ndev]
 	clear(sc.seen)
 	order := sc.order
-	slices.SortFunc(order, func(a, b byPeriod) int { return compareNoNaN(a.period, b.period) })
+	if hint == nil || !sortNearly(order) {
+		slices.SortFunc(order, func(a, b byPeriod) int { return compareNoNaN(a.period, b.period) })
+	}
+	if hint != nil {
+		*hint = slices.Grow((*hint)[:0], len(order))
+		for _, o := range order {
+			*hint = append(*hint, o.i)
+		}
+	}
 	for lo, g := 0, int32(1); lo < len(order); g++ {
 		hi := lo + 1
 		for hi < len(order) && order[hi].period <= order[hi-1].period*(1+p.Robust.PeriodTolerance) {
@@ -1029,6 +1219,22 @@ func (p *Params) robustSelect(cands []Candidate, dev []int32, ndev int) (kept []
 	return kept, devices
 }
 
+// sortNearly sorts a list that is nearly sorted by period by insertion,
+// and reports false, leaving it a permutation of itself, when that moves
+// more than a few candidates per candidate (the list was not).
+func sortNearly(order []byPeriod) bool {
+	budget := 4*len(order) + 16
+	for i := 1; i < len(order); i++ {
+		for j := i; j > 0 && order[j].period < order[j-1].period; j-- {
+			if budget--; budget < 0 {
+				return false
+			}
+			order[j], order[j-1] = order[j-1], order[j]
+		}
+	}
+	return true
+}
+
 // byPeriod is a candidate's period, index and device number.
 type byPeriod struct {
 	period float64
@@ -1037,10 +1243,11 @@ type byPeriod struct {
 
 // selectScratch is robustSelect's between calls.
 type selectScratch struct {
-	ids   map[string]int32
-	small []string // the distinct DeviceIds, with at most smallSelect candidates
-	order []byPeriod
-	seen  []int32
+	ids    map[string]int32
+	small  []string // the distinct DeviceIds, with at most smallSelect candidates
+	order  []byPeriod
+	seen   []int32
+	listed []bool // the candidates a hint listed
 }
 
 // smallSelect is the most candidates robustSelect numbers devices of by

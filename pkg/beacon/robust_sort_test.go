@@ -74,3 +74,47 @@ func sameValues(a, b []wbin) bool {
 	}
 	return true
 }
+
+// TestFoldedScan holds robustCandidate's one pass over the sorted folded
+// gaps (foldedScan: the gaps on time and supported, and the interdecile
+// range) and its median deviation (medianDeviation, which stops at the
+// median's rank) to the plain loops, weightedQuantile and
+// weightedMedian(absDeviations), on lists of every length from one gap,
+// where the quantiles' ranks coincide, with ties.
+func TestFoldedScan(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	var dev []wbin
+	for n := range 5000 {
+		var vs []wbin
+		v := float64(1 + rng.IntN(20))
+		for range 1 + rng.IntN(1+n%40) {
+			vs = append(vs, wbin{v, 1 + rng.Int64N(3)})
+			v += float64(rng.IntN(8)) * 0.5 // ties too
+		}
+		var total int64
+		for _, b := range vs {
+			total += b.c
+		}
+		period := vs[rng.IntN(len(vs))].v + float64(rng.IntN(5)-2)*0.25
+		tol := 0.1 + 0.3*rng.Float64()
+		onTime, supported, idr := foldedScan(vs, total, period, tol)
+		var wantOn, wantSup int64
+		for _, b := range vs {
+			d := math.Abs(b.v - period)
+			if d <= tol*period {
+				wantOn += b.c
+			}
+			if d <= jitterBand*period {
+				wantSup += b.c
+			}
+		}
+		wantIDR := weightedQuantile(vs, total, 0.9) - weightedQuantile(vs, total, 0.1)
+		if onTime != wantOn || supported != wantSup || idr != wantIDR {
+			t.Fatalf("list %d %v (period %g): foldedScan = %d, %d, %g, want %d, %d, %g", n, vs, period, onTime, supported, idr, wantOn, wantSup, wantIDR)
+		}
+		dev = absDeviations(dev[:0], vs, period)
+		if got, want := medianDeviation(vs, total, period), weightedMedian(dev, total); got != want {
+			t.Fatalf("list %d %v (centre %g): medianDeviation = %g, want %g", n, vs, period, got, want)
+		}
+	}
+}

@@ -192,3 +192,74 @@ func TestSelectNumbered(t *testing.T) {
 		})
 	}
 }
+
+// TestSelectHinted holds SelectHinted to SelectDestination whatever the
+// hint holds: none, the last call's over candidates some of which changed
+// period, came or went (robust's insertion sort from it, and its bound
+// when periods moved far), or indexes out of range and repeated. The
+// kept indexes, the device count and every candidate's PeriodDevices
+// are the same, and the hint is robust's sorted order after the call.
+func TestSelectHinted(t *testing.T) {
+	rng := rand.New(rand.NewPCG(20, 21))
+	robust, seed := Robust(), Seed()
+	robust.CompromisedDeviceCountMax, seed.CompromisedDeviceCountMax = 3, 3
+	robust.Robust.PeriodTolerance = 0.05 // more groups to tell apart
+	periods := []float64{60, 61, 63, 64, 66, 70, 75, 76, 300, 310, 3600}
+	for _, p := range []*Params{&robust, &seed} {
+		t.Run(p.Profile, func(t *testing.T) {
+			var hint []int32
+			var cands []Candidate
+			var dev []int32
+			ndev, bounded := 8, 0
+			for step := range 6000 {
+				switch r := rng.IntN(10); {
+				case step%150 == 0:
+					cands, dev, hint = nil, nil, nil // a new destination
+				case r < 4 && len(cands) > 0: // a candidate leaves: the last takes its place
+					i := rng.IntN(len(cands))
+					cands[i], dev[i] = cands[len(cands)-1], dev[len(dev)-1]
+					cands, dev = cands[:len(cands)-1], dev[:len(dev)-1]
+				case r == 4:
+					hint = append(hint, -1, int32(rng.IntN(100)), 0, 0) // garbage
+				}
+				for range rng.IntN(3) { // candidates arrive
+					d := rng.IntN(ndev)
+					cands = append(cands, Candidate{Tuple: Tuple{DeviceId: fmt.Sprintf("dev-%d", d), RemotePort: int32(len(cands))}, Stats: randomStats(rng, p)})
+					dev = append(dev, int32(d))
+				}
+				moves := rng.IntN(3)
+				if rng.IntN(20) == 0 {
+					moves = len(cands) // every period moves: the insertion sort gives up
+				}
+				for range moves {
+					if len(cands) > 0 {
+						cands[rng.IntN(len(cands))].R.Period = periods[rng.IntN(len(periods))] * (1 + 0.001*float64(rng.IntN(3)))
+					}
+				}
+				ref := slices.Clone(cands)
+				k0, d0 := p.SelectHinted(cands, dev, ndev, &hint)
+				k1, d1 := p.SelectDestination(ref)
+				if !slices.Equal(k0, k1) || d0 != d1 || !reflect.DeepEqual(cands, ref) {
+					t.Fatalf("step %d, %d candidates: hinted kept %v of %d devices, SelectDestination %v of %d", step, len(cands), k0, d0, k1, d1)
+				}
+				if p.Profile != ProfileRobust || len(cands) < 2 {
+					continue
+				}
+				if len(hint) != len(cands) {
+					t.Fatalf("step %d: hint %v for %d candidates", step, hint, len(cands))
+				}
+				for i := 1; i < len(hint); i++ {
+					if cands[hint[i]].R.Period < cands[hint[i-1]].R.Period {
+						t.Fatalf("step %d: hint %v not in period order", step, hint)
+					}
+				}
+				if moves == len(cands) && len(cands) > 8 {
+					bounded++
+				}
+			}
+			if p.Profile == ProfileRobust && bounded < 100 {
+				t.Fatalf("only %d selections after every period moved", bounded)
+			}
+		})
+	}
+}

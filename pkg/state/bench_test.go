@@ -196,7 +196,7 @@ func BenchmarkEvaluate(b *testing.B) {
 					}
 				}
 				d := tuples[0].Destination()
-				ds := part.dests[d]
+				ds := part.destByKey(d)
 				rows, err := part.Evaluate(d)
 				if err != nil {
 					b.Fatal(err)

@@ -209,32 +209,51 @@ func (p *Partition) block(tp *tuple, i int) (*block, error) {
 	return b, nil
 }
 
-// hotBlocks is the size of Partition.hot (a power of two): 256 KiB of
-// pointers per partition.
-const hotBlocks = 1 << 15
+// Cached blocks are found by tuple id first: Partition.tail[id] holds one
+// cached block of the tuple, the newest of those added (its tail block,
+// where its connections go, unless the cache dropped it), and its other
+// cached blocks are in Partition.cache. Most tuples have one block: for
+// them a lookup is one load from a table indexed by id, and caching a
+// block costs no map insert (hashing a block key and growing the map were
+// most of what a new tuple cost the cache). A cached block is in exactly
+// one of the two.
 
 // cachedBlock returns the cached block of key k, nil when not cached.
-// Partition.hot, a direct-mapped table by tuple id of the blocks last
-// found, answers first: a tuple's connections go to its newest block, and
-// a hit there costs one load from a table the caches hold instead of a
-// probe of the cache's map, a miss each over a state larger than the
-// caches (insert looks a block up twice: touchBlocks, then insertOne).
-// An entry is checked against k, and dropping a block clears its entry.
 func (p *Partition) cachedBlock(k blockKey) *block {
-	h := &p.hot[k.id&(hotBlocks-1)]
-	if b := *h; b != nil && b.id == k.id && b.start == k.start {
+	if b := p.tail[k.id]; b != nil && b.start == k.start {
 		return b
 	}
-	b := p.cache[k]
-	if b != nil {
-		*h = b
+	if len(p.cache) == 0 {
+		return nil
 	}
-	return b
+	return p.cache[k]
+}
+
+// growTail makes Partition.tail hold an entry for every tuple slot.
+func (p *Partition) growTail() {
+	n := int(p.arena.n)
+	if n <= len(p.tail) {
+		return
+	}
+	if n > cap(p.tail) {
+		t := make([]*block, len(p.tail), max(2*cap(p.tail), n, 1024))
+		copy(t, p.tail)
+		p.tail = t
+	}
+	p.tail = p.tail[:n] // never shrunk: the entries beyond len are nil
 }
 
 func (p *Partition) cacheAdd(b *block) {
 	p.shrinkCache(0)
-	p.cache[blockKey{b.id, b.start}] = b
+	switch t := &p.tail[b.id]; {
+	case *t == nil:
+		*t = b
+	case (*t).start < b.start: // a new tail: the old one moves to the map
+		p.cache[blockKey{b.id, (*t).start}] = *t
+		*t = b
+	default:
+		p.cache[blockKey{b.id, b.start}] = b
+	}
 	b.charged = blockOverhead + int64(cap(b.ts))*8
 	p.cached += b.charged
 	p.s.cached.Add(b.charged)
@@ -243,9 +262,10 @@ func (p *Partition) cacheAdd(b *block) {
 }
 
 func (p *Partition) cacheDrop(b *block) {
-	delete(p.cache, blockKey{b.id, b.start})
-	if h := &p.hot[b.id&(hotBlocks-1)]; *h == b {
-		*h = nil
+	if t := &p.tail[b.id]; *t == b {
+		*t = nil
+	} else {
+		delete(p.cache, blockKey{b.id, b.start})
 	}
 	b.prev.next, b.next.prev = b.next, b.prev
 	b.prev, b.next = nil, nil
@@ -305,7 +325,7 @@ func (p *Partition) releaseCache() {
 	p.s.cached.Add(-p.cached)
 	p.cached = 0
 	p.cache = nil
-	clear(p.hot)
+	clear(p.tail)
 	p.lru.next, p.lru.prev = &p.lru, &p.lru
 }
 
@@ -372,9 +392,14 @@ func (p *Partition) insertTS(tp *tuple, t beacon.Time) (added bool, err error) {
 			return false, err
 		}
 		p.batch.Delete(tsKey(p.key, p.id, uint64(tp.id), b.start), nil)
-		delete(p.cache, blockKey{tp.id, b.start})
-		b.start, tp.b0 = t, t
-		p.cache[blockKey{tp.id, t}] = b
+		if p.tail[tp.id] == b {
+			b.start = t
+		} else {
+			delete(p.cache, blockKey{tp.id, b.start})
+			b.start = t
+			p.cache[blockKey{tp.id, t}] = b
+		}
+		tp.b0 = t
 		i = 0
 	}
 	b, err := p.block(tp, i)

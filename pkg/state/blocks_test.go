@@ -127,14 +127,14 @@ func TestBlockSplit(t *testing.T) {
 			ts = append(ts, base+beacon.Time(i)*10*beacon.Second)
 		}
 		apply(ts...)
-		before := part.nblocks(part.lookup(&tu, part.hash(&tu)))
+		before := part.nblocks(part.lookup(&tu, part.hashes(&tu).tuple))
 		rng := rand.New(rand.NewPCG(6, 6))
 		for range 3 * blockMax { // into the second block, in small batches
 			x := base + beacon.Time(blockMax)*10*beacon.Second + beacon.Time(rng.Int64N(int64(blockMax*10*beacon.Second)))
 			apply(x, x+beacon.Tick)
 		}
 		apply(base-5*60*beacon.Second, base-beacon.Second) // before the first block
-		tp := part.lookup(&tu, part.hash(&tu))
+		tp := part.lookup(&tu, part.hashes(&tu).tuple)
 		if part.nblocks(tp) <= before || tp.b0 != base-5*60*beacon.Second {
 			t.Fatalf("budget %d: blocks %v (had %d): no split or no new start", budget, part.blockStarts(tp), before)
 		}

@@ -154,7 +154,7 @@ func TestReloadAfterError(t *testing.T) {
 	}
 	victim.bins = [2]bin{} // its first delta is not counted
 	if victim.ext != 0 {
-		p.exts[victim.ext-1].hist = nil
+		p.exts[victim.ext-1].sum = beacon.Summary{}
 	}
 	if err := p.AdvanceTo(st + 5*60*beacon.Second); !errors.Is(err, errCorrupt) {
 		t.Fatalf("AdvanceTo: %v", err)
@@ -176,8 +176,8 @@ func TestReloadAfterError(t *testing.T) {
 	if o, _ := q.Offset(); o != off || !reflect.DeepEqual(got, rows) {
 		t.Fatalf("reloaded offset %d (want %d), %d rows (want %d)", o, off, len(got), len(rows))
 	}
-	if d := q.Dirty(); len(d) != len(q.dests) {
-		t.Fatalf("%d of %d destinations dirty after a reload", len(d), len(q.dests))
+	if d := q.Dirty(); len(d) != q.destIndex.n {
+		t.Fatalf("%d of %d destinations dirty after a reload", len(d), q.destIndex.n)
 	}
 }
 

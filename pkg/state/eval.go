@@ -20,8 +20,11 @@ func (p *Partition) Evaluate(d beacon.Destination) ([]beacon.Row, error) {
 	if p.err != nil {
 		return nil, p.err
 	}
-	ds := p.dests[d]
-	if ds == nil || !p.h.hasStream {
+	if !p.h.hasStream {
+		return nil, nil
+	}
+	ds := p.destByKey(d)
+	if ds == nil {
 		return nil, nil
 	}
 	return p.evaluate(ds, nil)
@@ -37,7 +40,10 @@ func (p *Partition) Beacons() ([]beacon.Row, error) {
 		return nil, nil
 	}
 	var rows []beacon.Row
-	for _, ds := range p.dests {
+	for _, ds := range p.destAt {
+		if ds == nil {
+			continue
+		}
 		var err error
 		if rows, err = p.evaluate(ds, rows); err != nil {
 			return nil, err
@@ -55,8 +61,11 @@ func (p *Partition) Members(d beacon.Destination) ([]beacon.Tuple, error) {
 	if p.err != nil {
 		return nil, p.err
 	}
-	ds := p.dests[d]
-	if ds == nil || !p.h.hasStream {
+	if !p.h.hasStream {
+		return nil, nil
+	}
+	ds := p.destByKey(d)
+	if ds == nil {
 		return nil, nil
 	}
 	return members(p.decide(ds)), nil
@@ -107,7 +116,7 @@ func (p *Partition) MembersOf(keys []beacon.Destination, par int, out [][]beacon
 	if dup {
 		defer func() {
 			for i, k := range keys {
-				if ds[i] == nil && p.dests[k] != nil {
+				if ds[i] == nil && p.destByKey(k) != nil {
 					out[i] = slices.Clone(out[slices.Index(keys, k)])
 				}
 			}
@@ -154,8 +163,11 @@ func (p *Partition) Row(t beacon.Tuple) (row beacon.Row, ok bool, err error) {
 	if p.err != nil {
 		return row, false, p.err
 	}
-	ds := p.dests[t.Destination()]
-	if ds == nil || !p.h.hasStream {
+	if !p.h.hasStream {
+		return row, false, nil
+	}
+	ds := p.destByKey(t.Destination())
+	if ds == nil {
 		return row, false, nil
 	}
 	sel, devices := p.decide(ds)
@@ -186,7 +198,7 @@ func (p *Partition) decide(ds *dest) (sel []selected, devices int64) {
 	// SelectDestination keeps nothing when more than
 	// CompromisedDeviceCountMax devices have a candidate. The devices are
 	// counted already, so a popular destination is settled here.
-	if len(ds.cands) == 0 || p.p.OverDeviceCap(int64(len(ds.devices))) {
+	if len(ds.cands) == 0 || p.p.OverDeviceCap(int64(len(ds.devs))) {
 		ds.sel = nil
 		return nil, 0
 	}
@@ -195,7 +207,7 @@ func (p *Partition) decide(ds *dest) (sel []selected, devices int64) {
 	// Computing them again for every candidate at every point was most
 	// of a robust stream's CPU, and copying them for SelectDestination
 	// the next most.
-	kept, devices := p.p.SelectNumbered(ds.cs, ds.candDev, int(ds.ndev))
+	kept, devices := p.p.SelectHinted(ds.cs, ds.candDev, int(ds.ndev), &ds.selHint)
 	for _, k := range kept {
 		ds.sel = append(ds.sel, selected{id: ds.cands[k], c: ds.cs[k]})
 	}

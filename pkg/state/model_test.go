@@ -166,7 +166,13 @@ func (m *model) check(part *Partition, full bool) {
 		byDest[r.Destination()] = append(byDest[r.Destination()], r)
 	}
 	dirty := make(map[beacon.Destination]bool)
-	for _, d := range part.Dirty() {
+	dk := part.Dirty()
+	for i := 1; i < len(dk); i++ {
+		if compareDest(dk[i-1], dk[i]) >= 0 {
+			t.Fatalf("p%d: Dirty not in order: %v before %v", m.pid, dk[i-1], dk[i])
+		}
+	}
+	for _, d := range dk {
 		dirty[d] = true
 	}
 	if m.checks%2 == 0 {
@@ -253,7 +259,7 @@ func (m *model) checkTuples(part *Partition, full bool) {
 		win = slices.Compact(win)
 		slices.Sort(pend)
 		pend = slices.Compact(pend)
-		tp := part.lookup(&tu, part.hash(&tu))
+		tp := part.lookup(&tu, part.hashes(&tu).tuple)
 		if len(win) == 0 && len(pend) == 0 {
 			if tp != nil {
 				t.Fatalf("p%d: tuple %v has an empty window but is kept", m.pid, tu)
@@ -290,8 +296,11 @@ func (m *model) checkTuples(part *Partition, full bool) {
 		}
 	}
 	// After evaluating every destination, each knows its candidates.
-	for _, ds := range part.dests {
-		if c := int64(len(ds.devices)) - m.p.CompromisedDeviceCountMax; c >= -1 && c <= 1 {
+	for _, ds := range part.destAt {
+		if ds == nil {
+			continue
+		}
+		if c := int64(len(ds.devCounts())) - m.p.CompromisedDeviceCountMax; c >= -1 && c <= 1 {
 			m.capSeen[c+1]++
 		}
 		if len(ds.stale) != 0 {
@@ -324,25 +333,26 @@ func (m *model) checkTuples(part *Partition, full bool) {
 				}
 			}
 		}
-		if n != len(ds.cands) || !reflect.DeepEqual(devices, ds.devices) && !(len(devices) == 0 && len(ds.devices) == 0) {
-			t.Fatalf("p%d check %d: %v: %d candidates on %v devices, want %d on %v", m.pid, m.checks, ds.key, len(ds.cands), ds.devices, n, devices)
+		counts, numbers := ds.devCounts(), ds.devNums()
+		if n != len(ds.cands) || !reflect.DeepEqual(devices, counts) && !(len(devices) == 0 && len(counts) == 0) {
+			t.Fatalf("p%d check %d: %v: %d candidates on %v devices, want %d on %v", m.pid, m.checks, ds.key, len(ds.cands), counts, n, devices)
 		}
 		// The devices are numbered for SelectNumbered: one number each,
 		// distinct, below ndev, and each candidate's its device's.
 		nums := map[int32]bool{}
 		for dev := range devices {
-			num, ok := ds.devNum[dev]
+			num, ok := numbers[dev]
 			if !ok || num < 0 || num >= ds.ndev || nums[num] {
-				t.Fatalf("p%d check %d: %v: device %s numbered %d (%v) of %d, numbers %v", m.pid, m.checks, ds.key, dev, num, ok, ds.ndev, ds.devNum)
+				t.Fatalf("p%d check %d: %v: device %s numbered %d (%v) of %d, numbers %v", m.pid, m.checks, ds.key, dev, num, ok, ds.ndev, numbers)
 			}
 			nums[num] = true
 		}
-		if len(ds.devNum) != len(devices) || len(ds.candDev) != len(ds.cands) {
-			t.Fatalf("p%d check %d: %v: %d devices numbered, %d candidates' numbers, want %d and %d", m.pid, m.checks, ds.key, len(ds.devNum), len(ds.candDev), len(devices), len(ds.cands))
+		if len(numbers) != len(devices) || len(ds.candDev) != len(ds.cands) {
+			t.Fatalf("p%d check %d: %v: %d devices numbered, %d candidates' numbers, want %d and %d", m.pid, m.checks, ds.key, len(numbers), len(ds.candDev), len(devices), len(ds.cands))
 		}
 		for i, id := range ds.cands {
-			if dev := part.prinOf(part.tup(id)).deviceId; ds.candDev[i] != ds.devNum[dev] {
-				t.Fatalf("p%d check %d: %v: candidate %d numbered %d, its device %s %d", m.pid, m.checks, ds.key, i, ds.candDev[i], dev, ds.devNum[dev])
+			if dev := part.prinOf(part.tup(id)).deviceId; ds.candDev[i] != numbers[dev] {
+				t.Fatalf("p%d check %d: %v: candidate %d numbered %d, its device %s %d", m.pid, m.checks, ds.key, i, ds.candDev[i], dev, numbers[dev])
 			}
 		}
 		// The selection decide keeps is SelectDestination's over them now.
@@ -353,7 +363,7 @@ func (m *model) checkTuples(part *Partition, full bool) {
 			}
 			var want []selected
 			var wantN int64
-			if len(fresh) > 0 && !m.p.OverDeviceCap(int64(len(ds.devices))) {
+			if len(fresh) > 0 && !m.p.OverDeviceCap(int64(len(counts))) {
 				var kept []int
 				kept, wantN = m.p.SelectDestination(fresh)
 				for _, k := range kept {
@@ -389,7 +399,9 @@ func (p *Partition) allTuples() []*tuple {
 		if s != 0 {
 			tp := p.tup(uint32(s) - 1)
 			cols := p.columns(tp)
-			if tp.dest == 0 || uint32(p.hash(&cols)) != uint32(s>>32) || p.lookup(&cols, p.hash(&cols)) != tp {
+			hs := p.hashes(&cols)
+			if tp.dest == 0 || uint32(hs.tuple) != uint32(s>>32) || p.lookup(&cols, hs.tuple) != tp ||
+				p.findPrin(&cols, hs.prin) != p.prinOf(tp) || p.destByKey(cols.Destination()) != p.destOf(tp) {
 				panic(fmt.Sprintf("index slot %d: %x (tuple %d, dest %d)", i, s, tp.id, tp.dest))
 			}
 		}
@@ -576,4 +588,22 @@ func arrival(rng *rand.Rand, t beacon.Time) beacon.Time {
 	default:
 		return t + beacon.Time(8*60+rng.Int64N(8*60))*beacon.Second // mostly late
 	}
+}
+
+// devCounts is d.devs' candidates per device.
+func (d *dest) devCounts() map[string]int32 {
+	out := make(map[string]int32, len(d.devs))
+	for dev, v := range d.devs {
+		out[dev] = int32(v >> 32)
+	}
+	return out
+}
+
+// devNums is d.devs' numbers per device.
+func (d *dest) devNums() map[string]int32 {
+	out := make(map[string]int32, len(d.devs))
+	for dev, v := range d.devs {
+		out[dev] = int32(uint32(v))
+	}
+	return out
 }

@@ -69,16 +69,16 @@ type Partition struct {
 	metaDirty bool // meta changed since the last commit
 	seed      maphash.Seed
 	arena     tupleArena             // the tuples, by id (tuples.go)
-	index     tupleIndex             // tuple ids by hash of the seven columns
+	index     tupleIndex             // tuple ids by hash of the seven columns (tupleHashes.tuple)
+	destIndex tupleIndex             // destAt's indexes by hash of the destination
+	prinIndex tupleIndex             // prinAt's indexes by hash of the principal
 	exts      []tupleExt             // what few tuples need: more blocks, a longer histogram
 	extFree   []uint32               // free entries of exts
 	pend      map[uint32]beacon.Time // oldest pending timestamp of the tuples with some (EndOffset > 1s)
 	ntuples   int
-	dests     map[beacon.Destination]*dest
-	destAt    []*dest // by tuple.dest; 0 is nil
+	destAt    []*dest // by tuple.dest; 0 is nil, as are free entries (destFree)
 	destFree  []uint32
-	prins     map[principalKey]*principal
-	prinAt    []*principal // by tuple.prin; 0 is nil
+	prinAt    []*principal // by tuple.prin; 0 is nil, as are free entries (prinFree)
 	prinFree  []uint32
 	ips       map[string]*ipState
 	evictQ    timeHeap[uint32]     // tuples with a window, by first timestamp (stale: key ≠ first)
@@ -98,12 +98,13 @@ type Partition struct {
 	// Timestamp blocks cached decoded (blocks.go): an LRU list (lru is its
 	// sentinel) charged to the store's block budget; the changed ones are
 	// written at the next commit.
-	cache        map[blockKey]*block
-	hot          []*block // cachedBlock's table in front of cache
+	cache        map[blockKey]*block // the cached blocks not in tail
+	tail         []*block            // by tuple id: a cached block of the tuple, the newest added (cachedBlock)
 	lru          block
 	cached       int64
 	dirtyBlocks  []*block
 	dirtyDomains []*domain // new or seen at a newer time since the last commit: written by it
+	unwritten    []uint32  // ids of the tuples created since the last commit (writeTuples)
 	uncommitted  int       // Applies and AdvanceTos since the last commit
 	dirtyCharged int64     // what the changed blocks are charged in the cache
 
@@ -117,6 +118,8 @@ type Partition struct {
 // to is dirty after almost every batch.
 type dest struct {
 	key     beacon.Destination
+	hash    uint64 // its tupleHashes.dest
+	ipKey   uint64 // the first 8 bytes of key.RemoteIP (ipPrefix), for Dirty's sort
 	ip      *ipState
 	idx     uint32 // in Partition.destAt
 	ntuples int32
@@ -126,13 +129,15 @@ type dest struct {
 	// of its window's last change: what SelectDestination reads, kept so
 	// that deciding copies nothing (SelectDestination may set fields of
 	// them: robust's PeriodDevices).
-	cs      []beacon.Candidate
-	devices map[string]int32 // DeviceId → candidates among cands
-	// The devices numbered for SelectNumbered: devNum is a device's
-	// number while it has candidates, candDev[i] cands[i]'s; a number
-	// freed goes to freeDev and is the next new device's, so all stay
-	// below ndev, the most devices the destination had at once.
-	devNum  map[string]int32
+	cs []beacon.Candidate
+	// devs maps a DeviceId to its candidates among cands (the high 32
+	// bits) and its number (the low 32) for SelectNumbered: one entry, so
+	// that a candidate's arrival or departure costs one lookup and one
+	// store. A device has its number while it has candidates, candDev[i]
+	// is cands[i]'s; a number freed goes to freeDev and is the next new
+	// device's, so all stay below ndev, the most devices the destination
+	// had at once.
+	devs    map[string]uint64
 	candDev []int32
 	freeDev []int32
 	ndev    int32
@@ -144,9 +149,12 @@ type dest struct {
 	selOK bool
 	sel   []selected
 	selN  int64 // its device count
+	// selHint is SelectHinted's, kept for the next selection (robust:
+	// the candidates' order by period).
+	selHint []int32
 
 	decideGen uint32 // the MembersOf call that last queued it
-	gone      bool   // deleted: no longer in Partition.dests
+	gone      bool   // deleted: no longer in Partition.destIndex
 }
 
 // selected is a candidate SelectDestination kept: its tuple's id and the
@@ -159,9 +167,10 @@ type selected struct {
 // ipState groups the destinations and domains of a RemoteIP, so a change of
 // its domain set reaches every destination that shows it.
 type ipState struct {
-	ip      string
-	dests   []*dest
-	domains map[string]*domain
+	ip       string
+	dests    []*dest
+	domains  map[string]*domain
+	domainIP bool // Params.DomainIP(ip), once an observation asked
 }
 
 type domain struct {
@@ -182,15 +191,12 @@ func newPartition(s *Store, id int32) *Partition {
 		s: s, id: id, p: &s.p,
 		h:      header{offset: -1},
 		seed:   maphash.MakeSeed(),
-		dests:  make(map[beacon.Destination]*dest),
 		destAt: []*dest{nil},
-		prins:  make(map[principalKey]*principal),
 		prinAt: []*principal{nil},
 		pend:   make(map[uint32]beacon.Time),
 		ips:    make(map[string]*ipState),
 		batch:  s.db.NewBatch(),
 		cache:  make(map[blockKey]*block),
-		hot:    make([]*block, hotBlocks),
 	}
 	p.lru.next, p.lru.prev = &p.lru, &p.lru
 	return p
@@ -222,9 +228,8 @@ func (p *Partition) setStream(t beacon.Time) {
 	p.from, _ = p.window()
 }
 
-func (p *Partition) hash(t *beacon.Tuple) uint64 { return t.Hash(p.seed) & p.s.hashMask }
-
-// lookup finds the tuple with columns t and hash (nil: none).
+// lookup finds the tuple with columns t and hash (tupleHashes.tuple; nil:
+// none).
 func (p *Partition) lookup(t *beacon.Tuple, hash uint64) *tuple {
 	x := &p.index
 	if len(x.slots) == 0 {
@@ -258,6 +263,7 @@ type principalKey struct{ deviceId, deviceName, accountName, accountDomain strin
 // talks to many destinations): a tuple holds its index, not four strings.
 type principal struct {
 	principalKey
+	hash uint64 // its tupleHashes.prin
 	idx  uint32 // in Partition.prinAt
 	refs int32
 }
@@ -270,9 +276,59 @@ func (p *Partition) columns(tp *tuple) beacon.Tuple {
 }
 
 func (p *Partition) is(tp *tuple, t *beacon.Tuple) bool {
-	pr := p.prinOf(tp)
+	return p.prinOf(tp).is(t) && p.destOf(tp).key == t.Destination()
+}
+
+func (pr *principal) is(t *beacon.Tuple) bool {
 	return pr.deviceId == t.DeviceId && pr.deviceName == t.DeviceName && pr.accountName == t.AccountName &&
-		pr.accountDomain == t.AccountDomain && p.destOf(tp).key == t.Destination()
+		pr.accountDomain == t.AccountDomain
+}
+
+// findPrin returns the principal of t's columns, whose hash is h
+// (tupleHashes.prin), nil when there is none.
+func (p *Partition) findPrin(t *beacon.Tuple, h uint64) *principal {
+	x := &p.prinIndex
+	if len(x.slots) == 0 {
+		return nil
+	}
+	mask := len(x.slots) - 1
+	for i := x.home(uint32(h)); ; i = (i + 1) & mask {
+		s := x.slots[i]
+		if s == 0 {
+			return nil
+		}
+		if uint32(s>>32) == uint32(h) {
+			if pr := p.prinAt[uint32(s)-1]; pr.is(t) {
+				return pr
+			}
+		}
+	}
+}
+
+// findDest returns destination k, whose hash is h (tupleHashes.dest), nil
+// when there is none.
+func (p *Partition) findDest(k *beacon.Destination, h uint64) *dest {
+	x := &p.destIndex
+	if len(x.slots) == 0 {
+		return nil
+	}
+	mask := len(x.slots) - 1
+	for i := x.home(uint32(h)); ; i = (i + 1) & mask {
+		s := x.slots[i]
+		if s == 0 {
+			return nil
+		}
+		if uint32(s>>32) == uint32(h) {
+			if d := p.destAt[uint32(s)-1]; d.key == *k {
+				return d
+			}
+		}
+	}
+}
+
+// destByKey returns destination k, nil when there is none.
+func (p *Partition) destByKey(k beacon.Destination) *dest {
+	return p.findDest(&k, p.destHash(k.FileName, k.RemoteIP, k.RemotePort))
 }
 
 // slot returns a free index of a table whose entry 0 is unused.
@@ -287,37 +343,36 @@ func slot[T any](tab *[]T, free *[]uint32) uint32 {
 	return uint32(len(*tab) - 1)
 }
 
-// addTuple links a tuple with columns t into the maps (not the queues),
-// sharing (or copying) the strings.
-func (p *Partition) addTuple(tp *tuple, t *beacon.Tuple, hash uint64) {
-	p.index.add(uint32(hash), tp.id)
+// addTuple links a tuple with columns t and hashes hs into the indexes
+// (not the queues), sharing (or copying) the strings.
+func (p *Partition) addTuple(tp *tuple, t *beacon.Tuple, hs *tupleHashes) {
+	p.index.add(uint32(hs.tuple), tp.id)
 	p.ntuples++
-	pk := principalKey{t.DeviceId, t.DeviceName, t.AccountName, t.AccountDomain}
-	pr := p.prins[pk]
+	pr := p.findPrin(t, hs.prin)
 	if pr == nil {
 		// One allocation for the four strings.
-		all := pk.deviceId + pk.deviceName + pk.accountName + pk.accountDomain
-		n0, n1, n2 := len(pk.deviceId), len(pk.deviceId)+len(pk.deviceName), len(pk.deviceId)+len(pk.deviceName)+len(pk.accountName)
-		pr = &principal{principalKey: principalKey{all[:n0], all[n0:n1], all[n1:n2], all[n2:]}}
-		p.prins[pr.principalKey] = pr
+		all := t.DeviceId + t.DeviceName + t.AccountName + t.AccountDomain
+		n0, n1, n2 := len(t.DeviceId), len(t.DeviceId)+len(t.DeviceName), len(t.DeviceId)+len(t.DeviceName)+len(t.AccountName)
+		pr = &principal{principalKey: principalKey{all[:n0], all[n0:n1], all[n1:n2], all[n2:]}, hash: hs.prin}
 		pr.idx = slot(&p.prinAt, &p.prinFree)
 		p.prinAt[pr.idx] = pr
+		p.prinIndex.add(uint32(hs.prin), pr.idx)
 	}
 	pr.refs++
 	tp.prin = pr.idx
 	dk := t.Destination()
-	d := p.dests[dk]
+	d := p.findDest(&dk, hs.dest)
 	if d == nil {
 		ip := p.ips[dk.RemoteIP]
 		if ip == nil {
 			ip = &ipState{ip: strings.Clone(dk.RemoteIP)}
 			p.ips[ip.ip] = ip
 		}
-		d = &dest{key: beacon.Destination{FileName: strings.Clone(dk.FileName), RemoteIP: ip.ip, RemotePort: dk.RemotePort}, ip: ip}
-		p.dests[d.key] = d
+		d = &dest{key: beacon.Destination{FileName: strings.Clone(dk.FileName), RemoteIP: ip.ip, RemotePort: dk.RemotePort}, hash: hs.dest, ipKey: ipPrefix(dk.RemoteIP), ip: ip}
 		ip.dests = append(ip.dests, d)
 		d.idx = slot(&p.destAt, &p.destFree)
 		p.destAt[d.idx] = d
+		p.destIndex.add(uint32(hs.dest), d.idx)
 	}
 	tp.dest = d.idx
 	d.ntuples++
@@ -325,15 +380,39 @@ func (p *Partition) addTuple(tp *tuple, t *beacon.Tuple, hash uint64) {
 	d.stale = append(d.stale, tp.id)
 }
 
-// newTuple creates a tuple and writes its columns.
-func (p *Partition) newTuple(t *beacon.Tuple, hash uint64) *tuple {
+// newTuple creates a tuple; the commit writes its columns.
+func (p *Partition) newTuple(t *beacon.Tuple, hs *tupleHashes) *tuple {
 	tp := p.arena.alloc()
 	tp.b0 = noBlock
 	p.h.nextID = uint64(p.arena.n)
-	p.addTuple(tp, t, hash)
-	p.val = t.AppendBinary(p.val[:0])
-	p.batch.Set(idKey(p.key, p.id, kindTuple, uint64(tp.id)), p.val, nil)
+	p.growTail()
+	p.addTuple(tp, t, hs)
+	tp.unwritten = true
+	p.unwritten = append(p.unwritten, tp.id)
 	return tp
+}
+
+// writeTuples puts the columns of the tuples created since the last
+// commit into the batch, as writeBlocks does their blocks: one that was
+// deleted since is not written (deleteTuple deleted its key; its slot may
+// be a newer tuple's, in the list too). Writing them at the commit rather
+// than at their creation keeps a scratch state that never commits (replay)
+// from copying every new tuple's columns into a batch it never writes.
+func (p *Partition) writeTuples() {
+	for _, id := range p.unwritten {
+		tp := p.tup(id)
+		if !tp.unwritten {
+			continue
+		}
+		tp.unwritten = false
+		cols := p.columns(tp)
+		p.val = cols.AppendBinary(p.val[:0])
+		p.batch.Set(idKey(p.key, p.id, kindTuple, uint64(tp.id)), p.val, nil)
+	}
+	p.unwritten = p.unwritten[:0]
+	if cap(p.unwritten) > 1<<16 {
+		p.unwritten = nil // a burst's: give it back
+	}
 }
 
 // deleteTuple removes a tuple whose window and pending set are empty.
@@ -343,15 +422,14 @@ func (p *Partition) deleteTuple(tp *tuple) {
 		p.dropBlock(tp, p.nblocks(tp)-1)
 	}
 	delete(p.pend, tp.id)
-	cols := p.columns(tp)
-	p.index.remove(uint32(p.hash(&cols)), tp.id)
-	d := p.destOf(tp)
+	d, pr := p.destOf(tp), p.prinOf(tp)
+	p.index.remove(uint32(p.tupleHash(pr.hash, d.hash)), tp.id)
 	p.markDirty(d)
 	if tp.cand {
 		p.setCand(d, tp, false, nil)
 	}
-	if pr := p.prinOf(tp); pr.refs == 1 {
-		delete(p.prins, pr.principalKey)
+	if pr.refs == 1 {
+		p.prinIndex.remove(uint32(pr.hash), pr.idx)
 		p.prinAt[pr.idx] = nil
 		p.prinFree = append(p.prinFree, pr.idx)
 	} else {
@@ -366,7 +444,7 @@ func (p *Partition) deleteTuple(tp *tuple) {
 	if d.ntuples--; d.ntuples > 0 {
 		return
 	}
-	delete(p.dests, d.key)
+	p.destIndex.remove(uint32(d.hash), d.idx)
 	d.gone = true
 	p.destAt[d.idx] = nil
 	p.destFree = append(p.destFree, d.idx)
@@ -409,22 +487,21 @@ func (p *Partition) setCand(d *dest, tp *tuple, cand bool, st *beacon.Stats) {
 		tp.candPos = int32(len(d.cands))
 		d.cands = append(d.cands, tp.id)
 		d.cs = append(d.cs, beacon.Candidate{Tuple: p.columns(tp), Stats: *st})
-		if d.devices == nil {
-			d.devices = make(map[string]int32)
+		if d.devs == nil {
+			d.devs = make(map[string]uint64)
 		}
-		if d.devices[dev]++; d.devices[dev] == 1 {
+		v, ok := d.devs[dev]
+		if !ok {
 			num := d.ndev
 			if k := len(d.freeDev); k > 0 {
 				num, d.freeDev = d.freeDev[k-1], d.freeDev[:k-1]
 			} else {
 				d.ndev++
 			}
-			if d.devNum == nil {
-				d.devNum = make(map[string]int32)
-			}
-			d.devNum[dev] = num
+			v = uint64(uint32(num))
 		}
-		d.candDev = append(d.candDev, d.devNum[dev])
+		d.devs[dev] = v + 1<<32
+		d.candDev = append(d.candDev, int32(uint32(v)))
 		return
 	}
 	n := len(d.cands) - 1
@@ -433,11 +510,12 @@ func (p *Partition) setCand(d *dest, tp *tuple, cand bool, st *beacon.Stats) {
 	p.tup(last).candPos = tp.candPos
 	d.cs[n] = beacon.Candidate{}
 	d.cands, d.cs, d.candDev = d.cands[:n], d.cs[:n], d.candDev[:n]
-	if d.devices[dev]--; d.devices[dev] == 0 {
-		delete(d.devices, dev)
-		d.freeDev = append(d.freeDev, d.devNum[dev])
-		delete(d.devNum, dev)
-		if len(d.devices) == 0 {
+	if v := d.devs[dev] - 1<<32; v>>32 > 0 {
+		d.devs[dev] = v
+	} else {
+		delete(d.devs, dev)
+		d.freeDev = append(d.freeDev, int32(uint32(v)))
+		if len(d.devs) == 0 {
 			d.freeDev, d.ndev = d.freeDev[:0], 0 // numbered afresh
 		}
 	}
@@ -456,7 +534,12 @@ func (p *Partition) Dirty() []beacon.Destination {
 	// the destinations of the keys returned without looking them up
 	// (dirtyAt).
 	ds := p.dirty
-	slices.SortFunc(ds, func(a, b *dest) int { return compareDest(a.key, b.key) })
+	slices.SortFunc(ds, func(a, b *dest) int {
+		if a.ipKey != b.ipKey {
+			return cmp.Compare(a.ipKey, b.ipKey)
+		}
+		return compareDest(a.key, b.key)
+	})
 	out := slices.Grow(p.dirtyOut[:0], len(ds))
 	at := slices.Grow(p.dirtyAt[:0], len(ds))
 	for i, d := range ds {
@@ -479,7 +562,7 @@ func (p *Partition) Dirty() []beacon.Destination {
 	return out
 }
 
-// destOfKey is p.dests[k], found without a lookup when k is the i-th key
+// destOfKey is destByKey(k), found without a lookup when k is the i-th key
 // Dirty returned and its destination is still one.
 func (p *Partition) destOfKey(i int, k beacon.Destination) *dest {
 	if i < len(p.dirtyAt) {
@@ -487,7 +570,17 @@ func (p *Partition) destOfKey(i int, k beacon.Destination) *dest {
 			return d
 		}
 	}
-	return p.dests[k]
+	return p.destByKey(k)
+}
+
+// ipPrefix is the first 8 bytes of s, big-endian, padded with zeros:
+// ipPrefix(a) < ipPrefix(b) implies a < b (a byte that differs decides, a
+// string that ends first is padded below every byte but zero), so Dirty
+// compares strings only when the prefixes are equal.
+func ipPrefix(s string) uint64 {
+	var b [8]byte
+	copy(b[:], s)
+	return binary.BigEndian.Uint64(b[:])
 }
 
 func compareDest(a, b beacon.Destination) int {
@@ -753,7 +846,7 @@ func (p *Partition) insert(conns []Conn, st *ApplyStats) error {
 	}
 	from, to := p.window()
 	p.work = p.work[:0]
-	var hs [touchBatch]uint64
+	var hs [touchBatch]tupleHashes
 	for base := 0; base < len(conns); base += touchBatch {
 		batch := conns[base:min(base+touchBatch, len(conns))]
 		p.touchTuples(batch, from, &hs)
@@ -766,9 +859,9 @@ func (p *Partition) insert(conns []Conn, st *ApplyStats) error {
 				st.Late++
 				continue
 			}
-			tp := p.lookup(&c.Tuple, hs[i])
+			tp := p.lookup(&c.Tuple, hs[i].tuple)
 			if tp == nil {
-				tp = p.newTuple(&c.Tuple, hs[i])
+				tp = p.newTuple(&c.Tuple, &hs[i])
 			}
 			p.work = append(p.work, item{tp, c.Time})
 		}
@@ -812,10 +905,10 @@ const touchBatch = 16
 // waited on together. The lookups that follow find them in the cache.
 // What is loaded is only summed (p.touched), so a stale slot (a tuple the
 // batch adds first) costs nothing but the load.
-func (p *Partition) touchTuples(batch []Conn, from beacon.Time, hs *[touchBatch]uint64) {
+func (p *Partition) touchTuples(batch []Conn, from beacon.Time, hs *[touchBatch]tupleHashes) {
 	for i := range batch {
 		if c := &batch[i]; !c.NoPort && c.Time >= from {
-			hs[i] = p.hash(&c.Tuple)
+			hs[i] = p.hashes(&c.Tuple)
 		}
 	}
 	x := &p.index
@@ -824,11 +917,11 @@ func (p *Partition) touchTuples(batch []Conn, from beacon.Time, hs *[touchBatch]
 	}
 	var slot [touchBatch]uint64
 	for i := range batch {
-		slot[i] = x.slots[x.home(uint32(hs[i]))]
+		slot[i] = x.slots[x.home(uint32(hs[i].tuple))]
 	}
 	var tps [touchBatch]*tuple
 	for i := range batch {
-		if s := slot[i]; s != 0 && uint32(s>>32) == uint32(hs[i]) {
+		if s := slot[i]; s != 0 && uint32(s>>32) == uint32(hs[i].tuple) {
 			tps[i] = p.arena.at(uint32(s) - 1)
 		}
 	}
@@ -852,7 +945,7 @@ func (p *Partition) touchBlocks(work []item) {
 	var hs [touchBatch][]beacon.Bin
 	for i := range work {
 		if tp := work[i].tp; tp.ext != 0 {
-			hs[i] = p.exts[tp.ext-1].hist
+			hs[i] = p.exts[tp.ext-1].sum.Hist
 		}
 	}
 	var sink uint32
@@ -950,13 +1043,18 @@ func (p *Partition) domains(obs []DomainSeen, st *ApplyStats) {
 		if p.h.hasStream && o.Time <= bound {
 			continue
 		}
-		if !p.p.DomainIP(o.IP) {
-			continue
-		}
+		// An IP is asked DomainIP once: most observations are of IPs seen
+		// before.
 		ip := p.ips[o.IP]
-		if ip == nil {
-			ip = &ipState{ip: string([]byte(o.IP))}
-			p.ips[ip.ip] = ip
+		if ip == nil || !ip.domainIP {
+			if !p.p.DomainIP(o.IP) {
+				continue
+			}
+			if ip == nil {
+				ip = &ipState{ip: string([]byte(o.IP))}
+				p.ips[ip.ip] = ip
+			}
+			ip.domainIP = true
 		}
 		d := ip.domains[o.Domain]
 		switch {
@@ -1002,22 +1100,26 @@ func (p *Partition) writeDomains() {
 }
 
 // maxUncommitted bounds what a partition holds back between commits with
-// WithCommitEvery: the batch's size (with the domain writes the commit
-// will add, at domainWriteBytes each), and the changed blocks (which the
-// cache cannot evict until they are written).
+// WithCommitEvery: the batch's size (with the domain and tuple writes the
+// commit will add, at domainWriteBytes and tupleWriteBytes each), and the
+// changed blocks (which the cache cannot evict until they are written).
 const maxUncommitted = 32 << 20
 
 // domainWriteBytes is about what a changed domain adds to the commit's
 // batch: its key (prefix, partition, IP, name), its time, and the batch
-// record's framing.
-const domainWriteBytes = 64
+// record's framing; tupleWriteBytes what a new tuple adds (its key and
+// seven columns).
+const (
+	domainWriteBytes = 64
+	tupleWriteBytes  = 128
+)
 
 // maybeCommit commits after every Apply or AdvanceTo, or every
 // Store.commitEvery of them, or when what is held back grows too large.
 func (p *Partition) maybeCommit() error {
 	p.uncommitted++
 	if n := p.s.commitEvery; n == 1 || n > 1 && p.uncommitted >= n ||
-		len(p.batch.Repr())+len(p.dirtyDomains)*domainWriteBytes > maxUncommitted || p.dirtyCharged > min(maxUncommitted, p.s.blockBudget/2) ||
+		len(p.batch.Repr())+len(p.dirtyDomains)*domainWriteBytes+len(p.unwritten)*tupleWriteBytes > maxUncommitted || p.dirtyCharged > min(maxUncommitted, p.s.blockBudget/2) ||
 		p.dirtyCharged > 0 && p.s.cached.Load() > p.s.blockBudget { // over budget: make this partition's blocks evictable
 		return p.commit()
 	}
@@ -1040,6 +1142,7 @@ func (p *Partition) Flush() error {
 // commit writes the changed blocks and the header, then the batch.
 func (p *Partition) commit() error {
 	p.uncommitted = 0
+	p.writeTuples()
 	p.writeBlocks()
 	p.writeDomains()
 	p.val = p.h.append(p.val[:0])
@@ -1123,7 +1226,9 @@ func loadPartition(s *Store, id int32) (*Partition, error) {
 			}
 			tp := p.arena.allocAt(uint32(id))
 			tp.b0 = noBlock
-			p.addTuple(tp, &t, p.hash(&t)) // linked now: the columns are shared at once
+			p.growTail()
+			hs := p.hashes(&t)
+			p.addTuple(tp, &t, &hs) // linked now: the columns are shared at once
 			byID[tp.id] = tp
 		case kindBlock:
 			if len(k) != tsKeyLen {
@@ -1195,8 +1300,10 @@ func loadPartition(s *Store, id int32) (*Partition, error) {
 		return nil, fmt.Errorf("state: partition %d: %d tuples without timestamps: %w", id, len(byID), errCorrupt)
 	}
 	p.h.nextID = uint64(p.arena.n)
-	for _, d := range p.dests {
-		p.markDirty(d)
+	for _, d := range p.destAt {
+		if d != nil {
+			p.markDirty(d)
+		}
 	}
 	return p, nil
 }

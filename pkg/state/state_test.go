@@ -170,7 +170,7 @@ func runScenario(t *testing.T, p beacon.Params, seed uint64, knobs bool, opts ..
 			pt.m.advance(to)
 			pt.m.check(pt.p, true)
 		}
-		if pt.p.ntuples != 0 || len(pt.p.prins) != 0 || len(pt.p.pend) != 0 || len(pt.p.ips) != 0 || len(pt.p.dests) != 0 || pt.p.evictQ.len() != 0 || pt.p.pendQ.len() != 0 || pt.p.domainQ.len() != 0 {
+		if pt.p.ntuples != 0 || pt.p.prinIndex.n != 0 || len(pt.p.pend) != 0 || len(pt.p.ips) != 0 || pt.p.destIndex.n != 0 || pt.p.evictQ.len() != 0 || pt.p.pendQ.len() != 0 || pt.p.domainQ.len() != 0 {
 			t.Fatalf("p%d: state left after everything expired", pt.m.pid)
 		}
 		if err := pt.p.Flush(); err != nil {
@@ -273,5 +273,47 @@ func TestInMemory(t *testing.T) {
 	}
 	if ents, err := os.ReadDir(dir); err != nil || len(ents) != 0 {
 		t.Fatalf("in-memory store wrote %d entries to its directory (%v)", len(ents), err)
+	}
+}
+
+// Dirty returns the destinations in compareDest's order, each once,
+// whatever their IPs share: Dirty sorts by an 8-byte prefix of the IP
+// first (ipPrefix), and compares the strings only when prefixes tie, so
+// IPs that differ inside the prefix, after it, in length alone (one a
+// prefix of the other) and by a zero byte must all come out in order.
+func TestDirtyOrder(t *testing.T) {
+	p := testParams(10*time.Minute, time.Second)
+	s := openT(t, t.TempDir(), p, WithInMemory())
+	defer s.Close()
+	part, err := s.Partition(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ips := []string{"1.2.3.4", "1.2.3.45", "1.2.3.4\x00", "1.2.3.", "", "10.0.0.1", "100.64.1.1", "2.0.0.0",
+		"203.0.113.7", "203.0.113.70", "203.0.113.8", "2001:db8::1", "2001:db8::10", "9", "\x00", "\xff\xff"}
+	rng := rand.New(rand.NewPCG(7, 7))
+	at := testBase
+	for round := range 20 {
+		var conns []Conn
+		want := map[beacon.Destination]bool{}
+		for range 1 + rng.IntN(30) {
+			tu := beacon.Tuple{DeviceId: "d", FileName: []string{"a.exe", "b.exe"}[rng.IntN(2)],
+				RemoteIP: ips[rng.IntN(len(ips))], RemotePort: int32(rng.IntN(3))}
+			at += beacon.Second
+			conns = append(conns, Conn{Tuple: tu, Time: at})
+			want[tu.Destination()] = true
+		}
+		if _, err := part.Apply(conns, nil, int64(round), nil); err != nil {
+			t.Fatal(err)
+		}
+		got := part.Dirty()
+		if len(got) != len(want) {
+			t.Fatalf("round %d: %d destinations dirty, want %d", round, len(got), len(want))
+		}
+		for i, d := range got {
+			if !want[d] || i > 0 && compareDest(got[i-1], d) >= 0 {
+				t.Fatalf("round %d: Dirty %q", round, got)
+			}
+		}
 	}
 }

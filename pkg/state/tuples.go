@@ -1,6 +1,7 @@
 package state
 
 import (
+	"hash/maphash"
 	"math"
 	"slices"
 
@@ -34,29 +35,32 @@ import (
 // or two distinct deltas, most of a fleet's, needs no allocation — and
 // beyond that in the ext record.
 type tuple struct {
-	first    beacon.Time
-	last     beacon.Time
-	b0       beacon.Time // the first block's start (noBlock: none)
-	bins     [2]bin      // the histogram, when it has at most two bins (count 0: unused), sorted by delta
-	id       uint32      // its slot, and its Pebble id
-	prin     uint32      // device and account: Partition.prinAt
-	dest     uint32      // process, IP, port: Partition.destAt; 0: a free slot
-	ext      uint32      // 1 + its index in Partition.exts; 0: none
-	distinct int32
-	pending  int32
-	candPos  int32 // in dest.cands, when cand
-	cand     bool  // a candidate (Params.Candidate), as of the last evaluation
-	stale    bool  // changed since: in dest.stale
+	first     beacon.Time
+	last      beacon.Time
+	b0        beacon.Time // the first block's start (noBlock: none)
+	bins      [2]bin      // the histogram, when it has at most two bins (count 0: unused), sorted by delta
+	id        uint32      // its slot, and its Pebble id
+	prin      uint32      // device and account: Partition.prinAt
+	dest      uint32      // process, IP, port: Partition.destAt; 0: a free slot
+	ext       uint32      // 1 + its index in Partition.exts; 0: none
+	distinct  int32
+	pending   int32
+	candPos   int32 // in dest.cands, when cand
+	cand      bool  // a candidate (Params.Candidate), as of the last evaluation
+	stale     bool  // changed since: in dest.stale
+	unwritten bool  // created since the last commit: in Partition.unwritten
 }
 
 // bin is an inline histogram bin: deltas are seconds within the lookback.
 type bin struct{ delta, count int32 }
 
 // tupleExt is what few tuples need: more than one block, or a histogram of
-// more than two bins.
+// more than two bins, kept with its sums (Summary.Add and Remove keep
+// them): deciding such a tuple reads its summary whole, without a pass
+// over the bins to sum them.
 type tupleExt struct {
-	more []beacon.Time // the starts of the blocks after the first, ascending
-	hist []beacon.Bin  // the histogram, when not inline (nil: inline)
+	more []beacon.Time  // the starts of the blocks after the first, ascending
+	sum  beacon.Summary // the histogram, when not inline (Hist nil: inline)
 }
 
 const chunkBits = 12 // 4096 tuples (288 KiB) per chunk
@@ -124,7 +128,9 @@ func (a *tupleArena) release(tp *tuple) {
 // tuple's 32-bit hash beside its id + 1 (0: empty). The hash filters the
 // probes, so columns are compared (a tuple, principal and destination
 // read) only on a match; it also places the slot, so growing never
-// rehashes columns. At most 3/4 full: 10–21 bytes per tuple.
+// rehashes columns. At most 3/4 full: 10–21 bytes per tuple. Principals
+// and destinations are found by the same kind of table, of their indexes
+// in Partition.prinAt and destAt.
 type tupleIndex struct {
 	slots []uint64
 	n     int
@@ -200,15 +206,14 @@ func (x *tupleIndex) remove(h, id uint32) {
 // summary is tp's delta summary, for Params.Candidate; an inline histogram
 // is put in buf, which the summary then shares.
 func (p *Partition) summary(tp *tuple, buf *[2]beacon.Bin) beacon.Summary {
+	if e := p.extOf(tp); e != nil && e.sum.Hist != nil {
+		return e.sum
+	}
 	var s beacon.Summary
-	if h := p.extHist(tp); h != nil {
-		s.Hist = h
-	} else {
-		s.Hist = buf[:0]
-		for _, b := range tp.bins {
-			if b.count > 0 {
-				s.Hist = append(s.Hist, beacon.Bin{Delta: int64(b.delta), Count: int64(b.count)})
-			}
+	s.Hist = buf[:0]
+	for _, b := range tp.bins {
+		if b.count > 0 {
+			s.Hist = append(s.Hist, beacon.Bin{Delta: int64(b.delta), Count: int64(b.count)})
 		}
 	}
 	for _, b := range s.Hist {
@@ -219,18 +224,23 @@ func (p *Partition) summary(tp *tuple, buf *[2]beacon.Bin) beacon.Summary {
 	return s
 }
 
-func (p *Partition) extHist(tp *tuple) []beacon.Bin {
+func (p *Partition) extOf(tp *tuple) *tupleExt {
 	if tp.ext == 0 {
 		return nil
 	}
-	return p.exts[tp.ext-1].hist
+	return &p.exts[tp.ext-1]
+}
+
+func (p *Partition) extHist(tp *tuple) []beacon.Bin {
+	if e := p.extOf(tp); e != nil {
+		return e.sum.Hist
+	}
+	return nil
 }
 
 func (p *Partition) addDelta(tp *tuple, d int64) {
-	if h := p.extHist(tp); h != nil {
-		s := beacon.Summary{Hist: h}
-		s.Add(d)
-		p.exts[tp.ext-1].hist = s.Hist
+	if e := p.extOf(tp); e != nil && e.sum.Hist != nil {
+		e.sum.Add(d)
 		return
 	}
 	if d >= 0 && d <= math.MaxInt32 {
@@ -255,23 +265,20 @@ func (p *Partition) addDelta(tp *tuple, d int64) {
 	s.Hist = slices.Clone(s.Hist)
 	s.Add(d)
 	tp.bins = [2]bin{}
-	p.ext(tp).hist = s.Hist
+	p.ext(tp).sum = s
 }
 
 func (p *Partition) removeDelta(tp *tuple, d int64) bool {
-	if h := p.extHist(tp); h != nil {
-		s := beacon.Summary{Hist: h}
-		if !s.Remove(d) {
+	if e := p.extOf(tp); e != nil && e.sum.Hist != nil {
+		if !e.sum.Remove(d) {
 			return false
 		}
-		e := &p.exts[tp.ext-1]
-		e.hist = s.Hist
-		if len(s.Hist) <= 1 && (len(s.Hist) == 0 || s.Hist[0].Delta <= math.MaxInt32) {
+		if h := e.sum.Hist; len(h) <= 1 && (len(h) == 0 || h[0].Delta <= math.MaxInt32) {
 			tp.bins = [2]bin{}
-			if len(s.Hist) == 1 {
-				tp.bins[0] = bin{int32(s.Hist[0].Delta), int32(s.Hist[0].Count)}
+			if len(h) == 1 {
+				tp.bins[0] = bin{int32(h[0].Delta), int32(h[0].Count)}
 			}
-			e.hist = nil
+			e.sum = beacon.Summary{}
 			p.dropExtIfEmpty(tp)
 		}
 		return true
@@ -308,7 +315,7 @@ func (p *Partition) dropExtIfEmpty(tp *tuple) {
 	if tp.ext == 0 {
 		return
 	}
-	if e := &p.exts[tp.ext-1]; e.more == nil && e.hist == nil {
+	if e := &p.exts[tp.ext-1]; e.more == nil && e.sum.Hist == nil {
 		p.extFree = append(p.extFree, tp.ext-1)
 		tp.ext = 0
 	}
@@ -370,4 +377,52 @@ func (p *Partition) setBlocks(tp *tuple, starts []beacon.Time) {
 		p.exts[tp.ext-1].more = nil
 		p.dropExtIfEmpty(tp)
 	}
+}
+
+// tupleHashes are a tuple's hashes: of its principal (the four device and
+// account columns), of its destination (process, IP, port), and of the
+// tuple, mixed from those two. A connection's are computed once, and find
+// its tuple, principal and destination: a new tuple costs no hashing of
+// its columns beyond the lookup that found it missing, and deleting one
+// recomputes its tuple hash from the two its principal and destination
+// keep.
+type tupleHashes struct{ tuple, prin, dest uint64 }
+
+func (p *Partition) hashes(t *beacon.Tuple) tupleHashes {
+	hp := p.prinHash(t)
+	hd := p.destHash(t.FileName, t.RemoteIP, t.RemotePort)
+	return tupleHashes{p.tupleHash(hp, hd), hp, hd}
+}
+
+// Each column is hashed alone (maphash, the partition's seed) and mixed
+// into the hash of those before it, so moving a character between columns
+// changes it. hashMask (the tests') makes hashes collide.
+func (p *Partition) prinHash(t *beacon.Tuple) uint64 {
+	h := maphash.String(p.seed, t.DeviceId)
+	h = fmix(h) ^ maphash.String(p.seed, t.DeviceName)
+	h = fmix(h) ^ maphash.String(p.seed, t.AccountName)
+	h = fmix(h) ^ maphash.String(p.seed, t.AccountDomain)
+	return fmix(h) & p.s.hashMask
+}
+
+func (p *Partition) destHash(fileName, ip string, port int32) uint64 {
+	h := maphash.String(p.seed, fileName)
+	h = fmix(h) ^ maphash.String(p.seed, ip)
+	h = fmix(h) ^ uint64(uint32(port))
+	return fmix(h) & p.s.hashMask
+}
+
+func (p *Partition) tupleHash(prin, dest uint64) uint64 {
+	return fmix(fmix(prin)^dest) & p.s.hashMask
+}
+
+// fmix is MurmurHash3's 64-bit finalizer: every input bit reaches every
+// output bit, so the low 32 bits the tables use are as good as any.
+func fmix(h uint64) uint64 {
+	h ^= h >> 33
+	h *= 0xff51afd7ed558ccd
+	h ^= h >> 33
+	h *= 0xc4ceb9fe1a85ec53
+	h ^= h >> 33
+	return h
 }
