@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime/debug"
 	"strings"
-	"sync"
 
 	"github.com/beaconhunt/beacon/pkg/beacon"
 	"github.com/beaconhunt/beacon/pkg/mde"
@@ -200,44 +198,4 @@ func huntFile(ctx context.Context, name string, stdin io.Reader, opt mde.Options
 		h.AddBatch(batch)
 		prog.events.Add(int64(len(batch)))
 	})
-}
-
-// huntGCPercent is the GC target hunt runs at unless GOGC is set. What
-// hunt keeps is pointer-free (≈ 48 bytes a kept event), so a collection
-// finds little to do, but while one marks, every string the decoders store
-// pays a write barrier: at the default 100 a 470 MB day runs seven
-// collections, ≈ 10 % of the instructions (docs/performance.md). 400 runs
-// two, for a peak heap of up to five times what is kept.
-const huntGCPercent = 400
-
-// huntGCState counts the hunts in this process, so that hunts that
-// overlap (tests call run concurrently) set the GC target once and the
-// last one to end restores the target the first one found.
-var huntGCState struct {
-	sync.Mutex
-	hunts int
-	prev  int
-}
-
-// huntGC sets the GC target for a hunt and returns what restores it.
-func huntGC() (restore func()) {
-	if os.Getenv("GOGC") != "" {
-		return func() {} // GOGC still decides when it is set
-	}
-	g := &huntGCState
-	g.Lock()
-	if g.hunts == 0 {
-		g.prev = debug.SetGCPercent(huntGCPercent)
-	}
-	g.hunts++
-	g.Unlock()
-	return func() {
-		g.Lock()
-		if g.hunts--; g.hunts == 0 {
-			if cur := debug.SetGCPercent(g.prev); cur != huntGCPercent {
-				debug.SetGCPercent(cur) // not ours any more (a replay's)
-			}
-		}
-		g.Unlock()
-	}
 }
