@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"math"
 	"math/bits"
 	"math/rand/v2"
 	"time"
@@ -44,12 +45,18 @@ const (
 // full ingest writes them in full again even though they did not change.
 const pivotRefresh = 15 * 60 * beacon.Second
 
+// staleWrite is the time of a writer's entry whose checksum no longer
+// says what was last written: older than any event by more than
+// pivotRefresh (no overflow: event times are within ±2^62 ticks), and
+// dead to a rebuild.
+const staleWrite = beacon.Time(math.MinInt64 / 2)
+
 // maxPivots bounds the tuples an ingest member remembers what it wrote
 // of (pivotWriter): when it holds twice as many and more than maxPivots
 // of them are of the last pivotRefresh, it forgets them all, and each
 // tuple's next record goes in full (what a detection partition holds is
-// unchanged by it). At most 2·maxPivots entries of 24 bytes in at most
-// 4·maxPivots slots: 12.6 MB.
+// unchanged by it). At most 2·maxPivots entries of 24 bytes, in at most
+// 2^19 slots at the default maxPivots (a power of two, ≤ ¾ full): 12.6 MB.
 var maxPivots = 100_000 // a variable for tests only
 
 // pivotItem is the pivots section of a decoded connection record. Strings
@@ -212,7 +219,9 @@ func strMix(h uint64, s string) uint64 {
 // ¾, into a table sized for the live entries alone (2 to 4 slots each, so
 // that the next rebuild is at least half as many inserts away). What the
 // table answers is the same whether a dead entry was dropped yet or not:
-// the rebuild is not observable, only its memory is.
+// the rebuild is not observable to the pivot store, only its memory is
+// (to the writer, a dead entry dropped only sends a late record's pivots
+// in full rather than as a checksum: a cost, not a different answer).
 type timedTable[V any] struct {
 	slots []timedSlot[V]
 	used  int // slots with a key, dead ones included
@@ -334,6 +343,16 @@ func (pw *pivotWriter) decide(e *beacon.Event) (p Pivots, sum uint32, full, ok b
 	if p.TenantId == "" && p.SHA256 == "" && p.SHA1 == "" && p.FolderPath == "" && p.CommandLine == "" {
 		// A process id alone: in full it takes 2 to 6 bytes more than
 		// its checksum, which would cost a lookup per connection here.
+		// What the table says was last written in full for the tuple is
+		// no longer what a detector holds: its next pivots with strings
+		// must go in full too, not as a checksum the detector would
+		// ignore (TestPivotsProcessIdAloneBetween).
+		if pw.sent.used > 0 {
+			t := e.Tuple()
+			if s := pw.sent.lookup(tableKey(tupleHash(&t))); s != nil {
+				s.t = staleWrite
+			}
+		}
 		return p, 0, true, true
 	}
 	t := e.Tuple()

@@ -215,6 +215,41 @@ func TestPivotsNewest(t *testing.T) {
 // pivotsOf is the test fleet's pivots of an event: the hash of its binary,
 // a command line and a process id that change every 20 minutes, a report
 // id per event, and a tenant per device.
+// TestPivotsProcessIdAloneBetween: pivots with strings, then a process id
+// alone (written in full without the writer's table), then the first
+// pivots again: the third goes in full, and the partition holds it — a
+// checksum of the first would be ignored by a partition holding the
+// second, and alerts would carry the second's pivots for up to
+// pivotRefresh.
+func TestPivotsProcessIdAloneBetween(t *testing.T) {
+	t0 := mustTime(t, "2024-05-01T10:00:00Z")
+	ev := func(sec int, cmd string, report int64) *beacon.Event {
+		return &beacon.Event{Timestamp: t0 + beacon.Time(sec)*beacon.Second, DeviceId: "d1", DeviceName: "wks-1",
+			FileName: "rundll32.exe", RemoteIP: "45.77.1.10", RemotePort: 443, HasPort: true,
+			CommandLine: cmd, ProcessId: 10, ReportId: report}
+	}
+	var pw pivotWriter
+	ps := pivotStore{lookback: 2 * time.Hour}
+	tu := ev(0, "", 0).Tuple()
+	for i, c := range []struct {
+		e     *beacon.Event
+		flags byte
+	}{{ev(0, "x", 1), pvFull}, {ev(60, "", 2), pvFull}, {ev(120, "x", 3), pvFull}, {ev(180, "x", 4), pvSame}} {
+		v := pw.append(appendConn(nil, c.e, c.e.Timestamp), c.e)
+		var it item
+		if err := decodeItem([]byte(c.e.RemoteIP), v, &it); err != nil {
+			t.Fatal(err)
+		}
+		ps.observe(&it)
+		if f := it.pv.flags &^ pvReport; f != c.flags {
+			t.Errorf("record %d: flags %#x, want %#x", i, f, c.flags)
+		}
+		if got := ps.get(&tu); got.CommandLine != c.e.CommandLine || got.ReportId != c.e.ReportId {
+			t.Errorf("after record %d: pivots %+v, want command line %q, report %d", i, got, c.e.CommandLine, c.e.ReportId)
+		}
+	}
+}
+
 func pivotsOf(r *fleet.Record) Pivots {
 	gen := int64(r.Timestamp / (20 * 60 * beacon.Second))
 	h := sha256.Sum256([]byte(r.FileName))
