@@ -660,7 +660,13 @@ func (b *batch) record(i int, p int32) *kgo.Record {
 		return b.recs[i]
 	}
 	off, key, value := b.at(i)
-	return &kgo.Record{Topic: "replay", Partition: p, Offset: off, Key: key, Value: value}
+	return replayRecord(p, off, key, value)
+}
+
+// replayRecord names a replay's record (it has no kgo.Record) for the
+// dead letters.
+func replayRecord(p int32, offset int64, key, value []byte) *kgo.Record {
+	return &kgo.Record{Topic: "replay", Partition: p, Offset: offset, Key: key, Value: value}
 }
 
 // seek is a rebuild start for the poll loop to apply.
@@ -1284,9 +1290,8 @@ func (w *worker) advance(t beacon.Time) error {
 				return err // decoded once already: not the record process held
 			}
 			// A replay's record held on its header (process): it goes
-			// where process sends the records that do not decode, as
-			// batch.record names them.
-			w.owner.deadLetter(&kgo.Record{Topic: "replay", Partition: w.id, Offset: h.offset, Key: h.key, Value: h.value}, reasonRecord, err)
+			// where process sends the records that do not decode.
+			w.owner.deadLetter(replayRecord(w.id, h.offset, h.key, h.value), reasonRecord, err)
 			continue
 		}
 		w.inHand, w.hasHand = h.offset, true

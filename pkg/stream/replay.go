@@ -804,15 +804,13 @@ func (r *replay) watermark() {
 // detection partition the live repartition topic would put it in.
 //
 // With shards, it goes to the shard of its IP (shardOf), and every other
-// shard of the partition gets its shadow: the record's times, and for a
-// connection what its pivots section does to the pivot store (shadowOf).
-// Every shard then holds the partition's sequence of release times — the
-// same held records, evaluation points, segments (maxSegment counts
-// records), the same newest connection in each Apply and so the same
-// stream time, lateness and alert bookkeeping — and its pivot store the
-// partition's tuples, turning over as one store would (pivotStore.shadow),
-// while its state holds only its own destinations, whose decisions are
-// theirs alone.
+// shard of the partition gets its shadow: the record's kind and times
+// (shadowOf). Every shard then holds the partition's sequence of release
+// times — the same held records, evaluation points, segments (maxSegment
+// counts records), the same newest connection in each Apply and so the
+// same stream time, lateness, alert bookkeeping and pivot window
+// (pivotStore.advance) — while its state and pivot store hold only its
+// own destinations' tuples, whose decisions are theirs alone.
 func (r *replay) route(ip string, value []byte, _ beacon.Time) {
 	if value[0]&^kindReleased == kindDomain {
 		r.res.Domains++
