@@ -666,7 +666,7 @@ func (p *Params) robustCandidate(distinct int64, s *Summary) (Stats, bool) {
 	}
 	gaps := s.Hist[first:]
 	nGaps := s.N - merged
-	r := RobustStats{On: true, Gaps: nGaps, Merged: s.N - nGaps, tolerance: rp.Tolerance, threshold: rp.Threshold}
+	r := RobustStats{On: true, Gaps: nGaps, Merged: merged, tolerance: rp.Tolerance, threshold: rp.Threshold}
 	r.Callbacks = distinct - r.Merged
 	if r.Callbacks < rp.FirstCallbacks() || nGaps < 2 {
 		return Stats{}, false
@@ -716,7 +716,7 @@ func (p *Params) robustCandidate(distinct int64, s *Summary) (Stats, bool) {
 	r.Period = period
 	classified := robustFastFold && foldedAt == period // sc.k[i-whole] is raw[i]'s multiple k, 0 none, for i in [whole, hi)
 	if !classified {
-		whole, hi = rp.whole(raw, period), len(raw) // raw[:whole] are gaps of one period (multiple's k = 1)
+		whole = rp.whole(raw, period) // raw[:whole] are gaps of one period (multiple's k = 1)
 	}
 	// A second period (the sleep changed inside the window): the median of
 	// the gaps the first does not explain, if they are a twentieth of all and
@@ -747,10 +747,7 @@ func (p *Params) robustCandidate(distinct int64, s *Summary) (Stats, bool) {
 			folded, kept = rp.fold(raw, period, p2, folded[:0], &r)
 			sc.folded = folded
 			sc.tmp = sortWbins(folded, sc.tmp)
-			if classified {
-				classified = false // Coverage's explain asks the second period about the gaps the first leaves
-				hi = len(raw)
-			}
+			classified = false // Coverage's explain asks the second period about the gaps the first leaves
 		}
 	}
 	var onTime, supported int64
@@ -916,6 +913,7 @@ func (rp *RobustParams) foldSorted(raw []wbin, period float64, dst []wbin, sc *w
 	mid, irr, ks := sc.mid[:0], sc.irr[:0], sc.k[:0]
 	for _, b := range raw[lo:hi] {
 		k, ok := rp.multiple(b.v, period)
+		ks = append(ks, k) // 0 when not ok
 		switch {
 		case ok:
 			mid = append(mid, wbin{b.v - float64(k-1)*period, b.c})
@@ -925,12 +923,10 @@ func (rp *RobustParams) foldSorted(raw []wbin, period float64, dst []wbin, sc *w
 			}
 		case b.v > pause:
 			r.Pauses += b.c
-			ks = append(ks, 0)
 			continue
 		default:
 			irr = append(irr, b)
 		}
-		ks = append(ks, k) // 0 when not ok
 		n += b.c
 	}
 	// The folded gaps are a run per k, each ascending.

@@ -392,14 +392,11 @@ func (p *Partition) insertTS(tp *tuple, t beacon.Time) (added bool, err error) {
 			return false, err
 		}
 		p.batch.Delete(tsKey(p.key, p.id, uint64(tp.id), b.start), nil)
-		if p.tail[tp.id] == b {
-			b.start = t
-		} else {
+		if p.tail[tp.id] != b { // the tail block is found by tuple id, not start
 			delete(p.cache, blockKey{tp.id, b.start})
-			b.start = t
 			p.cache[blockKey{tp.id, t}] = b
 		}
-		tp.b0 = t
+		b.start, tp.b0 = t, t
 		i = 0
 	}
 	b, err := p.block(tp, i)

@@ -131,7 +131,7 @@ type dest struct {
 	// them: robust's PeriodDevices).
 	cs []beacon.Candidate
 	// devs maps a DeviceId to its candidates among cands (the high 32
-	// bits) and its number (the low 32) for SelectNumbered: one entry, so
+	// bits) and its number (the low 32) for SelectHinted: one entry, so
 	// that a candidate's arrival or departure costs one lookup and one
 	// store. A device has its number while it has candidates, candDev[i]
 	// is cands[i]'s; a number freed goes to freeDev and is the next new
