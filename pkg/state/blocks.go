@@ -5,7 +5,6 @@ import (
 	"math"
 	"math/bits"
 	"slices"
-	"sort"
 
 	"github.com/beaconhunt/beacon/pkg/beacon"
 )
@@ -183,8 +182,31 @@ const noBlock = beacon.Time(math.MinInt64)
 
 // blockIndex is the index of the block of tp covering t, -1 when t is
 // before the first block (or there is none).
+// It is called for every connection and every eviction, so it is written
+// out: most tuples have one block (b0 alone), and most times asked are in
+// the newest block.
 func (p *Partition) blockIndex(tp *tuple, t beacon.Time) int {
-	return sort.Search(p.nblocks(tp), func(i int) bool { return p.blockAt(tp, i) > t }) - 1
+	if tp.b0 == noBlock || t < tp.b0 {
+		return -1
+	}
+	if tp.ext == 0 {
+		return 0
+	}
+	more := p.exts[tp.ext-1].more
+	if len(more) == 0 || t >= more[len(more)-1] {
+		return len(more)
+	}
+	// The number of more's starts ≤ t: block 0 is b0's.
+	lo, hi := 0, len(more)-1
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if more[m] <= t {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	return lo
 }
 
 // block returns tp's i-th block, from the cache or from Pebble.
@@ -427,6 +449,33 @@ func (p *Partition) insertTS(tp *tuple, t beacon.Time) (added bool, err error) {
 		p.recharge(b)
 	}
 	return true, nil
+}
+
+// appendTS adds t to tp's stored set, t newer than every timestamp stored
+// (a tuple with a window and nothing pending, t after its last): the
+// newest block takes it at its end, or a new one starts when that is full.
+// It is insertTS for the case of most connections, without searching for
+// the block or for t's place in it.
+func (p *Partition) appendTS(tp *tuple, t beacon.Time) error {
+	n := p.nblocks(tp)
+	b, err := p.block(tp, n-1)
+	if err != nil {
+		return err
+	}
+	dead := p.dead(b)
+	if len(b.ts)-dead >= blockMax {
+		p.newBlock(tp, n, t, append(make([]beacon.Time, 0, 4), t))
+		return nil
+	}
+	p.dirtyBlock(b)
+	if dead > 0 {
+		b.ts = append(b.ts[:0], b.ts[dead:]...) // trim
+	}
+	c := cap(b.ts)
+	if b.ts = append(b.ts, t); cap(b.ts) != c {
+		p.recharge(b)
+	}
+	return nil
 }
 
 // nextTS returns tp's smallest stored timestamp ≥ t.

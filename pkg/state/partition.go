@@ -985,6 +985,15 @@ func (p *Partition) insertOne(tp *tuple, t, to beacon.Time) (bool, error) {
 		}
 		return true, nil
 	}
+	if tp.distinct > 0 && tp.pending == 0 && t > tp.last {
+		// In order, what most connections are: t is newer than every
+		// stored timestamp (the dead ones are older than the window).
+		if err := p.appendTS(tp, t); err != nil {
+			return false, err
+		}
+		p.addLast(tp, t)
+		return true, nil
+	}
 	if tp.distinct > 0 && (t == tp.last || t == tp.first) {
 		return false, nil
 	}
