@@ -900,9 +900,10 @@ const touchBatch = 16
 
 // touchTuples computes the hash of each connection of batch that insert
 // keeps into hs, and loads the index slot, tuple and destination each
-// leads to: lookups over a state larger than the caches wait on a miss at
-// each of the three, and loads with no dependence on one another are
-// waited on together. The lookups that follow find them in the cache.
+// leads to (a new tuple's: the destination index's slot and destination),
+// then the destination's strings and dirty mark: lookups over a state
+// larger than the caches wait on a miss at each, and loads with no
+// dependence on one another are waited on together. The lookups that follow find them in the cache.
 // What is loaded is only summed (p.touched), so a stale slot (a tuple the
 // batch adds first) costs nothing but the load.
 func (p *Partition) touchTuples(batch []Conn, from beacon.Time, hs *[touchBatch]tupleHashes) {
@@ -925,10 +926,43 @@ func (p *Partition) touchTuples(batch []Conn, from beacon.Time, hs *[touchBatch]
 			tps[i] = p.arena.at(uint32(s) - 1)
 		}
 	}
+	// A connection whose home slot is empty is a new tuple's: its
+	// destination is looked up next (addTuple), often one of the
+	// partition's already.
+	var dslot [touchBatch]uint64
+	if y := &p.destIndex; len(y.slots) > 0 {
+		for i := range batch {
+			if slot[i] == 0 {
+				dslot[i] = y.slots[y.home(uint32(hs[i].dest))]
+			}
+		}
+	}
+	var ds [touchBatch]*dest
+	for i, tp := range tps[:len(batch)] {
+		switch s := dslot[i]; {
+		case tp != nil && tp.dest != 0:
+			ds[i] = p.destAt[tp.dest]
+		case s != 0 && uint32(s>>32) == uint32(hs[i].dest):
+			ds[i] = p.destAt[uint32(s)-1]
+		}
+	}
+	// Then what the lookups compare (the destination's strings) and what
+	// touch reads (its dirty mark).
 	var sink uint32
-	for _, tp := range tps[:len(batch)] {
-		if tp != nil && tp.dest != 0 {
-			sink += uint32(len(p.destAt[tp.dest].key.RemoteIP))
+	for _, d := range ds[:len(batch)] {
+		if d != nil {
+			sink += uint32(len(d.key.RemoteIP))
+		}
+	}
+	for _, d := range ds[:len(batch)] {
+		if d == nil {
+			continue
+		}
+		if k := &d.key; len(k.FileName) > 0 && len(k.RemoteIP) > 0 {
+			sink += uint32(k.FileName[0]) + uint32(k.RemoteIP[0])
+		}
+		if d.dirty {
+			sink++
 		}
 	}
 	p.touched += sink
