@@ -974,18 +974,26 @@ func (p *Partition) touchTuples(batch []Conn, from beacon.Time, hs *[touchBatch]
 // is left to insertOne to read.
 func (p *Partition) touchBlocks(work []item) {
 	// The histograms of the tuples that have more than two bins (in their
-	// ext record) first: the insert's binary search over each is a miss
-	// at the record and at its bins otherwise.
+	// ext record), and the newest cached block of each tuple, first: the
+	// insert's binary search over a histogram is a miss at the record and
+	// at its bins otherwise, and finding the block one at the table entry
+	// and one at the block.
 	var hs [touchBatch][]beacon.Bin
+	var tails [touchBatch]*block
 	for i := range work {
-		if tp := work[i].tp; tp.ext != 0 {
+		tp := work[i].tp
+		if tp.ext != 0 {
 			hs[i] = p.exts[tp.ext-1].sum.Hist
+		}
+		if tp.b0 != noBlock && (i == 0 || work[i-1].tp != tp) {
+			tails[i] = p.tail[tp.id]
 		}
 	}
 	var sink uint32
 	for _, h := range hs[:len(work)] {
-		if len(h) > 0 {
-			sink += uint32(h[len(h)/2].Delta)
+		if n := len(h); n > 0 {
+			// The search's first probes.
+			sink += uint32(h[n/2].Delta + h[n/4].Delta + h[3*n/4].Delta)
 		}
 	}
 	var bs [touchBatch]*block
@@ -994,12 +1002,17 @@ func (p *Partition) touchBlocks(work []item) {
 		if tp.b0 == noBlock || i > 0 && work[i-1].tp == tp {
 			continue
 		}
-		j := max(p.blockIndex(tp, t), 0)
-		bs[i] = p.cachedBlock(blockKey{tp.id, p.blockAt(tp, j)})
+		k := blockKey{tp.id, p.blockAt(tp, max(p.blockIndex(tp, t), 0))}
+		if b := tails[i]; b != nil && b.start == k.start {
+			bs[i] = b
+		} else if len(p.cache) > 0 {
+			bs[i] = p.cache[k]
+		}
 	}
+	// Then the block's first timestamp (dead reads it) and its last.
 	for _, b := range bs[:len(work)] {
 		if b != nil && len(b.ts) > 0 {
-			sink += uint32(b.ts[len(b.ts)-1])
+			sink += uint32(b.ts[0] + b.ts[len(b.ts)-1])
 		}
 	}
 	p.touched += sink
