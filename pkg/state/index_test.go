@@ -1,8 +1,12 @@
 package state
 
 import (
+	"cmp"
 	"math/rand/v2"
+	"slices"
 	"testing"
+
+	"github.com/beaconhunt/beacon/pkg/beacon"
 )
 
 // TestTupleIndex: random adds and removes, with every hash in 8 values (long
@@ -55,6 +59,32 @@ func TestTupleIndex(t *testing.T) {
 				if n != len(have) || x.n != n {
 					t.Fatalf("count %d %d %d", n, len(have), x.n)
 				}
+			}
+		}
+	}
+}
+
+// TestSortWork: insert's order (tuple id, then time) for batches on both
+// sides of sortWork's insertion-sort bound, with repeated ids and times
+// (duplicates must end up adjacent) and inputs in time order.
+func TestSortWork(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for n := range 100 {
+		for _, inOrder := range []bool{false, true} {
+			w := make([]item, n)
+			for i := range w {
+				w[i] = item{id: uint32(rng.IntN(8)), t: beacon.Time(rng.IntN(16))}
+				if inOrder && i > 0 {
+					w[i].t = w[i-1].t + beacon.Time(rng.IntN(2))
+				}
+			}
+			want := slices.Clone(w)
+			slices.SortStableFunc(want, func(a, b item) int {
+				return cmp.Or(cmp.Compare(a.id, b.id), cmp.Compare(a.t, b.t))
+			})
+			sortWork(w)
+			if !slices.Equal(w, want) {
+				t.Fatalf("n=%d in order %v: sorted\n%v\nwant\n%v", n, inOrder, w, want)
 			}
 		}
 	}

@@ -184,6 +184,32 @@ type domain struct {
 type item struct {
 	tp *tuple
 	t  beacon.Time
+	id uint32 // tp.id, for sortWork
+}
+
+// sortWork sorts insert's work by tuple id, then time. A batch is mostly
+// an evaluation point's connections, a few dozen: they are sorted by
+// insertion, comparing keys held in the items (no call per comparison, no
+// load through the tuple's pointer); a larger one by pdqsort.
+func sortWork(w []item) {
+	less := func(a, b *item) bool { return a.id < b.id || a.id == b.id && a.t < b.t }
+	if len(w) > 32 {
+		slices.SortFunc(w, func(a, b item) int {
+			if c := cmp.Compare(a.id, b.id); c != 0 {
+				return c
+			}
+			return cmp.Compare(a.t, b.t)
+		})
+		return
+	}
+	for i := 1; i < len(w); i++ {
+		x := w[i]
+		j := i
+		for ; j > 0 && less(&x, &w[j-1]); j-- {
+			w[j] = w[j-1]
+		}
+		w[j] = x
+	}
 }
 
 func newPartition(s *Store, id int32) *Partition {
@@ -863,15 +889,10 @@ func (p *Partition) insert(conns []Conn, st *ApplyStats) error {
 			if tp == nil {
 				tp = p.newTuple(&c.Tuple, &hs[i])
 			}
-			p.work = append(p.work, item{tp, c.Time})
+			p.work = append(p.work, item{tp, c.Time, tp.id})
 		}
 	}
-	slices.SortFunc(p.work, func(a, b item) int {
-		if c := cmp.Compare(a.tp.id, b.tp.id); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.t, b.t)
-	})
+	sortWork(p.work)
 	for i := range p.work {
 		if i%touchBatch == 0 {
 			p.touchBlocks(p.work[i:min(i+touchBatch, len(p.work))])
