@@ -69,7 +69,7 @@ func TestTupleIndex(t *testing.T) {
 // (duplicates must end up adjacent) and inputs in time order.
 func TestSortWork(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
-	for n := range 100 {
+	for n := range 150 {
 		for _, inOrder := range []bool{false, true} {
 			w := make([]item, n)
 			for i := range w {
