@@ -811,6 +811,10 @@ type workerEnv struct {
 	// scratch state), so the workers do not encode it (tens of KiB at
 	// every evaluation point).
 	noMeta bool
+	// coldWarmup: nothing shows the beacon count before the warm-up ends
+	// (a replay serves no status page or metrics), so the workers decide
+	// no membership before then (evaluate).
+	coldWarmup bool
 	// par is how many goroutines an evaluation point decides its
 	// destinations on (Partition.MembersOf); 0 is GOMAXPROCS. A replay
 	// whose partitions are split in shards, each a worker on its own
@@ -1397,6 +1401,18 @@ func (w *worker) evaluate() error {
 	}
 	e, all := w.book.at(now)
 	w.metaDirty = true
+	if w.coldWarmup && !w.book.warm {
+		// Nothing alerts before the warm-up ends and nothing shows the
+		// members: the point that ends it finds every destination
+		// changed since the last decided one dirty (Dirty accumulates)
+		// and decides it once, with each tuple's Candidate asked once,
+		// instead of at every point. Membership is a function of the
+		// summaries at the point, so it alerts the same members.
+		w.acked.Store(w.applied)
+		w.m.streamTime.WithLabelValues(strconv.Itoa(int(w.id))).Set(float64(now) / float64(beacon.Second))
+		w.shownStream.Store(&now)
+		return nil
+	}
 	dirty := w.part.Dirty()
 	if all {
 		seen := make(map[beacon.Destination]bool, len(dirty))
