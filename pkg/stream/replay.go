@@ -335,6 +335,11 @@ func (r *replay) deadLetter(rec *kgo.Record, reason string, err error) {
 	r.s.deadLetter(nil, rec, reason, err)
 }
 
+// replayColdWarmup is false only in TestReplayColdWarmup, which holds a
+// replay's workers that decide no membership before the warm-up ends to
+// workers that decide it at every point.
+var replayColdWarmup = true
+
 func (r *replay) run(ctx context.Context) error {
 	s := r.s
 	// Nothing reopens the state during a replay: it needs no commit per
@@ -352,7 +357,7 @@ func (r *replay) run(ctx context.Context) error {
 	work, cancelWork := context.WithCancel(context.Background())
 	env := s.workerEnv(r, work, &r.late)
 	env.noMeta = r.scratch // nothing reads a scratch state's blob
-	env.coldWarmup = true  // a replay shows no beacon count
+	env.coldWarmup = replayColdWarmup // a replay shows no beacon count
 	if r.shards > 1 {
 		env.par = max(runtime.GOMAXPROCS(0)/r.shards, 1)
 	}

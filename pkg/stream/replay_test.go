@@ -291,3 +291,37 @@ func TestShadowOf(t *testing.T) {
 		}
 	}
 }
+
+// TestReplayColdWarmup: a replay whose workers decide no membership
+// before the warm-up ends (replayColdWarmup) alerts the same alerts, in
+// the same order, and ends with the same set as one deciding at every
+// point — under both profiles, with one partition and three, and with a
+// warm-up that ends inside a re-alert period.
+func TestReplayColdWarmup(t *testing.T) {
+	_, addr := newCluster(t, 1)
+	rs, _ := records(t, testFleet(3))
+	produceJSON(t, addr, rs)
+	robust := beacon.Robust()
+	robust.Lookback = time.Hour
+	defer func() { replayColdWarmup = true }()
+	for name, p := range map[string]beacon.Params{"seed": testParams(), "robust": robust} {
+		for _, n := range []int{1, 3} {
+			var out [2]string
+			for i, cold := range []bool{false, true} {
+				replayColdWarmup = cold
+				res := replayOf(t, addr, ReplayOptions{Partitions: n}, Params(p), Warmup(100*time.Minute))
+				if len(res.Alerts) == 0 || res.WarmPartitions == 0 {
+					t.Fatalf("%s, %d partitions: %d alerts, %d warm partitions: nothing to compare", name, n, len(res.Alerts), res.WarmPartitions)
+				}
+				var b []byte
+				for _, a := range res.Alerts {
+					b = append(a.AppendJSON(b), '\n')
+				}
+				out[i] = string(b) + jsonl(res.Rows)
+			}
+			if out[0] != out[1] {
+				t.Errorf("%s, %d partitions: cold warm-up differs:\n%s", name, n, diffLines(out[1], out[0]))
+			}
+		}
+	}
+}
