@@ -356,7 +356,7 @@ func (r *replay) run(ctx context.Context) error {
 	r.store = st
 	work, cancelWork := context.WithCancel(context.Background())
 	env := s.workerEnv(r, work, &r.late)
-	env.noMeta = r.scratch // nothing reads a scratch state's blob
+	env.noMeta = r.scratch            // nothing reads a scratch state's blob
 	env.coldWarmup = replayColdWarmup // a replay shows no beacon count
 	if r.shards > 1 {
 		env.par = max(runtime.GOMAXPROCS(0)/r.shards, 1)
