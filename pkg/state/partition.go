@@ -191,7 +191,8 @@ type item struct {
 // an evaluation point's connections, 16 to 64 in a replay of a simulated
 // fleet: up to 64 are sorted by insertion, comparing keys held in the
 // items (no call per comparison, no load through the tuple's pointer;
-// 1.7x pdqsort's speed at 25 items, 1.3x at 64, even at 100); a larger
+// 1.7x pdqsort's speed at 25 items, 1.3x at 64; the two are even at 100,
+// so 64 keeps insertion where it still wins); a larger
 // batch by pdqsort.
 func sortWork(w []item) {
 	less := func(a, b *item) bool { return a.id < b.id || a.id == b.id && a.t < b.t }
@@ -926,7 +927,8 @@ const touchBatch = 16
 // leads to (a new tuple's: the destination index's slot and destination),
 // then the destination's strings and dirty mark: lookups over a state
 // larger than the caches wait on a miss at each, and loads with no
-// dependence on one another are waited on together. The lookups that follow find them in the cache.
+// dependence on one another are waited on together. The lookups that
+// follow find them in the cache.
 // What is loaded is only summed (p.touched), so a stale slot (a tuple the
 // batch adds first) costs nothing but the load.
 func (p *Partition) touchTuples(batch []Conn, from beacon.Time, hs *[touchBatch]tupleHashes) {
@@ -991,10 +993,11 @@ func (p *Partition) touchTuples(batch []Conn, from beacon.Time, hs *[touchBatch]
 	p.touched += sink
 }
 
-// touchBlocks looks up the cached block each item of work goes to, and
-// loads its newest timestamp, as touchTuples does for the tuples: the
-// lookups insertOne makes next find them in the cache. A block not cached
-// is left to insertOne to read.
+// touchBlocks looks up the cached block each item of work goes to (the
+// tail table's entry first), and loads its first and last timestamps and
+// the first probes of the tuple's histogram, as touchTuples does for the
+// tuples: the lookups insertOne makes next find them in the cache. A
+// block not cached is left to insertOne to read.
 func (p *Partition) touchBlocks(work []item) {
 	// The histograms of the tuples that have more than two bins (in their
 	// ext record), and the newest cached block of each tuple, first: the

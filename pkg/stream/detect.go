@@ -1384,7 +1384,9 @@ func (w *worker) point() error {
 }
 
 // evaluate brings the members of the dirty destinations up to date and
-// alerts on every member not yet alerted in the current re-alert period.
+// alerts on every member not yet alerted in the current re-alert period
+// (in a replay's warm-up, with coldWarmup, it only moves the offsets and
+// stream time: the dirty destinations wait for the point that ends it).
 // Below the offset committed when the partition was assigned, alerts are
 // muted: the previous owner published them. At that offset they are not:
 // consecutive points can record the same offset (the first record still

@@ -295,8 +295,8 @@ func TestShadowOf(t *testing.T) {
 // TestReplayColdWarmup: a replay whose workers decide no membership
 // before the warm-up ends (replayColdWarmup) alerts the same alerts, in
 // the same order, and ends with the same set as one deciding at every
-// point — under both profiles, with one partition and three, and with a
-// warm-up that ends inside a re-alert period.
+// point — under both profiles, with one partition (one shard and two)
+// and three, and with a warm-up that ends inside a re-alert period.
 func TestReplayColdWarmup(t *testing.T) {
 	_, addr := newCluster(t, 1)
 	rs, _ := records(t, testFleet(3))
@@ -305,13 +305,14 @@ func TestReplayColdWarmup(t *testing.T) {
 	robust.Lookback = time.Hour
 	defer func() { replayColdWarmup = true }()
 	for name, p := range map[string]beacon.Params{"seed": testParams(), "robust": robust} {
-		for _, n := range []int{1, 3} {
+		for _, ro := range []ReplayOptions{{Partitions: 1, Shards: 1}, {Partitions: 1, Shards: 2}, {Partitions: 3, Shards: 1}} {
+			n := ro.Partitions
 			var out [2]string
 			for i, cold := range []bool{false, true} {
 				replayColdWarmup = cold
-				res := replayOf(t, addr, ReplayOptions{Partitions: n}, Params(p), Warmup(100*time.Minute))
+				res := replayOf(t, addr, ro, Params(p), Warmup(100*time.Minute))
 				if len(res.Alerts) == 0 || res.WarmPartitions == 0 {
-					t.Fatalf("%s, %d partitions: %d alerts, %d warm partitions: nothing to compare", name, n, len(res.Alerts), res.WarmPartitions)
+					t.Fatalf("%s, %d partitions, %d shards: %d alerts, %d warm partitions: nothing to compare", name, n, ro.Shards, len(res.Alerts), res.WarmPartitions)
 				}
 				var b []byte
 				for _, a := range res.Alerts {
@@ -320,7 +321,7 @@ func TestReplayColdWarmup(t *testing.T) {
 				out[i] = string(b) + jsonl(res.Rows)
 			}
 			if out[0] != out[1] {
-				t.Errorf("%s, %d partitions: cold warm-up differs:\n%s", name, n, diffLines(out[1], out[0]))
+				t.Errorf("%s, %d partitions, %d shards: cold warm-up differs:\n%s", name, n, ro.Shards, diffLines(out[1], out[0]))
 			}
 		}
 	}
