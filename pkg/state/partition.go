@@ -197,12 +197,7 @@ type item struct {
 func sortWork(w []item) {
 	less := func(a, b *item) bool { return a.id < b.id || a.id == b.id && a.t < b.t }
 	if len(w) > 64 {
-		slices.SortFunc(w, func(a, b item) int {
-			if c := cmp.Compare(a.id, b.id); c != 0 {
-				return c
-			}
-			return cmp.Compare(a.t, b.t)
-		})
+		slices.SortFunc(w, func(a, b item) int { return cmp.Or(cmp.Compare(a.id, b.id), cmp.Compare(a.t, b.t)) })
 		return
 	}
 	for i := 1; i < len(w); i++ {

@@ -1410,9 +1410,7 @@ func (w *worker) evaluate() error {
 		// and decides it once, with each tuple's Candidate asked once,
 		// instead of at every point. Membership is a function of the
 		// summaries at the point, so it alerts the same members.
-		w.acked.Store(w.applied)
-		w.m.streamTime.WithLabelValues(strconv.Itoa(int(w.id))).Set(float64(now) / float64(beacon.Second))
-		w.shownStream.Store(&now)
+		w.evaluated(now, start)
 		return nil
 	}
 	dirty := w.part.Dirty()
@@ -1488,14 +1486,22 @@ func (w *worker) evaluate() error {
 			return fatalError{err}
 		}
 	}
+	w.evaluated(now, start)
+	return nil
+}
+
+// evaluated records an evaluation point at stream time now, begun at
+// start: what is acknowledged, and what the metrics and the status page
+// show.
+func (w *worker) evaluated(now beacon.Time, start time.Time) {
 	w.acked.Store(w.applied)
+	m := w.m
 	label := strconv.Itoa(int(w.id))
 	m.streamTime.WithLabelValues(label).Set(float64(now) / float64(beacon.Second))
 	m.beacons.WithLabelValues(label).Set(float64(w.nMembers))
 	w.shownStream.Store(&now)
 	w.shownBeacons.Store(int64(w.nMembers))
 	m.evalSeconds.Observe(time.Since(start).Seconds())
-	return nil
 }
 
 // publish writes the alerts of a worker's evaluation point to the alert

@@ -44,6 +44,10 @@ type ReplayOptions struct {
 	// sees the time of every record of its partition (see route), so
 	// that each has the partition's stream time and evaluation points.
 	Shards int
+	// decideInWarmup makes the workers decide membership at every point of
+	// the warm-up as a live worker does, not only at the point that ends
+	// it: what TestReplayColdWarmup holds the default to.
+	decideInWarmup bool
 
 	// From and To keep the events with From ≤ Timestamp < To (nil: no
 	// bound), connections and domain observations alike: the replay is
@@ -335,11 +339,6 @@ func (r *replay) deadLetter(rec *kgo.Record, reason string, err error) {
 	r.s.deadLetter(nil, rec, reason, err)
 }
 
-// replayColdWarmup is false only in TestReplayColdWarmup, which holds a
-// replay's workers that decide no membership before the warm-up ends to
-// workers that decide it at every point.
-var replayColdWarmup = true
-
 func (r *replay) run(ctx context.Context) error {
 	s := r.s
 	// Nothing reopens the state during a replay: it needs no commit per
@@ -356,8 +355,8 @@ func (r *replay) run(ctx context.Context) error {
 	r.store = st
 	work, cancelWork := context.WithCancel(context.Background())
 	env := s.workerEnv(r, work, &r.late)
-	env.noMeta = r.scratch            // nothing reads a scratch state's blob
-	env.coldWarmup = replayColdWarmup // a replay shows no beacon count
+	env.noMeta = r.scratch                // nothing reads a scratch state's blob
+	env.coldWarmup = !r.ro.decideInWarmup // a replay shows no beacon count
 	if r.shards > 1 {
 		env.par = max(runtime.GOMAXPROCS(0)/r.shards, 1)
 	}

@@ -293,7 +293,7 @@ func TestShadowOf(t *testing.T) {
 }
 
 // TestReplayColdWarmup: a replay whose workers decide no membership
-// before the warm-up ends (replayColdWarmup) alerts the same alerts, in
+// before the warm-up ends (the default) alerts the same alerts, in
 // the same order, and ends with the same set as one deciding at every
 // point — under both profiles, with one partition (one shard and two)
 // and three, and with a warm-up that ends inside a re-alert period.
@@ -303,13 +303,12 @@ func TestReplayColdWarmup(t *testing.T) {
 	produceJSON(t, addr, rs)
 	robust := beacon.Robust()
 	robust.Lookback = time.Hour
-	defer func() { replayColdWarmup = true }()
 	for name, p := range map[string]beacon.Params{"seed": testParams(), "robust": robust} {
 		for _, ro := range []ReplayOptions{{Partitions: 1, Shards: 1}, {Partitions: 1, Shards: 2}, {Partitions: 3, Shards: 1}} {
 			n := ro.Partitions
 			var out [2]string
-			for i, cold := range []bool{false, true} {
-				replayColdWarmup = cold
+			for i, every := range []bool{true, false} {
+				ro.decideInWarmup = every
 				res := replayOf(t, addr, ro, Params(p), Warmup(100*time.Minute))
 				if len(res.Alerts) == 0 || res.WarmPartitions == 0 {
 					t.Fatalf("%s, %d partitions, %d shards: %d alerts, %d warm partitions: nothing to compare", name, n, ro.Shards, len(res.Alerts), res.WarmPartitions)
