@@ -85,8 +85,9 @@ func TestErrorThenHint(t *testing.T) {
 	}
 }
 
-// TestHuntExitStatus: exit 1 when no line decodes or gzip is truncated; 0
-// with the skipped count otherwise; the window is reported.
+// TestHuntExitStatus: exit 1 when no line decodes, the input is empty or
+// gzip is truncated; 0 with the skipped count otherwise; the window is
+// reported.
 func TestHuntExitStatus(t *testing.T) {
 	dir := t.TempDir()
 	path := writeBeaconFile(t)
@@ -97,6 +98,15 @@ func TestHuntExitStatus(t *testing.T) {
 	_, errOut, err := runCmd(t, "hunt", "--quiet", garbage)
 	if code := exitCode(err, &bytes.Buffer{}); code != 1 || !strings.Contains(err.Error(), "no line decoded (50 malformed)") {
 		t.Errorf("garbage: exit %d, %v\n%s", code, err, errOut)
+	}
+
+	for in, want := range map[string]string{"": "the input is empty", "\r\n\n": "no records in the input (2 blank line(s))"} {
+		empty := filepath.Join(dir, "empty.json")
+		os.WriteFile(empty, []byte(in), 0o644)
+		_, errOut, err := runCmd(t, "hunt", empty)
+		if code := exitCode(err, &bytes.Buffer{}); code != 1 || !strings.Contains(err.Error(), want) || strings.Contains(errOut, "window") {
+			t.Errorf("input %q: exit %d, %v\n%s", in, code, err, errOut)
+		}
 	}
 
 	var gz bytes.Buffer

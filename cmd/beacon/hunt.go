@@ -23,14 +23,15 @@ FILE is any shape Defender data comes in (see README "Hunting over a
 file"): JSON lines of rows, of Streaming API records (a storage account's
 files) or of Event Hubs envelopes; pretty-printed or concatenated JSON;
 JSON arrays; Advanced Hunting API and Graph runHuntingQuery responses; a
-CSV export with a header row; an Event Hubs Capture Avro file. gzip, a BOM
-and CRLF are read transparently; - reads stdin. Malformed lines are
+CSV export with a header row; an Event Hubs Capture Avro file. gzip, a BOM,
+CRLF and UTF-16 (Windows PowerShell's > and Out-File) are read
+transparently; - reads stdin. Malformed lines are
 reported as FILE:LINE and skipped (in an envelope, only its bad records
 are). On stderr: the window used and the events in it.
 
 Exit status: 0 when the input was read (beacons or none; skipped lines
-are counted), 1 when no line decoded or the input is truncated, 2 for a
-bad command line.
+are counted), 1 when no line decoded, the input is empty or truncated,
+2 for a bad command line.
 
 Examples:
   beacon hunt testdata/sample.jsonl.gz
@@ -111,9 +112,16 @@ func runHunt(ctx context.Context, args []string, s stdio) error {
 	if total.Events == 0 && total.Bad > 0 {
 		return fmt.Errorf("hunt: no line decoded (%d malformed): not DeviceNetworkEvents in a shape hunt reads (see 'beacon hunt --help')", total.Bad)
 	}
+	if total.Events == 0 && total.Other == 0 {
+		if total.Lines == 0 {
+			return errors.New("hunt: the input is empty")
+		}
+		return fmt.Errorf("hunt: no records in the input (%d blank line(s))", total.Lines)
+	}
 	if now == 0 {
-		var ok bool
-		if now, ok = h.DefaultNow(); !ok {
+		if newest, ok := h.DefaultNow(); ok {
+			now = newest
+		} else {
 			fmt.Fprintf(s.errOut, "beacon hunt: no event passed the query's filters in %d event(s)\n", h.Events())
 		}
 	}

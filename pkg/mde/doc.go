@@ -21,7 +21,13 @@
 //     table are left out; a missing required column is one error;
 //   - Event Hubs Capture Avro container files (the message in Body), and
 //     Avro rows of schemas/DeviceNetworkEvent.avsc;
-//   - any of these gzip-compressed, with a UTF-8 BOM, with CRLF line ends.
+//   - any of these gzip-compressed, with a UTF-8 BOM, with CRLF line ends,
+//     or in UTF-16 with its byte order mark (Windows PowerShell 5.1's
+//     Out-File and >; Export-Csv's #TYPE line before a header is skipped).
+//
+// JSON is read line by line, lines decoded in parallel, unless a value
+// among the first 64 KiB spans lines or shares its line with another
+// (spansLines): then value by value, in one goroutine.
 //
 // Values: unknown keys are ignored; null and "" both mean missing; ports
 // are JSON numbers, strings, or empty/null when missing; ReportId and

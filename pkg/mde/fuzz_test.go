@@ -88,8 +88,8 @@ func FuzzReadGzip(f *testing.F) {
 func writeFuzzCorpus(t *testing.T) {
 	for target, names := range map[string][]string{
 		"FuzzReadJSONLines":  {"rows.jsonl", "bom-crlf.jsonl", "storage-account.json", "envelope.jsonl", "records-array.json"},
-		"FuzzReadJSONValues": {"pretty.json", "rows-array.json", "advanced-hunting-api.json", "graph-hunting.json"},
-		"FuzzReadCSV":        {"export.csv"},
+		"FuzzReadJSONValues": {"pretty.json", "rows-array.json", "advanced-hunting-api.json", "graph-hunting.json", "rows-many-a-line.json", "compact-then-pretty.json", "powershell-utf16.json"},
+		"FuzzReadCSV":        {"export.csv", "powershell.csv"},
 		"FuzzReadAvro":       {"capture.avro"},
 		"FuzzReadGzip":       {"rows.jsonl.gz"},
 		"FuzzDecode":         {"storage-account.json", "envelope.jsonl", "records-array.json", "pretty.json", "advanced-hunting-api.json"},

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +16,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"unicode/utf16"
 
 	"github.com/beaconhunt/beacon/pkg/beacon"
 )
@@ -54,11 +57,54 @@ func TestMappedFile(t *testing.T) {
 		values.WriteString("  " + row(i))
 	}
 	values.WriteString("\n]\n")
+	// An array of rows, four hundred to a line (the first line is longer
+	// than Read's buffer); rows one to a line, then indented (files put
+	// together); and the pretty values in UTF-16, as Windows PowerShell
+	// writes them: all read as values, whole.
+	var many, mixed bytes.Buffer
+	many.WriteString("[")
+	for i := 0; many.Len() < mapMin+chunkSize; i++ {
+		if i > 0 {
+			many.WriteString(",")
+			if i%400 == 0 {
+				many.WriteString("\n")
+			}
+		}
+		if i%3000 == 5 {
+			many.WriteString(`{"Timestamp":null}`)
+			continue
+		}
+		many.WriteString(row(i))
+	}
+	many.WriteString("]\n")
+	for i := 0; mixed.Len() < mapMin+chunkSize; i++ {
+		switch {
+		case i%3000 == 5:
+			mixed.WriteString("{\n  \"Timestamp\": null\n}\n")
+		case i < 100 || i%2 == 0:
+			mixed.WriteString(row(i) + "\n")
+		default:
+			var b bytes.Buffer
+			json.Indent(&b, []byte(row(i)), "", "  ")
+			mixed.WriteString(b.String() + "\n")
+		}
+	}
+	utf16le := []byte{0xff, 0xfe}
+	for _, u := range utf16.Encode([]rune(values.String())) {
+		utf16le = binary.LittleEndian.AppendUint16(utf16le, u)
+	}
 
 	for _, in := range []struct {
 		name string
 		data []byte
-	}{{"lines.jsonl", lines.Bytes()}, {"values.json", values.Bytes()}} {
+		want Shape
+	}{
+		{"lines.jsonl", lines.Bytes(), ShapeLines},
+		{"values.json", values.Bytes(), ShapeValues},
+		{"many-a-line.json", many.Bytes(), ShapeValues},
+		{"mixed.json", mixed.Bytes(), ShapeValues},
+		{"utf16.json", utf16le, ShapeValues},
+	} {
 		path := filepath.Join(dir, in.name)
 		if err := os.WriteFile(path, in.data, 0o644); err != nil {
 			t.Fatal(err)
@@ -89,8 +135,15 @@ func TestMappedFile(t *testing.T) {
 			gotEvs, gotBad, gotSt := read(f)
 			f.Close()
 			wantEvs, wantBad, wantSt := read(struct{ io.Reader }{bytes.NewReader(in.data)}) // not an *os.File: read, not mapped
-			if len(wantBad) == 0 || wantSt.Events < 10000 {
-				t.Fatalf("%s: %d bad lines, %d events: the test's file is wrong", in.name, len(wantBad), wantSt.Events)
+			if len(wantBad) == 0 || wantSt.Events < 10000 || wantSt.Shape != in.want {
+				t.Fatalf("%s: read as %s (want %s), %d bad lines, %d events", in.name, wantSt.Shape, in.want, len(wantBad), wantSt.Events)
+			}
+			text := in.data
+			if in.name == "utf16.json" {
+				text = values.Bytes()
+			}
+			if rows := int64(bytes.Count(text, []byte(`"InitiatingProcessAccountDomain"`))); wantSt.Events != rows {
+				t.Errorf("%s: %d events of %d rows", in.name, wantSt.Events, rows)
 			}
 			if concurrent {
 				sortEvents(gotEvs)

@@ -12,6 +12,8 @@ import (
 	"runtime"
 	"runtime/debug"
 	"sync"
+	"unicode/utf16"
+	"unicode/utf8"
 	"unsafe"
 
 	"github.com/beaconhunt/beacon/pkg/beacon"
@@ -100,10 +102,29 @@ func Read(ctx context.Context, r io.Reader, source string, opt Options, fn func(
 		defer zr.Close()
 		br = bufio.NewReaderSize(zr, 64<<10)
 	}
+	if head, _ := br.Peek(2); len(head) == 2 && (head[0] == 0xff && head[1] == 0xfe || head[0] == 0xfe && head[1] == 0xff) {
+		// UTF-16, as Windows PowerShell 5.1 writes with Out-File and >.
+		br.Discard(2)
+		br = bufio.NewReaderSize(&utf16Reader{r: br, big: head[0] == 0xfe}, 64<<10)
+	}
 	if head, _ := br.Peek(3); bytes.Equal(head, utf8BOM) {
 		br.Discard(3)
 	}
+	if head, _ := br.Peek(64 << 10); bytes.HasPrefix(head, psTypeLine) {
+		// Export-Csv's type line (Windows PowerShell 5.1 writes it unless
+		// told -NoTypeInformation) before the CSV header.
+		if i := bytes.IndexByte(head, '\n'); i >= 0 {
+			br.Discard(i + 1)
+		}
+	}
 	head, _ := br.Peek(64 << 10)
+	if len(head) == 64<<10 && bytes.IndexByte(head, '\n') < 0 {
+		// A first line longer than the buffer: an array of rows, many to
+		// a line, or a response on one line. spansLines must see the line
+		// end to tell them apart.
+		br = bufio.NewReaderSize(br, longLine)
+		head, _ = br.Peek(longLine)
+	}
 	var st Stats
 	var err error
 	switch {
@@ -133,26 +154,59 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// spansLines tells whether the first JSON value of head goes on past its
-// first line: pretty-printed JSON, which is read value by value, not line
-// by line.
+// headMax is how far into the input spansLines judges values: the
+// values that start in it. longLine is how much of a longer first line it
+// sees (Read's buffer grows to it; a longer line is read as a line).
+const (
+	headMax  = 64 << 10
+	longLine = 16 << 20
+)
+
+// spansLines tells whether the input, whose start is head, must be read
+// value by value instead of line by line (JSON lines decode in parallel;
+// values in one goroutine): a value that starts in head's first headMax
+// bytes goes on past its line (pretty-printed JSON, an array of rows
+// split over lines), or a line holds another value after its first.
+// What is not JSON, or a broken line, decides nothing (the line reader
+// reports it), nor does a first line that head cuts (one long line: an
+// API response on one line is read as a line).
 func spansLines(head []byte) bool {
-	d := decoder{b: head}
-	d.ws()
-	if d.i >= len(d.b) || (d.b[d.i] != '{' && d.b[d.i] != '[') {
-		return false
+	d := decoder{b: head, inLine: true} // skip stops at a line's end
+	for n := 0; ; n++ {
+		for d.i < len(head) && (head[d.i] <= ' ' && (head[d.i] == ' ' || head[d.i] == '\t' || head[d.i] == '\r' || head[d.i] == '\n')) {
+			d.i++
+		}
+		if d.i >= len(head) || d.i >= headMax || (head[d.i] != '{' && head[d.i] != '[') {
+			return false
+		}
+		start := d.i
+		eol := bytes.IndexByte(head[start:], '\n')
+		if eol < 0 {
+			return false // cut by head's end, or the last line
+		}
+		eol += start
+		if err := d.skip(); err != nil {
+			if d.i < eol {
+				return false // broken inside its line
+			}
+			// The value is not done at its line's end: it goes on, unless
+			// the next line starts a value of its own (this line was cut
+			// short; the first value's next line may be an array's
+			// element).
+			next := eol + 1
+			for next < len(head) && (head[next] == ' ' || head[next] == '\t' || head[next] == '\r' || head[next] == '\n') {
+				next++
+			}
+			return n == 0 || next >= len(head) || (head[next] != '{' && head[next] != '[')
+		}
+		for d.i < eol && (head[d.i] == ' ' || head[d.i] == '\t' || head[d.i] == '\r') {
+			d.i++
+		}
+		if d.i < eol && (head[d.i] == '{' || head[d.i] == '[') {
+			return true // a second value on the line
+		}
+		d.i = eol + 1
 	}
-	nl := bytes.IndexByte(head[d.i:], '\n')
-	if nl < 0 {
-		return false // one line, or a value longer than head: lines
-	}
-	nl += d.i
-	err := d.skip()
-	if err == nil {
-		return d.i > nl
-	}
-	// Broken: pretty-printed if it broke after its first line.
-	return d.i > nl
 }
 
 type chunk struct {
@@ -547,33 +601,36 @@ func readMapped(ctx context.Context, f *os.File, source string, opt Options, fn 
 	if pos, err := f.Seek(0, io.SeekCurrent); err != nil || pos != 0 {
 		return st, false, nil
 	}
-	head := make([]byte, 64<<10+len(utf8BOM))
-	n, err := f.ReadAt(head, 0)
-	if err != nil && err != io.EOF {
-		return st, false, nil
-	}
-	head = head[:n]
-	skip := 0
-	if bytes.HasPrefix(head, utf8BOM) {
-		skip = len(utf8BOM)
-	}
-	head = head[skip:min(len(head), skip+64<<10)]
-	values := false
-	switch {
-	case len(head) >= 2 && head[0] == 0x1f && head[1] == 0x8b, bytes.HasPrefix(head, []byte("Obj\x01")):
-		return st, false, nil
-	case spansLines(head):
-		values = true
-	case isCSV(head):
-		return st, false, nil
-	}
 	data, err := mapFile(f, fi.Size())
 	if err != nil {
 		return st, false, nil
 	}
 	defer unmapFile(data)
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	skip, values := 0, false
+	other := false // a shape Read reads through buffers: f is untouched
+	if ferr := catchFault(data, func() {
+		head := data
+		if bytes.HasPrefix(head, utf8BOM) {
+			skip = len(utf8BOM)
+		}
+		head = head[skip:min(len(head), skip+headMax+longLine)]
+		switch {
+		case len(head) >= 2 && (head[0] == 0x1f && head[1] == 0x8b || head[0] == 0xff && head[1] == 0xfe || head[0] == 0xfe && head[1] == 0xff),
+			bytes.HasPrefix(head, []byte("Obj\x01")), bytes.HasPrefix(head, psTypeLine):
+			other = true
+		case spansLines(head):
+			values = true
+		case isCSV(head[:min(len(head), headMax)]):
+			other = true
+		}
+	}); ferr != nil {
+		return st, true, fmt.Errorf("%s: %w", source, ferr)
+	}
+	if other {
+		return st, false, nil
+	}
 	if values {
-		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 		if ferr := catchFault(data, func() {
 			st = decodeValues(ctx, data[skip:], source, opt, fn, func() int64 { return int64(len(data)) })
 		}); ferr != nil {
@@ -606,3 +663,76 @@ func catchFault(mapping []byte, f func()) (err error) {
 }
 
 var errFileChanged = errors.New("the file changed (was truncated?) while it was read")
+
+// psTypeLine starts the line Windows PowerShell 5.1's Export-Csv writes
+// before the header unless told -NoTypeInformation.
+var psTypeLine = []byte("#TYPE ")
+
+// utf16Reader reads UTF-16 text (after its byte order mark) as UTF-8:
+// big is big-endian. An unpaired surrogate, or a cut last unit, becomes
+// U+FFFD, as unicode/utf16 decodes it.
+type utf16Reader struct {
+	r   io.Reader
+	big bool
+	in  []byte // read; in[:n] not yet decoded (an odd byte, a high surrogate)
+	n   int
+	out []byte // decoded; out[off:] not yet returned
+	off int
+	err error
+}
+
+func (u *utf16Reader) Read(p []byte) (int, error) {
+	for u.off == len(u.out) {
+		if u.err != nil {
+			if u.n == 0 || u.err != io.EOF {
+				return 0, u.err
+			}
+			u.out, u.off, u.n = utf8.AppendRune(u.out[:0], utf8.RuneError), 0, 0
+			break
+		}
+		if u.in == nil {
+			u.in = make([]byte, 32<<10)
+		}
+		m, err := u.r.Read(u.in[u.n:])
+		u.n += m
+		u.err = err
+		var used int
+		u.out, used = u.decode(u.out[:0], u.in[:u.n], err != nil)
+		u.off, u.n = 0, copy(u.in, u.in[used:u.n])
+	}
+	k := copy(p, u.out[u.off:])
+	u.off += k
+	return k, nil
+}
+
+// decode appends the UTF-8 of b's code units to out and says how many
+// bytes it used: all but an odd last byte, or a high surrogate whose pair
+// is still to come (unless last: then it is U+FFFD).
+func (u *utf16Reader) decode(out, b []byte, last bool) (_ []byte, used int) {
+	unit := func(i int) rune {
+		if u.big {
+			return rune(b[i])<<8 | rune(b[i+1])
+		}
+		return rune(b[i+1])<<8 | rune(b[i])
+	}
+	i := 0
+	for ; i+1 < len(b); i += 2 {
+		r := unit(i)
+		if utf16.IsSurrogate(r) {
+			switch {
+			case r >= 0xdc00: // a low one alone
+			case i+3 < len(b):
+				if r2 := unit(i + 2); r2 >= 0xdc00 && r2 < 0xe000 {
+					out = utf8.AppendRune(out, utf16.DecodeRune(r, r2))
+					i += 2
+					continue
+				}
+			case !last:
+				return out, i // its pair is in the next read
+			}
+			r = utf8.RuneError
+		}
+		out = utf8.AppendRune(out, r)
+	}
+	return out, i
+}

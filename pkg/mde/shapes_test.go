@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -14,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"unicode/utf16"
 
 	"github.com/linkedin/goavro/v2"
 
@@ -266,6 +268,50 @@ func shapes() []shape {
 				set("schema", schema).set("results", rowsOf(recs))))
 		}, true},
 		{"export.csv", writeCSV, false},
+		{"powershell.csv", func(t testing.TB, recs []record) []byte {
+			// Windows PowerShell 5.1's Export-Csv, -NoTypeInformation forgotten.
+			return append([]byte("#TYPE System.Management.Automation.PSCustomObject\r\n"), bytes.TrimPrefix(writeCSV(t, recs), utf8BOM)...)
+		}, false},
+		{"powershell-utf16.json", func(t testing.TB, recs []record) []byte {
+			// ConvertTo-Json > file in Windows PowerShell 5.1: UTF-16LE with
+			// its byte order mark, CRLF.
+			text := bytes.ReplaceAll(indent(t, mustJSON(rowsOf(recs))), []byte("\n"), []byte("\r\n"))
+			b := []byte{0xff, 0xfe}
+			for _, u := range utf16.Encode([]rune(string(text))) {
+				b = binary.LittleEndian.AppendUint16(b, u)
+			}
+			return b
+		}, true},
+		{"rows-many-a-line.json", func(t testing.TB, recs []record) []byte {
+			// An array of rows, fifty to a line: the first line is longer
+			// than Read's buffer.
+			var b bytes.Buffer
+			b.WriteByte('[')
+			for i, r := range rowsOf(recs) {
+				if i > 0 {
+					b.WriteByte(',')
+					if i%50 == 0 {
+						b.WriteByte('\n')
+					}
+				}
+				b.Write(r)
+			}
+			b.WriteString("]\n")
+			return b.Bytes()
+		}, true},
+		{"compact-then-pretty.json", func(t testing.TB, recs []record) []byte {
+			// Values one to a line, then indented (files concatenated).
+			var b bytes.Buffer
+			for i, r := range recordsOf(recs) {
+				if i%2 == 0 {
+					b.Write(r)
+				} else {
+					b.Write(indent(t, r))
+				}
+				b.WriteByte('\n')
+			}
+			return b.Bytes()
+		}, false},
 		{"rows.jsonl.gz", func(t testing.TB, recs []record) []byte { return gzipped(lines(rowsOf(recs), "\n")) }, true},
 		{"capture.avro", func(t testing.TB, recs []record) []byte {
 			codec, err := goavro.NewCodec(captureSchema)
@@ -393,7 +439,7 @@ func TestGoldenShapes(t *testing.T) {
 				wantJSON = got
 			}
 			want := wantJSON
-			if s.rowsOnly || s.name == "export.csv" { // rows carry no envelope, so no tenantId
+			if s.rowsOnly || strings.HasSuffix(s.name, ".csv") { // rows carry no envelope, so no tenantId
 				want = bytes.ReplaceAll(want, []byte(`"TenantId": "4f2b9c1e-7d3a-4e8b-9a61-0c5d2e7f8b13"`), []byte(`"TenantId": ""`))
 			}
 			if !bytes.Equal(got, want) {
