@@ -9,7 +9,9 @@
 //     (CRLF, sometimes an extra _TimeReceivedBySvc), or as Logstash and
 //     Elastic's agent hand them over; properties.Timestamp is the event
 //     time, time is when Defender received it;
-//   - Event Hubs messages, envelopes {"records":[record, …]};
+//   - Event Hubs messages, envelopes {"records":[record, …]}, also
+//     wrapped as Splunk's add-on for Microsoft Cloud Services keeps them
+//     ({"body": message, "x-opt-…": …});
 //   - pretty-printed or concatenated JSON values, a value spanning lines
 //     (errors name the line the value or row starts at);
 //   - JSON arrays of rows, records or envelopes;

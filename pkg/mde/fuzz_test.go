@@ -87,7 +87,7 @@ func FuzzReadGzip(f *testing.F) {
 // writeFuzzCorpus stores the fixtures as the targets' seed corpus.
 func writeFuzzCorpus(t *testing.T) {
 	for target, names := range map[string][]string{
-		"FuzzReadJSONLines":  {"rows.jsonl", "bom-crlf.jsonl", "storage-account.json", "envelope.jsonl", "records-array.json"},
+		"FuzzReadJSONLines":  {"rows.jsonl", "bom-crlf.jsonl", "storage-account.json", "envelope.jsonl", "records-array.json", "splunk-body.json"},
 		"FuzzReadJSONValues": {"pretty.json", "rows-array.json", "advanced-hunting-api.json", "graph-hunting.json", "rows-many-a-line.json", "compact-then-pretty.json", "powershell-utf16.json"},
 		"FuzzReadCSV":        {"export.csv", "powershell.csv"},
 		"FuzzReadAvro":       {"capture.avro"},

@@ -646,7 +646,8 @@ func (d *decoder) skipFast() bool {
 
 // container reads the value of a key of an object that is not a column:
 // records or results (rows of a container, appended to *dst), properties
-// (a record's row), tenantId, category or Type.
+// (a record's row), body (a wrapped message's events, appended to *dst),
+// tenantId, category or Type.
 func (d *decoder) container(c col, ev *beacon.Event, r *row, dst *[]beacon.Event) error {
 	var err error
 	switch c {
@@ -662,6 +663,18 @@ func (d *decoder) container(c col, ev *beacon.Event, r *row, dst *[]beacon.Event
 	case colProperties:
 		if d.i < len(d.b) && d.b[d.i] == '{' {
 			return d.columns(ev, r)
+		}
+		return d.skip()
+	case colBody:
+		// Splunk's add-on for Microsoft Cloud Services keeps an Event Hubs
+		// message as {"body": message, "x-opt-…": …}: the message is a
+		// record or an envelope.
+		if d.i < len(d.b) && d.b[d.i] == '{' {
+			r.container = true
+			d.path = append(d.path, pathSeg{key: colNames[c], idx: -1})
+			*dst, err = d.object(*dst)
+			d.path = d.path[:len(d.path)-1]
+			return err
 		}
 		return d.skip()
 	case colTenantId:
@@ -693,7 +706,7 @@ func (d *decoder) container(c col, ev *beacon.Event, r *row, dst *[]beacon.Event
 
 // pathSeg is one step into a message: a container key or an index.
 type pathSeg struct {
-	key string // records, Results or results; "" for an index
+	key string // records, Results, results or body; "" for an index
 	idx int
 }
 

@@ -35,6 +35,7 @@ const (
 	colResultsUpper
 	colResults
 	colProperties
+	colBody
 	colTenantId
 	colCategory
 	colType
@@ -70,6 +71,7 @@ var colNames = [numCols]string{
 	colResultsUpper:     "Results",
 	colResults:          "results",
 	colProperties:       "properties",
+	colBody:             "body",
 	colTenantId:         "tenantId",
 	colCategory:         "category",
 	colType:             "Type",
@@ -128,6 +130,8 @@ func colOf(key []byte) col {
 		return colResults
 	case "properties":
 		return colProperties
+	case "body":
+		return colBody
 	case "tenantId":
 		return colTenantId
 	case "category":
@@ -379,7 +383,7 @@ func actOf(c col, queryOnly bool) keyAct {
 		return actTenant
 	case colCategory, colType:
 		return actCategory
-	case colRecords, colResultsUpper, colResults, colProperties:
+	case colRecords, colResultsUpper, colResults, colProperties, colBody:
 		return actContainer
 	case colAdditionalFields:
 		return actBail

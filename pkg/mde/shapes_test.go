@@ -267,6 +267,24 @@ func shapes() []shape {
 				set("@odata.context", "https://graph.microsoft.com/v1.0/$metadata#microsoft.graph.security.huntingQueryResults").
 				set("schema", schema).set("results", rowsOf(recs))))
 		}, true},
+		{"splunk-body.json", func(t testing.TB, recs []record) []byte {
+			// Splunk's add-on for Microsoft Cloud Services: a message in
+			// "body" with the Event Hubs system properties beside it; here
+			// records alone and in envelopes of two, alternately.
+			var out []json.RawMessage
+			for i := 0; i < len(recs); {
+				var body any = recordsOf(recs[i : i+1])[0]
+				n := 1
+				if len(out)%2 == 1 {
+					n = min(2, len(recs)-i)
+					body = map[string]any{"records": recordsOf(recs[i : i+n])}
+				}
+				out = append(out, mustJSON(obj{}.set("body", body).set("x-opt-sequence-number", 4100+i).
+					set("x-opt-offset", strconv.Itoa(8_590_000_000+i*4096)).set("x-opt-enqueued-time", 1714557790000+i)))
+				i += n
+			}
+			return lines(out, "\n")
+		}, false},
 		{"export.csv", writeCSV, false},
 		{"powershell.csv", func(t testing.TB, recs []record) []byte {
 			// Windows PowerShell 5.1's Export-Csv, -NoTypeInformation forgotten.
