@@ -30,8 +30,8 @@ reported as FILE:LINE and skipped (in an envelope, only its bad records
 are). On stderr: the window used and the events in it.
 
 Exit status: 0 when the input was read (beacons or none; skipped lines
-are counted), 1 when no line decoded, the input is empty or truncated,
-2 for a bad command line.
+are counted), 1 when no line decoded, the input is empty (no bytes) or
+truncated, 2 for a bad command line.
 
 Examples:
   beacon hunt testdata/sample.jsonl.gz
@@ -112,11 +112,9 @@ func runHunt(ctx context.Context, args []string, s stdio) error {
 	if total.Events == 0 && total.Bad > 0 {
 		return fmt.Errorf("hunt: no line decoded (%d malformed): not DeviceNetworkEvents in a shape hunt reads (see 'beacon hunt --help')", total.Bad)
 	}
-	if total.Events == 0 && total.Other == 0 {
-		if total.Lines == 0 {
-			return errors.New("hunt: the input is empty")
-		}
-		return fmt.Errorf("hunt: no records in the input (%d blank line(s))", total.Lines)
+	if total.Lines == 0 {
+		// Not an empty result ([], {"Results":[]}, a CSV header): no bytes.
+		return errors.New("hunt: the input is empty")
 	}
 	if now == 0 {
 		if newest, ok := h.DefaultNow(); ok {

@@ -28,8 +28,8 @@
 //     Out-File and >; Export-Csv's #TYPE line before a header is skipped).
 //
 // JSON is read line by line, lines decoded in parallel, unless a value
-// among the first 64 KiB spans lines or shares its line with another
-// (spansLines): then value by value, in one goroutine.
+// among the first 64 KiB spans lines (spansLines): then value by value,
+// in one goroutine.
 //
 // Values: unknown keys are ignored; null and "" both mean missing; ports
 // are JSON numbers, strings, or empty/null when missing; ReportId and

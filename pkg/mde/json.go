@@ -669,7 +669,8 @@ func (d *decoder) container(c col, ev *beacon.Event, r *row, dst *[]beacon.Event
 		// Splunk's add-on for Microsoft Cloud Services keeps an Event Hubs
 		// message as {"body": message, "x-opt-…": …}: the message is a
 		// record or an envelope.
-		if d.i < len(d.b) && d.b[d.i] == '{' {
+		// A row whose Timestamp came first keeps body as an unknown key.
+		if d.i < len(d.b) && d.b[d.i] == '{' && !r.timestamp {
 			r.container = true
 			d.path = append(d.path, pathSeg{key: colNames[c], idx: -1})
 			*dst, err = d.object(*dst)

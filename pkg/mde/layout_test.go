@@ -26,7 +26,7 @@ func TestSpansLines(t *testing.T) {
 		{"array on its own line", "[\n{\"a\":1},\n{\"a\":2}\n]\n", true},
 		{"array, rows many a line", "[{\"a\":1},{\"a\":2},\n{\"a\":3}]\n", true},
 		{"compact, then pretty", "{\"a\":1}\n{\"a\":2}\n{\n  \"a\": 3\n}\n", true},
-		{"two values on a line", "{\"a\":1}\n{\"a\":2} {\"a\":3}\n", true},
+		{"two values on a line (the line reader reads both)", "{\"a\":1}\n{\"a\":2} {\"a\":3}\n", false},
 		{"a cut line among lines", "{\"a\":1}\n{\"a\":\n{\"a\":3}\n", false},
 		{"a broken line among lines", "{\"a\":1}\n{\"a\" 2}\n{\n  \"a\": 3\n}\n", false},
 		{"a cut first line", "{\"a\":\n{\"a\":3}\n", true},

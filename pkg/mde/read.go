@@ -166,9 +166,9 @@ const (
 // value by value instead of line by line (JSON lines decode in parallel;
 // values in one goroutine): a value that starts in head's first headMax
 // bytes goes on past its line (pretty-printed JSON, an array of rows
-// split over lines), or a line holds another value after its first.
-// What is not JSON, or a broken line, decides nothing (the line reader
-// reports it), nor does a first line that head cuts (one long line: an
+// split over lines). What is not JSON, or a broken line, ends the
+// judging with lines (the line reader reports it), as does a first line
+// that head cuts (one long line: an
 // API response on one line is read as a line).
 func spansLines(head []byte) bool {
 	d := decoder{b: head, inLine: true} // skip stops at a line's end
@@ -199,12 +199,8 @@ func spansLines(head []byte) bool {
 			}
 			return n == 0 || next >= len(head) || (head[next] != '{' && head[next] != '[')
 		}
-		for d.i < eol && (head[d.i] == ' ' || head[d.i] == '\t' || head[d.i] == '\r') {
-			d.i++
-		}
-		if d.i < eol && (head[d.i] == '{' || head[d.i] == '[') {
-			return true // a second value on the line
-		}
+		// More values on the line are the line reader's too (message
+		// loops over them): the next line.
 		d.i = eol + 1
 	}
 }
