@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -287,8 +288,25 @@ func decodeMeta(src []byte, b *alertBook, t *metaTime) error {
 
 // encodeMeta returns the worker's meta blob in a buffer of the worker's
 // that the next call overwrites (Partition.Apply copies it).
+//
+// Inside an advance a watermark record makes, the sources are recorded as
+// they were before that record (worker.advance says why; W has not moved
+// yet there either).
 func (w *worker) encodeMeta() []byte {
 	t := metaTime{sw: w.sw, hasSW: w.hasSW, open: w.open, hasOpen: w.hasOpen, unconfirmed: w.unconfirmed, srcs: w.srcs}
+	if len(w.srcUndo) > 0 {
+		t.srcs = make(map[tp]*srcMark, len(w.srcs))
+		maps.Copy(t.srcs, w.srcs)
+		for i := len(w.srcUndo) - 1; i >= 0; i-- { // the first entry of a source is its oldest
+			u := &w.srcUndo[i]
+			if !u.existed {
+				delete(t.srcs, u.k)
+				continue
+			}
+			was := u.was
+			t.srcs[u.k] = &was
+		}
+	}
 	w.metaBuf = appendMeta(w.metaBuf[:0], &w.book, &t)
 	return w.metaBuf
 }

@@ -891,6 +891,7 @@ type worker struct {
 	hasOpen     bool
 	unconfirmed bool      // the state is at an evaluation point whose alerts may be unpublished
 	held        heldQueue // records waiting for W
+	srcUndo     []srcUndo // how the watermark being applied changed srcs (advance)
 	inHand      int64     // offset of the record take is adding (see recordOffset)
 	hasHand     bool      // inHand is set
 	forced      int64     // records released by the MaxHeld bound
@@ -912,6 +913,14 @@ type srcMark struct {
 	time    beacon.Time
 	hasTime bool
 	idle    bool
+}
+
+// srcUndo is a source's mark before the watermark record being applied
+// changed it; existed is false for a source the record named first.
+type srcUndo struct {
+	k       tp
+	was     srcMark
+	existed bool
 }
 
 func newWorker(env workerEnv, id int32, part *state.Partition, committed int64) *worker {
@@ -985,19 +994,9 @@ func (w *worker) run() {
 		w.log.Info("rebuilding partition state", zap.Int64("from", from), zap.Int64("committed", w.committed))
 		w.owner.seekTo(w, from)
 	}
-	// A state recorded at an evaluation point whose alerts may not have
-	// been published (a crash between the two) is evaluated again at that
-	// same point, and what the meta blob does not list as alerted goes
-	// out. A state recorded between points is not evaluated: its next
-	// point comes with the records.
-	if w.unconfirmed {
-		w.mu.Lock()
-		err := w.evaluate()
-		w.mu.Unlock()
-		if err != nil {
-			fail(err)
-			return
-		}
+	if err := w.resume(); err != nil {
+		fail(err)
+		return
 	}
 	for {
 		select {
@@ -1026,6 +1025,28 @@ func (w *worker) run() {
 			}
 		}
 	}
+}
+
+// resume evaluates a state recorded at an evaluation point whose alerts
+// may not have been published (a crash between the two) again at that
+// same point: what the meta blob does not list as alerted goes out. A
+// state recorded between points is not evaluated: its next point comes
+// with the records.
+//
+// Like point, it then records that the point is confirmed: left set, the
+// next flush — between points — recorded an unconfirmed point, and a
+// second restart evaluated a state no continuous run evaluates.
+func (w *worker) resume() error {
+	if !w.unconfirmed {
+		return nil
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.evaluate(); err != nil {
+		return err
+	}
+	w.unconfirmed, w.metaDirty = false, true
+	return nil
 }
 
 // finish records the alert bookkeeping when the stop is final. The records
@@ -1214,6 +1235,9 @@ func (w *worker) watermark(it *item) error {
 		return fatalError{fmt.Errorf("%w: ingest filters %q, this detector's %q (use the same parameters, or a new --group)",
 			errFilters, it.fingerprint, want)}
 	}
+	// What the record changes is undone in what the advance it makes
+	// records (see advance), until the advance has taken everything.
+	defer func() { w.srcUndo = w.srcUndo[:0] }()
 	for i := range it.sources {
 		s := &it.sources[i]
 		k := tp{s.topic, s.part}
@@ -1222,12 +1246,15 @@ func (w *worker) watermark(it *item) error {
 			m = &srcMark{}
 			// The key outlives the record: its topic must not alias the
 			// record's value (the lookup above may).
-			w.srcs[tp{strings.Clone(s.topic), s.part}] = m
+			k = tp{strings.Clone(s.topic), s.part}
+			w.srcs[k] = m
 			w.metaDirty = true
+			w.srcUndo = append(w.srcUndo, srcUndo{k: k})
 		}
 		if s.flags&wmOwned == 0 {
 			continue // named only: its reader speaks for it
 		}
+		was := *m
 		if s.flags&wmHasTime != 0 && (!m.hasTime || s.time > m.time) {
 			m.time, m.hasTime = s.time, true
 			w.metaDirty = true
@@ -1235,6 +1262,9 @@ func (w *worker) watermark(it *item) error {
 		if idle := s.flags&wmIdle != 0; idle != m.idle {
 			m.idle = idle
 			w.metaDirty = true
+		}
+		if *m != was {
+			w.srcUndo = append(w.srcUndo, srcUndo{k: k, was: was, existed: true})
 		}
 	}
 	var low, high beacon.Time
@@ -1277,11 +1307,21 @@ var errFilters = errors.New("stream: the repartition topic was written with othe
 
 // advance moves stream time to t, releasing what it passes and evaluating
 // the points it passes.
+//
+// W becomes t only once every record it releases is taken. A point (or a
+// full segment) in between is recorded with the offset of the record in
+// hand, or of the first one still held, and a restart reads everything
+// from there again: those records must be held again, and released by the
+// watermark record that started the advance, which is read again too. So
+// what such a flush records is the time state from before that record —
+// W as it was and the sources as they were (srcUndo, encodeMeta). With
+// W = t recorded, the restart took the records after the point as
+// already released, late, and evaluated none of the points up to t: their
+// alerts were lost (TestKilledInsideAnAdvance, TestKillDashNine).
 func (w *worker) advance(t beacon.Time) error {
 	if w.hasSW && t <= w.sw {
 		return nil
 	}
-	w.sw, w.hasSW, w.metaDirty = t, true, true
 	for w.held.len() > 0 && w.held.min().release <= t {
 		h := w.held.pop()
 		// Decoded here (again, unless a replay's record held on its
@@ -1305,6 +1345,11 @@ func (w *worker) advance(t beacon.Time) error {
 			return err
 		}
 	}
+	// Everything up to t is taken: from here on a restart from the
+	// recorded offset finds the records up to t counted and the others
+	// held, under the new time state.
+	w.sw, w.hasSW, w.metaDirty = t, true, true
+	w.srcUndo = w.srcUndo[:0]
 	if w.hasOpen && w.open < w.tick(t) {
 		return w.point()
 	}

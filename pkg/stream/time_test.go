@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -881,10 +882,8 @@ func TestWorkerStopAnywhere(t *testing.T) {
 			if from < 0 {
 				from = 0
 			}
-			if w2.unconfirmed {
-				if err := w2.evaluate(); err != nil {
-					t.Fatal(err)
-				}
+			if err := w2.resume(); err != nil {
+				t.Fatal(err)
 			}
 			feed(w2, from, int64(len(recs)), &got)
 			finish(w2, &got)
@@ -922,6 +921,241 @@ func TestWorkerStopAnywhere(t *testing.T) {
 	}
 }
 
+// TestKilledInsideAnAdvance: one watermark can release hours of held
+// records at once (an ingest poll that read a backlog, or the first
+// watermark after an hour was produced), and the worker then evaluates
+// every point those records make, one after another, each recorded with
+// the offset of the record in hand or of the first one still held. A
+// worker killed at any of those points — after recording it, before
+// publishing its alerts — and restarted on its state publishes every
+// alert, with its row, that a worker never killed publishes, and no
+// other. Each point recorded the stream time the watermark moved to, and
+// the sources as that watermark left them, instead of the time state the
+// records after the recorded offset were read under: the restart took
+// those records as already released, late, and evaluated none of the
+// points up to the watermark's time (TestKillDashNine lost two alerts so,
+// about 1 run in 30 on a loaded machine: the kill fell 20 ms into such an
+// advance). Two layouts: one input partition whose watermark jumps
+// 125 minutes; and a second input partition 125 minutes ahead, whose
+// records wait while the first one's watermark moves in small steps and
+// then jumps — the restart reads those small steps again before the jump.
+func TestKilledInsideAnAdvance(t *testing.T) {
+	fp := filterFingerprint("seed", func() *beacon.Params { p := testParams(); return &p }())
+	t0 := mustTime(t, "2024-05-01T10:00:00Z")
+	// Two tuples beaconing every ~60 s for 200 minutes. For 75 minutes
+	// each event is followed by its watermark (the warm-up ends, the
+	// first alerts go out); the next 125 minutes are released by one
+	// watermark, then one marks the input idle. A re-alert period of
+	// 10 minutes makes a dozen periods alert inside that one advance.
+	at := func(i, j int) beacon.Time {
+		return t0 + beacon.Time(i)*60*beacon.Second + beacon.Time(j*17+(i*7)%11)*beacon.Second
+	}
+	ips := []string{"45.1.1.1", "45.1.1.2"}
+	layouts := []struct {
+		name string
+		recs func(conn func(i, j int), wm func(a, b beacon.Time, idle bool))
+	}{
+		{"one input partition", func(conn func(i, j int), wm func(a, b beacon.Time, idle bool)) {
+			for i := range 200 {
+				for j := range ips {
+					conn(i, j)
+					if i < 75 {
+						wm(at(i, j), at(i, j), false)
+					}
+				}
+			}
+			wm(at(199, 1), at(199, 1), false)
+			wm(at(199, 1), at(199, 1), true)
+		}},
+		{"an input partition ahead", func(conn func(i, j int), wm func(a, b beacon.Time, idle bool)) {
+			for i := range 75 {
+				conn(i, 0)
+				conn(i, 1)
+				wm(at(i, 0), at(i, 1), false)
+			}
+			for i := 75; i < 200; i++ { // the second tuple's input is read ahead
+				conn(i, 1)
+			}
+			wm(at(74, 0), at(199, 1), false)
+			for i := 75; i < 200; i++ {
+				conn(i, 0)
+				if i == 80 || i == 85 || i == 90 {
+					wm(at(i, 0), at(199, 1), false)
+				}
+			}
+			wm(at(199, 0), at(199, 1), false)
+			wm(at(199, 0), at(199, 1), true)
+		}},
+	}
+	opts := []Opt{ReAlertInterval(10 * time.Minute)}
+	for _, lay := range layouts {
+		t.Run(lay.name, func(t *testing.T) {
+			var recs []*kgo.Record
+			add := func(key string, v []byte) {
+				r := &kgo.Record{Offset: int64(len(recs)), Value: v}
+				if key != "" {
+					r.Key = []byte(key)
+				}
+				recs = append(recs, r)
+			}
+			lay.recs(func(i, j int) {
+				e := beacon.Event{Timestamp: at(i, j), DeviceId: "d", DeviceName: "n", FileName: "f.exe", RemoteIP: ips[j], RemotePort: 443, HasPort: true}
+				add(ips[j], appendConn(nil, &e, at(i, j)))
+			}, func(a, b beacon.Time, idle bool) {
+				f := wmOwned | wmHasTime
+				if idle {
+					f |= wmIdle
+				}
+				add("", appendWatermark(nil, fp, []source{{topic: "in", part: 0, flags: f, time: a}, {topic: "in", part: 1, flags: f, time: b}}))
+			})
+			feed := func(w *worker, from int64, got map[string]string) error {
+				t.Helper()
+				o := w.owner.(*dyingOwner)
+				defer func() {
+					for _, a := range o.alerts {
+						got[a.ID] = jsonl([]beacon.Row{a.Row})
+					}
+					o.alerts = nil
+				}()
+				for n := from; n < int64(len(recs)); n++ {
+					if err := w.process(batch{recs: recs[n : n+1], hwm: int64(len(recs))}); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+			start := func(dir string, dieAt int) (*worker, *state.Store) {
+				w, st := testWorkerAt(t, dir, opts...)
+				w.owner = &dyingOwner{replay: w.owner.(*replay), dieAt: dieAt}
+				return w, st
+			}
+			ref := map[string]string{}
+			w, _ := start(t.TempDir(), 0)
+			if err := feed(w, 0, ref); err != nil {
+				t.Fatal(err)
+			}
+			o := w.owner.(*dyingOwner)
+			inAdvance := 0 // publishing points the last watermark but one makes
+			for _, n := range o.offsets {
+				if n == int64(len(recs)-2) {
+					inAdvance++
+				}
+			}
+			if inAdvance < 5 {
+				t.Fatalf("%d of %d publishing points inside the advance; the test needs more", inAdvance, o.published)
+			}
+			for die := 1; die <= o.published; die++ {
+				got := map[string]string{}
+				dir := t.TempDir()
+				w, st := start(dir, die)
+				if err := feed(w, 0, got); !errors.Is(err, errStopped) {
+					t.Fatalf("killed at publishing point %d: %v", die, err)
+				}
+				if err := st.Close(); err != nil { // a kill leaves what every Apply committed
+					t.Fatal(err)
+				}
+				committed := w.acked.Load() // what the detector commits
+				w2, _ := start(dir, 0)
+				w2.committed = committed
+				if err := w2.resume(); err != nil {
+					t.Fatal(err)
+				}
+				if err := feed(w2, max(w2.next, 0), got); err != nil {
+					t.Fatal(err)
+				}
+				for id, row := range ref {
+					if g, ok := got[id]; !ok {
+						t.Errorf("killed at publishing point %d of %d: alert %s missing", die, o.published, id)
+					} else if g != row {
+						t.Errorf("killed at publishing point %d: alert %s row differs:\n%s", die, id, diffLines(g, row))
+					}
+				}
+				for id := range got {
+					if _, ok := ref[id]; !ok {
+						t.Errorf("killed at publishing point %d: alert %s not in the uninterrupted run", die, id)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestResumedPointIsConfirmed: a state recorded at an evaluation point
+// whose alerts may not have gone out is evaluated again when it is loaded
+// (worker.resume), and from then on it is confirmed as after any point:
+// the next flush — between points — records no unconfirmed point, so a
+// second restart evaluates nothing (it evaluated that state, one no
+// continuous run evaluates, and could alert from it).
+func TestResumedPointIsConfirmed(t *testing.T) {
+	fp := filterFingerprint("seed", func() *beacon.Params { p := testParams(); return &p }())
+	t0 := mustTime(t, "2024-05-01T10:00:00Z")
+	var recs []*kgo.Record
+	for i := range 80 {
+		at := t0 + beacon.Time(i)*60*beacon.Second + beacon.Time((i*7)%11)*beacon.Second
+		e := beacon.Event{Timestamp: at, DeviceId: "d", DeviceName: "n", FileName: "f.exe", RemoteIP: "45.1.1.1", RemotePort: 443, HasPort: true}
+		recs = append(recs, &kgo.Record{Offset: int64(len(recs)), Key: []byte(e.RemoteIP), Value: appendConn(nil, &e, at)},
+			&kgo.Record{Offset: int64(len(recs) + 1), Value: appendWatermark(nil, fp, []source{{topic: "in", part: 0, flags: wmOwned | wmHasTime, time: at}})})
+	}
+	dir := t.TempDir()
+	w, st := testWorkerAt(t, dir)
+	w.owner = &dyingOwner{replay: w.owner.(*replay), dieAt: 1}
+	var err error
+	for o := 0; o < len(recs) && err == nil; o++ {
+		err = w.process(batch{recs: recs[o : o+1], hwm: int64(len(recs))})
+	}
+	if !errors.Is(err, errStopped) {
+		t.Fatalf("no alert to die at: %v", err)
+	}
+	st.Close()
+	w2, st2 := testWorkerAt(t, dir)
+	if !w2.unconfirmed {
+		t.Fatal("killed before publishing, the state is not at an unconfirmed point")
+	}
+	if err := w2.resume(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(w2.owner.(*replay).alerts); n == 0 {
+		t.Fatal("the resumed point published nothing")
+	}
+	// A flush between points: a segment filled, or a batch of
+	// watermarks that caught up.
+	if err := w2.flush(); err != nil {
+		t.Fatal(err)
+	}
+	st2.Close()
+	w3, _ := testWorkerAt(t, dir)
+	if w3.unconfirmed {
+		t.Error("the state after the resumed point's next flush is recorded as an unconfirmed point")
+	}
+	if err := w3.resume(); err != nil {
+		t.Fatal(err)
+	}
+	if w3.points != 0 {
+		t.Errorf("a second restart evaluated %d points before reading a record", w3.points)
+	}
+}
+
+// dyingOwner is a replay's owner that dies at the dieAt-th point with
+// alerts (1-based; 0 never), as a process killed after recording the
+// point and before its alerts went out. It counts the publishing points,
+// with the offset of the record each was found at.
+type dyingOwner struct {
+	*replay
+	dieAt     int
+	published int
+	offsets   []int64
+}
+
+func (o *dyingOwner) publish(w *worker, alerts []Alert) error {
+	o.published++
+	o.offsets = append(o.offsets, w.next-1)
+	if o.published == o.dieAt {
+		w.crashed.Store(true)
+		return errStopped
+	}
+	return o.replay.publish(w, alerts)
+}
+
 // testWorker is a detection worker on scratch state that keeps its alerts.
 func testWorker(t *testing.T) *worker {
 	t.Helper()
@@ -930,11 +1164,11 @@ func testWorker(t *testing.T) *worker {
 }
 
 // testWorkerAt is testWorker on the state in dir (partition 0), as a
-// restart finds it, with its store.
-func testWorkerAt(t *testing.T, dir string) (*worker, *state.Store) {
+// restart finds it, with its store; opts are added to the service's.
+func testWorkerAt(t *testing.T, dir string, opts ...Opt) (*worker, *state.Store) {
 	t.Helper()
-	s, err := New(Brokers("127.0.0.1:1"), StateDir(dir), Params(testParams()), Logger(testLogger(t)),
-		CreateTopics(false, -1, -1), EvalInterval(10*time.Second))
+	s, err := New(append([]Opt{Brokers("127.0.0.1:1"), StateDir(dir), Params(testParams()), Logger(testLogger(t)),
+		CreateTopics(false, -1, -1), EvalInterval(10 * time.Second)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
