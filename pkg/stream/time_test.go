@@ -793,13 +793,7 @@ func TestWorkerStopAnywhere(t *testing.T) {
 	// the watermark of its input partition, and a watermark that marks it
 	// idle at the end (every point is evaluated).
 	var recs []*kgo.Record
-	add := func(key string, v []byte) {
-		r := &kgo.Record{Offset: int64(len(recs)), Value: v}
-		if key != "" {
-			r.Key = []byte(key)
-		}
-		recs = append(recs, r)
-	}
+	add := func(key string, v []byte) { recs = appendRecord(recs, key, v) }
 	// A second input partition read to its end holds one connection
 	// 75 minutes in: it waits for stream time, so every point before it
 	// records its offset, 0 — consecutive points share their offset.
@@ -991,13 +985,7 @@ func TestKilledInsideAnAdvance(t *testing.T) {
 	for _, lay := range layouts {
 		t.Run(lay.name, func(t *testing.T) {
 			var recs []*kgo.Record
-			add := func(key string, v []byte) {
-				r := &kgo.Record{Offset: int64(len(recs)), Value: v}
-				if key != "" {
-					r.Key = []byte(key)
-				}
-				recs = append(recs, r)
-			}
+			add := func(key string, v []byte) { recs = appendRecord(recs, key, v) }
 			lay.recs(func(i, j int) {
 				e := beacon.Event{Timestamp: at(i, j), DeviceId: "d", DeviceName: "n", FileName: "f.exe", RemoteIP: ips[j], RemotePort: 443, HasPort: true}
 				add(ips[j], appendConn(nil, &e, at(i, j)))
@@ -1477,4 +1465,14 @@ func TestHeldQueue(t *testing.T) {
 			t.Fatalf("len %d, want %d", q.len(), len(left))
 		}
 	}
+}
+
+// appendRecord appends a record of value v (and key, unless "") at the
+// next offset of a partition's records.
+func appendRecord(recs []*kgo.Record, key string, v []byte) []*kgo.Record {
+	r := &kgo.Record{Offset: int64(len(recs)), Value: v}
+	if key != "" {
+		r.Key = []byte(key)
+	}
+	return append(recs, r)
 }
