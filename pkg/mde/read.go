@@ -102,7 +102,7 @@ func Read(ctx context.Context, r io.Reader, source string, opt Options, fn func(
 		defer zr.Close()
 		br = bufio.NewReaderSize(zr, 64<<10)
 	}
-	if head, _ := br.Peek(2); len(head) == 2 && (head[0] == 0xff && head[1] == 0xfe || head[0] == 0xfe && head[1] == 0xff) {
+	if head, _ := br.Peek(2); isUTF16(head) {
 		// UTF-16, as Windows PowerShell 5.1 writes with Out-File and >.
 		br.Discard(2)
 		br = bufio.NewReaderSize(&utf16Reader{r: br, big: head[0] == 0xfe}, 64<<10)
@@ -121,9 +121,24 @@ func Read(ctx context.Context, r io.Reader, source string, opt Options, fn func(
 	if len(head) == 64<<10 && bytes.IndexByte(head, '\n') < 0 {
 		// A first line longer than the buffer: an array of rows, many to
 		// a line, or a response on one line. spansLines must see the line
-		// end to tell them apart.
-		br = bufio.NewReaderSize(br, longLine)
-		head, _ = br.Peek(longLine)
+		// end to tell them apart: the line (up to longLine) is read ahead
+		// and put back before the rest, under a buffer of the usual size
+		// (one of longLine would copy every chunk through it).
+		var line []byte
+		for len(line) < longLine {
+			b, err := br.ReadSlice('\n')
+			line = append(line, b...)
+			if err == bufio.ErrBufferFull {
+				continue
+			}
+			if err != nil && err != io.EOF {
+				return Stats{}, fmt.Errorf("%s: %w", source, err)
+			}
+			break
+		}
+		br = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(line), br), 64<<10)
+		head = line
+		br.Peek(64 << 10) // buffered, as readLines expects of a big input
 	}
 	var st Stats
 	var err error
@@ -168,12 +183,12 @@ const (
 // bytes goes on past its line (pretty-printed JSON, an array of rows
 // split over lines). What is not JSON, or a broken line, ends the
 // judging with lines (the line reader reports it), as does a first line
-// that head cuts (one long line: an
-// API response on one line is read as a line).
+// that head cuts (one long line: an API response on one line is read as
+// a line).
 func spansLines(head []byte) bool {
 	d := decoder{b: head, inLine: true} // skip stops at a line's end
 	for n := 0; ; n++ {
-		for d.i < len(head) && (head[d.i] <= ' ' && (head[d.i] == ' ' || head[d.i] == '\t' || head[d.i] == '\r' || head[d.i] == '\n')) {
+		for d.i < len(head) && isBlank(head[d.i]) {
 			d.i++
 		}
 		if d.i >= len(head) || d.i >= headMax || (head[d.i] != '{' && head[d.i] != '[') {
@@ -194,7 +209,7 @@ func spansLines(head []byte) bool {
 			// short; the first value's next line may be an array's
 			// element).
 			next := eol + 1
-			for next < len(head) && (head[next] == ' ' || head[next] == '\t' || head[next] == '\r' || head[next] == '\n') {
+			for next < len(head) && isBlank(head[next]) {
 				next++
 			}
 			return n == 0 || next >= len(head) || (head[next] != '{' && head[next] != '[')
@@ -203,6 +218,15 @@ func spansLines(head []byte) bool {
 		// loops over them): the next line.
 		d.i = eol + 1
 	}
+}
+
+// isBlank tells JSON's whitespace.
+func isBlank(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\n' }
+
+// isUTF16 tells whether head starts with a UTF-16 byte order mark
+// (FF FE little-endian, FE FF big-endian).
+func isUTF16(head []byte) bool {
+	return len(head) >= 2 && (head[0] == 0xff && head[1] == 0xfe || head[0] == 0xfe && head[1] == 0xff)
 }
 
 type chunk struct {
@@ -612,7 +636,7 @@ func readMapped(ctx context.Context, f *os.File, source string, opt Options, fn 
 		}
 		head = head[skip:min(len(head), skip+headMax+longLine)]
 		switch {
-		case len(head) >= 2 && (head[0] == 0x1f && head[1] == 0x8b || head[0] == 0xff && head[1] == 0xfe || head[0] == 0xfe && head[1] == 0xff),
+		case len(head) >= 2 && head[0] == 0x1f && head[1] == 0x8b, isUTF16(head),
 			bytes.HasPrefix(head, []byte("Obj\x01")), bytes.HasPrefix(head, psTypeLine):
 			other = true
 		case spansLines(head):
