@@ -16,6 +16,9 @@ import (
 // the value reader (one goroutine) from the start of the input.
 func TestSpansLines(t *testing.T) {
 	long := `{"Skipped":"` + strings.Repeat("x", headMax) + `"}`
+	// pad is a JSON line of n bytes, its newline included.
+	pad := func(n int) string { return `{"s":"` + strings.Repeat("x", n-9) + "\"}\n" }
+	pretty := "{\n  \"a\": 1\n}\n"
 	for _, c := range []struct {
 		name, in string
 		want     bool
@@ -34,7 +37,8 @@ func TestSpansLines(t *testing.T) {
 		{"CSV", "Timestamp,DeviceId\n", false},
 		{"first line longer than headMax", long + "\n{\"a\":1}\n", false},
 		{"first line longer than headMax, then pretty", long + "\n{\n  \"a\": 1\n}\n", false},
-		{"values after headMax are not judged", long + "\n" + long + "\n{\n\"a\": 1\n}\n", false},
+		{"a pretty value starting at headMax-1 is judged", pad(headMax-1) + pretty, true},
+		{"one starting at headMax is not", pad(headMax) + pretty, false},
 	} {
 		if got := spansLines([]byte(c.in)); got != c.want {
 			t.Errorf("%s: spansLines = %v, want %v", c.name, got, c.want)

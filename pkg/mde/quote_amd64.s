@@ -12,7 +12,7 @@
 // from the page cache, whose 4 KiB pages are scattered in memory, and the
 // hardware's prefetcher does not cross a page; the scans, a few a line,
 // stalled on the first load of each new line. Measured on a day of
-// envelopes (docs/performance.md): 0.90-0.96x the CPU; 512 B or 2 KiB
+// envelopes (docs/performance.md): 0.93x the CPU; 512 B or 2 KiB
 // ahead measured the same.
 TEXT ·quoteEnd(SB), NOSPLIT, $0-32
 	MOVQ p+0(FP), SI
